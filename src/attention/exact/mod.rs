@@ -1,0 +1,203 @@
+//! The exact attention engine: tiled, online softmax, forward and backward, causal
+//! masks in both alignments, single head and multi-head, generic over f32/f64.
+//!
+//! Semantics (MATH.md 1.1): `O = softmax_rows(tau Q K^T + mask) V`, `lse_i =
+//! log sum_j e^{S_ij}` over visible keys; the backward returns `dQ, dK, dV` for a given
+//! `dO`. See [`Mask`](crate::attention::Mask) for fully masked rows.
+//!
+//! Precision: every quantity (scores, the running max and denominator, the output
+//! accumulators, the gradients) is computed and accumulated in the input dtype `T`;
+//! for f32 this means f32 softmax statistics, whose rounding the enclosure tests allow
+//! for with u = 2^-24. The max shift keeps every `exp` argument `<= 0`, so scores of
+//! any magnitude that fits `T` stay finite.
+//!
+//! Parallelism: rayon over heads and over blocks of rows; every output element is
+//! produced by one fixed sequence of floating-point operations, so results are bitwise
+//! identical for any number of threads.
+
+mod backward;
+mod forward;
+pub mod tile;
+
+use super::{AttentionConfig, Problem};
+use crate::error::{Error, Result};
+use crate::scalar::Real;
+use crate::tensor::{check_finite, MatRef, Matrix, Tensor3};
+use backward::{row_deltas, Upstream};
+use rayon::prelude::*;
+
+/// The forward's results for one head.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Forward<T> {
+    /// The output O, `n_q x d_v`.
+    pub o: Matrix<T>,
+    /// The row log-sum-exp `lse_i = log sum_j e^{S_ij}` (`-inf` for a fully masked row),
+    /// length `n_q`. The backward needs it.
+    pub lse: Vec<T>,
+}
+
+/// Gradients of one head.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gradients<T> {
+    /// dL/dQ, `n_q x d`.
+    pub dq: Matrix<T>,
+    /// dL/dK, `n_k x d`.
+    pub dk: Matrix<T>,
+    /// dL/dV, `n_k x d_v`.
+    pub dv: Matrix<T>,
+}
+
+/// The forward's results for a stack of heads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MultiHeadForward<T> {
+    /// O, `[heads, n_q, d_v]`.
+    pub o: Tensor3<T>,
+    /// lse, `heads x n_q`.
+    pub lse: Matrix<T>,
+}
+
+/// Gradients for a stack of heads, each `[heads, rows, cols]` like its input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MultiHeadGradients<T> {
+    /// dL/dQ.
+    pub dq: Tensor3<T>,
+    /// dL/dK.
+    pub dk: Tensor3<T>,
+    /// dL/dV.
+    pub dv: Tensor3<T>,
+}
+
+/// Exact attention forward for one head: `q` is `n_q x d`, `k` is `n_k x d`, `v` is
+/// `n_k x d_v`. Errors on shape mismatch, empty or non-finite inputs, or intermediates
+/// that could overflow `T`.
+pub fn forward<T: Real>(
+    q: MatRef<'_, T>,
+    k: MatRef<'_, T>,
+    v: MatRef<'_, T>,
+    config: &AttentionConfig,
+) -> Result<Forward<T>> {
+    let p = Problem::new(q, k, v, config)?;
+    let mut o = Matrix::zeros(p.n_q(), p.d_v())?;
+    let mut lse = vec![T::ZERO; p.n_q()];
+    forward::forward_into(&p, o.as_mut_slice(), &mut lse);
+    Ok(Forward { o, lse })
+}
+
+/// Exact attention backward for one head, from the forward's results and `d_o`
+/// (`n_q x d_v`): `dV = P^T dO`, `dS = P o (dO V^T - rowsum(dO o O))`,
+/// `dQ = tau dS K`, `dK = tau dS^T Q` (MATH.md 1.1).
+pub fn backward<T: Real>(
+    q: MatRef<'_, T>,
+    k: MatRef<'_, T>,
+    v: MatRef<'_, T>,
+    fwd: &Forward<T>,
+    d_o: MatRef<'_, T>,
+    config: &AttentionConfig,
+) -> Result<Gradients<T>> {
+    let p = Problem::new(q, k, v, config)?;
+    p.check_backward_inputs(fwd.o.view(), &fwd.lse, d_o)?;
+    let delta = row_deltas(d_o.as_slice(), fwd.o.as_slice(), p.d_v());
+    let up = Upstream { d_o: d_o.as_slice(), lse: &fwd.lse, delta: &delta };
+    let mut g = Gradients {
+        dq: Matrix::zeros(p.n_q(), p.d())?,
+        dk: Matrix::zeros(p.n_k(), p.d())?,
+        dv: Matrix::zeros(p.n_k(), p.d_v())?,
+    };
+    backward::backward_into(&p, &up, g.dq.as_mut_slice(), g.dk.as_mut_slice(), g.dv.as_mut_slice());
+    Ok(g)
+}
+
+/// Validates a stack of heads and returns one [`Problem`] per head.
+fn head_problems<'a, T: Real>(
+    q: &'a Tensor3<T>,
+    k: &'a Tensor3<T>,
+    v: &'a Tensor3<T>,
+    config: &AttentionConfig,
+) -> Result<Vec<Problem<'a, T>>> {
+    for (name, t) in [("k", k), ("v", v)] {
+        if t.heads() != q.heads() {
+            return Err(Error::ShapeMismatch {
+                what: format!("{name} heads"),
+                expected: q.heads().to_string(),
+                got: t.heads().to_string(),
+            });
+        }
+    }
+    for (name, t) in [("q", q), ("k", k), ("v", v)] {
+        check_finite(name, &t.shape(), t.as_slice())?;
+    }
+    (0..q.heads())
+        .map(|h| Problem::new(q.head(h), k.head(h), v.head(h), config))
+        .collect()
+}
+
+/// Exact attention forward for `[heads, n, d]` stacks (`q`: `[h, n_q, d]`, `k`:
+/// `[h, n_k, d]`, `v`: `[h, n_k, d_v]`); heads run in parallel. A batch dimension
+/// folds into `heads` (`[b, h, n, d]` is `[b * h, n, d]`).
+pub fn forward_multihead<T: Real>(
+    q: &Tensor3<T>,
+    k: &Tensor3<T>,
+    v: &Tensor3<T>,
+    config: &AttentionConfig,
+) -> Result<MultiHeadForward<T>> {
+    let probs = head_problems(q, k, v, config)?;
+    let (n_q, d_v) = (q.rows(), v.cols());
+    let mut o = Tensor3::zeros(q.heads(), n_q, d_v)?;
+    let mut lse = Matrix::zeros(q.heads(), n_q)?;
+    o.as_mut_slice()
+        .par_chunks_mut(n_q * d_v)
+        .zip(lse.as_mut_slice().par_chunks_mut(n_q))
+        .zip(&probs)
+        .for_each(|((o_h, lse_h), p)| forward::forward_into(p, o_h, lse_h));
+    Ok(MultiHeadForward { o, lse })
+}
+
+/// Exact attention backward for `[heads, n, d]` stacks; see [`backward`].
+pub fn backward_multihead<T: Real>(
+    q: &Tensor3<T>,
+    k: &Tensor3<T>,
+    v: &Tensor3<T>,
+    fwd: &MultiHeadForward<T>,
+    d_o: &Tensor3<T>,
+    config: &AttentionConfig,
+) -> Result<MultiHeadGradients<T>> {
+    let probs = head_problems(q, k, v, config)?;
+    let (h, n_q, n_k, d, d_v) = (q.heads(), q.rows(), k.rows(), q.cols(), v.cols());
+    for (name, shape) in [("o", fwd.o.shape()), ("do", d_o.shape())] {
+        if shape != [h, n_q, d_v] {
+            return Err(Error::ShapeMismatch {
+                what: name.to_string(),
+                expected: format!("{:?}", [h, n_q, d_v]),
+                got: format!("{shape:?}"),
+            });
+        }
+    }
+    if fwd.lse.shape() != [h, n_q] {
+        return Err(Error::ShapeMismatch {
+            what: "lse".into(),
+            expected: format!("{:?}", [h, n_q]),
+            got: format!("{:?}", fwd.lse.shape()),
+        });
+    }
+    check_finite("do", &d_o.shape(), d_o.as_slice())?;
+    for (i, p) in probs.iter().enumerate() {
+        p.check_backward_inputs(fwd.o.head(i), fwd.lse.row(i), d_o.head(i))?;
+    }
+    let mut g = MultiHeadGradients {
+        dq: Tensor3::zeros(h, n_q, d)?,
+        dk: Tensor3::zeros(h, n_k, d)?,
+        dv: Tensor3::zeros(h, n_k, d_v)?,
+    };
+    g.dq.as_mut_slice()
+        .par_chunks_mut(n_q * d)
+        .zip(g.dk.as_mut_slice().par_chunks_mut(n_k * d))
+        .zip(g.dv.as_mut_slice().par_chunks_mut(n_k * d_v))
+        .enumerate()
+        .for_each(|(i, ((dq, dk), dv))| {
+            let d_o = d_o.head(i).as_slice();
+            let delta = row_deltas(d_o, fwd.o.head(i).as_slice(), d_v);
+            let up = Upstream { d_o, lse: fwd.lse.row(i), delta: &delta };
+            backward::backward_into(&probs[i], &up, dq, dk, dv);
+        });
+    Ok(g)
+}

@@ -1,0 +1,168 @@
+//! A validated attention problem: shapes agree, nothing is empty or non-finite, and
+//! no intermediate can overflow the compute dtype. Engines take a [`Problem`] and
+//! can then run without further checks.
+
+use super::{AttentionConfig, Mask};
+use crate::error::{Error, Result};
+use crate::scalar::Real;
+use crate::tensor::{check_finite, check_nonempty, MatRef};
+
+/// One head's inputs, checked: `q` is `n_q x d`, `k` is `n_k x d`, `v` is `n_k x d_v`.
+#[derive(Clone, Copy, Debug)]
+pub struct Problem<'a, T> {
+    /// Queries, `n_q x d`.
+    pub q: MatRef<'a, T>,
+    /// Keys, `n_k x d`.
+    pub k: MatRef<'a, T>,
+    /// Values, `n_k x d_v`.
+    pub v: MatRef<'a, T>,
+    /// The scale tau actually used: `config.scale_for(d)` rounded once to `T`.
+    pub tau: T,
+    /// The mask.
+    pub mask: Mask,
+}
+
+impl<'a, T: Real> Problem<'a, T> {
+    /// Validates the inputs of one head (see the module docs for what is checked).
+    pub fn new(
+        q: MatRef<'a, T>,
+        k: MatRef<'a, T>,
+        v: MatRef<'a, T>,
+        config: &AttentionConfig,
+    ) -> Result<Self> {
+        check_nonempty("q", &q.shape())?;
+        check_nonempty("k", &k.shape())?;
+        check_nonempty("v", &v.shape())?;
+        same("k columns (head dim d, from q)", q.cols(), k.cols())?;
+        same("v rows (n_k, from k)", k.rows(), v.rows())?;
+        check_finite("q", &q.shape(), q.as_slice())?;
+        check_finite("k", &k.shape(), k.as_slice())?;
+        check_finite("v", &v.shape(), v.as_slice())?;
+        let tau64 = config.scale_for(q.cols());
+        let tau = T::from_f64(tau64);
+        if !tau64.is_finite() || !tau.is_finite() {
+            return Err(Error::InvalidParameter {
+                name: "scale",
+                value: tau64.to_string(),
+                reason: format!("the scale must be finite in {}", T::DTYPE),
+            });
+        }
+        let p = Self { q, k, v, tau, mask: config.mask };
+        p.check_forward_range()?;
+        Ok(p)
+    }
+
+    /// Number of queries.
+    #[inline]
+    pub fn n_q(&self) -> usize {
+        self.q.rows()
+    }
+    /// Number of keys.
+    #[inline]
+    pub fn n_k(&self) -> usize {
+        self.k.rows()
+    }
+    /// Head dimension of queries and keys.
+    #[inline]
+    pub fn d(&self) -> usize {
+        self.q.cols()
+    }
+    /// Head dimension of values.
+    #[inline]
+    pub fn d_v(&self) -> usize {
+        self.v.cols()
+    }
+    /// Keys `0..key_end(i)` are visible to query `i`.
+    #[inline]
+    pub fn key_end(&self, i: usize) -> usize {
+        self.mask.key_end(i, self.n_q(), self.n_k())
+    }
+    /// The first query that sees key `j`.
+    #[inline]
+    pub fn first_query(&self, j: usize) -> usize {
+        self.mask.first_query(j, self.n_q(), self.n_k())
+    }
+
+    /// The rigorous exponent radius R = |tau| max_i ||q_i|| max_j ||k_j|| (MATH.md 2.1),
+    /// computed in f64 (rounded to nearest: a guard, not a certificate).
+    pub fn score_radius(&self) -> f64 {
+        self.tau.to_f64().abs() * max_row_norm(self.q) * max_row_norm(self.k)
+    }
+
+    /// A priori bounds of the forward's intermediates must stay well inside T's range:
+    /// the unscaled dot products, the scores, and the running sums `sum_j p_j v_j`
+    /// (each `p_j <= 1` after the max shift).
+    fn check_forward_range(&self) -> Result<()> {
+        let qk = max_row_norm(self.q) * max_row_norm(self.k);
+        ensure_range::<T>("the dot products q_i . k_j", qk)?;
+        ensure_range::<T>("the scores tau * q_i . k_j", self.score_radius())?;
+        ensure_range::<T>("the softmax accumulators n_k * max|v|", self.n_k() as f64 * max_abs(self.v))
+    }
+
+    /// Validates the backward's extra inputs: `o` (`n_q x d_v`), `lse` (`n_q`), and
+    /// `d_o` (`n_q x d_v`), and bounds its intermediates (dP = dO V^T, dS, the sums).
+    pub fn check_backward_inputs(&self, o: MatRef<'_, T>, lse: &[T], d_o: MatRef<'_, T>) -> Result<()> {
+        let want = format!("[{}, {}]", self.n_q(), self.d_v());
+        for (name, m) in [("o", o), ("do", d_o)] {
+            if m.shape() != [self.n_q(), self.d_v()] {
+                return Err(Error::ShapeMismatch {
+                    what: name.to_string(),
+                    expected: want.clone(),
+                    got: format!("{:?}", m.shape()),
+                });
+            }
+            check_finite(name, &m.shape(), m.as_slice())?;
+        }
+        same("lse length (n_q)", self.n_q(), lse.len())?;
+        if let Some(i) = lse.iter().position(|x| x.is_nan() || *x == T::from_f64(f64::INFINITY)) {
+            return Err(Error::NonFinite {
+                what: "lse".into(),
+                index: format!("[{i}]"),
+                value: lse[i].to_f64(),
+            });
+        }
+        let dp = max_row_norm(d_o) * max_row_norm(self.v);
+        ensure_range::<T>("dP = dO V^T", 2.0 * dp)?;
+        let tau = self.tau.to_f64().abs();
+        ensure_range::<T>("dV = P^T dO", self.n_q() as f64 * max_abs(d_o))?;
+        ensure_range::<T>("dQ = tau dS K", 2.0 * dp * max_row_norm(self.k).max(tau * max_row_norm(self.k)))?;
+        ensure_range::<T>(
+            "dK = tau dS^T Q",
+            2.0 * dp * self.n_q() as f64 * max_row_norm(self.q).max(tau * max_row_norm(self.q)),
+        )
+    }
+}
+
+fn same(what: &str, expected: usize, got: usize) -> Result<()> {
+    if expected != got {
+        return Err(Error::ShapeMismatch {
+            what: what.to_string(),
+            expected: expected.to_string(),
+            got: got.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Fails if `bound` is not below half of `T`'s largest finite value (the factor two
+/// leaves room for the shift `s - max` and for the last rounding).
+fn ensure_range<T: Real>(quantity: &str, bound: f64) -> Result<()> {
+    let limit = T::MAX_FINITE / 2.0;
+    if bound.is_finite() && bound <= limit {
+        Ok(())
+    } else {
+        Err(Error::Overflow { quantity: quantity.to_string(), bound, dtype: T::DTYPE })
+    }
+}
+
+/// max_i ||row_i||_2 in f64.
+pub(crate) fn max_row_norm<T: Real>(m: MatRef<'_, T>) -> f64 {
+    (0..m.rows())
+        .map(|i| m.row(i).iter().map(|x| x.to_f64() * x.to_f64()).sum::<f64>().sqrt())
+        .fold(0.0, f64::max)
+}
+
+/// max |entry| in f64.
+fn max_abs<T: Real>(m: MatRef<'_, T>) -> f64 {
+    m.as_slice().iter().map(|x| x.to_f64().abs()).fold(0.0, f64::max)
+}

@@ -1,0 +1,112 @@
+//! The crate's one error type. Every way an input can be wrong has a variant that
+//! carries the facts needed to fix it (which tensor, which index, what was expected).
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in `polyattn`, as data.
+///
+/// Library functions return `Result<_, Error>` instead of panicking on user input:
+/// shapes, values, sizes and files are all checked first.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tensor's shape does not fit the others (or the operation).
+    #[error("shape mismatch for {what}: expected {expected}, got {got}")]
+    ShapeMismatch {
+        /// The tensor or dimension concerned, e.g. `"k columns (d)"`.
+        what: String,
+        /// What the other inputs imply.
+        expected: String,
+        /// What was given.
+        got: String,
+    },
+    /// A tensor has a dimension of length zero.
+    #[error("{what} has an empty dimension (shape {shape:?}); every dimension must be at least 1")]
+    Empty {
+        /// The tensor concerned.
+        what: String,
+        /// Its shape.
+        shape: Vec<usize>,
+    },
+    /// A tensor holds NaN or an infinity.
+    #[error("{what}{index} is {value}: inputs must be finite")]
+    NonFinite {
+        /// The tensor concerned.
+        what: String,
+        /// The multi-index of the first offending entry, formatted as `[i, j]`.
+        index: String,
+        /// The offending value.
+        value: f64,
+    },
+    /// A parameter is outside its domain (scale not finite, and the like).
+    #[error("invalid parameter {name} = {value}: {reason}")]
+    InvalidParameter {
+        /// The parameter's name.
+        name: &'static str,
+        /// Its value, formatted.
+        value: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// An intermediate quantity could leave the dtype's finite range.
+    #[error("{quantity} may reach {bound:e}, beyond the finite range of {dtype}; rescale the inputs or compute in F64")]
+    Overflow {
+        /// The intermediate, e.g. `"scores tau * q_i . k_j"`.
+        quantity: String,
+        /// Its a priori bound (Cauchy-Schwarz), computed in f64.
+        bound: f64,
+        /// The dtype computed in.
+        dtype: &'static str,
+    },
+    /// The sizes requested would overflow an index or an allocation.
+    #[error("size overflow: {0}")]
+    SizeOverflow(String),
+    /// An I/O error on a named path.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// "read" or "write".
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A file that is not a well-formed safetensors file.
+    #[error("{path} is not a valid safetensors file: {reason}")]
+    BadFile {
+        /// The file.
+        path: PathBuf,
+        /// What the parser reported.
+        reason: String,
+    },
+    /// A tensor the operation needs is absent from the input file.
+    #[error("tensor `{name}` is missing from {path} (tensors present: {present})")]
+    MissingTensor {
+        /// The tensor's name.
+        name: String,
+        /// The file.
+        path: PathBuf,
+        /// The names that are there, comma separated.
+        present: String,
+    },
+    /// A tensor's element type is not one the engine computes in.
+    #[error("tensor `{name}` has dtype {dtype}; supported: F32, F64")]
+    UnsupportedDtype {
+        /// The tensor's name.
+        name: String,
+        /// Its dtype as the file names it.
+        dtype: String,
+    },
+    /// The input tensors do not share one dtype.
+    #[error("tensor `{name}` has dtype {dtype} but `q` has {expected}; all inputs must share one dtype")]
+    MixedDtype {
+        /// The tensor's name.
+        name: String,
+        /// Its dtype.
+        dtype: String,
+        /// The dtype of `q`.
+        expected: String,
+    },
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
