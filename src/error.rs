@@ -97,7 +97,9 @@ pub enum Error {
         dtype: String,
     },
     /// The input tensors do not share one dtype.
-    #[error("tensor `{name}` has dtype {dtype} but `q` has {expected}; all inputs must share one dtype")]
+    #[error(
+        "tensor `{name}` has dtype {dtype} but `q` has {expected}; all inputs must share one dtype"
+    )]
     MixedDtype {
         /// The tensor's name.
         name: String,

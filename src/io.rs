@@ -67,9 +67,15 @@ impl AnyTensor {
     pub fn from_real<T: Real>(shape: Vec<usize>, data: Vec<T>) -> Self {
         // `T` is f32 or f64 (the only `Real` impls); convert through f64 exactly.
         if T::DTYPE == "F32" {
-            AnyTensor::F32 { shape, data: data.into_iter().map(|x| x.to_f64() as f32).collect() }
+            AnyTensor::F32 {
+                shape,
+                data: data.into_iter().map(|x| x.to_f64() as f32).collect(),
+            }
         } else {
-            AnyTensor::F64 { shape, data: data.into_iter().map(|x| x.to_f64()).collect() }
+            AnyTensor::F64 {
+                shape,
+                data: data.into_iter().map(|x| x.to_f64()).collect(),
+            }
         }
     }
     /// The data as `T` if the dtype is `T`'s; `None` otherwise.
@@ -109,13 +115,20 @@ impl TensorFile {
     /// Reads and parses `path`. Tensors of dtypes other than F32/F64 are kept as
     /// names only; asking for one gives [`Error::UnsupportedDtype`].
     pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io { action: "read", path: path.into(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            action: "read",
+            path: path.into(),
+            source,
+        })?;
         Self::parse(path, &bytes)
     }
 
     /// Parses safetensors `bytes`; `path` is used in messages only.
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self> {
-        let bad = |reason: String| Error::BadFile { path: path.into(), reason };
+        let bad = |reason: String| Error::BadFile {
+            path: path.into(),
+            reason,
+        };
         let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
         let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
         let mut tensors = BTreeMap::new();
@@ -124,8 +137,14 @@ impl TensorFile {
             let shape = view.shape().to_vec();
             let data = view.data();
             let t = match view.dtype() {
-                Dtype::F32 => AnyTensor::F32 { shape, data: data.chunks_exact(4).map(f32::read_le).collect() },
-                Dtype::F64 => AnyTensor::F64 { shape, data: data.chunks_exact(8).map(f64::read_le).collect() },
+                Dtype::F32 => AnyTensor::F32 {
+                    shape,
+                    data: data.chunks_exact(4).map(f32::read_le).collect(),
+                },
+                Dtype::F64 => AnyTensor::F64 {
+                    shape,
+                    data: data.chunks_exact(8).map(f64::read_le).collect(),
+                },
                 other => {
                     unsupported.insert(name.clone(), format!("{other:?}"));
                     continue;
@@ -134,7 +153,12 @@ impl TensorFile {
             tensors.insert(name, t);
         }
         let metadata = meta.metadata().clone().unwrap_or_default();
-        Ok(Self { path: path.into(), tensors, unsupported, metadata })
+        Ok(Self {
+            path: path.into(),
+            tensors,
+            unsupported,
+            metadata,
+        })
     }
 
     /// The tensor `name`, or an error naming what is there instead.
@@ -143,9 +167,16 @@ impl TensorFile {
             return Ok(t);
         }
         if let Some(dtype) = self.unsupported.get(name) {
-            return Err(Error::UnsupportedDtype { name: name.into(), dtype: dtype.clone() });
+            return Err(Error::UnsupportedDtype {
+                name: name.into(),
+                dtype: dtype.clone(),
+            });
         }
-        Err(Error::MissingTensor { name: name.into(), path: self.path.clone(), present: self.names().join(", ") })
+        Err(Error::MissingTensor {
+            name: name.into(),
+            path: self.path.clone(),
+            present: self.names().join(", "),
+        })
     }
 
     /// Whether a tensor called `name` exists (of any dtype).
@@ -155,7 +186,12 @@ impl TensorFile {
 
     /// All tensor names, sorted.
     pub fn names(&self) -> Vec<String> {
-        let mut n: Vec<String> = self.tensors.keys().chain(self.unsupported.keys()).cloned().collect();
+        let mut n: Vec<String> = self
+            .tensors
+            .keys()
+            .chain(self.unsupported.keys())
+            .cloned()
+            .collect();
         n.sort();
         n
     }
@@ -163,8 +199,16 @@ impl TensorFile {
 
 /// Writes `tensors` (name, tensor) and `metadata` to `path` as safetensors, atomically
 /// (temporary file in the same folder, then rename).
-pub fn write_tensors(path: &Path, tensors: &[(String, AnyTensor)], metadata: &HashMap<String, String>) -> Result<()> {
-    let io_err = |source| Error::Io { action: "write", path: path.into(), source };
+pub fn write_tensors(
+    path: &Path,
+    tensors: &[(String, AnyTensor)],
+    metadata: &HashMap<String, String>,
+) -> Result<()> {
+    let io_err = |source| Error::Io {
+        action: "write",
+        path: path.into(),
+        source,
+    };
     let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, t)| t.le_bytes()).collect();
     let mut views = Vec::with_capacity(tensors.len());
     for ((name, t), b) in tensors.iter().zip(&bytes) {
@@ -172,15 +216,32 @@ pub fn write_tensors(path: &Path, tensors: &[(String, AnyTensor)], metadata: &Ha
             DType::F32 => Dtype::F32,
             DType::F64 => Dtype::F64,
         };
-        let view = safetensors::tensor::TensorView::new(dtype, t.shape().to_vec(), b)
-            .map_err(|e| Error::BadFile { path: path.into(), reason: format!("tensor `{name}`: {e}") })?;
+        let view =
+            safetensors::tensor::TensorView::new(dtype, t.shape().to_vec(), b).map_err(|e| {
+                Error::BadFile {
+                    path: path.into(),
+                    reason: format!("tensor `{name}`: {e}"),
+                }
+            })?;
         views.push((name.clone(), view));
     }
-    let meta = if metadata.is_empty() { None } else { Some(metadata.clone()) };
-    let out = safetensors::serialize(views, meta)
-        .map_err(|e| Error::BadFile { path: path.into(), reason: e.to_string() })?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let meta = if metadata.is_empty() {
+        None
+    } else {
+        Some(metadata.clone())
+    };
+    let out = safetensors::serialize(views, meta).map_err(|e| Error::BadFile {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     std::fs::write(&tmp, out).map_err(io_err)?;
     std::fs::rename(&tmp, path).map_err(|e| {

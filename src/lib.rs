@@ -20,6 +20,9 @@
 //! ```
 
 pub mod attention;
+#[cfg(feature = "certify")]
+pub mod certify;
+pub mod cli;
 pub mod error;
 pub mod io;
 pub mod rng;

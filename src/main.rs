@@ -1,1 +1,20 @@
-fn main() {}
+//! The `polyattn` binary: see `polyattn --help`.
+
+use clap::Parser;
+use polyattn::cli::{attention_cmd, demo, Cli, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Demo(a) => demo::run(a),
+        Command::Attention(a) => attention_cmd::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("polyattn: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -57,10 +57,12 @@ mod tests {
 
     #[test]
     fn reproducible_and_in_range() {
-        let a: Vec<u64> = (0..4).map({
-            let mut r = SplitMix64::new(7);
-            move |_| r.next_u64()
-        }).collect();
+        let a: Vec<u64> = (0..4)
+            .map({
+                let mut r = SplitMix64::new(7);
+                move |_| r.next_u64()
+            })
+            .collect();
         let mut r = SplitMix64::new(7);
         assert!(a.iter().all(|&x| x == r.next_u64()));
         for _ in 0..1000 {

@@ -81,7 +81,11 @@ impl<T: Copy + Default> Matrix<T> {
         let n = rows
             .checked_mul(cols)
             .ok_or_else(|| Error::SizeOverflow(format!("{rows} x {cols} elements")))?;
-        Ok(Self { rows, cols, data: vec![T::default(); n] })
+        Ok(Self {
+            rows,
+            cols,
+            data: vec![T::default(); n],
+        })
     }
     /// Takes ownership of row-major `data`; its length must be `rows * cols`.
     pub fn from_vec(rows: usize, cols: usize, data: Vec<T>) -> Result<Self> {
@@ -101,7 +105,11 @@ impl<T: Copy + Default> Matrix<T> {
     /// A borrowed view.
     #[inline]
     pub fn view(&self) -> MatRef<'_, T> {
-        MatRef { rows: self.rows, cols: self.cols, data: &self.data }
+        MatRef {
+            rows: self.rows,
+            cols: self.cols,
+            data: &self.data,
+        }
     }
     /// Number of rows.
     #[inline]
@@ -157,7 +165,12 @@ impl<T: Copy + Default> Tensor3<T> {
     /// Zeros of shape `[heads, rows, cols]`.
     pub fn zeros(heads: usize, rows: usize, cols: usize) -> Result<Self> {
         let n = checked_len(&[heads, rows, cols])?;
-        Ok(Self { heads, rows, cols, data: vec![T::default(); n] })
+        Ok(Self {
+            heads,
+            rows,
+            cols,
+            data: vec![T::default(); n],
+        })
     }
     /// Takes ownership of head-major `data`; its length must be `heads * rows * cols`.
     pub fn from_vec(heads: usize, rows: usize, cols: usize, data: Vec<T>) -> Result<Self> {
@@ -169,7 +182,12 @@ impl<T: Copy + Default> Tensor3<T> {
                 got: data.len().to_string(),
             });
         }
-        Ok(Self { heads, rows, cols, data })
+        Ok(Self {
+            heads,
+            rows,
+            cols,
+            data,
+        })
     }
     /// Number of matrices.
     #[inline]
@@ -193,7 +211,11 @@ impl<T: Copy + Default> Tensor3<T> {
     /// Matrix `h` as a view.
     pub fn head(&self, h: usize) -> MatRef<'_, T> {
         let len = self.rows * self.cols;
-        MatRef { rows: self.rows, cols: self.cols, data: &self.data[h * len..(h + 1) * len] }
+        MatRef {
+            rows: self.rows,
+            cols: self.cols,
+            data: &self.data[h * len..(h + 1) * len],
+        }
     }
     /// The storage, head-major.
     #[inline]
@@ -234,7 +256,10 @@ pub fn check_finite<T: Real>(what: &str, shape: &[usize], data: &[T]) -> Result<
 /// Checks that no dimension of `shape` is zero.
 pub fn check_nonempty(what: &str, shape: &[usize]) -> Result<()> {
     if shape.contains(&0) {
-        return Err(Error::Empty { what: what.to_string(), shape: shape.to_vec() });
+        return Err(Error::Empty {
+            what: what.to_string(),
+            shape: shape.to_vec(),
+        });
     }
     Ok(())
 }
@@ -271,6 +296,9 @@ mod tests {
 
     #[test]
     fn overflow_is_an_error() {
-        assert!(matches!(checked_len(&[usize::MAX, 2]), Err(Error::SizeOverflow(_))));
+        assert!(matches!(
+            checked_len(&[usize::MAX, 2]),
+            Err(Error::SizeOverflow(_))
+        ));
     }
 }

@@ -96,7 +96,11 @@ mod tests {
                     for j in 0..n_k {
                         let f = mask.first_query(j, n_q, n_k);
                         for i in 0..n_q {
-                            assert_eq!(j < mask.key_end(i, n_q, n_k), i >= f, "{mask:?} {n_q} {n_k} {i} {j}");
+                            assert_eq!(
+                                j < mask.key_end(i, n_q, n_k),
+                                i >= f,
+                                "{mask:?} {n_q} {n_k} {i} {j}"
+                            );
                         }
                     }
                 }
@@ -112,7 +116,9 @@ mod tests {
         assert_eq!(ends, vec![0, 0, 1, 2, 3]);
         let ends: Vec<usize> = (0..3).map(|i| m.key_end(i, 3, 5)).collect();
         assert_eq!(ends, vec![3, 4, 5]);
-        let ends: Vec<usize> = (0..3).map(|i| Mask::CausalTopLeft.key_end(i, 3, 5)).collect();
+        let ends: Vec<usize> = (0..3)
+            .map(|i| Mask::CausalTopLeft.key_end(i, 3, 5))
+            .collect();
         assert_eq!(ends, vec![1, 2, 3]);
     }
 }

@@ -47,7 +47,13 @@ impl<'a, T: Real> Problem<'a, T> {
                 reason: format!("the scale must be finite in {}", T::DTYPE),
             });
         }
-        let p = Self { q, k, v, tau, mask: config.mask };
+        let p = Self {
+            q,
+            k,
+            v,
+            tau,
+            mask: config.mask,
+        };
         p.check_forward_range()?;
         Ok(p)
     }
@@ -96,12 +102,20 @@ impl<'a, T: Real> Problem<'a, T> {
         let qk = max_row_norm(self.q) * max_row_norm(self.k);
         ensure_range::<T>("the dot products q_i . k_j", qk)?;
         ensure_range::<T>("the scores tau * q_i . k_j", self.score_radius())?;
-        ensure_range::<T>("the softmax accumulators n_k * max|v|", self.n_k() as f64 * max_abs(self.v))
+        ensure_range::<T>(
+            "the softmax accumulators n_k * max|v|",
+            self.n_k() as f64 * max_abs(self.v),
+        )
     }
 
     /// Validates the backward's extra inputs: `o` (`n_q x d_v`), `lse` (`n_q`), and
     /// `d_o` (`n_q x d_v`), and bounds its intermediates (dP = dO V^T, dS, the sums).
-    pub fn check_backward_inputs(&self, o: MatRef<'_, T>, lse: &[T], d_o: MatRef<'_, T>) -> Result<()> {
+    pub fn check_backward_inputs(
+        &self,
+        o: MatRef<'_, T>,
+        lse: &[T],
+        d_o: MatRef<'_, T>,
+    ) -> Result<()> {
         let want = format!("[{}, {}]", self.n_q(), self.d_v());
         for (name, m) in [("o", o), ("do", d_o)] {
             if m.shape() != [self.n_q(), self.d_v()] {
@@ -114,7 +128,10 @@ impl<'a, T: Real> Problem<'a, T> {
             check_finite(name, &m.shape(), m.as_slice())?;
         }
         same("lse length (n_q)", self.n_q(), lse.len())?;
-        if let Some(i) = lse.iter().position(|x| x.is_nan() || *x == T::from_f64(f64::INFINITY)) {
+        if let Some(i) = lse
+            .iter()
+            .position(|x| x.is_nan() || *x == T::from_f64(f64::INFINITY))
+        {
             return Err(Error::NonFinite {
                 what: "lse".into(),
                 index: format!("[{i}]"),
@@ -125,7 +142,10 @@ impl<'a, T: Real> Problem<'a, T> {
         ensure_range::<T>("dP = dO V^T", 2.0 * dp)?;
         let tau = self.tau.to_f64().abs();
         ensure_range::<T>("dV = P^T dO", self.n_q() as f64 * max_abs(d_o))?;
-        ensure_range::<T>("dQ = tau dS K", 2.0 * dp * max_row_norm(self.k).max(tau * max_row_norm(self.k)))?;
+        ensure_range::<T>(
+            "dQ = tau dS K",
+            2.0 * dp * max_row_norm(self.k).max(tau * max_row_norm(self.k)),
+        )?;
         ensure_range::<T>(
             "dK = tau dS^T Q",
             2.0 * dp * self.n_q() as f64 * max_row_norm(self.q).max(tau * max_row_norm(self.q)),
@@ -151,18 +171,31 @@ fn ensure_range<T: Real>(quantity: &str, bound: f64) -> Result<()> {
     if bound.is_finite() && bound <= limit {
         Ok(())
     } else {
-        Err(Error::Overflow { quantity: quantity.to_string(), bound, dtype: T::DTYPE })
+        Err(Error::Overflow {
+            quantity: quantity.to_string(),
+            bound,
+            dtype: T::DTYPE,
+        })
     }
 }
 
 /// max_i ||row_i||_2 in f64.
 pub(crate) fn max_row_norm<T: Real>(m: MatRef<'_, T>) -> f64 {
     (0..m.rows())
-        .map(|i| m.row(i).iter().map(|x| x.to_f64() * x.to_f64()).sum::<f64>().sqrt())
+        .map(|i| {
+            m.row(i)
+                .iter()
+                .map(|x| x.to_f64() * x.to_f64())
+                .sum::<f64>()
+                .sqrt()
+        })
         .fold(0.0, f64::max)
 }
 
 /// max |entry| in f64.
 fn max_abs<T: Real>(m: MatRef<'_, T>) -> f64 {
-    m.as_slice().iter().map(|x| x.to_f64().abs()).fold(0.0, f64::max)
+    m.as_slice()
+        .iter()
+        .map(|x| x.to_f64().abs())
+        .fold(0.0, f64::max)
 }

@@ -32,7 +32,10 @@ pub(crate) struct Upstream<'a, T> {
 
 /// delta_i = dO_i . O_i for every row (`d_v` columns each).
 pub(crate) fn row_deltas<T: Real>(d_o: &[T], o: &[T], d_v: usize) -> Vec<T> {
-    d_o.chunks_exact(d_v).zip(o.chunks_exact(d_v)).map(|(a, b)| dot(a, b)).collect()
+    d_o.chunks_exact(d_v)
+        .zip(o.chunks_exact(d_v))
+        .map(|(a, b)| dot(a, b))
+        .collect()
 }
 
 /// Writes dQ (`n_q x d`), dK (`n_k x d`) and dV (`n_k x d_v`).
@@ -63,7 +66,10 @@ struct Tiles<T> {
 
 impl<T: Real> Tiles<T> {
     fn new() -> Self {
-        Self { p: vec![T::ZERO; BLOCK_Q * BLOCK_K], ds: vec![T::ZERO; BLOCK_Q * BLOCK_K] }
+        Self {
+            p: vec![T::ZERO; BLOCK_Q * BLOCK_K],
+            ds: vec![T::ZERO; BLOCK_Q * BLOCK_K],
+        }
     }
 
     /// Fills `p` and `ds` for queries `[i0, i0 + rows)` and keys `[j0, j0 + cols)`;
@@ -78,12 +84,27 @@ impl<T: Real> Tiles<T> {
         let (d, d_v) = (pr.d(), pr.d_v());
         let p = &mut self.p[..rows * cols];
         let ds = &mut self.ds[..rows * cols];
-        abt(pr.q.rows_slice(i0, i0 + rows), pr.k.rows_slice(j0, j0 + cols), d, pr.tau, p);
-        abt(&up.d_o[i0 * d_v..(i0 + rows) * d_v], pr.v.rows_slice(j0, j0 + cols), d_v, T::ONE, ds);
+        abt(
+            pr.q.rows_slice(i0, i0 + rows),
+            pr.k.rows_slice(j0, j0 + cols),
+            d,
+            pr.tau,
+            p,
+        );
+        abt(
+            &up.d_o[i0 * d_v..(i0 + rows) * d_v],
+            pr.v.rows_slice(j0, j0 + cols),
+            d_v,
+            T::ONE,
+            ds,
+        );
         for r in 0..rows {
             let i = i0 + r;
             let visible = pr.key_end(i).saturating_sub(j0).min(cols);
-            let (p_row, ds_row) = (&mut p[r * cols..(r + 1) * cols], &mut ds[r * cols..(r + 1) * cols]);
+            let (p_row, ds_row) = (
+                &mut p[r * cols..(r + 1) * cols],
+                &mut ds[r * cols..(r + 1) * cols],
+            );
             let lse = up.lse[i];
             if lse == T::NEG_INFINITY {
                 // A fully masked row has P = 0 (see `Mask`).
@@ -103,7 +124,13 @@ impl<T: Real> Tiles<T> {
 }
 
 /// dK and dV for keys `[j0, j0 + cols)`, summed over the query blocks that see them.
-fn key_block<T: Real>(p: &Problem<'_, T>, up: &Upstream<'_, T>, j0: usize, dk: &mut [T], dv: &mut [T]) {
+fn key_block<T: Real>(
+    p: &Problem<'_, T>,
+    up: &Upstream<'_, T>,
+    j0: usize,
+    dk: &mut [T],
+    dv: &mut [T],
+) {
     let d_v = p.d_v();
     let cols = dv.len() / d_v;
     dk.fill(T::ZERO);

@@ -54,7 +54,11 @@ fn query_block<T: Real>(p: &Problem<'_, T>, i0: usize, o_blk: &mut [T], lse_blk:
                 continue;
             }
             // alpha = e^{m_old - m_new}; exactly 0 when nothing was seen before.
-            let alpha = if m[r] == T::NEG_INFINITY { T::ZERO } else { (m[r] - m_new).exp() };
+            let alpha = if m[r] == T::NEG_INFINITY {
+                T::ZERO
+            } else {
+                (m[r] - m_new).exp()
+            };
             let mut row_sum = T::ZERO;
             for x in s_row.iter_mut() {
                 *x = (*x - m_new).exp(); // e^{-inf} = 0 for masked entries

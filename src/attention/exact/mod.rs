@@ -22,7 +22,7 @@ pub mod tile;
 use super::{AttentionConfig, Problem};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
-use crate::tensor::{check_finite, MatRef, Matrix, Tensor3};
+use crate::tensor::{check_finite, check_nonempty, MatRef, Matrix, Tensor3};
 use backward::{row_deltas, Upstream};
 use rayon::prelude::*;
 
@@ -97,13 +97,23 @@ pub fn backward<T: Real>(
     let p = Problem::new(q, k, v, config)?;
     p.check_backward_inputs(fwd.o.view(), &fwd.lse, d_o)?;
     let delta = row_deltas(d_o.as_slice(), fwd.o.as_slice(), p.d_v());
-    let up = Upstream { d_o: d_o.as_slice(), lse: &fwd.lse, delta: &delta };
+    let up = Upstream {
+        d_o: d_o.as_slice(),
+        lse: &fwd.lse,
+        delta: &delta,
+    };
     let mut g = Gradients {
         dq: Matrix::zeros(p.n_q(), p.d())?,
         dk: Matrix::zeros(p.n_k(), p.d())?,
         dv: Matrix::zeros(p.n_k(), p.d_v())?,
     };
-    backward::backward_into(&p, &up, g.dq.as_mut_slice(), g.dk.as_mut_slice(), g.dv.as_mut_slice());
+    backward::backward_into(
+        &p,
+        &up,
+        g.dq.as_mut_slice(),
+        g.dk.as_mut_slice(),
+        g.dv.as_mut_slice(),
+    );
     Ok(g)
 }
 
@@ -124,6 +134,7 @@ fn head_problems<'a, T: Real>(
         }
     }
     for (name, t) in [("q", q), ("k", k), ("v", v)] {
+        check_nonempty(name, &t.shape())?;
         check_finite(name, &t.shape(), t.as_slice())?;
     }
     (0..q.heads())
@@ -196,7 +207,11 @@ pub fn backward_multihead<T: Real>(
         .for_each(|(i, ((dq, dk), dv))| {
             let d_o = d_o.head(i).as_slice();
             let delta = row_deltas(d_o, fwd.o.head(i).as_slice(), d_v);
-            let up = Upstream { d_o, lse: fwd.lse.row(i), delta: &delta };
+            let up = Upstream {
+                d_o,
+                lse: fwd.lse.row(i),
+                delta: &delta,
+            };
             backward::backward_into(&probs[i], &up, dq, dk, dv);
         });
     Ok(g)

@@ -1,0 +1,589 @@
+//! Exact single-head attention, forward and backward, as interval enclosures
+//! (MATH.md section 1.1), and the dual-number gradient oracle (MATH.md
+//! section 3).
+//!
+//! Notation of MATH.md 1.1: `Q` is `n_q x d`, `K` is `n_k x d`, `V` is
+//! `n_k x d_v`, and
+//!
+//! ```text
+//! S = tau Q K^T,  A = M o exp(S),  P = diag(A 1)^-1 A,  O = P V,  lse_i = ln (A 1)_i
+//! ```
+//!
+//! Every `f64` input is converted exactly, and every result is an [`Interval`]
+//! guaranteed to contain the exact real value.
+//!
+//! # Fully masked rows
+//!
+//! With [`Mask::CausalBottomRight`] and `n_q > n_k`, the queries
+//! `i < n_q - n_k` see no key at all (and with `n_k = 0` no query does). MATH.md
+//! 1.1 asks for a decision; this crate defines such a row as a zero row: its
+//! output row is exactly `[0, 0]`, its `lse` is `None` (the production engine
+//! reports `-inf`, the logarithm of the empty sum), and it contributes nothing
+//! to any gradient (its row of `dQ` is exactly zero, and its row of `dO` does
+//! not affect `dK` or `dV`).
+//!
+//! # Numerics
+//!
+//! Row `i` is computed as `exp(S_ij - m_i)` with `m_i` a *point* shift (the
+//! largest midpoint of the row's score enclosures). Any shift is exact in real
+//! arithmetic, and a point shift adds no width; it keeps the largest term near
+//! `1`, so scores of size 700 and well beyond stay finite and tight. Then
+//! `lse_i = m_i + ln(sum_j exp(S_ij - m_i))`.
+//!
+//! The forward pass is written once, generically over a private arithmetic
+//! trait implemented by [`Interval`] and [`Dual`]; [`backward`] applies the
+//! closed-form gradient of MATH.md 1.1 to the interval forward, while
+//! [`gradients_by_dual_numbers`] differentiates the very same forward code by
+//! forward-mode dual numbers, entry by entry. The two therefore differ only in
+//! how the derivative is obtained.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use nalgebra::DMatrix;
+
+use crate::dual::Dual;
+use crate::interval::Interval;
+
+/// Which key positions a query may attend to (MATH.md 1.1, causal mask).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mask {
+    /// Every query sees every key.
+    None,
+    /// Causal, aligned at the top-left corner: key `j` is allowed for query `i`
+    /// iff `j <= i`.
+    CausalTopLeft,
+    /// Causal, aligned at the bottom-right corner (the last query sees every
+    /// key): key `j` is allowed for query `i` iff `j + n_q <= i + n_k`, that is
+    /// `j <= i + n_k - n_q`. When `n_q > n_k` the first `n_q - n_k` queries see
+    /// no key (fully masked rows; see the module documentation).
+    CausalBottomRight,
+}
+
+impl Mask {
+    /// `true` when query `i` may attend to key `j` in a problem with `n_q`
+    /// queries and `n_k` keys. The comparison is done in `u128`, so it cannot
+    /// overflow or underflow for any `usize` arguments.
+    pub fn allows(&self, i: usize, j: usize, n_q: usize, n_k: usize) -> bool {
+        match self {
+            Mask::None => true,
+            Mask::CausalTopLeft => j <= i,
+            Mask::CausalBottomRight => j as u128 + n_q as u128 <= i as u128 + n_k as u128,
+        }
+    }
+}
+
+/// Inputs of one attention head (MATH.md 1.1). Every entry must be finite.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    /// Queries, `n_q x d`.
+    pub q: DMatrix<f64>,
+    /// Keys, `n_k x d`.
+    pub k: DMatrix<f64>,
+    /// Values, `n_k x d_v`.
+    pub v: DMatrix<f64>,
+    /// Score scale `tau` (MATH.md 1.1: default `1/sqrt(d)`; any finite value).
+    pub tau: f64,
+    /// Which scores are kept.
+    pub mask: Mask,
+}
+
+impl Problem {
+    /// Number of queries `n_q` (rows of `q`).
+    pub fn n_q(&self) -> usize {
+        self.q.nrows()
+    }
+
+    /// Number of keys `n_k` (rows of `k`).
+    pub fn n_k(&self) -> usize {
+        self.k.nrows()
+    }
+
+    /// Head dimension `d` (columns of `q`).
+    pub fn d(&self) -> usize {
+        self.q.ncols()
+    }
+
+    /// Value dimension `d_v` (columns of `v`).
+    pub fn d_v(&self) -> usize {
+        self.v.ncols()
+    }
+
+    /// Checks that the shapes agree (`k` has `d` columns, `v` has `n_k` rows)
+    /// and that every entry and `tau` are finite.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.k.ncols() != self.d() {
+            return Err(shape(format!(
+                "q is {} x {} but k is {} x {} (column counts must agree)",
+                self.n_q(),
+                self.d(),
+                self.k.nrows(),
+                self.k.ncols()
+            )));
+        }
+        if self.v.nrows() != self.n_k() {
+            return Err(shape(format!(
+                "k has {} rows but v has {} (row counts must agree)",
+                self.n_k(),
+                self.v.nrows()
+            )));
+        }
+        if !self.tau.is_finite() {
+            return Err(SpecError::NonFinite {
+                what: format!("tau = {}", self.tau),
+            });
+        }
+        check_finite("q", &self.q)?;
+        check_finite("k", &self.k)?;
+        check_finite("v", &self.v)
+    }
+}
+
+/// Why a computation was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SpecError {
+    /// Matrix dimensions that do not fit together.
+    ShapeMismatch {
+        /// Which shapes disagree, and how.
+        what: String,
+    },
+    /// An input entry that is NaN or infinite (no real value to enclose).
+    NonFinite {
+        /// Which entry, and its value.
+        what: String,
+    },
+    /// A precision outside `rug::float::prec_min()..=rug::float::prec_max()`.
+    InvalidPrecision {
+        /// The precision asked for, in bits.
+        prec: u32,
+    },
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpecError::ShapeMismatch { what } => write!(f, "shape mismatch: {what}"),
+            SpecError::NonFinite { what } => write!(f, "non-finite input: {what}"),
+            SpecError::InvalidPrecision { prec } => write!(
+                f,
+                "precision {prec} bits is outside {}..={}",
+                rug::float::prec_min(),
+                rug::float::prec_max()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+fn shape(what: String) -> SpecError {
+    SpecError::ShapeMismatch { what }
+}
+
+fn check_finite(name: &str, m: &DMatrix<f64>) -> Result<(), SpecError> {
+    let bad = (0..m.nrows())
+        .flat_map(|i| (0..m.ncols()).map(move |j| (i, j)))
+        .find(|&ij| !m[ij].is_finite());
+    match bad {
+        Some((i, j)) => Err(SpecError::NonFinite {
+            what: format!("{name}[({i}, {j})] = {}", m[(i, j)]),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn check_prec(prec: u32) -> Result<(), SpecError> {
+    if (rug::float::prec_min()..=rug::float::prec_max()).contains(&prec) {
+        Ok(())
+    } else {
+        Err(SpecError::InvalidPrecision { prec })
+    }
+}
+
+/// Validates the problem, the precision and (for the backward) `dO`'s shape.
+fn check(p: &Problem, d_o: Option<&DMatrix<f64>>, prec: u32) -> Result<(), SpecError> {
+    check_prec(prec)?;
+    p.validate()?;
+    if let Some(d_o) = d_o {
+        if d_o.shape() != (p.n_q(), p.d_v()) {
+            return Err(shape(format!(
+                "dO is {} x {} but O is {} x {}",
+                d_o.nrows(),
+                d_o.ncols(),
+                p.n_q(),
+                p.d_v()
+            )));
+        }
+        check_finite("dO", d_o)?;
+    }
+    Ok(())
+}
+
+/// Enclosures of the forward pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Forward {
+    /// `O = P V`, `n_q x d_v`.
+    pub o: DMatrix<Interval>,
+    /// `lse_i = ln sum_j A_ij` per query; `None` for a fully masked row.
+    pub lse: Vec<Option<Interval>>,
+}
+
+/// Enclosures of the gradients of a scalar loss `L` given `dO = dL/dO`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grads {
+    /// `dL/dQ`, `n_q x d`.
+    pub dq: DMatrix<Interval>,
+    /// `dL/dK`, `n_k x d`.
+    pub dk: DMatrix<Interval>,
+    /// `dL/dV`, `n_k x d_v`.
+    pub dv: DMatrix<Interval>,
+}
+
+/// The arithmetic the generic forward pass needs; implemented by [`Interval`]
+/// (plain enclosures) and [`Dual`] (enclosures with a derivative).
+trait Arith: Clone + PartialEq + fmt::Debug + 'static {
+    /// A quantity that does not depend on any seeded input.
+    fn constant(x: Interval) -> Self;
+    /// The enclosure of the value itself.
+    fn value(&self) -> &Interval;
+    fn plus(&self, other: &Self) -> Self;
+    fn minus(&self, other: &Self) -> Self;
+    fn times(&self, other: &Self) -> Self;
+    fn over(&self, other: &Self) -> Self;
+    fn exponential(&self) -> Self;
+}
+
+impl Arith for Interval {
+    fn constant(x: Interval) -> Self {
+        x
+    }
+    fn value(&self) -> &Interval {
+        self
+    }
+    fn plus(&self, other: &Self) -> Self {
+        self + other
+    }
+    fn minus(&self, other: &Self) -> Self {
+        self - other
+    }
+    fn times(&self, other: &Self) -> Self {
+        self * other
+    }
+    fn over(&self, other: &Self) -> Self {
+        self / other
+    }
+    fn exponential(&self) -> Self {
+        self.exp()
+    }
+}
+
+impl Arith for Dual {
+    fn constant(x: Interval) -> Self {
+        Dual::constant(x)
+    }
+    fn value(&self) -> &Interval {
+        &self.val
+    }
+    fn plus(&self, other: &Self) -> Self {
+        self + other
+    }
+    fn minus(&self, other: &Self) -> Self {
+        self - other
+    }
+    fn times(&self, other: &Self) -> Self {
+        self * other
+    }
+    fn over(&self, other: &Self) -> Self {
+        self / other
+    }
+    fn exponential(&self) -> Self {
+        self.exp()
+    }
+}
+
+/// The inputs of [`Problem`] in some arithmetic `T`.
+#[derive(Clone)]
+struct Inputs<T> {
+    q: DMatrix<T>,
+    k: DMatrix<T>,
+    v: DMatrix<T>,
+    tau: T,
+    mask: Mask,
+    prec: u32,
+}
+
+/// Converts an `f64` matrix exactly (for `prec >= 53`) to interval constants.
+fn intervals(m: &DMatrix<f64>, prec: u32) -> DMatrix<Interval> {
+    m.map(|x| Interval::from_f64(x, prec))
+}
+
+impl<T: Arith> Inputs<T> {
+    fn new(p: &Problem, prec: u32) -> Inputs<T> {
+        let lift = |m: &DMatrix<f64>| intervals(m, prec).map(T::constant);
+        Inputs {
+            q: lift(&p.q),
+            k: lift(&p.k),
+            v: lift(&p.v),
+            tau: T::constant(Interval::from_f64(p.tau, prec)),
+            mask: p.mask,
+            prec,
+        }
+    }
+
+    fn zero(&self) -> T {
+        T::constant(Interval::zero(self.prec))
+    }
+
+    /// `S_ij = tau <q_i, k_j>` (MATH.md 1.1).
+    fn score(&self, i: usize, j: usize) -> T {
+        let dot = (0..self.q.ncols()).fold(self.zero(), |acc, c| {
+            acc.plus(&self.q[(i, c)].times(&self.k[(j, c)]))
+        });
+        self.tau.times(&dot)
+    }
+
+    /// The unnormalised softmax of row `i`, or `None` for a fully masked row.
+    fn softmax_row(&self, i: usize) -> Option<SoftmaxRow<T>> {
+        let (n_q, n_k) = (self.q.nrows(), self.k.nrows());
+        let scores: Vec<(usize, T)> = (0..n_k)
+            .filter(|&j| self.mask.allows(i, j, n_q, n_k))
+            .map(|j| (j, self.score(i, j)))
+            .collect();
+        let shift = scores
+            .iter()
+            .map(|(_, s)| s.value().mid())
+            .max_by(|a, b| a.partial_cmp(b).unwrap_or(Ordering::Equal))?;
+        let shift = Interval::point(shift);
+        let c = T::constant(shift.clone());
+        let terms: Vec<(usize, T)> = scores
+            .into_iter()
+            .map(|(j, s)| (j, s.minus(&c).exponential()))
+            .collect();
+        let sum = terms.iter().fold(self.zero(), |acc, (_, e)| acc.plus(e));
+        Some(SoftmaxRow { terms, sum, shift })
+    }
+
+    /// Output row `O_i = sum_j exp(S_ij - m_i) V_j / sum_j exp(S_ij - m_i)`.
+    fn output_row(&self, row: &SoftmaxRow<T>) -> Vec<T> {
+        (0..self.v.ncols())
+            .map(|c| {
+                let num = row.terms.iter().fold(self.zero(), |acc, (j, e)| {
+                    acc.plus(&e.times(&self.v[(*j, c)]))
+                });
+                num.over(&row.sum)
+            })
+            .collect()
+    }
+
+    /// The forward pass: `O` and each row's softmax data (`None` when masked).
+    fn forward(&self) -> (DMatrix<T>, Vec<Option<SoftmaxRow<T>>>) {
+        let (n_q, d_v) = (self.q.nrows(), self.v.ncols());
+        let rows: Vec<Option<SoftmaxRow<T>>> = (0..n_q).map(|i| self.softmax_row(i)).collect();
+        let mut o = DMatrix::from_element(n_q, d_v, self.zero());
+        for (i, row) in rows.iter().enumerate() {
+            if let Some(row) = row {
+                for (c, x) in self.output_row(row).into_iter().enumerate() {
+                    o[(i, c)] = x;
+                }
+            }
+        }
+        (o, rows)
+    }
+}
+
+/// Row `i` of `A` shifted by the point `m_i`: the allowed keys'
+/// `exp(S_ij - m_i)`, their sum, and `m_i`.
+struct SoftmaxRow<T> {
+    terms: Vec<(usize, T)>,
+    sum: T,
+    shift: Interval,
+}
+
+impl SoftmaxRow<Interval> {
+    /// `lse_i = m_i + ln(sum)`. The sum contains a term enclosing
+    /// `exp(S_ij - m_i)` with `m_i` inside `S_ij`'s enclosure, so it is
+    /// positive; should `ln` still find no positive point, the whole line is
+    /// returned (an honest, if useless, enclosure).
+    fn lse(&self) -> Interval {
+        match self.sum.ln() {
+            Some(l) => &self.shift + &l,
+            None => Interval::whole(self.sum.prec()),
+        }
+    }
+}
+
+/// Enclosures of `O` and `lse` (MATH.md 1.1) at `prec` bits.
+///
+/// Errors: [`SpecError::ShapeMismatch`] when `k` does not have `d` columns or
+/// `v` does not have `n_k` rows; [`SpecError::NonFinite`] for a NaN or infinite
+/// input; [`SpecError::InvalidPrecision`] for a precision MPFR cannot use.
+/// Fully masked rows give an exactly zero output row and `lse = None`.
+pub fn forward(p: &Problem, prec: u32) -> Result<Forward, SpecError> {
+    check(p, None, prec)?;
+    let (o, rows) = Inputs::<Interval>::new(p, prec).forward();
+    let lse = rows
+        .iter()
+        .map(|r| r.as_ref().map(SoftmaxRow::lse))
+        .collect();
+    Ok(Forward { o, lse })
+}
+
+/// Enclosure of the attention matrix `P = diag(A 1)^-1 A` (`n_q x n_k`,
+/// MATH.md 1.1). Masked entries, and whole fully masked rows, are exactly `0`.
+/// Errors as for [`forward`].
+pub fn probabilities(p: &Problem, prec: u32) -> Result<DMatrix<Interval>, SpecError> {
+    check(p, None, prec)?;
+    let (_, rows) = Inputs::<Interval>::new(p, prec).forward();
+    Ok(probability_matrix(&rows, p.n_k(), prec))
+}
+
+fn probability_matrix(
+    rows: &[Option<SoftmaxRow<Interval>>],
+    n_k: usize,
+    prec: u32,
+) -> DMatrix<Interval> {
+    let mut pm = DMatrix::from_element(rows.len(), n_k, Interval::zero(prec));
+    for (i, row) in rows.iter().enumerate() {
+        let Some(row) = row else { continue };
+        for (j, e) in &row.terms {
+            pm[(i, *j)] = e / &row.sum;
+        }
+    }
+    pm
+}
+
+/// Interval matrix product `a b` at `prec` bits (shapes are the caller's
+/// responsibility: `a.ncols() == b.nrows()`).
+fn matmul(a: &DMatrix<Interval>, b: &DMatrix<Interval>, prec: u32) -> DMatrix<Interval> {
+    DMatrix::from_fn(a.nrows(), b.ncols(), |i, j| {
+        (0..a.ncols()).fold(Interval::zero(prec), |acc, l| acc + &a[(i, l)] * &b[(l, j)])
+    })
+}
+
+/// Gradient enclosures by the closed-form backward of MATH.md 1.1, in interval
+/// arithmetic at `prec` bits:
+///
+/// ```text
+/// dV = P^T dO,  dP = dO V^T,  delta = rowsum(dO o O),  dS = P o (dP - delta 1^T),
+/// dQ = tau dS K,  dK = tau dS^T Q
+/// ```
+///
+/// `d_o` must be `n_q x d_v` and finite ([`SpecError::ShapeMismatch`],
+/// [`SpecError::NonFinite`]); other errors as for [`forward`]. A fully masked
+/// row has `P`'s row exactly zero, hence contributes exactly nothing.
+pub fn backward(p: &Problem, d_o: &DMatrix<f64>, prec: u32) -> Result<Grads, SpecError> {
+    check(p, Some(d_o), prec)?;
+    let inputs = Inputs::<Interval>::new(p, prec);
+    let (o, rows) = inputs.forward();
+    let pm = probability_matrix(&rows, p.n_k(), prec);
+    let d_o = intervals(d_o, prec);
+    let dv = matmul(&pm.transpose(), &d_o, prec);
+    let dp = matmul(&d_o, &inputs.v.transpose(), prec);
+    let delta: Vec<Interval> = (0..p.n_q())
+        .map(|i| {
+            (0..p.d_v()).fold(Interval::zero(prec), |acc, c| {
+                acc + &d_o[(i, c)] * &o[(i, c)]
+            })
+        })
+        .collect();
+    let ds = DMatrix::from_fn(p.n_q(), p.n_k(), |i, j| {
+        &pm[(i, j)] * (&dp[(i, j)] - &delta[i])
+    });
+    let tau = &inputs.tau;
+    let dq = matmul(&ds, &inputs.k, prec).map(|x| tau * x);
+    let dk = matmul(&ds.transpose(), &inputs.q, prec).map(|x| tau * x);
+    Ok(Grads { dq, dk, dv })
+}
+
+/// Which input matrix an oracle derivative is taken with respect to.
+#[derive(Clone, Copy)]
+enum Which {
+    Q,
+    K,
+    V,
+}
+
+/// `d <dO, O> / d x` for the single input entry `x = which[(r, c)]`, by one
+/// forward pass in dual numbers seeded on that entry.
+fn seeded_derivative(
+    base: &Inputs<Dual>,
+    d_o: &DMatrix<Interval>,
+    which: Which,
+    (r, c): (usize, usize),
+) -> Interval {
+    let mut inputs = base.clone();
+    let m = match which {
+        Which::Q => &mut inputs.q,
+        Which::K => &mut inputs.k,
+        Which::V => &mut inputs.v,
+    };
+    m[(r, c)] = Dual::variable(m[(r, c)].val.clone());
+    let (o, _) = inputs.forward();
+    o.iter()
+        .zip(d_o.iter())
+        .fold(Interval::zero(base.prec), |acc, (x, g)| acc + &x.der * g)
+}
+
+/// Gradient enclosures by the independent oracle (MATH.md section 3): for each
+/// entry `x` of `Q`, `K` and `V`, one forward pass in [`Dual`] arithmetic seeded
+/// on `x` gives `d<dO, O>/dx = dL/dx`. Uses no closed-form gradient. Costs
+/// `O(n_q n_k (d + d_v))` per entry, for `(n_q + n_k) d + n_k d_v` entries:
+/// meant for small problems. Errors as for [`backward`].
+pub fn gradients_by_dual_numbers(
+    p: &Problem,
+    d_o: &DMatrix<f64>,
+    prec: u32,
+) -> Result<Grads, SpecError> {
+    check(p, Some(d_o), prec)?;
+    let base = Inputs::<Dual>::new(p, prec);
+    let d_o = intervals(d_o, prec);
+    let grad = |which, m: &DMatrix<f64>| {
+        DMatrix::from_fn(m.nrows(), m.ncols(), |r, c| {
+            seeded_derivative(&base, &d_o, which, (r, c))
+        })
+    };
+    Ok(Grads {
+        dq: grad(Which::Q, &p.q),
+        dk: grad(Which::K, &p.k),
+        dv: grad(Which::V, &p.v),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shift_is_a_point_and_the_largest_term_is_near_one() {
+        let p = Problem {
+            q: DMatrix::from_row_slice(2, 1, &[3.0, -40.0]),
+            k: DMatrix::from_row_slice(3, 1, &[1.0, 20.0, -0.5]),
+            v: DMatrix::from_element(3, 1, 1.0),
+            tau: 0.7,
+            mask: Mask::None,
+        };
+        let inputs = Inputs::<Interval>::new(&p, 96);
+        for i in 0..2 {
+            let row = inputs.softmax_row(i).unwrap();
+            assert!(row.shift.is_point());
+            let top = row
+                .terms
+                .iter()
+                .map(|(_, e)| e.hi_f64())
+                .fold(0.0, f64::max);
+            assert!((top - 1.0).abs() < 1e-20, "largest term {top}");
+            assert!(row.sum.lo_f64() >= 1.0 - 1e-20);
+        }
+    }
+
+    #[test]
+    fn matmul_of_points_is_exact_for_small_integers() {
+        let a = intervals(&DMatrix::from_row_slice(2, 2, &[1.0, 2.0, 3.0, 4.0]), 64);
+        let b = intervals(&DMatrix::from_row_slice(2, 1, &[5.0, 6.0]), 64);
+        let c = matmul(&a, &b, 64);
+        assert_eq!(
+            c,
+            intervals(&DMatrix::from_row_slice(2, 1, &[17.0, 39.0]), 64)
+        );
+    }
+}

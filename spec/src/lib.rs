@@ -1,0 +1,51 @@
+//! `polyattn-spec`: the arbitrary-precision reference for `polyattn`.
+//!
+//! This crate states the mathematics of `/work/shared/design/MATH.md` as
+//! executable code whose answers are *certified*: every real-valued result is
+//! an [`Interval`] with MPFR end points, rounded outwards, that is guaranteed to
+//! contain the exact real value (MATH.md section 2.6). The production crate's
+//! fast `f16`/`f32`/`f64` results are judged against these enclosures.
+//!
+//! A reference is only useful if it is independent of what it checks, so this
+//! crate never depends on the production crate `polyattn` and shares no code
+//! with it: the formulas here are written from MATH.md directly, and gradients
+//! are checked against a second, formula-free route (forward-mode [`dual`]
+//! numbers over intervals) rather than against another closed form.
+//!
+//! Modules:
+//! * [`interval`]: the enclosure type [`Interval`] over `rug::Float`.
+//! * [`dual`]: dual numbers over intervals, the derivative oracle.
+//! * [`attention`]: single-head attention forward, closed-form backward and
+//!   the dual-number gradient oracle (MATH.md section 1.1).
+//!
+//! # Example
+//!
+//! ```
+//! use nalgebra::DMatrix;
+//! use polyattn_spec::attention::{backward, forward, gradients_by_dual_numbers, Mask, Problem};
+//! use polyattn_spec::DEFAULT_PREC;
+//!
+//! let p = Problem {
+//!     q: DMatrix::from_row_slice(2, 2, &[0.5, -1.0, 2.0, 0.25]),
+//!     k: DMatrix::from_row_slice(3, 2, &[1.0, 0.0, -0.5, 1.5, 0.75, 0.75]),
+//!     v: DMatrix::from_row_slice(3, 1, &[1.0, -2.0, 4.0]),
+//!     tau: 1.0 / 2f64.sqrt(),
+//!     mask: Mask::CausalBottomRight,
+//! };
+//! let f = forward(&p, DEFAULT_PREC)?;
+//! assert!(f.o[(0, 0)].width_f64() < 1e-30);
+//!
+//! let d_o = DMatrix::from_element(2, 1, 1.0);
+//! let closed = backward(&p, &d_o, DEFAULT_PREC)?;
+//! let oracle = gradients_by_dual_numbers(&p, &d_o, DEFAULT_PREC)?;
+//! assert!(closed.dq.iter().zip(oracle.dq.iter()).all(|(a, b)| a.overlaps(b)));
+//! # Ok::<(), polyattn_spec::attention::SpecError>(())
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod attention;
+pub mod dual;
+pub mod interval;
+
+pub use interval::{Interval, DEFAULT_PREC};

@@ -1,0 +1,88 @@
+//! The `polyattn` command line: argument types and the subcommands.
+//!
+//! Each subcommand returns `Result<(), Error>`; `main` prints one line for an error and
+//! exits non-zero. Nothing here computes attention: it reads inputs, calls the library,
+//! and writes or prints results.
+
+pub mod attention_cmd;
+pub mod demo;
+pub mod shapes;
+
+use crate::attention::Mask;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Exact and polynomial-method attention with certified errors.
+#[derive(Debug, Parser)]
+#[command(name = "polyattn", version, about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the built-in demonstration on a seeded random multi-head causal problem.
+    Demo(demo::DemoArgs),
+    /// Attention forward (and backward when `do` is given) on tensors from a file.
+    Attention(AttentionArgs),
+}
+
+/// Arguments of `polyattn attention`.
+#[derive(Debug, clap::Args)]
+pub struct AttentionArgs {
+    /// Input safetensors file with tensors `q`, `k`, `v` and optionally `do`.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Output safetensors file: `o`, `lse`, and `dq`, `dk`, `dv` when `do` was given.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// The mask.
+    #[arg(long, value_enum, default_value_t = MaskArg::None)]
+    pub mask: MaskArg,
+    /// The score scale tau (default 1/sqrt(d)).
+    #[arg(long)]
+    pub scale: Option<f64>,
+    /// The engine.
+    #[arg(long, value_enum, default_value_t = EngineArg::Exact)]
+    pub engine: EngineArg,
+}
+
+/// Mask names on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MaskArg {
+    /// No mask.
+    None,
+    /// Causal, top-left aligned: key j visible to query i iff j <= i.
+    Causal,
+    /// Causal, bottom-right aligned: j <= i + n_k - n_q.
+    CausalBottomRight,
+}
+
+impl From<MaskArg> for Mask {
+    fn from(m: MaskArg) -> Self {
+        match m {
+            MaskArg::None => Mask::None,
+            MaskArg::Causal => Mask::CausalTopLeft,
+            MaskArg::CausalBottomRight => Mask::CausalBottomRight,
+        }
+    }
+}
+
+/// Engine names on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EngineArg {
+    /// The tiled exact engine.
+    Exact,
+}
+
+impl EngineArg {
+    /// The name written to output metadata.
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineArg::Exact => "exact",
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The exact engine's f64 and f32 results lie inside the MPFR enclosure of the exact
+//! real result, widened by the rounding allowance derived in `common::allowance`, for
+//! O, lse, dQ, dK and dV, over a grid of shapes, all masks, several scales and input
+//! magnitudes from tiny to |S| ~ 80.
+
+mod common;
+
+use common::{allowance, case, check_against, check_case, enclosures, run_engine, Case};
+use polyattn::attention::Mask;
+use polyattn::Real;
+
+const MASKS: [Mask; 3] = [Mask::None, Mask::CausalTopLeft, Mask::CausalBottomRight];
+
+/// (n_q, n_k, d, d_v): from 1 to 128, non-powers of two, n_q != n_k both ways, d_v != d.
+const SHAPES: [(usize, usize, usize, usize); 9] = [
+    (1, 1, 1, 1),
+    (1, 7, 3, 2),
+    (5, 3, 2, 4),
+    (17, 9, 5, 11),
+    (33, 70, 8, 3),
+    (64, 64, 16, 16),
+    (100, 37, 7, 12),
+    (65, 127, 64, 33),
+    (128, 128, 64, 64),
+];
+
+fn run_grid<T: Real>(scales: &[Option<f64>], s_max: Option<f64>, seed: u64) {
+    let mut worst: f64 = 0.0;
+    for (si, &shape) in SHAPES.iter().enumerate() {
+        for (mi, &mask) in MASKS.iter().enumerate() {
+            let scale = scales[(si + mi) % scales.len()];
+            let c = case::<T>(seed + (si * 3 + mi) as u64, shape, scale, mask, s_max);
+            worst = worst.max(check_case::<T>(&c));
+        }
+    }
+    println!(
+        "{} s_max={s_max:?}: worst certified error / allowance = {worst:.3e}",
+        T::DTYPE
+    );
+}
+
+#[test]
+fn f64_unit_scores_all_masks_and_shapes() {
+    run_grid::<f64>(&[None, Some(0.3), Some(1.7)], None, 100);
+}
+
+#[test]
+fn f32_unit_scores_all_masks_and_shapes() {
+    run_grid::<f32>(&[None, Some(0.3), Some(1.7)], None, 200);
+}
+
+#[test]
+fn f64_tiny_inputs() {
+    // Entries ~1e-6: scores ~1e-12, attention nearly uniform.
+    run_grid::<f64>(&[None], Some(1e-10), 300);
+}
+
+#[test]
+fn f64_large_scores_stay_finite_and_enclosed() {
+    // |S| up to 80: e^80 overflows f32 and a naive e^S loses f64 range quickly; the
+    // max shift keeps every argument <= 0.
+    run_grid::<f64>(&[None, Some(0.125)], Some(80.0), 400);
+}
+
+#[test]
+fn f32_large_scores_stay_finite_and_enclosed() {
+    run_grid::<f32>(&[None], Some(80.0), 500);
+}
+
+#[test]
+fn f64_extreme_scores_700() {
+    // e^700 is near f64's limit; scores beyond it must still work.
+    for mask in MASKS {
+        let c = case::<f64>(7, (20, 30, 4, 5), None, mask, Some(700.0));
+        check_case::<f64>(&c);
+    }
+}
+
+/// The check can fail: an output moved by a few allowances is caught.
+#[test]
+fn negative_control_perturbed_output_is_rejected() {
+    let c: Case = case::<f64>(9, (12, 10, 4, 3), None, Mask::CausalTopLeft, None);
+    let enc = enclosures::<f64>(&c);
+    let allow = allowance::<f64>(&c);
+    let mut got = run_engine::<f64>(&c);
+    check_against(&c, &got, &enc, &allow);
+    let i = 5;
+    got.dk[i] += 3.0 * allow.dk[i] + enc.dk[i].width_f64();
+    let caught = std::panic::catch_unwind(|| check_against(&c, &got, &enc, &allow));
+    assert!(
+        caught.is_err(),
+        "a perturbation of 3 allowances went unnoticed"
+    );
+}
+
+/// The allowance is not vacuous: in f64 at moderate sizes it stays below ~1e-12 of the
+/// outputs' scale, so an engine with a real bug (errors ~1e-3) could not hide in it.
+#[test]
+fn allowance_is_small() {
+    let c = case::<f64>(11, (64, 64, 16, 16), None, Mask::None, None);
+    let a = allowance::<f64>(&c);
+    let max = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
+    for (name, v) in [
+        ("o", &a.o),
+        ("dq", &a.dq),
+        ("dk", &a.dk),
+        ("dv", &a.dv),
+        ("lse", &a.lse),
+    ] {
+        assert!(max(v) < 1e-12, "{name} allowance {:e}", max(v));
+    }
+}
