@@ -12,7 +12,7 @@ use crate::attention::{exact, AttentionConfig};
 use crate::error::{Error, Result};
 use crate::io::{AnyTensor, DType, TensorFile};
 use crate::scalar::Real;
-use crate::tensor::{check_nonempty, Tensor3};
+use crate::tensor::{check_finite, check_nonempty, Tensor3};
 use std::collections::HashMap;
 
 /// Runs the subcommand: read, compute, write atomically.
@@ -65,6 +65,8 @@ fn load<T: Real>(file: &TensorFile, name: &str) -> Result<(HeadShape, Tensor3<T>
         dtype: t.dtype().name().into(),
         expected: T::DTYPE.into(),
     })?;
+    // Checked here so that messages index the tensor as the file shapes it.
+    check_finite(name, t.shape(), &data)?;
     let stack = Tensor3::from_vec(shape.heads()?, shape.rows, shape.cols, data)?;
     Ok((shape, stack))
 }

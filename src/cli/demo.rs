@@ -41,6 +41,7 @@ struct Inputs {
 
 /// Runs the demo in f32 and f64 and prints the tables.
 pub fn run(a: &DemoArgs) -> Result<()> {
+    crate::tensor::check_nonempty("the demo problem [heads, n, d]", &[a.heads, a.n, a.d])?;
     let len = crate::tensor::checked_len(&[a.heads, a.n, a.d])?;
     let mut rng = SplitMix64::new(a.seed);
     let inputs = Inputs {

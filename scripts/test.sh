@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, then runs every test of the workspace in
+# release mode (the numeric tests are heavy), the benches once each as a smoke test,
+# and the doc tests. PROPTEST_CASES bounds the property tests (default 24 here).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PROPTEST_CASES="${PROPTEST_CASES:-24}"
+cargo test --release --workspace --all-targets
+cargo test --release --workspace --doc
