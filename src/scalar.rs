@@ -150,3 +150,56 @@ mod tests {
         assert_eq!(f64::read_le(&b[4..]), -2.25);
     }
 }
+
+/// The arithmetic the polynomial engine's low-rank algorithm needs: a field with
+/// exact integer constants. Implemented here for `f32` and `f64`; the tests implement
+/// it for exact rationals, so the one generic algorithm can be checked with `==`
+/// against the direct formula (MATH.md 2.6, question 1).
+///
+/// Values are passed by `Clone` (free for floats), so non-`Copy` exact types work.
+pub trait Field:
+    Clone
+    + Send
+    + Sync
+    + Debug
+    + PartialEq
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+    + 'static
+{
+    /// 0.
+    fn zero() -> Self;
+    /// 1.
+    fn one() -> Self;
+    /// The integer `k` (exact for the integers that occur: multinomial coefficients).
+    fn from_u64(k: u64) -> Self;
+    /// True if the value is exactly zero.
+    fn is_zero(&self) -> bool {
+        *self == Self::zero()
+    }
+}
+
+macro_rules! impl_field {
+    ($t:ty) => {
+        impl Field for $t {
+            #[inline]
+            fn zero() -> Self {
+                0.0
+            }
+            #[inline]
+            fn one() -> Self {
+                1.0
+            }
+            #[inline]
+            fn from_u64(k: u64) -> Self {
+                k as $t
+            }
+        }
+    };
+}
+
+impl_field!(f32);
+impl_field!(f64);

@@ -47,5 +47,6 @@
 pub mod attention;
 pub mod dual;
 pub mod interval;
+pub mod poly_attention;
 
 pub use interval::{Interval, DEFAULT_PREC};

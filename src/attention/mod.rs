@@ -5,6 +5,7 @@
 //! Masks and the scale are shared by every engine and live here.
 
 pub mod exact;
+pub mod poly;
 mod problem;
 
 pub use problem::Problem;
