@@ -17,7 +17,17 @@ const D: usize = 64;
 
 fn inputs<T: Real>(n: usize, d: usize) -> [Matrix<T>; 4] {
     let mut r = SplitMix64::new(n as u64);
-    let mut m = || Matrix::from_vec(n, d, r.normal_vec(n * d, 1.0).into_iter().map(T::from_f64).collect()).unwrap();
+    let mut m = || {
+        Matrix::from_vec(
+            n,
+            d,
+            r.normal_vec(n * d, 1.0)
+                .into_iter()
+                .map(T::from_f64)
+                .collect(),
+        )
+        .unwrap()
+    };
     [m(), m(), m(), m()]
 }
 

@@ -18,11 +18,17 @@ fn tmpdir(name: &str) -> PathBuf {
 
 fn f64t(shape: &[usize], seed: u64) -> AnyTensor {
     let n = shape.iter().product();
-    AnyTensor::F64 { shape: shape.to_vec(), data: polyattn::rng::SplitMix64::new(seed).normal_vec(n, 1.0) }
+    AnyTensor::F64 {
+        shape: shape.to_vec(),
+        data: polyattn::rng::SplitMix64::new(seed).normal_vec(n, 1.0),
+    }
 }
 
 fn write(path: &Path, tensors: Vec<(&str, AnyTensor)>) {
-    let t: Vec<(String, AnyTensor)> = tensors.into_iter().map(|(n, t)| (n.to_string(), t)).collect();
+    let t: Vec<(String, AnyTensor)> = tensors
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), t))
+        .collect();
     write_tensors(path, &t, &HashMap::new()).unwrap();
 }
 
@@ -33,15 +39,31 @@ fn run(args: &[&str]) -> Output {
 /// Runs `attention` on `input`; expects failure with one line naming `needle`.
 fn expect_error(input: &Path, extra: &[&str], needle: &str) {
     let out_path = input.with_extension("out.safetensors");
-    let mut args = vec!["attention", "--input", input.to_str().unwrap(), "--output", out_path.to_str().unwrap()];
+    let mut args = vec![
+        "attention",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out_path.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     let out = run(&args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "expected failure for {input:?}");
     assert!(!err.contains("panicked"), "panic: {err}");
-    assert!(err.contains(needle), "stderr {err:?} does not mention {needle:?}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err}");
-    assert!(!out_path.exists(), "no output may be left behind on failure");
+    assert!(
+        err.contains(needle),
+        "stderr {err:?} does not mention {needle:?}"
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected: {err}"
+    );
+    assert!(
+        !out_path.exists(),
+        "no output may be left behind on failure"
+    );
 }
 
 #[test]
@@ -50,17 +72,37 @@ fn forward_and_backward_on_a_multihead_file() {
     let (inp, outp) = (dir.join("in.safetensors"), dir.join("out.safetensors"));
     write(
         &inp,
-        vec![("q", f64t(&[2, 5, 3], 1)), ("k", f64t(&[2, 7, 3], 2)), ("v", f64t(&[2, 7, 4], 3)), ("do", f64t(&[2, 5, 4], 4))],
+        vec![
+            ("q", f64t(&[2, 5, 3], 1)),
+            ("k", f64t(&[2, 7, 3], 2)),
+            ("v", f64t(&[2, 7, 4], 3)),
+            ("do", f64t(&[2, 5, 4], 4)),
+        ],
     );
-    let out = run(&["attention", "--input", inp.to_str().unwrap(), "--output", outp.to_str().unwrap(), "--mask", "causal-bottom-right"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&[
+        "attention",
+        "--input",
+        inp.to_str().unwrap(),
+        "--output",
+        outp.to_str().unwrap(),
+        "--mask",
+        "causal-bottom-right",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let f = TensorFile::read(&outp).unwrap();
     assert_eq!(f.get("o").unwrap().shape(), &[2, 5, 4]);
     assert_eq!(f.get("lse").unwrap().shape(), &[2, 5]);
     assert_eq!(f.get("dq").unwrap().shape(), &[2, 5, 3]);
     assert_eq!(f.get("dk").unwrap().shape(), &[2, 7, 3]);
     assert_eq!(f.get("dv").unwrap().shape(), &[2, 7, 4]);
-    assert_eq!(f.metadata.get("mask").map(String::as_str), Some("causal-bottom-right"));
+    assert_eq!(
+        f.metadata.get("mask").map(String::as_str),
+        Some("causal-bottom-right")
+    );
     // The file's results equal the library's, bit for bit.
     let inputs = TensorFile::read(&inp).unwrap();
     let t3 = |name: &str| {
@@ -68,19 +110,46 @@ fn forward_and_backward_on_a_multihead_file() {
         let s = t.shape();
         polyattn::tensor::Tensor3::from_vec(s[0], s[1], s[2], t.to_real::<f64>().unwrap()).unwrap()
     };
-    let cfg = polyattn::attention::AttentionConfig { scale: None, mask: polyattn::attention::Mask::CausalBottomRight };
-    let fw = polyattn::attention::exact::forward_multihead(&t3("q"), &t3("k"), &t3("v"), &cfg).unwrap();
-    assert_eq!(f.get("o").unwrap().to_real::<f64>().unwrap(), fw.o.as_slice());
+    let cfg = polyattn::attention::AttentionConfig {
+        scale: None,
+        mask: polyattn::attention::Mask::CausalBottomRight,
+    };
+    let fw =
+        polyattn::attention::exact::forward_multihead(&t3("q"), &t3("k"), &t3("v"), &cfg).unwrap();
+    assert_eq!(
+        f.get("o").unwrap().to_real::<f64>().unwrap(),
+        fw.o.as_slice()
+    );
 }
 
 #[test]
 fn forward_only_without_do_and_f32_stays_f32() {
     let dir = tmpdir("f32");
     let (inp, outp) = (dir.join("in.safetensors"), dir.join("out.safetensors"));
-    let f32t = |shape: &[usize]| AnyTensor::F32 { shape: shape.to_vec(), data: vec![0.25; shape.iter().product()] };
-    write(&inp, vec![("q", f32t(&[4, 2])), ("k", f32t(&[3, 2])), ("v", f32t(&[3, 5]))]);
-    let out = run(&["attention", "--input", inp.to_str().unwrap(), "--output", outp.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let f32t = |shape: &[usize]| AnyTensor::F32 {
+        shape: shape.to_vec(),
+        data: vec![0.25; shape.iter().product()],
+    };
+    write(
+        &inp,
+        vec![
+            ("q", f32t(&[4, 2])),
+            ("k", f32t(&[3, 2])),
+            ("v", f32t(&[3, 5])),
+        ],
+    );
+    let out = run(&[
+        "attention",
+        "--input",
+        inp.to_str().unwrap(),
+        "--output",
+        outp.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let f = TensorFile::read(&outp).unwrap();
     assert_eq!(f.names(), vec!["lse", "o"]);
     let o = f.get("o").unwrap();
@@ -94,33 +163,81 @@ fn bad_inputs_give_one_clear_line() {
     let dir = tmpdir("bad");
     let p = |n: &str| dir.join(n);
     // Missing tensor.
-    write(&p("missing.st"), vec![("q", f64t(&[3, 2], 1)), ("k", f64t(&[3, 2], 2))]);
+    write(
+        &p("missing.st"),
+        vec![("q", f64t(&[3, 2], 1)), ("k", f64t(&[3, 2], 2))],
+    );
     expect_error(&p("missing.st"), &[], "tensor `v` is missing");
     // Wrong rank.
-    write(&p("rank.st"), vec![("q", f64t(&[6], 1)), ("k", f64t(&[3, 2], 2)), ("v", f64t(&[3, 2], 3))]);
+    write(
+        &p("rank.st"),
+        vec![
+            ("q", f64t(&[6], 1)),
+            ("k", f64t(&[3, 2], 2)),
+            ("v", f64t(&[3, 2], 3)),
+        ],
+    );
     expect_error(&p("rank.st"), &[], "rank of `q`");
     // Shapes that disagree.
-    write(&p("shape.st"), vec![("q", f64t(&[3, 2], 1)), ("k", f64t(&[3, 4], 2)), ("v", f64t(&[3, 2], 3))]);
+    write(
+        &p("shape.st"),
+        vec![
+            ("q", f64t(&[3, 2], 1)),
+            ("k", f64t(&[3, 4], 2)),
+            ("v", f64t(&[3, 2], 3)),
+        ],
+    );
     expect_error(&p("shape.st"), &[], "shape mismatch");
     // Leading dims that disagree.
-    write(&p("lead.st"), vec![("q", f64t(&[2, 3, 2], 1)), ("k", f64t(&[3, 3, 2], 2)), ("v", f64t(&[3, 3, 2], 3))]);
+    write(
+        &p("lead.st"),
+        vec![
+            ("q", f64t(&[2, 3, 2], 1)),
+            ("k", f64t(&[3, 3, 2], 2)),
+            ("v", f64t(&[3, 3, 2], 3)),
+        ],
+    );
     expect_error(&p("lead.st"), &[], "leading");
     // NaN.
     let mut q = f64t(&[3, 2], 1);
     if let AnyTensor::F64 { data, .. } = &mut q {
         data[4] = f64::NAN;
     }
-    write(&p("nan.st"), vec![("q", q), ("k", f64t(&[3, 2], 2)), ("v", f64t(&[3, 2], 3))]);
+    write(
+        &p("nan.st"),
+        vec![("q", q), ("k", f64t(&[3, 2], 2)), ("v", f64t(&[3, 2], 3))],
+    );
     expect_error(&p("nan.st"), &[], "q[2, 0] is NaN");
     // Empty dimension.
-    write(&p("empty.st"), vec![("q", f64t(&[0, 2], 1)), ("k", f64t(&[3, 2], 2)), ("v", f64t(&[3, 2], 3))]);
+    write(
+        &p("empty.st"),
+        vec![
+            ("q", f64t(&[0, 2], 1)),
+            ("k", f64t(&[3, 2], 2)),
+            ("v", f64t(&[3, 2], 3)),
+        ],
+    );
     expect_error(&p("empty.st"), &[], "empty dimension");
     // Mixed dtypes.
-    let k32 = AnyTensor::F32 { shape: vec![3, 2], data: vec![0.0; 6] };
-    write(&p("mixed.st"), vec![("q", f64t(&[3, 2], 1)), ("k", k32), ("v", f64t(&[3, 2], 3))]);
+    let k32 = AnyTensor::F32 {
+        shape: vec![3, 2],
+        data: vec![0.0; 6],
+    };
+    write(
+        &p("mixed.st"),
+        vec![("q", f64t(&[3, 2], 1)), ("k", k32), ("v", f64t(&[3, 2], 3))],
+    );
     expect_error(&p("mixed.st"), &[], "all inputs must share one dtype");
     // Unsupported dtype (F16 written by hand: 2 bytes per element).
-    std::fs::write(p("f16.st"), safetensors_bytes(&[("q", "F16", &[2, 2], 8), ("k", "F16", &[2, 2], 8), ("v", "F16", &[2, 2], 8)])).unwrap();
+    std::fs::write(
+        p("f16.st"),
+        safetensors_bytes(&[
+            ("q", "F16", &[2, 2], 8),
+            ("k", "F16", &[2, 2], 8),
+            ("v", "F16", &[2, 2], 8),
+        ]),
+    )
+    .unwrap();
     expect_error(&p("f16.st"), &[], "dtype F16");
     // Not a safetensors file.
     std::fs::write(p("junk.st"), b"this is not a tensor file at all").unwrap();
@@ -132,7 +249,14 @@ fn bad_inputs_give_one_clear_line() {
     // No such file.
     expect_error(&p("does-not-exist.st"), &[], "cannot read");
     // Bad scale.
-    write(&p("ok.st"), vec![("q", f64t(&[3, 2], 1)), ("k", f64t(&[3, 2], 2)), ("v", f64t(&[3, 2], 3))]);
+    write(
+        &p("ok.st"),
+        vec![
+            ("q", f64t(&[3, 2], 1)),
+            ("k", f64t(&[3, 2], 2)),
+            ("v", f64t(&[3, 2], 3)),
+        ],
+    );
     expect_error(&p("ok.st"), &["--scale", "inf"], "scale");
 }
 
@@ -145,7 +269,10 @@ fn safetensors_bytes(tensors: &[(&str, &str, &[usize], usize)]) -> Vec<u8> {
         if i > 0 {
             header.push(',');
         }
-        header.push_str(&format!(r#""{name}":{{"dtype":"{dtype}","shape":{shape:?},"data_offsets":[{off},{}]}}"#, off + bytes));
+        header.push_str(&format!(
+            r#""{name}":{{"dtype":"{dtype}","shape":{shape:?},"data_offsets":[{off},{}]}}"#,
+            off + bytes
+        ));
         off += bytes;
     }
     header.push('}');
@@ -157,9 +284,23 @@ fn safetensors_bytes(tensors: &[(&str, &str, &[usize], usize)]) -> Vec<u8> {
 
 #[test]
 fn demo_runs_small() {
-    let out = run(&["demo", "--heads", "2", "--n", "96", "--d", "8", "--samples", "3"]);
+    let out = run(&[
+        "demo",
+        "--heads",
+        "2",
+        "--n",
+        "96",
+        "--d",
+        "8",
+        "--samples",
+        "3",
+    ]);
     let s = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(s.contains("Certified errors"), "{s}");
     assert!(s.contains("F32") && s.contains("F64"), "{s}");
 }

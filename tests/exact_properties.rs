@@ -11,7 +11,11 @@ use polyattn::Error;
 use proptest::prelude::*;
 
 fn mask_strategy() -> impl Strategy<Value = Mask> {
-    prop_oneof![Just(Mask::None), Just(Mask::CausalTopLeft), Just(Mask::CausalBottomRight)]
+    prop_oneof![
+        Just(Mask::None),
+        Just(Mask::CausalTopLeft),
+        Just(Mask::CausalBottomRight)
+    ]
 }
 
 proptest! {
@@ -37,11 +41,15 @@ proptest! {
 
 fn mats(seed: u64, h: usize, n_q: usize, n_k: usize, d: usize, d_v: usize) -> [Tensor3<f64>; 4] {
     let mut r = polyattn::rng::SplitMix64::new(seed);
-    let mut t = |rows, cols| Tensor3::from_vec(h, rows, cols, r.normal_vec(h * rows * cols, 1.0)).unwrap();
+    let mut t =
+        |rows, cols| Tensor3::from_vec(h, rows, cols, r.normal_vec(h * rows * cols, 1.0)).unwrap();
     [t(n_q, d), t(n_k, d), t(n_k, d_v), t(n_q, d_v)]
 }
 
-fn run_multihead(x: &[Tensor3<f64>; 4], cfg: &AttentionConfig) -> (exact::MultiHeadForward<f64>, exact::MultiHeadGradients<f64>) {
+fn run_multihead(
+    x: &[Tensor3<f64>; 4],
+    cfg: &AttentionConfig,
+) -> (exact::MultiHeadForward<f64>, exact::MultiHeadGradients<f64>) {
     let f = exact::forward_multihead(&x[0], &x[1], &x[2], cfg).unwrap();
     let g = exact::backward_multihead(&x[0], &x[1], &x[2], &f, &x[3], cfg).unwrap();
     (f, g)
@@ -56,14 +64,23 @@ fn bitwise_deterministic_across_thread_counts() {
         let runs: Vec<_> = [1, 2, 3]
             .iter()
             .map(|&t| {
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build()
+                    .unwrap();
                 pool.install(|| run_multihead(&x, &cfg))
             })
             .collect();
         for r in &runs[1..] {
             // PartialEq on f64 data: exact equality of every value (no NaN occurs).
-            assert_eq!(r.0, runs[0].0, "{mask:?} forward differs between thread counts");
-            assert_eq!(r.1, runs[0].1, "{mask:?} backward differs between thread counts");
+            assert_eq!(
+                r.0, runs[0].0,
+                "{mask:?} forward differs between thread counts"
+            );
+            assert_eq!(
+                r.1, runs[0].1,
+                "{mask:?} backward differs between thread counts"
+            );
         }
     }
 }
@@ -72,7 +89,10 @@ fn bitwise_deterministic_across_thread_counts() {
 #[test]
 fn multihead_equals_per_head() {
     let x = mats(2, 4, 70, 90, 5, 6);
-    let cfg = AttentionConfig { scale: Some(0.4), mask: Mask::CausalBottomRight };
+    let cfg = AttentionConfig {
+        scale: Some(0.4),
+        mask: Mask::CausalBottomRight,
+    };
     let (f, g) = run_multihead(&x, &cfg);
     for h in 0..4 {
         let (q, k, v, d_o) = (x[0].head(h), x[1].head(h), x[2].head(h), x[3].head(h));
@@ -90,8 +110,20 @@ fn multihead_equals_per_head() {
 #[test]
 fn causal_alignments_agree_on_square_problems() {
     let x = mats(3, 2, 77, 77, 8, 8);
-    let a = run_multihead(&x, &AttentionConfig { scale: None, mask: Mask::CausalTopLeft });
-    let b = run_multihead(&x, &AttentionConfig { scale: None, mask: Mask::CausalBottomRight });
+    let a = run_multihead(
+        &x,
+        &AttentionConfig {
+            scale: None,
+            mask: Mask::CausalTopLeft,
+        },
+    );
+    let b = run_multihead(
+        &x,
+        &AttentionConfig {
+            scale: None,
+            mask: Mask::CausalBottomRight,
+        },
+    );
     assert_eq!(a, b);
 }
 
@@ -100,7 +132,10 @@ fn causal_alignments_agree_on_square_problems() {
 #[test]
 fn fully_masked_rows_are_defined() {
     let x = mats(4, 1, 10, 4, 3, 2);
-    let cfg = AttentionConfig { scale: None, mask: Mask::CausalBottomRight };
+    let cfg = AttentionConfig {
+        scale: None,
+        mask: Mask::CausalBottomRight,
+    };
     let (f, g) = run_multihead(&x, &cfg);
     for i in 0..6 {
         assert!(f.o.head(0).row(i).iter().all(|&z| z == 0.0));
@@ -109,7 +144,9 @@ fn fully_masked_rows_are_defined() {
     }
     assert!(f.lse.row(0)[6..].iter().all(|z| z.is_finite()));
     let mut x2 = x.clone();
-    x2[3].as_mut_slice()[..6 * 2].iter_mut().for_each(|z| *z = 1e3);
+    x2[3].as_mut_slice()[..6 * 2]
+        .iter_mut()
+        .for_each(|z| *z = 1e3);
     let (_, g2) = run_multihead(&x2, &cfg);
     assert_eq!(g.dk, g2.dk);
     assert_eq!(g.dv, g2.dv);
@@ -120,8 +157,20 @@ fn fully_masked_rows_are_defined() {
 #[test]
 fn last_causal_row_equals_unmasked_row() {
     let x = mats(5, 1, 130, 130, 4, 4);
-    let (fc, _) = run_multihead(&x, &AttentionConfig { scale: None, mask: Mask::CausalTopLeft });
-    let (fu, _) = run_multihead(&x, &AttentionConfig { scale: None, mask: Mask::None });
+    let (fc, _) = run_multihead(
+        &x,
+        &AttentionConfig {
+            scale: None,
+            mask: Mask::CausalTopLeft,
+        },
+    );
+    let (fu, _) = run_multihead(
+        &x,
+        &AttentionConfig {
+            scale: None,
+            mask: Mask::None,
+        },
+    );
     assert_eq!(fc.o.head(0).row(129), fu.o.head(0).row(129));
 }
 
@@ -152,8 +201,16 @@ fn bad_inputs_give_typed_errors() {
     let e = exact::forward(q.view(), k.view(), bad.view(), &cfg).unwrap_err();
     assert!(matches!(e, Error::NonFinite { .. }), "{e}");
     // non-finite scale
-    let e = exact::forward(q.view(), k.view(), v.view(), &AttentionConfig { scale: Some(f64::NAN), mask: Mask::None })
-        .unwrap_err();
+    let e = exact::forward(
+        q.view(),
+        k.view(),
+        v.view(),
+        &AttentionConfig {
+            scale: Some(f64::NAN),
+            mask: Mask::None,
+        },
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::InvalidParameter { .. }), "{e}");
     // scores beyond f32's range
     let big = Matrix::from_vec(2, 2, vec![1e19f32; 4]).unwrap();
@@ -161,7 +218,8 @@ fn bad_inputs_give_typed_errors() {
     assert!(matches!(e, Error::Overflow { .. }), "{e}");
     // backward: wrong dO shape
     let f = exact::forward(q.view(), k.view(), v.view(), &cfg).unwrap();
-    let e = exact::backward(q.view(), k.view(), v.view(), &f, m(3, 2, 1.0).view(), &cfg).unwrap_err();
+    let e =
+        exact::backward(q.view(), k.view(), v.view(), &f, m(3, 2, 1.0).view(), &cfg).unwrap_err();
     assert!(matches!(e, Error::ShapeMismatch { .. }), "{e}");
     // multi-head: head counts differ
     let t = |h, r, c| Tensor3::from_vec(h, r, c, vec![0.1; h * r * c]).unwrap();

@@ -8,7 +8,12 @@ use std::process::Command;
 #[test]
 fn cli_agrees_with_independent_python_float64() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/independent_check.py");
-    let out = match Command::new("python3").arg(script).arg("--bin").arg(env!("CARGO_BIN_EXE_polyattn")).output() {
+    let out = match Command::new("python3")
+        .arg(script)
+        .arg("--bin")
+        .arg(env!("CARGO_BIN_EXE_polyattn"))
+        .output()
+    {
         Ok(o) => o,
         Err(e) => {
             println!("skipped: python3 not available ({e})");
@@ -17,6 +22,10 @@ fn cli_agrees_with_independent_python_float64() {
     };
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}");
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains(" passed, 0 failed"), "{text}");
 }
