@@ -57,6 +57,19 @@ pub enum Error {
         /// The dtype computed in.
         dtype: &'static str,
     },
+    /// The polynomial engine declines this input: it cannot certify the requested
+    /// accuracy at an acceptable rank or cost (entries past the bounded-entry regime).
+    #[error("polynomial engine refused: {reason} (R = {radius:.3}, B = {entry_bound:.3}, sqrt(ln n) = {sqrt_ln_n:.3})")]
+    PolyRefused {
+        /// Why, in words.
+        reason: String,
+        /// The certified exponent radius R = tau max||q|| max||k||.
+        radius: f64,
+        /// The papers' entry bound B = max |entry| of Q and K.
+        entry_bound: f64,
+        /// sqrt(ln n), the theory's threshold for B.
+        sqrt_ln_n: f64,
+    },
     /// The sizes requested would overflow an index or an allocation.
     #[error("size overflow: {0}")]
     SizeOverflow(String),

@@ -6,7 +6,7 @@
 
 pub mod exact;
 pub mod poly;
-mod problem;
+pub(crate) mod problem;
 
 pub use problem::Problem;
 

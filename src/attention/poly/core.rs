@@ -152,13 +152,24 @@ where
 
 /// Forward (MATH.md 2.4): O~ and D~.
 pub fn forward<S: Field>(p: &LowRankProblem<'_, S>, mon: &Monomials) -> LowRankForward<S> {
-    let (r, d_v) = (mon.len(), p.d_v);
+    apply(p, mon, p.v, p.d_v)
+}
+
+/// P~ X for any per-key payload `x` (`n_k x width`): rows `sum_j A~_ij x_j / D~_i`,
+/// with D~ (the forward is `apply` with X = V).
+pub fn apply<S: Field>(
+    p: &LowRankProblem<'_, S>,
+    mon: &Monomials,
+    x: &[S],
+    width: usize,
+) -> LowRankForward<S> {
+    let r = mon.len();
     let fill_l = |s, e, buf: &mut [S]| p.fill_query(mon, &p.coeffs, None, (s, e), r, buf);
     let fill_r = |s, e, buf: &mut [S]| p.fill_key(mon, (s, e), r, buf);
     let fill_x = |s: usize, e: usize, buf: &mut [S]| {
-        for (j, out) in (s..e).zip(buf.chunks_exact_mut(d_v + 1)) {
-            out[..d_v].clone_from_slice(&p.v[j * d_v..(j + 1) * d_v]);
-            out[d_v] = S::one();
+        for (j, out) in (s..e).zip(buf.chunks_exact_mut(width + 1)) {
+            out[..width].clone_from_slice(&x[j * width..(j + 1) * width]);
+            out[width] = S::one();
         }
     };
     let y = prefix_contract(
@@ -174,24 +185,59 @@ pub fn forward<S: Field>(p: &LowRankProblem<'_, S>, mon: &Monomials) -> LowRankF
             fill: &fill_r,
         },
         &Rows {
-            width: d_v + 1,
+            width: width + 1,
             len: p.n_k,
             fill: &fill_x,
         },
         p.chunk,
     );
-    let mut o = Vec::with_capacity(p.n_q * d_v);
+    let mut o = Vec::with_capacity(p.n_q * width);
     let mut norm = Vec::with_capacity(p.n_q);
-    for row in y.chunks_exact(d_v + 1) {
-        let den = row[d_v].clone();
+    for row in y.chunks_exact(width + 1) {
+        let den = row[width].clone();
         if den.is_zero() {
-            o.extend(std::iter::repeat_n(S::zero(), d_v));
+            o.extend(std::iter::repeat_n(S::zero(), width));
         } else {
-            o.extend(row[..d_v].iter().map(|x| x.clone() / den.clone()));
+            o.extend(row[..width].iter().map(|x| x.clone() / den.clone()));
         }
         norm.push(den);
     }
     LowRankForward { o, norm }
+}
+
+/// P~^T X for any per-query payload `x` (`n_q x width`), with P~ = (U / D~) V^T and
+/// D~ = `norm` from the forward: rows `sum_{i sees j} P~_ij x_i` (dV is this with
+/// X = dO).
+pub fn apply_transposed<S: Field>(
+    p: &LowRankProblem<'_, S>,
+    mon: &Monomials,
+    norm: &[S],
+    x: &[S],
+    width: usize,
+) -> Vec<S> {
+    let r = mon.len();
+    let fill_u = |s, e, buf: &mut [S]| p.fill_query(mon, &p.coeffs, Some(norm), (s, e), r, buf);
+    let fill_v = |s, e, buf: &mut [S]| p.fill_key(mon, (s, e), r, buf);
+    let f_x = copy_rows(x, width);
+    transposed_contract(
+        &|j| p.first_query(j),
+        &Rows {
+            width: r,
+            len: p.n_q,
+            fill: &fill_u,
+        },
+        &Rows {
+            width: r,
+            len: p.n_k,
+            fill: &fill_v,
+        },
+        &Rows {
+            width,
+            len: p.n_q,
+            fill: &f_x,
+        },
+        p.chunk,
+    )
 }
 
 /// Backward (MATH.md 2.5): dQ, dK, dV of the chosen [`GradientKind`], given the
@@ -290,28 +336,6 @@ pub fn backward<S: Field>(
         p.chunk,
     ));
     // dV = P~^T dO with P~ = (U / D~) V^T, for both kinds.
-    let fill_u =
-        |s, e, buf: &mut [S]| p.fill_query(mon, &p.coeffs, Some(&fwd.norm), (s, e), r, buf);
-    let fill_v = |s, e, buf: &mut [S]| p.fill_key(mon, (s, e), r, buf);
-    let f_do = copy_rows(d_o, d_v);
-    let dv = transposed_contract(
-        &first,
-        &Rows {
-            width: r,
-            len: p.n_q,
-            fill: &fill_u,
-        },
-        &Rows {
-            width: r,
-            len: p.n_k,
-            fill: &fill_v,
-        },
-        &Rows {
-            width: d_v,
-            len: p.n_q,
-            fill: &f_do,
-        },
-        p.chunk,
-    );
+    let dv = apply_transposed(p, mon, &fwd.norm, d_o, d_v);
     LowRankGrads { dq, dk, dv }
 }

@@ -1,7 +1,208 @@
 //! The polynomial method (MATH.md section 2): attention and its gradients in
-//! O(n r d d_v) time through exp(S) ~ P(S) = U V^T, with a certified degree choice.
+//! O(n r d d_v) time through exp(S) ~ P(S) = U V^T, with a certified degree choice
+//! and an a priori error bound on every output entry.
+//!
+//! - [`polynomial`]: P and its certified relative error eps_P (MATH.md 2.2);
+//! - [`features`]: the symmetric-monomial factors U, V (MATH.md 2.3);
+//! - [`lowrank`]: the masked contractions by chunked prefix states (MATH.md 2.4);
+//! - [`core`]: the algorithm, generic over the number type (MATH.md 2.4, 2.5);
+//! - [`plan`]: radius, degree, rank, cost and the regime report; refusals;
+//! - [`bound`]: the a priori bounds on |O~ - O|, |dQ~ - dQ|, ... (MATH.md 2.4-2.6).
+//!
+//! Precision: f32 and f64 inputs are both computed in f64 internally and rounded
+//! once to the input dtype on output, so the rounding part of the bound is f64's.
+//!
+//! The engine refuses ([`Error::PolyRefused`](crate::Error::PolyRefused)) what it
+//! cannot certify at a sane rank and cost: scores past the bounded-entry regime need
+//! degrees and ranks that grow without limit (AS23), and the engine says so instead of
+//! returning a confident wrong answer.
 
+pub mod bound;
 pub mod core;
 pub mod features;
 pub mod lowrank;
+pub mod plan;
 pub mod polynomial;
+
+pub use self::core::GradientKind;
+pub use bound::Bounds;
+pub use plan::{Accuracy, Plan, PolyConfig, Regime};
+pub use polynomial::PolyKind;
+
+use self::core::LowRankProblem;
+use crate::attention::Problem;
+use crate::error::{Error, Result};
+use crate::scalar::Real;
+use crate::tensor::{MatRef, Matrix};
+
+/// The forward's results for one head.
+#[derive(Clone, Debug)]
+pub struct PolyForward<T> {
+    /// O~, `n_q x d_v`.
+    pub o: Matrix<T>,
+    /// ln D~_i, the polynomial model's log-normaliser (approximates the exact lse);
+    /// `-inf` for a fully masked row.
+    pub lse: Vec<T>,
+    /// The polynomial, rank and regime used.
+    pub plan: Plan,
+    /// Entrywise bound on |O~ - O| against exact attention, split into parts.
+    pub bound: Bounds,
+    /// O~ and D~ in f64 (what the backward continues from).
+    o64: Vec<f64>,
+    norm: Vec<f64>,
+    /// P~ |V| (the weights of the O bound, reused by the gradient bounds).
+    weights_v: Vec<f64>,
+}
+
+/// Gradients of one head.
+#[derive(Clone, Debug)]
+pub struct PolyGradients<T> {
+    /// dQ~, `n_q x d`.
+    pub dq: Matrix<T>,
+    /// dK~, `n_k x d`.
+    pub dk: Matrix<T>,
+    /// dV~, `n_k x d_v`.
+    pub dv: Matrix<T>,
+    /// Which gradient this is.
+    pub kind: GradientKind,
+    /// Entrywise bounds on the distance to the exact gradients dQ, dK, dV.
+    pub bound_dq: Bounds,
+    /// See `bound_dq`.
+    pub bound_dk: Bounds,
+    /// See `bound_dq`.
+    pub bound_dv: Bounds,
+}
+
+fn to64<T: Real>(m: MatRef<'_, T>) -> Vec<f64> {
+    m.as_slice().iter().map(|x| x.to_f64()).collect()
+}
+
+fn from64<T: Real>(rows: usize, cols: usize, v: &[f64]) -> Result<Matrix<T>> {
+    Matrix::from_vec(rows, cols, v.iter().map(|&x| T::from_f64(x)).collect())
+}
+
+/// The f64 inputs of the generic algorithm for a validated problem and plan.
+struct Inputs {
+    q: Vec<f64>,
+    k: Vec<f64>,
+    v: Vec<f64>,
+}
+
+impl Inputs {
+    fn new<T: Real>(p: &Problem<'_, T>) -> Self {
+        Self {
+            q: to64(p.q),
+            k: to64(p.k),
+            v: to64(p.v),
+        }
+    }
+    fn low_rank<'a, T: Real>(
+        &'a self,
+        p: &Problem<'_, T>,
+        plan: &Plan,
+        chunk: usize,
+    ) -> LowRankProblem<'a, f64> {
+        LowRankProblem {
+            q: &self.q,
+            k: &self.k,
+            v: &self.v,
+            n_q: p.n_q(),
+            n_k: p.n_k(),
+            d: p.d(),
+            d_v: p.d_v(),
+            tau: p.tau.to_f64(),
+            query_scale: plan.query_scale,
+            key_scale: plan.key_scale,
+            coeffs: plan.poly.coeffs.clone(),
+            mask: p.mask,
+            chunk,
+        }
+    }
+}
+
+/// Polynomial-method forward for one head (`q`: `n_q x d`, `k`: `n_k x d`, `v`:
+/// `n_k x d_v`): validates like the exact engine, plans (or refuses), computes O~ and
+/// its bound.
+pub fn forward<T: Real>(
+    q: MatRef<'_, T>,
+    k: MatRef<'_, T>,
+    v: MatRef<'_, T>,
+    cfg: &PolyConfig,
+) -> Result<PolyForward<T>> {
+    let p = Problem::new(q, k, v, &cfg.attention())?;
+    let plan = plan::plan(&p, cfg)?;
+    let inputs = Inputs::new(&p);
+    let lr = inputs.low_rank(&p, &plan, cfg.chunk);
+    let f = core::forward(&lr, &plan.monomials);
+    for (i, &den) in f.norm.iter().enumerate() {
+        if p.key_end(i) > 0 && !(den > 0.0 && den.is_finite()) {
+            return Err(Error::PolyRefused {
+                reason: format!("the normaliser of row {i} is {den:e}, not positive: P is not a valid exp surrogate here"),
+                radius: plan.regime.radius,
+                entry_bound: plan.regime.entry_bound,
+                sqrt_ln_n: plan.regime.sqrt_ln_n,
+            });
+        }
+    }
+    let abs_v: Vec<f64> = inputs.v.iter().map(|x| x.abs()).collect();
+    let weights_v = core::apply(&lr, &plan.monomials, &abs_v, p.d_v()).o;
+    let bound = bound::output(&plan, p.n_k(), &weights_v, &f.o, T::UNIT_ROUNDOFF);
+    let lse = f
+        .norm
+        .iter()
+        .map(|&x| T::from_f64(if x > 0.0 { x.ln() } else { f64::NEG_INFINITY }))
+        .collect();
+    Ok(PolyForward {
+        o: from64(p.n_q(), p.d_v(), &f.o)?,
+        lse,
+        plan,
+        bound,
+        o64: f.o,
+        norm: f.norm,
+        weights_v,
+    })
+}
+
+/// Polynomial-method backward for one head: the gradients of `kind` given `d_o`
+/// (`n_q x d_v`), with entrywise bounds against the exact gradients.
+pub fn backward<T: Real>(
+    q: MatRef<'_, T>,
+    k: MatRef<'_, T>,
+    v: MatRef<'_, T>,
+    fwd: &PolyForward<T>,
+    d_o: MatRef<'_, T>,
+    kind: GradientKind,
+    cfg: &PolyConfig,
+) -> Result<PolyGradients<T>> {
+    let p = Problem::new(q, k, v, &cfg.attention())?;
+    p.check_backward_inputs(fwd.o.view(), &fwd.lse, d_o)?;
+    let inputs = Inputs::new(&p);
+    let plan = &fwd.plan;
+    let lr = inputs.low_rank(&p, plan, cfg.chunk);
+    let lr_fwd = core::LowRankForward {
+        o: fwd.o64.clone(),
+        norm: fwd.norm.clone(),
+    };
+    let g_o = to64(d_o);
+    let g = core::backward(&lr, &plan.monomials, &lr_fwd, &g_o, kind);
+    let ctx = bound::GradContext {
+        plan,
+        kind,
+        inputs: (&inputs.q, &inputs.k, &inputs.v),
+        o: &fwd.o64,
+        d_o: &g_o,
+        weights_v: &fwd.weights_v,
+        bound_o: &fwd.bound.total,
+        u_out: T::UNIT_ROUNDOFF,
+    };
+    let b = bound::gradients(&lr, &fwd.norm, &ctx, (&g.dq, &g.dk, &g.dv));
+    Ok(PolyGradients {
+        dq: from64(p.n_q(), p.d(), &g.dq)?,
+        dk: from64(p.n_k(), p.d(), &g.dk)?,
+        dv: from64(p.n_k(), p.d_v(), &g.dv)?,
+        kind,
+        bound_dq: b.0,
+        bound_dk: b.1,
+        bound_dv: b.2,
+    })
+}

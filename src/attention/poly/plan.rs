@@ -1,0 +1,307 @@
+//! Choosing the polynomial for one head: the rigorous exponent radius, the degree that
+//! certifies a requested accuracy, the rank and cost, and the regime the input is in
+//! (MATH.md 2.1, 2.2; AS23's bounded-entry threshold).
+
+use super::features::{rank, Monomials};
+use super::polynomial::{ExpPoly, PolyKind};
+use crate::attention::{Mask, Problem};
+use crate::error::{Error, Result};
+use crate::scalar::Real;
+
+/// What accuracy to aim for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Accuracy {
+    /// The smallest degree whose a priori bound on max |O~ - O| (absolute, entrywise,
+    /// polynomial and rounding parts together) is at most this.
+    Eps(f64),
+    /// This degree; the bound it certifies is reported.
+    Degree(usize),
+}
+
+/// Configuration of the polynomial engine.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PolyConfig {
+    /// tau (`None`: 1/sqrt(d)).
+    pub scale: Option<f64>,
+    /// The mask.
+    pub mask: Mask,
+    /// Target accuracy or fixed degree.
+    pub accuracy: Accuracy,
+    /// Chebyshev (default) or Taylor.
+    pub kind: PolyKind,
+    /// Refuse when the rank C(d + g, g) exceeds this (default 20 000).
+    pub max_rank: usize,
+    /// Highest degree tried (default 20, the features' limit).
+    pub max_degree: usize,
+    /// Refuse when the predicted cost exceeds this multiple of the exact engine's
+    /// (default 10: the poly engine may be slower than exact, but not absurdly).
+    pub max_cost_ratio: f64,
+    /// Rows per chunk of the causal scans (default 32).
+    pub chunk: usize,
+}
+
+impl Default for PolyConfig {
+    fn default() -> Self {
+        Self {
+            scale: None,
+            mask: Mask::None,
+            accuracy: Accuracy::Eps(1e-6),
+            kind: PolyKind::Chebyshev,
+            max_rank: 20_000,
+            max_degree: 20,
+            max_cost_ratio: 10.0,
+            chunk: 32,
+        }
+    }
+}
+
+impl PolyConfig {
+    /// The shared attention configuration (scale and mask).
+    pub fn attention(&self) -> crate::attention::AttentionConfig {
+        crate::attention::AttentionConfig {
+            scale: self.scale,
+            mask: self.mask,
+        }
+    }
+}
+
+/// Where an input stands: the facts a user needs to judge the polynomial method.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Regime {
+    /// Sequence length used for sqrt(ln n) (max of n_q, n_k).
+    pub n: usize,
+    /// Head dimension.
+    pub d: usize,
+    /// Certified exponent radius R = |tau| max_i ||q_i|| max_j ||k_j|| (rounded up):
+    /// every score satisfies |S_ij| <= R (MATH.md 2.1).
+    pub radius: f64,
+    /// The papers' entry bound B = max |entry| of Q and K.
+    pub entry_bound: f64,
+    /// sqrt(ln n): B below it is the bounded-entry side of AS23's threshold.
+    pub sqrt_ln_n: f64,
+    /// The degree g.
+    pub degree: usize,
+    /// The rank r = C(d + g, g).
+    pub rank: usize,
+    /// Certified relative error eps_P of P on [-R, R].
+    pub eps_poly: f64,
+    /// Predicted floating-point operations of the polynomial forward.
+    pub poly_flops: f64,
+    /// Predicted floating-point operations of the exact forward.
+    pub exact_flops: f64,
+}
+
+impl Regime {
+    /// exact / poly predicted cost: above 1 the polynomial engine should be faster.
+    pub fn predicted_speedup(&self) -> f64 {
+        self.exact_flops / self.poly_flops
+    }
+    /// True when B < sqrt(ln n): the side of the threshold where the theory promises a
+    /// subquadratic algorithm (AS23). Past it none exists under SETH.
+    pub fn bounded_entries(&self) -> bool {
+        self.entry_bound < self.sqrt_ln_n
+    }
+}
+
+/// The chosen polynomial, its monomials and the scaling of the factors.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The certified polynomial.
+    pub poly: ExpPoly,
+    /// Its monomial table.
+    pub monomials: Monomials,
+    /// The regime report.
+    pub regime: Regime,
+    /// a in x = a q (a b = tau): a power-of-two rescaling that balances the factors.
+    pub query_scale: f64,
+    /// b in y = b k.
+    pub key_scale: f64,
+}
+
+/// Sum of squares, square root and product, each rounded up (next_up after a
+/// round-to-nearest result is an upper bound on the exact value).
+pub fn rigorous_radius<T: Real>(p: &Problem<'_, T>) -> f64 {
+    let norm_up = |row: &[T]| {
+        let s = row.iter().fold(0.0f64, |acc, x| {
+            (acc + (x.to_f64() * x.to_f64()).next_up()).next_up()
+        });
+        s.sqrt().next_up()
+    };
+    let max_norm = |m: crate::tensor::MatRef<'_, T>| {
+        (0..m.rows())
+            .map(|i| norm_up(m.row(i)))
+            .fold(0.0f64, f64::max)
+    };
+    ((p.tau.to_f64().abs() * max_norm(p.q)).next_up() * max_norm(p.k)).next_up()
+}
+
+/// Predicted flops of the polynomial forward (features, states twice, queries' state
+/// products, the in-chunk direct part) and of the exact forward (4 n_q n_k d, halved
+/// when causal).
+fn costs(
+    n_q: usize,
+    n_k: usize,
+    d: usize,
+    d_v: usize,
+    r: usize,
+    chunk: usize,
+    mask: Mask,
+) -> (f64, f64) {
+    let (nq, nk, r, p) = (n_q as f64, n_k as f64, r as f64, (d_v + 1) as f64);
+    let direct = if mask == Mask::None {
+        (chunk as f64).min(nk)
+    } else {
+        chunk as f64 / 2.0
+    };
+    let poly =
+        2.0 * (nq + nk) * r + 4.0 * nk * r * p + 2.0 * nq * r * p + 2.0 * nq * direct * (r + p);
+    let exact = 4.0 * nq * nk * d as f64 * if mask == Mask::None { 1.0 } else { 0.5 };
+    (poly, exact)
+}
+
+/// A priori relative perturbation of P~'s entries from rounding, for the f64
+/// arithmetic the engine computes in: 2 gamma_k kappa with k = r + n_k + 8 summands
+/// on any path and kappa = (sum_t |c_t| R^t) e^R / (1 - eps_P) the cancellation
+/// factor (sum_a |U_ia V_ja| over the value P~_ij >= e^{-R} (1 - eps_P)).
+pub fn rounding_rho(poly: &ExpPoly, r: usize, n_k: usize) -> f64 {
+    let u = f64::EPSILON / 2.0;
+    let k = (r + n_k + 8) as f64;
+    let gamma = k * u / (1.0 - k * u);
+    let abs_sum: f64 = poly
+        .coeffs
+        .iter()
+        .enumerate()
+        .map(|(t, c)| c.abs() * poly.radius.powi(t as i32))
+        .sum();
+    let kappa = abs_sum * poly.radius.exp() / (1.0 - poly.eps).max(f64::MIN_POSITIVE);
+    2.0 * gamma * kappa
+}
+
+/// rho = 2 eps / (1 - eps): |P~_ij - P_ij| <= rho P_ij when every A~_ij is within
+/// relative eps of A_ij (MATH.md 2.4).
+pub fn rho_of(eps: f64) -> f64 {
+    if eps >= 1.0 {
+        f64::INFINITY
+    } else {
+        2.0 * eps / (1.0 - eps)
+    }
+}
+
+/// Chooses the polynomial for `p` under `cfg`, or refuses with the reason.
+pub fn plan<T: Real>(p: &Problem<'_, T>, cfg: &PolyConfig) -> Result<Plan> {
+    let (n_q, n_k, d, d_v) = (p.n_q(), p.n_k(), p.d(), p.d_v());
+    let radius = rigorous_radius(p);
+    let entry_bound =
+        p.q.as_slice()
+            .iter()
+            .chain(p.k.as_slice())
+            .map(|x| x.to_f64().abs())
+            .fold(0.0, f64::max);
+    let n = n_q.max(n_k);
+    let sqrt_ln_n = (n as f64).ln().max(0.0).sqrt();
+    let refuse = |reason: String| Error::PolyRefused {
+        reason,
+        radius,
+        entry_bound,
+        sqrt_ln_n,
+    };
+    let v_max =
+        p.v.as_slice()
+            .iter()
+            .map(|x| x.to_f64().abs())
+            .fold(0.0, f64::max);
+    let max_degree = cfg.max_degree.min(20);
+    let poly = match cfg.accuracy {
+        Accuracy::Degree(g) => {
+            if g == 0 || g > max_degree {
+                return Err(Error::InvalidParameter {
+                    name: "degree",
+                    value: g.to_string(),
+                    reason: format!("must be in 1..={max_degree}"),
+                });
+            }
+            ExpPoly::new(cfg.kind, g, radius)
+        }
+        Accuracy::Eps(eps) => {
+            if !(eps.is_finite() && eps > 0.0) {
+                return Err(Error::InvalidParameter {
+                    name: "eps",
+                    value: eps.to_string(),
+                    reason: "must be finite and positive".into(),
+                });
+            }
+            // Crude a priori O bound: rho_total max|V| + u_T max|V| (output rounding).
+            let fits = |poly: &ExpPoly| {
+                let r = rank(d, poly.degree()).unwrap_or(usize::MAX);
+                let rho = rho_of(poly.eps) + rounding_rho(poly, r, n_k);
+                (rho * (1.0 + rho) + T::UNIT_ROUNDOFF) * v_max <= eps
+            };
+            let mut chosen = None;
+            for g in 1..=max_degree {
+                if rank(d, g).is_none_or(|r| r > cfg.max_rank) {
+                    break;
+                }
+                let poly = ExpPoly::new(cfg.kind, g, radius);
+                if fits(&poly) {
+                    chosen = Some(poly);
+                    break;
+                }
+            }
+            chosen.ok_or_else(|| {
+                refuse(format!(
+                    "no degree up to {max_degree} with rank <= {} certifies max|O~ - O| <= {eps:e} for d = {d}",
+                    cfg.max_rank
+                ))
+            })?
+        }
+    };
+    let g = poly.degree();
+    let r = rank(d, g).filter(|&r| r <= cfg.max_rank).ok_or_else(|| {
+        refuse(format!(
+            "degree {g} at d = {d} needs rank C(d+g, g) above the limit {}",
+            cfg.max_rank
+        ))
+    })?;
+    let monomials = Monomials::new(d, g, cfg.max_rank)?;
+    let (poly_flops, exact_flops) = costs(n_q, n_k, d, d_v, r, cfg.chunk.max(1), cfg.mask);
+    if poly_flops > cfg.max_cost_ratio * exact_flops {
+        return Err(refuse(format!(
+            "degree {g}, rank {r}: predicted cost {:.1}x the exact engine's (limit {}x)",
+            poly_flops / exact_flops,
+            cfg.max_cost_ratio
+        )));
+    }
+    // Balance the factors: x = tau lambda q, y = k / lambda with lambda a power of two
+    // near sqrt(max||k|| / (|tau| max||q||)), so both sides have norms near sqrt(R).
+    let tau = p.tau.to_f64();
+    let qn = crate::attention::problem::max_row_norm(p.q);
+    let kn = crate::attention::problem::max_row_norm(p.k);
+    let lambda = if qn > 0.0 && kn > 0.0 && tau != 0.0 {
+        2f64.powi(
+            (0.5 * (kn / (tau.abs() * qn)).log2())
+                .round()
+                .clamp(-500.0, 500.0) as i32,
+        )
+    } else {
+        1.0
+    };
+    let regime = Regime {
+        n,
+        d,
+        radius,
+        entry_bound,
+        sqrt_ln_n,
+        degree: g,
+        rank: r,
+        eps_poly: poly.eps,
+        poly_flops,
+        exact_flops,
+    };
+    Ok(Plan {
+        poly,
+        monomials,
+        regime,
+        query_scale: tau * lambda,
+        key_scale: 1.0 / lambda,
+    })
+}
