@@ -6,6 +6,11 @@ reads its output by hand, and compares O, lse, dQ, dK, dV with a float64 attenti
 written here from the formulas (MATH.md 1.1), its sums done with math.fsum (correctly
 rounded sums, so this reference is more accurate than any blocked float64 kernel).
 
+Also checks the polynomial engine: on inputs with R <= 2 its O, dQ, dK, dV differ from
+this exact reference by no more than the entrywise bounds it writes, and its O bound is
+at most the requested eps; and `--engine auto` falls back to exact with a reason when
+the scores are far outside the polynomial regime.
+
 Pass: every tensor's max |polyattn - reference| / max |reference| is below 1e-12 for
 F64 inputs (a float64 kernel's rounding over sums of at most a few hundred terms is
 ~1e-14 relative; 1e-12 leaves two orders of margin) and below 1e-5 for F32 inputs
@@ -162,6 +167,81 @@ def check_case(binary, workdir, name, lead, n_q, n_k, d, dv, mask, scale, dtype,
     return ok
 
 
+def check_poly_case(binary, workdir, name, lead, n_q, n_k, d, dv, mask, radius, eps, rng, gradient="substituted"):
+    """The polynomial engine on inputs scaled so that R = tau max|q| max|k| <= radius:
+    every output must lie within its reported entrywise bound of this exact float64
+    reference (plus 1e-12 relative for the reference's own rounding), and the O bound
+    must be at most the requested eps."""
+    heads = 1
+    for x in lead:
+        heads *= x
+    gen = lambda cnt: [rng.gauss(0.0, 1.0) for _ in range(cnt)]
+    q, k, v, do = gen(heads * n_q * d), gen(heads * n_k * d), gen(heads * n_k * dv), gen(heads * n_q * dv)
+    tau = 1.0 / math.sqrt(d)
+    norm = lambda m, i: math.sqrt(sum(x * x for x in m[i * d : (i + 1) * d]))
+    qn = max(norm(q, i) for i in range(heads * n_q))
+    kn = max(norm(k, j) for j in range(heads * n_k))
+    s = radius * 0.999 / (tau * qn * kn)
+    q = [x * s for x in q]
+    inp = os.path.join(workdir, name + "_in.safetensors")
+    out = os.path.join(workdir, name + "_out.safetensors")
+    write_safetensors(inp, {
+        "q": ("F64", lead + [n_q, d], q), "k": ("F64", lead + [n_k, d], k),
+        "v": ("F64", lead + [n_k, dv], v), "do": ("F64", lead + [n_q, dv], do),
+    })
+    cmd = [binary, "attention", "--input", inp, "--output", out, "--mask", mask, "--engine", "poly",
+           "--eps", repr(eps), "--gradient", gradient]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        print("FAIL %s: polyattn exited %d: %s" % (name, res.returncode, res.stderr.strip()))
+        return False
+    got = read_safetensors(out)
+    ref = {"o": [], "dq": [], "dk": [], "dv": []}
+    for h in range(heads):
+        sl = lambda m, rows, w: m[h * rows * w : (h + 1) * rows * w]
+        o, _, dq, dk, dvv = attention_head(sl(q, n_q, d), sl(k, n_k, d), sl(v, n_k, dv), sl(do, n_q, dv), n_q, n_k, d, dv, tau, mask)
+        ref["o"] += o
+        ref["dq"] += dq
+        ref["dk"] += dk
+        ref["dv"] += dvv
+    ok = True
+    worst = 0.0
+    for key in ref:
+        _, _, vals = got[key]
+        _, _, bounds = got[key + "_bound"]
+        scale_ = max(abs(x) for x in ref[key])
+        for a, b, bd in zip(vals, ref[key], bounds):
+            err = abs(a - b)
+            if err > bd + 1e-12 * scale_:
+                print("FAIL %s: %s error %.3e exceeds its bound %.3e" % (name, key, err, bd))
+                ok = False
+                break
+            if bd > 0:
+                worst = max(worst, err / bd)
+    meta = got["__metadata__"]
+    if meta.get("engine") != "poly" or float(meta["bound_o"]) > eps:
+        print("FAIL %s: engine %s, bound_o %s vs eps %g" % (name, meta.get("engine"), meta.get("bound_o"), eps))
+        ok = False
+    print("%s %-42s degree %s rank %s R %.2f: max error/bound %.3f, bound_o %.2e <= eps %.0e"
+          % ("ok  " if ok else "FAIL", name, meta.get("degree"), meta.get("rank"), float(meta.get("radius", "nan")),
+             worst, float(meta.get("bound_o", "nan")), eps))
+    return ok
+
+
+def check_auto_fallback(binary, workdir, rng):
+    """Scores far outside the polynomial regime: auto must fall back to exact and say why."""
+    n, d = 32, 16
+    gen = lambda cnt: [rng.gauss(0.0, 4.0) for _ in range(cnt)]
+    inp = os.path.join(workdir, "auto_in.safetensors")
+    out = os.path.join(workdir, "auto_out.safetensors")
+    write_safetensors(inp, {"q": ("F64", [n, d], gen(n * d)), "k": ("F64", [n, d], gen(n * d)), "v": ("F64", [n, d], gen(n * d))})
+    res = subprocess.run([binary, "attention", "--input", inp, "--output", out, "--engine", "auto"], capture_output=True, text=True)
+    meta = read_safetensors(out)["__metadata__"] if res.returncode == 0 else {}
+    ok = meta.get("engine") == "exact" and "refused" in meta.get("auto_reason", "")
+    print("%s auto on |S| ~ 60 falls back to exact: %s" % ("ok  " if ok else "FAIL", meta.get("auto_reason", res.stderr.strip())))
+    return ok
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
@@ -178,6 +258,11 @@ def main():
             ("f32_%s_rank3" % mask, [2], 40, 33, 8, 8, mask, None, "F32", 1.0),
         ]
     results = [check_case(args.bin, workdir, *c[:-1], rng=rng, mag=c[-1]) for c in cases]
+    for mask in ["none", "causal", "causal-bottom-right"]:
+        results.append(check_poly_case(args.bin, workdir, "poly_%s_R2" % mask, [2], 48, 40, 4, 3, mask, 2.0, 1e-4, rng))
+        results.append(check_poly_case(args.bin, workdir, "poly_%s_R1_model_grad" % mask, [], 30, 30, 3, 2, mask, 1.0, 1e-6, rng,
+                                       gradient="polynomial-model"))
+    results.append(check_auto_fallback(args.bin, workdir, rng))
     passed = sum(results)
     print("%d passed, %d failed" % (passed, len(results) - passed))
     ok = passed == len(results)

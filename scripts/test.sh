@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PROPTEST_CASES="${PROPTEST_CASES:-24}"
+export POLYATTN_BENCH_MAX_LOG2N="${POLYATTN_BENCH_MAX_LOG2N:-11}"
 cargo test --release --workspace --all-targets
 cargo test --release --workspace --doc

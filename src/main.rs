@@ -1,7 +1,7 @@
 //! The `polyattn` binary: see `polyattn --help`.
 
 use clap::Parser;
-use polyattn::cli::{attention_cmd, demo, Cli, Command};
+use polyattn::cli::{attention_cmd, demo, sweep, Cli, Command};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -9,6 +9,9 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Attention(a) => attention_cmd::run(a),
+        #[cfg(feature = "certify")]
+        Command::Lemmas(a) => polyattn::cli::lemmas::run(a),
+        Command::Sweep(a) => sweep::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -157,6 +157,13 @@ pub enum SpecError {
         /// The precision asked for, in bits.
         prec: u32,
     },
+    /// A quantity the formula divides by is zero (or its enclosure is not
+    /// bounded away from zero), or an operation the number type lacks (`exp`
+    /// of an exact rational) was asked for.
+    Degenerate {
+        /// What was degenerate.
+        what: String,
+    },
 }
 
 impl fmt::Display for SpecError {
@@ -170,6 +177,7 @@ impl fmt::Display for SpecError {
                 rug::float::prec_min(),
                 rug::float::prec_max()
             ),
+            SpecError::Degenerate { what } => write!(f, "degenerate input: {what}"),
         }
     }
 }

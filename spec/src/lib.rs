@@ -17,6 +17,14 @@
 //! * [`dual`]: dual numbers over intervals, the derivative oracle.
 //! * [`attention`]: single-head attention forward, closed-form backward and
 //!   the dual-number gradient oracle (MATH.md section 1.1).
+//! * [`linalg`]: generic matrix algebra over intervals, dual numbers and exact
+//!   rationals (products, Hadamard and row-wise Kronecker products, the
+//!   polynomial kernel and its low-rank factors, enclosure comparison).
+//! * [`ml24`] and [`as24`]: one function per lemma of the two papers
+//!   (MATH.md section 3), corrected and, where misprinted, as printed.
+//! * [`instance`]: seeded random test instances with exact dyadic entries.
+//! * [`register`]: the lemma register, every status measured by running the
+//!   lemma functions against the oracle.
 //!
 //! # Example
 //!
@@ -44,9 +52,14 @@
 
 #![warn(missing_docs)]
 
+pub mod as24;
 pub mod attention;
 pub mod dual;
+pub mod instance;
 pub mod interval;
+pub mod linalg;
+pub mod ml24;
 pub mod poly_attention;
+pub mod register;
 
 pub use interval::{Interval, DEFAULT_PREC};

@@ -4,10 +4,17 @@
 //! `do` `[.., n_q, d_v]`, all F32 or all F64, with the same leading dimensions (none,
 //! `[heads]` or `[batch, heads]`). Output tensors, in the input's dtype: `o`
 //! `[.., n_q, d_v]`, `lse` `[.., n_q]`, and with `do`: `dq`, `dk`, `dv` shaped like
-//! `q`, `k`, `v`. Metadata strings: `engine`, `mask`, `scale`, `dtype`, `polyattn_version`.
+//! `q`, `k`, `v`. With the polynomial engine, also F64 entrywise bounds `o_bound` (and
+//! `dq_bound`, `dk_bound`, `dv_bound`) on the distance to exact attention.
+//! Metadata strings: `engine` (the one used), `engine_requested`, `mask`, `scale`,
+//! `dtype`, `polyattn_version`; with the polynomial engine also `gradient`, `degree`,
+//! `rank`, `radius`, `entry_bound`, `sqrt_ln_n`, `eps_poly`, `bound_o` (and
+//! `bound_dq`, `bound_dk`, `bound_dv`): maxima over heads; `heads_json`: per head;
+//! with `auto` falling back to exact, `auto_reason`.
 
 use super::shapes::HeadShape;
-use super::AttentionArgs;
+use super::{AttentionArgs, EngineArg};
+use crate::attention::poly::{self, Accuracy, PolyConfig};
 use crate::attention::{exact, AttentionConfig};
 use crate::error::{Error, Result};
 use crate::io::{AnyTensor, DType, TensorFile};
@@ -15,13 +22,11 @@ use crate::scalar::Real;
 use crate::tensor::{check_finite, check_nonempty, Tensor3};
 use std::collections::HashMap;
 
+type Outputs = (Vec<(String, AnyTensor)>, HashMap<String, String>);
+
 /// Runs the subcommand: read, compute, write atomically.
 pub fn run(args: &AttentionArgs) -> Result<()> {
     let file = TensorFile::read(&args.input)?;
-    let config = AttentionConfig {
-        scale: args.scale,
-        mask: args.mask.into(),
-    };
     let dtype = file.get("q")?.dtype();
     for name in ["k", "v", "do"] {
         if name == "do" && !file.contains(name) {
@@ -36,20 +41,20 @@ pub fn run(args: &AttentionArgs) -> Result<()> {
             });
         }
     }
-    let (tensors, tau) = match dtype {
-        DType::F32 => compute::<f32>(&file, &config)?,
-        DType::F64 => compute::<f64>(&file, &config)?,
+    let (tensors, mut metadata) = match dtype {
+        DType::F32 => compute::<f32>(&file, args)?,
+        DType::F64 => compute::<f64>(&file, args)?,
     };
-    let metadata = HashMap::from([
-        ("engine".to_string(), args.engine.name().to_string()),
-        ("mask".to_string(), config.mask.name().to_string()),
-        ("scale".to_string(), format!("{tau:e}")),
-        ("dtype".to_string(), dtype.name().to_string()),
-        (
-            "polyattn_version".to_string(),
-            env!("CARGO_PKG_VERSION").to_string(),
-        ),
-    ]);
+    metadata.insert(
+        "mask".into(),
+        crate::attention::Mask::from(args.mask).name().into(),
+    );
+    metadata.insert("dtype".into(), dtype.name().into());
+    metadata.insert("polyattn_version".into(), env!("CARGO_PKG_VERSION").into());
+    metadata.insert(
+        "engine_requested".into(),
+        format!("{:?}", args.engine).to_lowercase(),
+    );
     crate::io::write_tensors(&args.output, &tensors, &metadata)
 }
 
@@ -71,44 +76,216 @@ fn load<T: Real>(file: &TensorFile, name: &str) -> Result<(HeadShape, Tensor3<T>
     Ok((shape, stack))
 }
 
-/// Forward, and backward if `do` is present; returns the output tensors and the scale.
-fn compute<T: Real>(
-    file: &TensorFile,
-    config: &AttentionConfig,
-) -> Result<(Vec<(String, AnyTensor)>, f64)> {
+/// The file's tensors as stacks, with shapes checked against `q`'s leading dims.
+struct Loaded<T> {
+    shapes: [HeadShape; 3],
+    q: Tensor3<T>,
+    k: Tensor3<T>,
+    v: Tensor3<T>,
+    d_o: Option<Tensor3<T>>,
+}
+
+fn load_all<T: Real>(file: &TensorFile) -> Result<Loaded<T>> {
     let (sq, q) = load::<T>(file, "q")?;
     let (sk, k) = load::<T>(file, "k")?;
     let (sv, v) = load::<T>(file, "v")?;
     sq.same_lead("k", &sk)?;
     sq.same_lead("v", &sv)?;
-    let fwd = exact::forward_multihead(&q, &k, &v, config)?;
-    let tau = T::from_f64(config.scale_for(sq.cols)).to_f64();
+    let d_o = if file.contains("do") {
+        let (sdo, d_o) = load::<T>(file, "do")?;
+        sq.same_lead("do", &sdo)?;
+        Some(d_o)
+    } else {
+        None
+    };
+    Ok(Loaded {
+        shapes: [sq, sk, sv],
+        q,
+        k,
+        v,
+        d_o,
+    })
+}
+
+fn compute<T: Real>(file: &TensorFile, args: &AttentionArgs) -> Result<Outputs> {
+    let x = load_all::<T>(file)?;
+    let attention = AttentionConfig {
+        scale: args.scale,
+        mask: args.mask.into(),
+    };
+    let tau = T::from_f64(attention.scale_for(x.shapes[0].cols)).to_f64();
+    let mut poly_cfg = PolyConfig {
+        scale: args.scale,
+        mask: args.mask.into(),
+        accuracy: match (args.eps, args.degree) {
+            (_, Some(g)) => Accuracy::Degree(g),
+            (Some(e), None) => Accuracy::Eps(e),
+            (None, None) => PolyConfig::default().accuracy,
+        },
+        ..PolyConfig::default()
+    };
+    let (out, mut meta) = match args.engine {
+        EngineArg::Exact => run_exact(&x, &attention)?,
+        EngineArg::Poly => run_poly(&x, &poly_cfg, args)?,
+        EngineArg::Auto => {
+            // Poly only where certified and predicted faster than exact.
+            poly_cfg.max_cost_ratio = 1.0;
+            poly_cfg.cost_floor_flops = 0.0;
+            match run_poly(&x, &poly_cfg, args) {
+                Ok(r) => r,
+                Err(Error::PolyRefused { reason, .. }) => {
+                    let (o, mut m) = run_exact(&x, &attention)?;
+                    m.insert(
+                        "auto_reason".into(),
+                        format!("polynomial engine refused: {reason}"),
+                    );
+                    (o, m)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    meta.insert("scale".into(), format!("{tau:e}"));
+    Ok((out, meta))
+}
+
+/// Output shapes: O and lse from q/v, gradients like q, k, v.
+fn out_shapes(s: &[HeadShape; 3]) -> [Vec<usize>; 5] {
+    let [sq, sk, sv] = s;
+    [
+        sq.with_tail(&[sq.rows, sv.cols]),
+        sq.with_tail(&[sq.rows]),
+        sq.with_tail(&[sq.rows, sq.cols]),
+        sk.with_tail(&[sk.rows, sk.cols]),
+        sv.with_tail(&[sv.rows, sv.cols]),
+    ]
+}
+
+fn run_exact<T: Real>(x: &Loaded<T>, cfg: &AttentionConfig) -> Result<Outputs> {
+    let [so, slse, sdq, sdk, sdv] = out_shapes(&x.shapes);
+    let fwd = exact::forward_multihead(&x.q, &x.k, &x.v, cfg)?;
     let mut out = vec![
         (
             "o".to_string(),
-            AnyTensor::from_real(sq.with_tail(&[sq.rows, sv.cols]), fwd.o.as_slice().to_vec()),
+            AnyTensor::from_real(so, fwd.o.as_slice().to_vec()),
         ),
         (
             "lse".to_string(),
-            AnyTensor::from_real(sq.with_tail(&[sq.rows]), fwd.lse.as_slice().to_vec()),
+            AnyTensor::from_real(slse, fwd.lse.as_slice().to_vec()),
         ),
     ];
-    if file.contains("do") {
-        let (sdo, d_o) = load::<T>(file, "do")?;
-        sq.same_lead("do", &sdo)?;
-        let g = exact::backward_multihead(&q, &k, &v, &fwd, &d_o, config)?;
-        out.push((
-            "dq".into(),
-            AnyTensor::from_real(sq.with_tail(&[sq.rows, sq.cols]), g.dq.into_vec()),
-        ));
-        out.push((
-            "dk".into(),
-            AnyTensor::from_real(sk.with_tail(&[sk.rows, sk.cols]), g.dk.into_vec()),
-        ));
-        out.push((
-            "dv".into(),
-            AnyTensor::from_real(sv.with_tail(&[sv.rows, sv.cols]), g.dv.into_vec()),
-        ));
+    if let Some(d_o) = &x.d_o {
+        let g = exact::backward_multihead(&x.q, &x.k, &x.v, &fwd, d_o, cfg)?;
+        out.push(("dq".into(), AnyTensor::from_real(sdq, g.dq.into_vec())));
+        out.push(("dk".into(), AnyTensor::from_real(sdk, g.dk.into_vec())));
+        out.push(("dv".into(), AnyTensor::from_real(sdv, g.dv.into_vec())));
     }
-    Ok((out, tau))
+    Ok((
+        out,
+        HashMap::from([("engine".to_string(), "exact".to_string())]),
+    ))
+}
+
+fn concat<T: Clone>(parts: impl Iterator<Item = Vec<T>>) -> Vec<T> {
+    parts.flatten().collect()
+}
+
+fn run_poly<T: Real>(x: &Loaded<T>, cfg: &PolyConfig, args: &AttentionArgs) -> Result<Outputs> {
+    let [so, slse, sdq, sdk, sdv] = out_shapes(&x.shapes);
+    let fwd = poly::forward_multihead(&x.q, &x.k, &x.v, cfg)?;
+    let max = |f: &dyn Fn(usize) -> f64| (0..fwd.len()).map(f).fold(0.0f64, f64::max);
+    let mut meta = HashMap::from([
+        ("engine".to_string(), "poly".to_string()),
+        (
+            "degree".into(),
+            max(&|h| fwd[h].plan.regime.degree as f64).to_string(),
+        ),
+        (
+            "rank".into(),
+            max(&|h| fwd[h].plan.regime.rank as f64).to_string(),
+        ),
+        (
+            "radius".into(),
+            format!("{:e}", max(&|h| fwd[h].plan.regime.radius)),
+        ),
+        (
+            "entry_bound".into(),
+            format!("{:e}", max(&|h| fwd[h].plan.regime.entry_bound)),
+        ),
+        (
+            "sqrt_ln_n".into(),
+            format!("{:e}", fwd[0].plan.regime.sqrt_ln_n),
+        ),
+        (
+            "eps_poly".into(),
+            format!("{:e}", max(&|h| fwd[h].plan.regime.eps_poly)),
+        ),
+        ("polynomial".into(), cfg.kind.name().into()),
+        (
+            "bound_o".into(),
+            format!("{:e}", max(&|h| fwd[h].bound.max_total())),
+        ),
+    ]);
+    let mut heads: Vec<serde_json::Value> = fwd
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "regime": f.plan.regime,
+                "bound_o": f.bound.max_total(),
+                "bound_o_poly": f.bound.max_poly(),
+            })
+        })
+        .collect();
+    let mut out = vec![
+        (
+            "o".to_string(),
+            AnyTensor::from_real(
+                so.clone(),
+                concat(fwd.iter().map(|f| f.o.as_slice().to_vec())),
+            ),
+        ),
+        (
+            "lse".to_string(),
+            AnyTensor::from_real(slse, concat(fwd.iter().map(|f| f.lse.clone()))),
+        ),
+        (
+            "o_bound".to_string(),
+            AnyTensor::F64 {
+                shape: so,
+                data: concat(fwd.iter().map(|f| f.bound.total.clone())),
+            },
+        ),
+    ];
+    if let Some(d_o) = &x.d_o {
+        let kind = args.gradient.into();
+        let g = poly::backward_multihead(&x.q, &x.k, &x.v, &fwd, d_o, kind, cfg)?;
+        meta.insert("gradient".into(), kind.name().into());
+        for (name, shape) in [("dq", sdq), ("dk", sdk), ("dv", sdv)] {
+            let pick = |h: &'_ poly::PolyGradients<T>| match name {
+                "dq" => (h.dq.as_slice().to_vec(), h.bound_dq.clone()),
+                "dk" => (h.dk.as_slice().to_vec(), h.bound_dk.clone()),
+                _ => (h.dv.as_slice().to_vec(), h.bound_dv.clone()),
+            };
+            let (vals, bounds): (Vec<Vec<T>>, Vec<poly::Bounds>) = g.iter().map(pick).unzip();
+            out.push((
+                name.into(),
+                AnyTensor::from_real(shape.clone(), concat(vals.into_iter())),
+            ));
+            let data = concat(bounds.iter().map(|b| b.total.clone()));
+            out.push((format!("{name}_bound"), AnyTensor::F64 { shape, data }));
+            let m = bounds
+                .iter()
+                .map(poly::Bounds::max_total)
+                .fold(0.0f64, f64::max);
+            meta.insert(format!("bound_{name}"), format!("{m:e}"));
+            for (j, b) in heads.iter_mut().zip(&bounds) {
+                j[format!("bound_{name}")] = serde_json::json!(b.max_total());
+            }
+        }
+    }
+    meta.insert(
+        "heads_json".into(),
+        serde_json::Value::Array(heads).to_string(),
+    );
+    Ok((out, meta))
 }

@@ -6,7 +6,10 @@
 
 pub mod attention_cmd;
 pub mod demo;
+#[cfg(feature = "certify")]
+pub mod lemmas;
 pub mod shapes;
+pub mod sweep;
 
 use crate::attention::Mask;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -28,6 +31,11 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Attention forward (and backward when `do` is given) on tensors from a file.
     Attention(AttentionArgs),
+    /// Parameter sweeps that write tables, JSON and plots (`sweep io`).
+    Sweep(sweep::SweepArgs),
+    /// The lemma register: every lemma of ML24/AS24 checked against the reference oracle.
+    #[cfg(feature = "certify")]
+    Lemmas(lemmas::LemmasArgs),
 }
 
 /// Arguments of `polyattn attention`.
@@ -45,9 +53,37 @@ pub struct AttentionArgs {
     /// The score scale tau (default 1/sqrt(d)).
     #[arg(long)]
     pub scale: Option<f64>,
-    /// The engine.
+    /// The engine: exact, poly (polynomial method; refuses inputs it cannot certify),
+    /// or auto (poly when it is certified and predicted faster, else exact).
     #[arg(long, value_enum, default_value_t = EngineArg::Exact)]
     pub engine: EngineArg,
+    /// Polynomial engine: target bound on max |O~ - O| (absolute, entrywise).
+    #[arg(long, conflicts_with = "degree")]
+    pub eps: Option<f64>,
+    /// Polynomial engine: use this degree and report the bound it certifies.
+    #[arg(long)]
+    pub degree: Option<usize>,
+    /// Polynomial engine: which approximate gradient (see the README).
+    #[arg(long, value_enum, default_value_t = GradientArg::Substituted)]
+    pub gradient: GradientArg,
+}
+
+/// The polynomial engine's gradient kinds on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GradientArg {
+    /// The exact gradient formula with P~ substituted for P (the papers' gradient).
+    Substituted,
+    /// The exact gradient of the polynomial model (autodiff of the approximate forward).
+    PolynomialModel,
+}
+
+impl From<GradientArg> for crate::attention::poly::GradientKind {
+    fn from(g: GradientArg) -> Self {
+        match g {
+            GradientArg::Substituted => Self::Substituted,
+            GradientArg::PolynomialModel => Self::PolynomialModel,
+        }
+    }
 }
 
 /// Mask names on the command line.
@@ -76,13 +112,8 @@ impl From<MaskArg> for Mask {
 pub enum EngineArg {
     /// The tiled exact engine.
     Exact,
-}
-
-impl EngineArg {
-    /// The name written to output metadata.
-    pub fn name(self) -> &'static str {
-        match self {
-            EngineArg::Exact => "exact",
-        }
-    }
+    /// The polynomial engine (refuses what it cannot certify).
+    Poly,
+    /// The polynomial engine where certified and predicted faster, else exact.
+    Auto,
 }

@@ -143,10 +143,10 @@ impl<S: Field> LowRankProblem<'_, S> {
 }
 
 /// Copies rows `s..e` of a row-major matrix of `width` columns.
-fn copy_rows<S: Clone>(m: &[S], width: usize) -> impl Fn(usize, usize, &mut [S]) + Sync + '_
-where
-    S: Sync,
-{
+fn copy_rows<S: Clone + Sync>(
+    m: &[S],
+    width: usize,
+) -> impl Fn(usize, usize, &mut [S]) + Sync + '_ {
     move |s, e, buf| buf[..(e - s) * width].clone_from_slice(&m[s * width..e * width])
 }
 

@@ -116,18 +116,34 @@ pub fn prefix_contract<S: Field>(
                 let (j0, j1) = chunk_range(m);
                 scratch.load(right, payload, j0, j1);
                 let (a0, a1) = (row_lo[m], row_lo[m + 1]);
-                if a1 > a0 {
-                    let rows_out = &mut seg_out[(a0 - seg_lo) * p..(a1 - seg_lo) * p];
-                    let (zr, sc) = (&z, &scratch);
-                    rows_out
-                        .par_chunks_mut(ROW_BLOCK * p)
-                        .enumerate()
-                        .for_each(|(b, y)| {
-                            let r0 = a0 + b * ROW_BLOCK;
-                            group_rows(end, left, zr, sc, (j0, j1), r0, y, (w, p));
-                        });
-                }
+                // Rows that see the whole chunk come after the state absorbs it (no direct
+                // work: with no mask that is every row); the others see part of it.
+                let a_full = a0 + partition_point(a1 - a0, |t| end(a0 + t) < j1);
+                let mut rows_of = |z: &[S], lo: usize, hi: usize, direct: bool| {
+                    if hi > lo {
+                        let rows_out = &mut seg_out[(lo - seg_lo) * p..(hi - seg_lo) * p];
+                        let sc = &scratch;
+                        rows_out
+                            .par_chunks_mut(ROW_BLOCK * p)
+                            .enumerate()
+                            .for_each(|(b, y)| {
+                                let chunk_part = if direct { (j0, j1) } else { (j1, j1) };
+                                group_rows(
+                                    end,
+                                    left,
+                                    z,
+                                    sc,
+                                    chunk_part,
+                                    lo + b * ROW_BLOCK,
+                                    y,
+                                    (w, p),
+                                );
+                            });
+                    }
+                };
+                rows_of(&z, a0, a_full, true);
                 add_rt_x(&scratch.r, &scratch.x, w, p, &mut z);
+                rows_of(&z, a_full, a1, false);
             }
         });
     out
@@ -200,7 +216,8 @@ impl<S: Field> Scratch<S> {
 }
 
 /// Rows `r0..r0 + y.len()/p` of a group whose visible range ends in chunk [j0, j1):
-/// Y_a = L_a Z + sum_{j0 <= j < e(a)} (L_a . R_j) X_j.
+/// Y_a = L_a Z + sum_{j0 <= j < e(a)} (L_a . R_j) X_j (an empty range `j0 == j1`
+/// skips the direct part; the scratch holds the chunk's rows from j0 on).
 #[allow(clippy::too_many_arguments)]
 fn group_rows<S: Field>(
     end: &(dyn Fn(usize) -> usize + Sync),
@@ -225,7 +242,11 @@ fn group_rows<S: Field>(
             }
         }
         // the visible part of the chunk, directly
-        let vis = end(r0 + a).min(j1).saturating_sub(j0);
+        let vis = if j0 == j1 {
+            0
+        } else {
+            end(r0 + a).min(j1).saturating_sub(j0)
+        };
         for j in 0..vis {
             let k = dot(l_row, &sc.r[j * w..(j + 1) * w]);
             for (yc, xc) in y_row.iter_mut().zip(&sc.x[j * p..(j + 1) * p]) {

@@ -206,3 +206,74 @@ pub fn backward<T: Real>(
         bound_dv: b.2,
     })
 }
+
+/// [`forward`] for each head of `[heads, n, d]` stacks, heads in parallel; each head
+/// gets its own plan (its own radius, degree and bound).
+pub fn forward_multihead<T: Real>(
+    q: &crate::tensor::Tensor3<T>,
+    k: &crate::tensor::Tensor3<T>,
+    v: &crate::tensor::Tensor3<T>,
+    cfg: &PolyConfig,
+) -> Result<Vec<PolyForward<T>>> {
+    use rayon::prelude::*;
+    same_heads(q.heads(), &[("k", k.heads()), ("v", v.heads())])?;
+    (0..q.heads())
+        .into_par_iter()
+        .map(|h| forward(q.head(h), k.head(h), v.head(h), cfg))
+        .collect()
+}
+
+/// [`backward`] for each head, given the heads' forwards.
+pub fn backward_multihead<T: Real>(
+    q: &crate::tensor::Tensor3<T>,
+    k: &crate::tensor::Tensor3<T>,
+    v: &crate::tensor::Tensor3<T>,
+    fwd: &[PolyForward<T>],
+    d_o: &crate::tensor::Tensor3<T>,
+    kind: GradientKind,
+    cfg: &PolyConfig,
+) -> Result<Vec<PolyGradients<T>>> {
+    use rayon::prelude::*;
+    same_heads(
+        q.heads(),
+        &[
+            ("k", k.heads()),
+            ("v", v.heads()),
+            ("do", d_o.heads()),
+            ("forward results", fwd.len()),
+        ],
+    )?;
+    (0..q.heads())
+        .into_par_iter()
+        .map(|h| {
+            backward(
+                q.head(h),
+                k.head(h),
+                v.head(h),
+                &fwd[h],
+                d_o.head(h),
+                kind,
+                cfg,
+            )
+        })
+        .collect()
+}
+
+fn same_heads(h: usize, others: &[(&str, usize)]) -> Result<()> {
+    for &(name, n) in others {
+        if n != h {
+            return Err(Error::ShapeMismatch {
+                what: format!("{name} heads"),
+                expected: h.to_string(),
+                got: n.to_string(),
+            });
+        }
+    }
+    if h == 0 {
+        return Err(Error::Empty {
+            what: "q".into(),
+            shape: vec![0],
+        });
+    }
+    Ok(())
+}

@@ -34,8 +34,11 @@ pub struct PolyConfig {
     /// Highest degree tried (default 20, the features' limit).
     pub max_degree: usize,
     /// Refuse when the predicted cost exceeds this multiple of the exact engine's
-    /// (default 10: the poly engine may be slower than exact, but not absurdly).
+    /// (default 10: the poly engine may be slower than exact, but not absurdly) ...
     pub max_cost_ratio: f64,
+    /// ... and exceeds this many flops (default 1e9, about a second here): small
+    /// problems are never refused for cost. `auto` uses ratio 1 and floor 0.
+    pub cost_floor_flops: f64,
     /// Rows per chunk of the causal scans (default 32).
     pub chunk: usize,
 }
@@ -50,6 +53,7 @@ impl Default for PolyConfig {
             max_rank: 20_000,
             max_degree: 20,
             max_cost_ratio: 10.0,
+            cost_floor_flops: 1e9,
             chunk: 32,
         }
     }
@@ -264,7 +268,7 @@ pub fn plan<T: Real>(p: &Problem<'_, T>, cfg: &PolyConfig) -> Result<Plan> {
     })?;
     let monomials = Monomials::new(d, g, cfg.max_rank)?;
     let (poly_flops, exact_flops) = costs(n_q, n_k, d, d_v, r, cfg.chunk.max(1), cfg.mask);
-    if poly_flops > cfg.max_cost_ratio * exact_flops {
+    if poly_flops > cfg.max_cost_ratio * exact_flops && poly_flops > cfg.cost_floor_flops {
         return Err(refuse(format!(
             "degree {g}, rank {r}: predicted cost {:.1}x the exact engine's (limit {}x)",
             poly_flops / exact_flops,

@@ -207,8 +207,8 @@ pub fn certify(c: &[f64], r: f64) -> f64 {
         })
         .collect();
     let mut m2 = 0.0f64;
-    for t in 1..=g {
-        m2 += (t as f64 * d[t]).abs() * r.powi(t as i32 - 1) * (1.0 + 8.0 * u);
+    for (t, dt) in d.iter().enumerate().skip(1) {
+        m2 += (t as f64 * dt).abs() * r.powi(t as i32 - 1) * (1.0 + 8.0 * u);
     }
     let gamma = |k: usize| {
         let ku = k as f64 * u;
