@@ -20,7 +20,6 @@
 //! ```
 
 pub mod attention;
-#[cfg(feature = "certify")]
 pub mod certify;
 pub mod cli;
 pub mod error;

@@ -9,9 +9,11 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Attention(a) => attention_cmd::run(a),
+        Command::Certify(a) => polyattn::cli::certify_cmd::run(a),
         #[cfg(feature = "certify")]
         Command::Lemmas(a) => polyattn::cli::lemmas::run(a),
         Command::Sweep(a) => sweep::run(a),
+        Command::Model(a) => polyattn::cli::model_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

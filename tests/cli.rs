@@ -312,3 +312,55 @@ fn demo_rejects_zero_sizes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn certify_writes_a_report() {
+    let dir = tmpdir("certify");
+    let inp = dir.join("in.safetensors");
+    let small = |shape: &[usize], seed: u64| {
+        let n = shape.iter().product();
+        let data = polyattn::rng::SplitMix64::new(seed).normal_vec(n, 0.3);
+        AnyTensor::F64 {
+            shape: shape.to_vec(),
+            data,
+        }
+    };
+    write(
+        &inp,
+        vec![
+            ("q", small(&[40, 3], 1)),
+            ("k", small(&[40, 3], 2)),
+            ("v", f64t(&[40, 2], 3)),
+            ("do", f64t(&[40, 2], 4)),
+        ],
+    );
+    let out_dir = dir.join("report");
+    let out = run(&[
+        "certify",
+        "--input",
+        inp.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--mask",
+        "causal",
+        "--eps",
+        "1e-6",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["schema"], "polyattn.certify.attention/1");
+    assert_eq!(json["tensors"].as_array().unwrap().len(), 4);
+    assert_eq!(json["reference"]["kind"], "mpfr");
+    let o = &json["tensors"][0];
+    assert!(o["certified_max_abs"].as_f64().unwrap() <= o["a_priori_total"].as_f64().unwrap());
+    assert!(o["a_priori_total"].as_f64().unwrap() <= 1e-6);
+    assert!(std::fs::read_to_string(out_dir.join("report.md"))
+        .unwrap()
+        .contains("Certified error report"));
+}

@@ -14,7 +14,7 @@
 
 use super::shapes::HeadShape;
 use super::{AttentionArgs, EngineArg};
-use crate::attention::poly::{self, Accuracy, PolyConfig};
+use crate::attention::poly::{self, PolyConfig};
 use crate::attention::{exact, AttentionConfig};
 use crate::error::{Error, Result};
 use crate::io::{AnyTensor, DType, TensorFile};
@@ -27,20 +27,7 @@ type Outputs = (Vec<(String, AnyTensor)>, HashMap<String, String>);
 /// Runs the subcommand: read, compute, write atomically.
 pub fn run(args: &AttentionArgs) -> Result<()> {
     let file = TensorFile::read(&args.input)?;
-    let dtype = file.get("q")?.dtype();
-    for name in ["k", "v", "do"] {
-        if name == "do" && !file.contains(name) {
-            continue;
-        }
-        let t = file.get(name)?;
-        if t.dtype() != dtype {
-            return Err(Error::MixedDtype {
-                name: name.into(),
-                dtype: t.dtype().name().into(),
-                expected: dtype.name().into(),
-            });
-        }
-    }
+    let dtype = input_dtype(&file)?;
     let (tensors, mut metadata) = match dtype {
         DType::F32 => compute::<f32>(&file, args)?,
         DType::F64 => compute::<f64>(&file, args)?,
@@ -56,6 +43,25 @@ pub fn run(args: &AttentionArgs) -> Result<()> {
         format!("{:?}", args.engine).to_lowercase(),
     );
     crate::io::write_tensors(&args.output, &tensors, &metadata)
+}
+
+/// The dtype of `q`, after checking that `k`, `v` and `do` (if present) share it.
+pub(crate) fn input_dtype(file: &TensorFile) -> Result<DType> {
+    let dtype = file.get("q")?.dtype();
+    for name in ["k", "v", "do"] {
+        if name == "do" && !file.contains(name) {
+            continue;
+        }
+        let t = file.get(name)?;
+        if t.dtype() != dtype {
+            return Err(Error::MixedDtype {
+                name: name.into(),
+                dtype: t.dtype().name().into(),
+                expected: dtype.name().into(),
+            });
+        }
+    }
+    Ok(dtype)
 }
 
 /// A tensor of the file as a stack of heads, with its split shape.
@@ -77,15 +83,15 @@ fn load<T: Real>(file: &TensorFile, name: &str) -> Result<(HeadShape, Tensor3<T>
 }
 
 /// The file's tensors as stacks, with shapes checked against `q`'s leading dims.
-struct Loaded<T> {
-    shapes: [HeadShape; 3],
-    q: Tensor3<T>,
-    k: Tensor3<T>,
-    v: Tensor3<T>,
-    d_o: Option<Tensor3<T>>,
+pub(crate) struct Loaded<T> {
+    pub(crate) shapes: [HeadShape; 3],
+    pub(crate) q: Tensor3<T>,
+    pub(crate) k: Tensor3<T>,
+    pub(crate) v: Tensor3<T>,
+    pub(crate) d_o: Option<Tensor3<T>>,
 }
 
-fn load_all<T: Real>(file: &TensorFile) -> Result<Loaded<T>> {
+pub(crate) fn load_all<T: Real>(file: &TensorFile) -> Result<Loaded<T>> {
     let (sq, q) = load::<T>(file, "q")?;
     let (sk, k) = load::<T>(file, "k")?;
     let (sv, v) = load::<T>(file, "v")?;
@@ -114,16 +120,7 @@ fn compute<T: Real>(file: &TensorFile, args: &AttentionArgs) -> Result<Outputs> 
         mask: args.mask.into(),
     };
     let tau = T::from_f64(attention.scale_for(x.shapes[0].cols)).to_f64();
-    let mut poly_cfg = PolyConfig {
-        scale: args.scale,
-        mask: args.mask.into(),
-        accuracy: match (args.eps, args.degree) {
-            (_, Some(g)) => Accuracy::Degree(g),
-            (Some(e), None) => Accuracy::Eps(e),
-            (None, None) => PolyConfig::default().accuracy,
-        },
-        ..PolyConfig::default()
-    };
+    let mut poly_cfg = args.poly.config(args.mask, args.scale);
     let (out, mut meta) = match args.engine {
         EngineArg::Exact => run_exact(&x, &attention)?,
         EngineArg::Poly => run_poly(&x, &poly_cfg, args)?,
@@ -257,7 +254,7 @@ fn run_poly<T: Real>(x: &Loaded<T>, cfg: &PolyConfig, args: &AttentionArgs) -> R
         ),
     ];
     if let Some(d_o) = &x.d_o {
-        let kind = args.gradient.into();
+        let kind = args.poly.gradient.into();
         let g = poly::backward_multihead(&x.q, &x.k, &x.v, &fwd, d_o, kind, cfg)?;
         meta.insert("gradient".into(), kind.name().into());
         for (name, shape) in [("dq", sdq), ("dk", sdk), ("dv", sdv)] {

@@ -5,9 +5,11 @@
 //! and writes or prints results.
 
 pub mod attention_cmd;
+pub mod certify_cmd;
 pub mod demo;
 #[cfg(feature = "certify")]
 pub mod lemmas;
+pub mod model_cmd;
 pub mod shapes;
 pub mod sweep;
 
@@ -31,6 +33,13 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Attention forward (and backward when `do` is given) on tensors from a file.
     Attention(AttentionArgs),
+    /// Certify the polynomial engine on a file: certified errors of O (and dQ, dK, dV)
+    /// against exact attention, a priori bounds, regimes; JSON, Markdown and a plot.
+    Certify(certify_cmd::CertifyArgs),
+    /// Loss and gradients of a multi-layer transformer (every parameter and the input),
+    /// attention through the exact or the polynomial engine; `--init` writes starting
+    /// files.
+    Model(model_cmd::ModelArgs),
     /// Parameter sweeps that write tables, JSON and plots (`sweep io`).
     Sweep(sweep::SweepArgs),
     /// The lemma register: every lemma of ML24/AS24 checked against the reference oracle.
@@ -57,6 +66,14 @@ pub struct AttentionArgs {
     /// or auto (poly when it is certified and predicted faster, else exact).
     #[arg(long, value_enum, default_value_t = EngineArg::Exact)]
     pub engine: EngineArg,
+    /// Polynomial-engine options.
+    #[command(flatten)]
+    pub poly: PolyArgs,
+}
+
+/// Options of the polynomial engine shared by the subcommands that run it.
+#[derive(Debug, clap::Args)]
+pub struct PolyArgs {
     /// Polynomial engine: target bound on max |O~ - O| (absolute, entrywise).
     #[arg(long, conflicts_with = "degree")]
     pub eps: Option<f64>,
@@ -66,6 +83,23 @@ pub struct AttentionArgs {
     /// Polynomial engine: which approximate gradient (see the README).
     #[arg(long, value_enum, default_value_t = GradientArg::Substituted)]
     pub gradient: GradientArg,
+}
+
+impl PolyArgs {
+    /// The engine configuration these options and a mask/scale describe.
+    pub fn config(&self, mask: MaskArg, scale: Option<f64>) -> crate::attention::poly::PolyConfig {
+        use crate::attention::poly::{Accuracy, PolyConfig};
+        PolyConfig {
+            scale,
+            mask: mask.into(),
+            accuracy: match (self.eps, self.degree) {
+                (_, Some(g)) => Accuracy::Degree(g),
+                (Some(e), None) => Accuracy::Eps(e),
+                (None, None) => PolyConfig::default().accuracy,
+            },
+            ..PolyConfig::default()
+        }
+    }
 }
 
 /// The polynomial engine's gradient kinds on the command line.

@@ -1,0 +1,19 @@
+//! Certified errors: how far computed results are, provably, from the exact
+//! real-number answer (MATH.md 2.6).
+//!
+//! - [`reference`]: the exact engine in f64 plus an a priori rounding bound on every
+//!   entry: an enclosure of exact attention that scales to any n the exact engine can
+//!   run (no MPFR needed).
+//! - [`rows`] (feature `certify`): single rows against the MPFR enclosures of
+//!   `polyattn-spec`, at the cost of those rows alone.
+//! - [`report`]: a polynomial-engine run certified tensor by tensor against the best
+//!   available reference, split into the polynomial and rounding parts, as JSON and
+//!   Markdown (`polyattn certify`).
+
+pub mod reference;
+pub mod report;
+#[cfg(feature = "certify")]
+pub mod rows;
+
+#[cfg(feature = "certify")]
+pub use rows::{certified_error, certify_row, RowCertificate, RowValues};

@@ -1,0 +1,175 @@
+//! Exact attention in f64 with an a priori bound on its rounding error, entry by entry:
+//! an enclosure `y_ref +- bound` of the exact real result for any size the exact
+//! engine can run (MATH.md 2.6: "an f64 exact computation plus a rigorous a priori
+//! rounding bound is an enclosure too").
+//!
+//! The bound follows the exact engine's operation sequence (u = 2^-53,
+//! gamma_k = k u / (1 - k u), exp and ln within 1 ulp = 2u relative; row i, R_i =
+//! |tau| ||q_i|| max_j ||k_j|| >= max_j |S_ij| by Cauchy-Schwarz, nb key blocks):
+//!
+//! ```text
+//! e_i   = |tau| gamma_d ||q_i|| max||k|| + u R_i                 scores
+//! eps_i = e_i + 4u R_i + 2u + 3u nb + gamma_{n_k + nb + 1}       each term of l and acc
+//! bO_ic = 2 eps_i / (1 - eps_i) (P|V|)_ic + 2u |O_ic|            ratio argument (MATH.md 2.4)
+//! eta_i = eps_i / (1 - eps_i) + 2u ln n_k + u |lse_i|            lse
+//! rho_i = e_i + eta_i + u (2 R_i + ln n_k) + 2u                  recomputed P
+//! D_i   = sum_c |dO_ic| (Vmax_c + |O_ic|)  >= |dP_ij - delta_i|
+//! H_i   = (rho_i + 2u) D_i + gamma_dv sum_c |dO_ic| (Vmax_c + |O_ic|) + sum_c |dO_ic| bO_ic
+//! bdQ_ic = |tau| (H_i + gamma_{n_k+1} D_i) (P|K|)_ic + u |dQ_ic|
+//! bdK_jc = |tau| (P^T ((H + gamma_{n_q+1} D) o |Q|))_jc + u |dK_jc|
+//! bdV_jc = (P^T ((rho + gamma_{n_q+1}) o |dO|))_jc
+//! ```
+//! The weighted sums (P|V|, P|K|, P^T(...)) are computed by the exact engine itself
+//! (forward with |V| or |K| as values; the backward's dV with a weight as dO).
+//! The terms are first order; the result is doubled, which covers the second-order
+//! terms (every eps here is far below 1e-3) and the use of computed rather than exact
+//! magnitudes. The same derivation, per entry rather than with row maxima, is checked
+//! against 128-bit MPFR enclosures in `tests/exact_enclosure.rs`; `tests/certify.rs`
+//! checks this one against them too. Underflow is ignored (f64's subnormal spacing,
+//! 5e-324, is far below every bound that matters here).
+
+use crate::attention::exact;
+use crate::attention::{AttentionConfig, Problem};
+use crate::error::Result;
+use crate::tensor::{MatRef, Matrix};
+
+/// The f64 exact results and their entrywise rounding bounds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExactReference {
+    /// O, `n_q x d_v`.
+    pub o: Vec<f64>,
+    /// Bound on |O - O_exact| per entry.
+    pub bound_o: Vec<f64>,
+    /// The row log-sum-exp.
+    pub lse: Vec<f64>,
+    /// Gradients and their bounds, when `d_o` was given: (dQ, dK, dV).
+    pub grads: Option<ReferenceGrads>,
+}
+
+/// Gradients of the reference with their entrywise bounds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReferenceGrads {
+    /// dQ, `n_q x d`.
+    pub dq: Vec<f64>,
+    /// dK, `n_k x d`.
+    pub dk: Vec<f64>,
+    /// dV, `n_k x d_v`.
+    pub dv: Vec<f64>,
+    /// Bounds for dQ.
+    pub bound_dq: Vec<f64>,
+    /// Bounds for dK.
+    pub bound_dk: Vec<f64>,
+    /// Bounds for dV.
+    pub bound_dv: Vec<f64>,
+}
+
+fn gamma(k: usize) -> f64 {
+    let ku = k as f64 * (f64::EPSILON / 2.0);
+    ku / (1.0 - ku)
+}
+
+fn abs_matrix(m: MatRef<'_, f64>) -> Result<Matrix<f64>> {
+    Matrix::from_vec(
+        m.rows(),
+        m.cols(),
+        m.as_slice().iter().map(|x| x.abs()).collect(),
+    )
+}
+
+/// Runs the exact engine in f64 on (`q`, `k`, `v`[, `d_o`]) and bounds its rounding.
+pub fn exact_reference(
+    q: MatRef<'_, f64>,
+    k: MatRef<'_, f64>,
+    v: MatRef<'_, f64>,
+    d_o: Option<MatRef<'_, f64>>,
+    cfg: &AttentionConfig,
+) -> Result<ExactReference> {
+    let u = f64::EPSILON / 2.0;
+    let p = Problem::new(q, k, v, cfg)?;
+    let (n_q, n_k, d, d_v) = (p.n_q(), p.n_k(), p.d(), p.d_v());
+    let tau = p.tau.abs();
+    let nb = n_k.div_ceil(exact::tile::BLOCK_K);
+    let norm = |r: &[f64]| r.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let k_max = (0..n_k).map(|j| norm(k.row(j))).fold(0.0, f64::max);
+    let ln_nk = (n_k as f64).ln();
+    let fwd = exact::forward(q, k, v, cfg)?;
+    // Per-row score and accumulation error factors.
+    let (mut e, mut eps, mut big_r) = (vec![0.0; n_q], vec![0.0; n_q], vec![0.0; n_q]);
+    for i in 0..n_q {
+        let r_i = tau * norm(q.row(i)) * k_max;
+        big_r[i] = r_i;
+        e[i] = tau * gamma(d) * norm(q.row(i)) * k_max + u * r_i;
+        eps[i] = e[i] + 4.0 * u * r_i + 2.0 * u + 3.0 * u * nb as f64 + gamma(n_k + nb + 1);
+    }
+    let eps_max = eps.iter().cloned().fold(0.0, f64::max);
+    let infl = 2.0 * (1.0 + 2.0 * eps_max); // second order and the weights' own rounding
+    let abs_v = abs_matrix(v)?;
+    let w_v = exact::forward(q, k, abs_v.view(), cfg)?.o; // P |V|
+    let o = fwd.o.as_slice();
+    let bound_o: Vec<f64> = (0..n_q * d_v)
+        .map(|ic| {
+            let ep = eps[ic / d_v];
+            infl * (2.0 * ep / (1.0 - ep) * w_v.as_slice()[ic] + 2.0 * u * o[ic].abs())
+        })
+        .collect();
+    let grads = match d_o {
+        None => None,
+        Some(g) => {
+            let bwd = exact::backward(q, k, v, &fwd, g, cfg)?;
+            let v_max: Vec<f64> = (0..d_v)
+                .map(|c| (0..n_k).map(|j| v.at(j, c).abs()).fold(0.0, f64::max))
+                .collect();
+            let (mut rho, mut dd, mut hh) = (vec![0.0; n_q], vec![0.0; n_q], vec![0.0; n_q]);
+            for i in 0..n_q {
+                if fwd.lse[i] == f64::NEG_INFINITY {
+                    continue; // a fully masked row contributes nothing
+                }
+                let ep = eps[i];
+                let eta = ep / (1.0 - ep) + 2.0 * u * ln_nk + u * fwd.lse[i].abs();
+                rho[i] = e[i] + eta + u * (2.0 * big_r[i] + ln_nk) + 2.0 * u;
+                let (mut d_i, mut b_i) = (0.0, 0.0);
+                for c in 0..d_v {
+                    let gc = g.at(i, c).abs();
+                    d_i += gc * (v_max[c] + o[i * d_v + c].abs());
+                    b_i += gc * bound_o[i * d_v + c];
+                }
+                dd[i] = d_i;
+                hh[i] = (rho[i] + 2.0 * u) * d_i + gamma(d_v) * d_i + b_i;
+            }
+            // P|K|: the forward with |K| as values.
+            let abs_k = abs_matrix(k)?;
+            let fk = exact::forward(q, k, abs_k.view(), cfg)?;
+            let (gq, gk) = (gamma(n_q + 1), gamma(n_k + 1));
+            let bound_dq: Vec<f64> = (0..n_q * d)
+                .map(|ic| {
+                    let i = ic / d;
+                    infl * (tau * (hh[i] + gk * dd[i]) * fk.o.as_slice()[ic]
+                        + u * bwd.dq.as_slice()[ic].abs())
+                })
+                .collect();
+            // P^T X through the backward's dV (any values of width d work: use |K|).
+            let weight_q = Matrix::from_fn(n_q, d, |i, c| (hh[i] + gq * dd[i]) * q.at(i, c).abs())?;
+            let pt_q = exact::backward(q, k, abs_k.view(), &fk, weight_q.view(), cfg)?.dv;
+            let bound_dk: Vec<f64> = (0..n_k * d)
+                .map(|jc| infl * (tau * pt_q.as_slice()[jc] + u * bwd.dk.as_slice()[jc].abs()))
+                .collect();
+            let weight_o = Matrix::from_fn(n_q, d_v, |i, c| (rho[i] + gq) * g.at(i, c).abs())?;
+            let pt_o = exact::backward(q, k, v, &fwd, weight_o.view(), cfg)?.dv;
+            let bound_dv: Vec<f64> = pt_o.as_slice().iter().map(|x| infl * x).collect();
+            Some(ReferenceGrads {
+                dq: bwd.dq.into_vec(),
+                dk: bwd.dk.into_vec(),
+                dv: bwd.dv.into_vec(),
+                bound_dq,
+                bound_dk,
+                bound_dv,
+            })
+        }
+    };
+    Ok(ExactReference {
+        o: fwd.o.into_vec(),
+        bound_o,
+        lse: fwd.lse,
+        grads,
+    })
+}

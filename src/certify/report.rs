@@ -1,0 +1,460 @@
+//! A polynomial-engine run certified tensor by tensor (MATH.md 2.6): for O, dQ, dK, dV
+//! the certified max-abs and relative (Frobenius) error against the exact real result,
+//! the engine's a priori bound split into its polynomial and rounding parts, the
+//! reference used and its precision, the regime of every head, and the times.
+//!
+//! Reference: MPFR enclosures (`polyattn-spec`, 128 bits) when the problem is small
+//! enough and feature `certify` is on, else the f64 exact engine with its a priori
+//! rounding bound ([`super::reference`]). Either way each reference value comes with a
+//! radius r_e that encloses the exact value, so for a computed y:
+//!
+//! ```text
+//! |y - exact| <= |y - y_ref| + r_e                      (certified, per entry)
+//! ||y - exact||_F / ||exact||_F <= (||y - y_ref||_F + ||r||_F) / (||y_ref||_F - ||r||_F)
+//! ```
+//! and `max(|y - y_ref| - r_e, 0)` is a certified *lower* bound on the true error, which
+//! must not exceed the a priori bound (the report says whether it does not).
+//!
+//! JSON schema `polyattn.certify.attention/1`: the serialised [`AttentionReport`].
+
+use super::reference::exact_reference;
+use crate::attention::poly::{self, GradientKind, PolyConfig, Regime};
+use crate::error::Result;
+use crate::harness::{markdown_table, sig3};
+use crate::scalar::Real;
+use crate::tensor::{MatRef, Matrix, Tensor3};
+use serde::Serialize;
+use std::time::Instant;
+
+/// Which reference to certify against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReferenceChoice {
+    /// MPFR when the problem is small (<= 4e6 score-dimension products), else f64.
+    Auto,
+    /// MPFR enclosures (feature `certify`); slow: O(n^2 d) interval operations.
+    Mpfr,
+    /// The f64 exact engine plus its a priori rounding bound.
+    F64,
+}
+
+/// The reference actually used.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ReferenceUsed {
+    /// MPFR interval enclosures at `prec` bits.
+    Mpfr {
+        /// Precision in bits.
+        prec: u32,
+    },
+    /// f64 exact engine with an a priori rounding bound per entry.
+    F64WithBound,
+}
+
+/// One tensor's certified errors and a priori bounds.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TensorReport {
+    /// `o`, `dq`, `dk` or `dv`.
+    pub name: String,
+    /// Number of entries.
+    pub entries: usize,
+    /// Certified upper bound on max |y - exact|.
+    pub certified_max_abs: f64,
+    /// Certified upper bound on ||y - exact||_F / ||exact||_F.
+    pub certified_rel_fro: f64,
+    /// Certified lower bound on max |y - exact| (0 if the reference cannot tell).
+    pub certified_lower_max_abs: f64,
+    /// The reference's own largest radius.
+    pub reference_radius: f64,
+    /// The engine's a priori bound on max |y - exact|: total, polynomial part,
+    /// rounding part (maxima over entries).
+    pub a_priori_total: f64,
+    /// See `a_priori_total`.
+    pub a_priori_poly: f64,
+    /// See `a_priori_total`.
+    pub a_priori_rounding: f64,
+    /// True when no entry's certified lower bound exceeds its a priori bound.
+    pub a_priori_consistent: bool,
+    /// max |exact| (approximately: max |y_ref|), for reading relative sizes.
+    pub max_abs_value: f64,
+}
+
+/// One head's regime and bounds.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HeadReport {
+    /// The head's index.
+    pub head: usize,
+    /// R, B, sqrt(ln n), degree, rank, eps_P, predicted costs.
+    pub regime: Regime,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AttentionReport {
+    /// `polyattn.certify.attention/1`.
+    pub schema: String,
+    /// The input's dtype.
+    pub dtype: String,
+    /// heads, n_q, n_k, d, d_v.
+    pub shape: [usize; 5],
+    /// Mask name.
+    pub mask: String,
+    /// Which approximate gradient (absent: forward only).
+    pub gradient: Option<String>,
+    /// The reference.
+    pub reference: ReferenceUsed,
+    /// Per-head regimes.
+    pub heads: Vec<HeadReport>,
+    /// Per-tensor results (o, then dq, dk, dv with a dO).
+    pub tensors: Vec<TensorReport>,
+    /// Seconds: polynomial forward, polynomial backward, reference.
+    pub seconds_poly_forward: f64,
+    /// See `seconds_poly_forward`.
+    pub seconds_poly_backward: f64,
+    /// See `seconds_poly_forward`.
+    pub seconds_reference: f64,
+}
+
+/// Per-entry data of one tensor across heads.
+#[derive(Default)]
+struct Entries {
+    y: Vec<f64>,
+    y_ref: Vec<f64>,
+    radius: Vec<f64>,
+    a_total: Vec<f64>,
+    a_poly: Vec<f64>,
+}
+
+impl Entries {
+    fn report(&self, name: &str) -> TensorReport {
+        let up = |x: f64| if x == 0.0 { 0.0 } else { x.next_up() };
+        let mut cert_max = 0.0f64;
+        let mut lower_max = 0.0f64;
+        let mut consistent = true;
+        let (mut diff2, mut rad2, mut ref2) = (0.0f64, 0.0f64, 0.0f64);
+        for e in 0..self.y.len() {
+            let diff = (self.y[e] - self.y_ref[e]).abs();
+            cert_max = cert_max.max(up(up(diff) + self.radius[e]));
+            let lower = (diff - self.radius[e]).max(0.0);
+            lower_max = lower_max.max(lower);
+            consistent &= lower <= self.a_total[e];
+            diff2 += diff * diff;
+            rad2 += self.radius[e] * self.radius[e];
+            ref2 += self.y_ref[e] * self.y_ref[e];
+        }
+        let (num, den) = (diff2.sqrt() + rad2.sqrt(), ref2.sqrt() - rad2.sqrt());
+        let rel = if den > 0.0 {
+            up(num / den) * (1.0 + 4.0 * f64::EPSILON)
+        } else {
+            f64::INFINITY
+        };
+        let max = |v: &[f64]| v.iter().cloned().fold(0.0f64, f64::max);
+        let a_round = self
+            .a_total
+            .iter()
+            .zip(&self.a_poly)
+            .map(|(t, p)| t - p)
+            .fold(0.0f64, f64::max);
+        TensorReport {
+            name: name.to_string(),
+            entries: self.y.len(),
+            certified_max_abs: cert_max,
+            certified_rel_fro: rel,
+            certified_lower_max_abs: lower_max,
+            reference_radius: max(&self.radius),
+            a_priori_total: max(&self.a_total),
+            a_priori_poly: max(&self.a_poly),
+            a_priori_rounding: a_round,
+            a_priori_consistent: consistent,
+            max_abs_value: self.y_ref.iter().map(|x| x.abs()).fold(0.0, f64::max),
+        }
+    }
+}
+
+/// A reference tensor: values and radii.
+type RefTensor = (Vec<f64>, Vec<f64>);
+
+/// The reference for one head: O and, with dO, (dQ, dK, dV), each with radii.
+fn head_reference(
+    q: MatRef<'_, f64>,
+    k: MatRef<'_, f64>,
+    v: MatRef<'_, f64>,
+    d_o: Option<MatRef<'_, f64>>,
+    cfg: &PolyConfig,
+    use_mpfr: bool,
+) -> Result<Vec<RefTensor>> {
+    #[cfg(feature = "certify")]
+    if use_mpfr {
+        return mpfr_reference(q, k, v, d_o, cfg);
+    }
+    let _ = use_mpfr;
+    let r = exact_reference(q, k, v, d_o, &cfg.attention())?;
+    let mut out = vec![(r.o, r.bound_o)];
+    if let Some(g) = r.grads {
+        out.push((g.dq, g.bound_dq));
+        out.push((g.dk, g.bound_dk));
+        out.push((g.dv, g.bound_dv));
+    }
+    Ok(out)
+}
+
+/// Midpoints and half-widths (rounded up) of the 128-bit MPFR enclosures.
+#[cfg(feature = "certify")]
+fn mpfr_reference(
+    q: MatRef<'_, f64>,
+    k: MatRef<'_, f64>,
+    v: MatRef<'_, f64>,
+    d_o: Option<MatRef<'_, f64>>,
+    cfg: &PolyConfig,
+) -> Result<Vec<RefTensor>> {
+    use nalgebra::DMatrix;
+    use polyattn_spec::attention as spec;
+    let p = crate::attention::Problem::new(q, k, v, &cfg.attention())?;
+    let dm = |m: MatRef<'_, f64>| DMatrix::from_row_slice(m.rows(), m.cols(), m.as_slice());
+    let mask = match cfg.mask {
+        crate::attention::Mask::None => spec::Mask::None,
+        crate::attention::Mask::CausalTopLeft => spec::Mask::CausalTopLeft,
+        crate::attention::Mask::CausalBottomRight => spec::Mask::CausalBottomRight,
+    };
+    let sp = spec::Problem {
+        q: dm(q),
+        k: dm(k),
+        v: dm(v),
+        tau: p.tau,
+        mask,
+    };
+    let err = |e: spec::SpecError| crate::error::Error::InvalidParameter {
+        name: "reference problem",
+        value: "MPFR".into(),
+        reason: e.to_string(),
+    };
+    // Row-major (nalgebra iterates column-major) midpoints and radii.
+    let split = |m: &DMatrix<polyattn_spec::Interval>| {
+        let mut mid = Vec::with_capacity(m.len());
+        let mut rad = Vec::with_capacity(m.len());
+        for i in 0..m.nrows() {
+            for j in 0..m.ncols() {
+                let (lo, hi) = (m[(i, j)].lo_f64(), m[(i, j)].hi_f64());
+                let c = 0.5 * (lo + hi);
+                mid.push(c);
+                rad.push(((hi - c).max(c - lo)).next_up());
+            }
+        }
+        (mid, rad)
+    };
+    let f = spec::forward(&sp, 128).map_err(err)?;
+    let mut out = vec![split(&f.o)];
+    if let Some(g) = d_o {
+        let b = spec::backward(&sp, &dm(g), 128).map_err(err)?;
+        out.push(split(&b.dq));
+        out.push(split(&b.dk));
+        out.push(split(&b.dv));
+    }
+    Ok(out)
+}
+
+fn to64<T: Real>(m: MatRef<'_, T>) -> Result<Matrix<f64>> {
+    Matrix::from_vec(
+        m.rows(),
+        m.cols(),
+        m.as_slice().iter().map(|x| x.to_f64()).collect(),
+    )
+}
+
+/// Runs the polynomial engine on `[heads, n, d]` inputs and certifies every output
+/// against the chosen reference.
+pub fn certify_attention<T: Real>(
+    q: &Tensor3<T>,
+    k: &Tensor3<T>,
+    v: &Tensor3<T>,
+    d_o: Option<&Tensor3<T>>,
+    cfg: &PolyConfig,
+    kind: GradientKind,
+    reference: ReferenceChoice,
+) -> Result<AttentionReport> {
+    let t0 = Instant::now();
+    let fwd = poly::forward_multihead(q, k, v, cfg)?;
+    let t_fwd = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let grads = match d_o {
+        Some(g) => Some(poly::backward_multihead(q, k, v, &fwd, g, kind, cfg)?),
+        None => None,
+    };
+    let t_bwd = t1.elapsed().as_secs_f64();
+    let (h, n_q, n_k, d, d_v) = (q.heads(), q.rows(), k.rows(), q.cols(), v.cols());
+    let work = (h * n_q * n_k * (d + d_v)) as f64;
+    let use_mpfr = cfg!(feature = "certify")
+        && match reference {
+            ReferenceChoice::Mpfr => true,
+            ReferenceChoice::F64 => false,
+            ReferenceChoice::Auto => work <= 4e6,
+        };
+    let t2 = Instant::now();
+    let names = ["o", "dq", "dk", "dv"];
+    let mut entries: Vec<Entries> = (0..if d_o.is_some() { 4 } else { 1 })
+        .map(|_| Entries::default())
+        .collect();
+    for head in 0..h {
+        let (q64, k64, v64) = (
+            to64(q.head(head))?,
+            to64(k.head(head))?,
+            to64(v.head(head))?,
+        );
+        let g64 = match d_o {
+            Some(g) => Some(to64(g.head(head))?),
+            None => None,
+        };
+        let refs = head_reference(
+            q64.view(),
+            k64.view(),
+            v64.view(),
+            g64.as_ref().map(|g| g.view()),
+            cfg,
+            use_mpfr,
+        )?;
+        let f = &fwd[head];
+        let mut computed: Vec<(Vec<f64>, &poly::Bounds)> = vec![(
+            f.o.as_slice().iter().map(|x| x.to_f64()).collect(),
+            &f.bound,
+        )];
+        if let Some(gs) = &grads {
+            let g = &gs[head];
+            let y = |m: &Matrix<T>| m.as_slice().iter().map(|x| x.to_f64()).collect::<Vec<_>>();
+            computed.push((y(&g.dq), &g.bound_dq));
+            computed.push((y(&g.dk), &g.bound_dk));
+            computed.push((y(&g.dv), &g.bound_dv));
+        }
+        for ((e, (y, b)), (y_ref, rad)) in entries.iter_mut().zip(computed).zip(refs) {
+            e.y.extend(y);
+            e.y_ref.extend(y_ref);
+            e.radius.extend(rad);
+            e.a_total.extend(&b.total);
+            e.a_poly.extend(&b.poly);
+        }
+    }
+    let t_ref = t2.elapsed().as_secs_f64();
+    Ok(AttentionReport {
+        schema: "polyattn.certify.attention/1".into(),
+        dtype: T::DTYPE.into(),
+        shape: [h, n_q, n_k, d, d_v],
+        mask: cfg.mask.name().into(),
+        gradient: d_o.map(|_| kind.name().to_string()),
+        reference: if use_mpfr {
+            ReferenceUsed::Mpfr { prec: 128 }
+        } else {
+            ReferenceUsed::F64WithBound
+        },
+        heads: fwd
+            .iter()
+            .enumerate()
+            .map(|(head, f)| HeadReport {
+                head,
+                regime: f.plan.regime.clone(),
+            })
+            .collect(),
+        tensors: entries
+            .iter()
+            .zip(names)
+            .map(|(e, n)| e.report(n))
+            .collect(),
+        seconds_poly_forward: t_fwd,
+        seconds_poly_backward: t_bwd,
+        seconds_reference: t_ref,
+    })
+}
+
+impl AttentionReport {
+    /// The per-tensor table rows (certified error, a priori bound and its parts).
+    pub fn tensor_rows(&self) -> Vec<Vec<String>> {
+        self.tensors
+            .iter()
+            .map(|t| {
+                vec![
+                    t.name.clone(),
+                    sig3(t.certified_max_abs),
+                    sig3(t.certified_rel_fro),
+                    sig3(t.a_priori_total),
+                    sig3(t.a_priori_poly),
+                    sig3(t.a_priori_rounding),
+                    sig3(t.reference_radius),
+                    if t.a_priori_consistent {
+                        "yes".into()
+                    } else {
+                        "NO".into()
+                    },
+                ]
+            })
+            .collect()
+    }
+
+    /// Column names of [`Self::tensor_rows`].
+    pub const TENSOR_HEADERS: [&'static str; 8] = [
+        "tensor",
+        "certified max abs error",
+        "certified rel. error (Frobenius)",
+        "a priori bound",
+        "polynomial part",
+        "rounding part",
+        "reference radius",
+        "consistent",
+    ];
+
+    /// The report as Markdown.
+    pub fn to_markdown(&self) -> String {
+        let [h, n_q, n_k, d, d_v] = self.shape;
+        let reference = match self.reference {
+            ReferenceUsed::Mpfr { prec } => format!("MPFR interval enclosures at {prec} bits"),
+            ReferenceUsed::F64WithBound => {
+                "the exact engine in f64 with its a priori rounding bound".to_string()
+            }
+        };
+        let mut s = format!(
+            "# Certified error report\n\nPolynomial engine, {} inputs, {h} head(s), n_q = {n_q}, n_k = {n_k}, d = {d}, d_v = {d_v}, mask {}, gradient {}.\nReference: {reference}.\nTimes: poly forward {:.3} s, poly backward {:.3} s, reference {:.3} s.\n\n",
+            self.dtype,
+            self.mask,
+            self.gradient.as_deref().unwrap_or("(forward only)"),
+            self.seconds_poly_forward,
+            self.seconds_poly_backward,
+            self.seconds_reference
+        );
+        s.push_str("Every error is certified: an upper bound on the distance to the exact real result. *Consistent* means no entry's certified lower bound on its error exceeds its a priori bound.\n\n");
+        s.push_str(&markdown_table(&Self::TENSOR_HEADERS, &self.tensor_rows()));
+        s.push_str("\n## Heads\n\n");
+        let rows: Vec<Vec<String>> = self
+            .heads
+            .iter()
+            .map(|hr| {
+                let r = &hr.regime;
+                vec![
+                    hr.head.to_string(),
+                    sig3(r.radius),
+                    sig3(r.entry_bound),
+                    sig3(r.sqrt_ln_n),
+                    if r.bounded_entries() {
+                        "B < sqrt(ln n)".into()
+                    } else {
+                        "B >= sqrt(ln n)".into()
+                    },
+                    r.degree.to_string(),
+                    r.rank.to_string(),
+                    sig3(r.eps_poly),
+                    sig3(r.predicted_speedup()),
+                ]
+            })
+            .collect();
+        s.push_str(&markdown_table(
+            &[
+                "head",
+                "R",
+                "B",
+                "sqrt(ln n)",
+                "side",
+                "degree",
+                "rank",
+                "eps_P",
+                "predicted speedup",
+            ],
+            &rows,
+        ));
+        s
+    }
+}

@@ -1,0 +1,68 @@
+//! `polyattn certify`: the polynomial engine on a file's `q`, `k`, `v` (and `do`),
+//! certified against exact attention ([`crate::certify::report`]). Writes
+//! `report.json` (schema `polyattn.certify.attention/1`) and `report.md` to `--out`,
+//! and prints the summary table.
+
+use super::attention_cmd::{input_dtype, load_all};
+use super::{MaskArg, PolyArgs};
+use crate::certify::report::{certify_attention, AttentionReport, ReferenceChoice};
+use crate::error::Result;
+use crate::harness::{ensure_dir, text_table, write_json, write_text};
+use crate::io::{DType, TensorFile};
+use crate::scalar::Real;
+use std::path::PathBuf;
+
+/// Arguments of `polyattn certify`.
+#[derive(Debug, clap::Args)]
+pub struct CertifyArgs {
+    /// Input safetensors file with `q`, `k`, `v` and optionally `do` (as `attention`).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Output folder for report.json and report.md.
+    #[arg(long, default_value = "results/certify")]
+    pub out: PathBuf,
+    /// The mask.
+    #[arg(long, value_enum, default_value_t = MaskArg::None)]
+    pub mask: MaskArg,
+    /// The score scale tau (default 1/sqrt(d)).
+    #[arg(long)]
+    pub scale: Option<f64>,
+    /// Which reference: auto (MPFR when small, else f64 with its rounding bound).
+    #[arg(long, value_enum, default_value_t = ReferenceChoice::Auto)]
+    pub reference: ReferenceChoice,
+    /// Polynomial-engine options.
+    #[command(flatten)]
+    pub poly: PolyArgs,
+}
+
+/// Runs the subcommand.
+pub fn run(args: &CertifyArgs) -> Result<()> {
+    let file = TensorFile::read(&args.input)?;
+    let report = match input_dtype(&file)? {
+        DType::F32 => certify::<f32>(&file, args)?,
+        DType::F64 => certify::<f64>(&file, args)?,
+    };
+    ensure_dir(&args.out)?;
+    write_json(&args.out.join("report.json"), &report)?;
+    write_text(&args.out.join("report.md"), &report.to_markdown())?;
+    print!(
+        "{}",
+        text_table(&AttentionReport::TENSOR_HEADERS, &report.tensor_rows())
+    );
+    println!("wrote report.json and report.md to {}", args.out.display());
+    Ok(())
+}
+
+fn certify<T: Real>(file: &TensorFile, args: &CertifyArgs) -> Result<AttentionReport> {
+    let x = load_all::<T>(file)?;
+    let cfg = args.poly.config(args.mask, args.scale);
+    certify_attention(
+        &x.q,
+        &x.k,
+        &x.v,
+        x.d_o.as_ref(),
+        &cfg,
+        args.poly.gradient.into(),
+        args.reference,
+    )
+}

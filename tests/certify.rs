@@ -1,0 +1,136 @@
+//! The certification machinery: the f64 reference's a priori rounding bound really
+//! encloses the exact result (checked against 128-bit MPFR enclosures, including
+//! scores near 80 and every mask), and a certified report is self-consistent and
+//! agrees between the MPFR and f64 references.
+
+mod common;
+
+use common::{case, enclosures};
+use polyattn::attention::poly::{Accuracy, GradientKind, PolyConfig};
+use polyattn::attention::{AttentionConfig, Mask};
+use polyattn::certify::reference::exact_reference;
+use polyattn::certify::report::{certify_attention, ReferenceChoice, ReferenceUsed};
+use polyattn::rng::SplitMix64;
+use polyattn::tensor::{Matrix, Tensor3};
+use polyattn_spec::Interval;
+
+/// |y_ref - exact| <= bound for every entry: the exact value lies in the MPFR
+/// enclosure, so it suffices that the enclosure lies within y_ref +- bound.
+fn assert_encloses(name: &str, y: &[f64], b: &[f64], ivs: &[Interval]) -> f64 {
+    let mut worst: f64 = 0.0;
+    for (i, ((y, b), iv)) in y.iter().zip(b).zip(ivs).enumerate() {
+        let dist = (y - iv.lo_f64()).abs().max((iv.hi_f64() - y).abs());
+        assert!(
+            dist <= *b,
+            "{name}[{i}]: |y - exact| up to {dist:e} > bound {b:e}"
+        );
+        if *b > 0.0 {
+            worst = worst.max(dist / b);
+        }
+    }
+    worst
+}
+
+#[test]
+fn f64_reference_bound_encloses_the_exact_result() {
+    let mut worst: f64 = 0.0;
+    let mut seed = 0;
+    for mask in [Mask::None, Mask::CausalTopLeft, Mask::CausalBottomRight] {
+        for &(dims, s_max) in &[
+            ((20, 13, 3, 4), None),
+            ((64, 70, 8, 8), None),
+            ((33, 33, 4, 2), Some(80.0)),
+            ((9, 40, 2, 5), Some(1e-8)),
+        ] {
+            seed += 1;
+            let c = case::<f64>(seed, dims, None, mask, s_max);
+            let (n_q, n_k, d, d_v) = dims;
+            let m = |r, cc, x: &[f64]| Matrix::from_vec(r, cc, x.to_vec()).unwrap();
+            let (q, k, v, g) = (
+                m(n_q, d, &c.q),
+                m(n_k, d, &c.k),
+                m(n_k, d_v, &c.v),
+                m(n_q, d_v, &c.d_o),
+            );
+            let r = exact_reference(
+                q.view(),
+                k.view(),
+                v.view(),
+                Some(g.view()),
+                &AttentionConfig { scale: None, mask },
+            )
+            .unwrap();
+            let enc = enclosures::<f64>(&c);
+            let gr = r.grads.unwrap();
+            worst = worst.max(assert_encloses("o", &r.o, &r.bound_o, &enc.o));
+            worst = worst.max(assert_encloses("dq", &gr.dq, &gr.bound_dq, &enc.dq));
+            worst = worst.max(assert_encloses("dk", &gr.dk, &gr.bound_dk, &enc.dk));
+            worst = worst.max(assert_encloses("dv", &gr.dv, &gr.bound_dv, &enc.dv));
+        }
+    }
+    println!("worst |y_ref - exact| / bound = {worst:.3e}");
+}
+
+fn stacks(seed: u64, h: usize, n: usize, d: usize, scale: f64) -> [Tensor3<f64>; 4] {
+    let mut r = SplitMix64::new(seed);
+    let mut t = |s: f64| Tensor3::from_vec(h, n, d, r.normal_vec(h * n * d, s)).unwrap();
+    [t(scale), t(scale), t(1.0), t(1.0)]
+}
+
+#[test]
+fn reports_are_consistent_and_references_agree() {
+    let [q, k, v, g] = stacks(7, 2, 90, 4, 0.4);
+    for mask in [Mask::None, Mask::CausalTopLeft] {
+        let cfg = PolyConfig {
+            mask,
+            accuracy: Accuracy::Eps(1e-5),
+            ..PolyConfig::default()
+        };
+        let a = certify_attention(
+            &q,
+            &k,
+            &v,
+            Some(&g),
+            &cfg,
+            GradientKind::Substituted,
+            ReferenceChoice::Mpfr,
+        )
+        .unwrap();
+        let b = certify_attention(
+            &q,
+            &k,
+            &v,
+            Some(&g),
+            &cfg,
+            GradientKind::Substituted,
+            ReferenceChoice::F64,
+        )
+        .unwrap();
+        assert_eq!(a.reference, ReferenceUsed::Mpfr { prec: 128 });
+        assert_eq!(b.reference, ReferenceUsed::F64WithBound);
+        assert_eq!(a.tensors.len(), 4);
+        for (ta, tb) in a.tensors.iter().zip(&b.tensors) {
+            assert!(ta.a_priori_consistent && tb.a_priori_consistent, "{ta:?}");
+            assert!(ta.certified_lower_max_abs <= ta.certified_max_abs);
+            // Both certify the same computed values: each upper bound is at least the
+            // other's lower bound.
+            assert!(
+                tb.certified_max_abs >= ta.certified_lower_max_abs,
+                "{ta:?} {tb:?}"
+            );
+            assert!(
+                ta.certified_max_abs >= tb.certified_lower_max_abs,
+                "{ta:?} {tb:?}"
+            );
+            // The poly error dominates both references' radii here (eps 1e-5 vs
+            // f64 rounding), so the two upper bounds nearly coincide.
+            assert!(
+                (ta.certified_max_abs - tb.certified_max_abs).abs() <= 1e-9,
+                "{ta:?} {tb:?}"
+            );
+            assert!(ta.certified_max_abs <= ta.a_priori_total, "{ta:?}");
+        }
+        assert!(a.tensors[0].a_priori_total <= 1e-5);
+        assert!(a.to_markdown().contains("| o |"));
+    }
+}
