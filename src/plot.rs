@@ -71,6 +71,25 @@ fn log_range(vals: impl Iterator<Item = f64>) -> Option<std::ops::Range<f64>> {
     Some(lo / pad..hi * pad)
 }
 
+/// A short tick label: plain between 0.01 and 10^4, else `1e-5` style with up to
+/// three significant digits (no binary-rounding residue like 9.99999e-6).
+fn tick(v: f64) -> String {
+    let a = v.abs();
+    if (0.01..1e4).contains(&a) {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        let e = a.log10().floor() as i32;
+        let m = v / 10f64.powi(e);
+        let mut s = format!("{m:.2}");
+        s = s.trim_end_matches('0').trim_end_matches('.').to_string();
+        if s == "10" {
+            return format!("1e{}", e + 1);
+        }
+        format!("{s}e{e}")
+    }
+}
+
 impl LogLogChart {
     /// Writes the chart to `path` as an SVG of `width x height` pixels. Fails if no
     /// series has a point with both coordinates positive, or on I/O errors.
@@ -102,6 +121,8 @@ impl LogLogChart {
             .configure_mesh()
             .x_desc(&self.x_label)
             .y_desc(&self.y_label)
+            .x_label_formatter(&|v| tick(*v))
+            .y_label_formatter(&|v| tick(*v))
             .draw()
             .map_err(|e| plot_err(path, e))?;
         for (i, s) in self.series.iter().enumerate() {
@@ -140,6 +161,15 @@ impl LogLogChart {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ticks_are_short() {
+        assert_eq!(tick(1e-5 * (1.0 - 1e-15)), "1e-5");
+        assert_eq!(tick(2.5e-7), "2.5e-7");
+        assert_eq!(tick(0.125), "0.125");
+        assert_eq!(tick(1000.0), "1000");
+        assert_eq!(tick(65536.0), "6.55e4");
+    }
 
     #[test]
     fn writes_an_svg_with_every_series_named() {

@@ -59,6 +59,7 @@ pub mod instance;
 pub mod interval;
 pub mod linalg;
 pub mod ml24;
+pub mod model;
 pub mod poly_attention;
 pub mod register;
 

@@ -4,7 +4,8 @@
 //!   [`crate::harness::io`].
 
 use crate::error::Result;
-use crate::harness::io::{self, Preset};
+use crate::harness::io;
+use crate::harness::{accuracy, Preset};
 use clap::Subcommand;
 use std::path::PathBuf;
 
@@ -22,6 +23,22 @@ pub enum SweepKind {
     /// I/O of standard, FlashAttention and small-cache attention in the two-level
     /// memory model, over n, d and M (MATH.md 5, IO24).
     Io(IoArgs),
+    /// The polynomial engine's certified error against n with eps = 1/n.
+    ErrorN(PresetArgs),
+    /// The polynomial algorithm in MPFR at p = c log2(n) bits (feature `certify`).
+    #[cfg(feature = "certify")]
+    Bits(PresetArgs),
+}
+
+/// Arguments of the sweeps that only take a preset and an output folder.
+#[derive(Debug, clap::Args)]
+pub struct PresetArgs {
+    /// Grid size: `small` runs in seconds, `full` is the README's.
+    #[arg(long, value_enum, default_value_t = Preset::Small)]
+    pub preset: Preset,
+    /// Output folder (default results/<sweep>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// Arguments of `polyattn sweep io`.
@@ -43,6 +60,32 @@ pub fn run(args: &SweepArgs) -> Result<()> {
             print!("{}", io::terminal_summary(&report));
             io::write_outputs(&report, &a.out)?;
             println!("wrote io.md, io.json and plots to {}", a.out.display());
+            Ok(())
+        }
+        SweepKind::ErrorN(a) => {
+            let out = a
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("results/error_n"));
+            let report = accuracy::sweep(a.preset)?;
+            print!("{}", accuracy::terminal_summary(&report));
+            accuracy::write_outputs(&report, &out)?;
+            println!(
+                "wrote error_n.md, error_n.json and error_n.svg to {}",
+                out.display()
+            );
+            Ok(())
+        }
+        #[cfg(feature = "certify")]
+        SweepKind::Bits(a) => {
+            let out = a
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("results/bits"));
+            let report = crate::harness::bits::sweep(a.preset)?;
+            print!("{}", crate::harness::bits::terminal_summary(&report));
+            crate::harness::bits::write_outputs(&report, &out)?;
+            println!("wrote bits.md, bits.json and bits.svg to {}", out.display());
             Ok(())
         }
     }

@@ -18,6 +18,8 @@
 //! formula (without an `n d` term) does not describe.
 
 use super::{ensure_dir, markdown_table, sig3, text_table, write_json, write_text};
+// Small: n = 512, d in {32, 64} (the test's grid); full: n in {1024, 2048},
+// d in {16, 32, 64, 128} (the README's).
 use crate::attention::Mask;
 use crate::error::Result;
 use crate::io_model::{bounds, run, Algorithm, BlockMask, FlashBlocks, Pattern};
@@ -28,14 +30,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use std::path::Path;
 
-/// Grid sizes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
-pub enum Preset {
-    /// Seconds: `n = 512`, `d in {32, 64}` (the test's grid).
-    Small,
-    /// A few minutes: `n in {1024, 2048}`, `d in {16, 32, 64, 128}` (the README's).
-    Full,
-}
+pub use super::Preset;
 
 /// The grid of a sweep.
 #[derive(Clone, Debug, Serialize)]

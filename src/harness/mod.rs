@@ -3,8 +3,24 @@
 //! writing those files live here.
 //!
 //! - [`io`]: the I/O complexity of attention in the two-level model (MATH.md 5, IO24).
+//! - [`accuracy`]: the polynomial engine's certified error against n (eps = 1/n).
+//! - `bits` (feature `certify`): the algorithm in MPFR at p = c log2(n) bits.
+//! - [`fit`]: least-squares slopes on log-log data.
 
+pub mod accuracy;
+#[cfg(feature = "certify")]
+pub mod bits;
+pub mod fit;
 pub mod io;
+
+/// Grid sizes of a sweep: each sweep documents its two grids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+pub enum Preset {
+    /// Runs in seconds; used by the tests.
+    Small,
+    /// Minutes; the README's figures.
+    Full,
+}
 
 use crate::error::{Error, Result};
 use std::path::Path;
