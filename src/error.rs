@@ -109,6 +109,29 @@ pub enum Error {
         /// Its dtype as the file names it.
         dtype: String,
     },
+    /// A model configuration (or a model file's `__metadata__`) is invalid: a field is
+    /// missing or malformed, sizes do not fit together (`d_model` not divisible by
+    /// `n_heads`), or a tensor is present that the configuration has no use for.
+    #[error("model configuration: `{field}` {reason}")]
+    ModelConfig {
+        /// The metadata field or tensor concerned, e.g. `"n_heads"`.
+        field: String,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
+    /// An index tensor (token ids, class labels) holds a value that is not an integer
+    /// in `0..limit`.
+    #[error("{what}[{index}] = {value} is not an integer in 0..{limit}")]
+    BadIndex {
+        /// The tensor, e.g. `"labels"`.
+        what: String,
+        /// The position of the first offending entry.
+        index: usize,
+        /// The offending value.
+        value: f64,
+        /// One past the largest valid index (the vocabulary size).
+        limit: usize,
+    },
     /// The input tensors do not share one dtype.
     #[error(
         "tensor `{name}` has dtype {dtype} but `q` has {expected}; all inputs must share one dtype"

@@ -26,6 +26,7 @@ pub mod error;
 pub mod harness;
 pub mod io;
 pub mod io_model;
+pub mod model;
 pub mod plot;
 pub mod rng;
 pub mod scalar;
