@@ -284,6 +284,7 @@ fn safetensors_bytes(tensors: &[(&str, &str, &[usize], usize)]) -> Vec<u8> {
 
 #[test]
 fn demo_runs_small() {
+    let dir = tmpdir("demo");
     let out = run(&[
         "demo",
         "--heads",
@@ -294,6 +295,10 @@ fn demo_runs_small() {
         "8",
         "--samples",
         "3",
+        "--model-n",
+        "256",
+        "--out",
+        dir.to_str().unwrap(),
     ]);
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -303,6 +308,8 @@ fn demo_runs_small() {
     );
     assert!(s.contains("Certified errors"), "{s}");
     assert!(s.contains("F32") && s.contains("F64"), "{s}");
+    assert!(s.contains("polynomial engine"), "{s}");
+    assert!(dir.join("head_report.json").exists() && dir.join("model_run.json").exists());
 }
 
 #[test]

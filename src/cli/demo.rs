@@ -1,5 +1,7 @@
-//! `polyattn demo`: the exact engine on a seeded random multi-head causal problem,
-//! timed, with a sample of rows certified against the MPFR reference.
+//! `polyattn demo`: the crate's story on embedded seeded problems, in under a minute:
+//! the exact engine on a multi-head causal problem (timed, sampled rows certified
+//! against the MPFR reference), then the polynomial engine where it pays
+//! ([`super::demo_model`]: a certified head and a multi-layer model, both engines).
 
 use crate::attention::{exact, AttentionConfig, Mask, Problem};
 use crate::error::Result;
@@ -29,6 +31,15 @@ pub struct DemoArgs {
     /// MPFR precision of the reference, in bits.
     #[arg(long, default_value_t = 128)]
     pub prec: u32,
+    /// Sequence length of the multi-layer model part.
+    #[arg(long, default_value_t = 8192)]
+    pub model_n: usize,
+    /// Layers of the multi-layer model part.
+    #[arg(long, default_value_t = 2)]
+    pub model_layers: usize,
+    /// Folder for the demo's report files.
+    #[arg(long, default_value = "results/demo")]
+    pub out: std::path::PathBuf,
 }
 
 /// Seeded inputs: Q, K, V, dO with N(0, 1) entries, `[heads, n, d]`.
@@ -71,7 +82,8 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     );
     let r32 = run_dtype::<f32>(a, &inputs, &config)?;
     let r64 = run_dtype::<f64>(a, &inputs, &config)?;
-    certify_table(a, &[r32, r64])
+    certify_table(a, &[r32, r64])?;
+    super::demo_model::run(a.model_n, a.model_layers, a.seed, &a.out)
 }
 
 /// What one dtype's run produced, for the certification table.

@@ -7,6 +7,7 @@
 pub mod attention_cmd;
 pub mod certify_cmd;
 pub mod demo;
+pub mod demo_model;
 #[cfg(feature = "certify")]
 pub mod lemmas;
 pub mod model_cmd;

@@ -5,7 +5,7 @@
 
 use crate::error::Result;
 use crate::harness::io;
-use crate::harness::{accuracy, Preset};
+use crate::harness::{accuracy, model_time, Preset};
 use clap::Subcommand;
 use std::path::PathBuf;
 
@@ -25,6 +25,8 @@ pub enum SweepKind {
     Io(IoArgs),
     /// The polynomial engine's certified error against n with eps = 1/n.
     ErrorN(PresetArgs),
+    /// The whole model's loss and gradients, exact vs polynomial engine, against n.
+    TimeN(PresetArgs),
     /// The polynomial algorithm in MPFR at p = c log2(n) bits (feature `certify`).
     #[cfg(feature = "certify")]
     Bits(PresetArgs),
@@ -72,6 +74,20 @@ pub fn run(args: &SweepArgs) -> Result<()> {
             accuracy::write_outputs(&report, &out)?;
             println!(
                 "wrote error_n.md, error_n.json and error_n.svg to {}",
+                out.display()
+            );
+            Ok(())
+        }
+        SweepKind::TimeN(a) => {
+            let out = a
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("results/time_n"));
+            let report = model_time::sweep(a.preset)?;
+            print!("{}", model_time::terminal_summary(&report));
+            model_time::write_outputs(&report, &out)?;
+            println!(
+                "wrote time_n.md, time_n.json and time_n.svg to {}",
                 out.display()
             );
             Ok(())

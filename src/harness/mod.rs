@@ -6,12 +6,14 @@
 //! - [`accuracy`]: the polynomial engine's certified error against n (eps = 1/n).
 //! - `bits` (feature `certify`): the algorithm in MPFR at p = c log2(n) bits.
 //! - [`fit`]: least-squares slopes on log-log data.
+//! - [`model_time`]: the whole model's time against n, exact vs polynomial.
 
 pub mod accuracy;
 #[cfg(feature = "certify")]
 pub mod bits;
 pub mod fit;
 pub mod io;
+pub mod model_time;
 
 /// Grid sizes of a sweep: each sweep documents its two grids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
