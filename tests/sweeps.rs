@@ -40,3 +40,30 @@ fn bits_small_preset_holds() {
         assert!(pts.last().unwrap().rounding_o < 1.0 / (n * n), "{pts:?}");
     }
 }
+
+/// time-n and depth small presets run end to end and write their files; the
+/// polynomial engine's gradients differ from the exact engine's by a positive amount
+/// (a zero would mean the exact engine ran twice) that is small against the gradients
+/// (below 1e-3 relative at eps = 1e-3 per head: the heads' O errors are below 1e-3 and
+/// the model is not amplifying at these depths; a broken engine gives O(1)).
+#[test]
+fn model_sweeps_small_presets_run() {
+    use polyattn::harness::{model_depth, model_time};
+    let t = model_time::sweep(Preset::Small).unwrap();
+    assert_eq!(t.records.len(), 3);
+    for r in &t.records {
+        assert!(
+            r.rel_gradient_difference > 0.0 && r.rel_gradient_difference < 1e-3,
+            "{r:?}"
+        );
+    }
+    let d = model_depth::sweep(Preset::Small).unwrap();
+    for r in &d.records {
+        assert!(r.rel_dx > 0.0 && r.rel_dx < 1e-3, "{r:?}");
+        assert_eq!(r.rel_layer.len(), r.layers);
+    }
+    let dir = std::env::temp_dir().join(format!("polyattn-msweeps-{}", std::process::id()));
+    model_time::write_outputs(&t, &dir).unwrap();
+    model_depth::write_outputs(&d, &dir).unwrap();
+    assert!(dir.join("time_n.svg").exists() && dir.join("depth.svg").exists());
+}

@@ -5,7 +5,7 @@
 
 use crate::error::Result;
 use crate::harness::io;
-use crate::harness::{accuracy, model_time, Preset};
+use crate::harness::{accuracy, model_depth, model_time, Preset};
 use clap::Subcommand;
 use std::path::PathBuf;
 
@@ -27,6 +27,8 @@ pub enum SweepKind {
     ErrorN(PresetArgs),
     /// The whole model's loss and gradients, exact vs polynomial engine, against n.
     TimeN(PresetArgs),
+    /// The polynomial engine's gradient difference against the number of layers.
+    Depth(PresetArgs),
     /// The polynomial algorithm in MPFR at p = c log2(n) bits (feature `certify`).
     #[cfg(feature = "certify")]
     Bits(PresetArgs),
@@ -74,6 +76,20 @@ pub fn run(args: &SweepArgs) -> Result<()> {
             accuracy::write_outputs(&report, &out)?;
             println!(
                 "wrote error_n.md, error_n.json and error_n.svg to {}",
+                out.display()
+            );
+            Ok(())
+        }
+        SweepKind::Depth(a) => {
+            let out = a
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("results/depth"));
+            let report = model_depth::sweep(a.preset)?;
+            print!("{}", model_depth::terminal_summary(&report));
+            model_depth::write_outputs(&report, &out)?;
+            println!(
+                "wrote depth.md, depth.json and depth.svg to {}",
                 out.display()
             );
             Ok(())

@@ -7,12 +7,14 @@
 //! - `bits` (feature `certify`): the algorithm in MPFR at p = c log2(n) bits.
 //! - [`fit`]: least-squares slopes on log-log data.
 //! - [`model_time`]: the whole model's time against n, exact vs polynomial.
+//! - [`model_depth`]: the gradient difference against the number of layers.
 
 pub mod accuracy;
 #[cfg(feature = "certify")]
 pub mod bits;
 pub mod fit;
 pub mod io;
+pub mod model_depth;
 pub mod model_time;
 
 /// Grid sizes of a sweep: each sweep documents its two grids.
