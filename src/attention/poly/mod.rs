@@ -132,7 +132,35 @@ pub fn forward<T: Real>(
     let p = Problem::new(q, k, v, &cfg.attention())?;
     let plan = plan::plan(&p, cfg)?;
     let inputs = Inputs::new(&p);
-    let lr = inputs.low_rank(&p, &plan, cfg.chunk);
+    // The planner picks the degree from a crude bound (max |V| in place of the
+    // P-weighted |V|); with an eps target, one degree less is tried first and kept
+    // when its reported (weighted) bound already meets eps: the backward, which
+    // dominates the cost, then runs at the lower rank.
+    if let (plan::Accuracy::Eps(eps), g) = (cfg.accuracy, plan.regime.degree) {
+        if g > 1 {
+            let lower = PolyConfig {
+                accuracy: plan::Accuracy::Degree(g - 1),
+                ..*cfg
+            };
+            if let Ok(lower_plan) = plan::plan(&p, &lower) {
+                let run = run_forward::<T>(&p, &inputs, lower_plan, cfg.chunk)?;
+                if run.bound.max_total() <= eps {
+                    return Ok(run);
+                }
+            }
+        }
+    }
+    run_forward(&p, &inputs, plan, cfg.chunk)
+}
+
+/// The forward at a fixed plan, with its bound.
+fn run_forward<T: Real>(
+    p: &Problem<'_, T>,
+    inputs: &Inputs,
+    plan: Plan,
+    chunk: usize,
+) -> Result<PolyForward<T>> {
+    let lr = inputs.low_rank(p, &plan, chunk);
     let f = core::forward(&lr, &plan.monomials);
     for (i, &den) in f.norm.iter().enumerate() {
         if p.key_end(i) > 0 && !(den > 0.0 && den.is_finite()) {
