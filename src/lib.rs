@@ -23,6 +23,7 @@ pub mod attention;
 pub mod certify;
 pub mod cli;
 pub mod error;
+pub mod fuzzing;
 pub mod harness;
 pub mod io;
 pub mod io_model;

@@ -5,7 +5,7 @@
 
 use crate::error::Result;
 use crate::harness::io;
-use crate::harness::{accuracy, model_depth, model_time, Preset};
+use crate::harness::{accuracy, model_depth, model_time, threshold, Preset};
 use clap::Subcommand;
 use std::path::PathBuf;
 
@@ -27,6 +27,9 @@ pub enum SweepKind {
     ErrorN(PresetArgs),
     /// The whole model's loss and gradients, exact vs polynomial engine, against n.
     TimeN(PresetArgs),
+    /// Where the polynomial engine stops paying: entry bound B against n, eps = 1/n,
+    /// with the line B = sqrt(ln n) (AS23/AS24's threshold).
+    Bound(PresetArgs),
     /// The polynomial engine's gradient difference against the number of layers.
     Depth(PresetArgs),
     /// The polynomial algorithm in MPFR at p = c log2(n) bits (feature `certify`).
@@ -104,6 +107,20 @@ pub fn run(args: &SweepArgs) -> Result<()> {
             model_time::write_outputs(&report, &out)?;
             println!(
                 "wrote time_n.md, time_n.json and time_n.svg to {}",
+                out.display()
+            );
+            Ok(())
+        }
+        SweepKind::Bound(a) => {
+            let out = a
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("results/bound"));
+            let report = threshold::sweep(a.preset)?;
+            print!("{}", threshold::terminal_summary(&report));
+            threshold::write_outputs(&report, &out)?;
+            println!(
+                "wrote bound.md, bound.json and bound.svg to {}",
                 out.display()
             );
             Ok(())

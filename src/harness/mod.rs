@@ -7,6 +7,7 @@
 //! - `bits` (feature `certify`): the algorithm in MPFR at p = c log2(n) bits.
 //! - [`fit`]: least-squares slopes on log-log data.
 //! - [`model_time`]: the whole model's time against n, exact vs polynomial.
+//! - [`threshold`]: where the polynomial engine stops paying, B against n (AS23's line).
 //! - [`model_depth`]: the gradient difference against the number of layers.
 
 pub mod accuracy;
@@ -16,6 +17,7 @@ pub mod fit;
 pub mod io;
 pub mod model_depth;
 pub mod model_time;
+pub mod threshold;
 
 /// Grid sizes of a sweep: each sweep documents its two grids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]

@@ -135,6 +135,33 @@ impl ModelConfig {
         }
     }
 
+    /// The number of parameter values the configuration has (with an embedding when
+    /// `with_embedding`), by checked arithmetic: a size that overflows `usize` is an
+    /// error, so a malformed configuration is refused before anything is allocated.
+    pub fn parameter_count(&self, with_embedding: bool) -> Result<usize> {
+        let overflow = || Error::SizeOverflow(format!("the parameters of {self:?}"));
+        let (d, f) = (self.d_model, self.d_ff);
+        let mul = |a: usize, b: usize| a.checked_mul(b).ok_or_else(overflow);
+        let add = |a: usize, b: usize| a.checked_add(b).ok_or_else(overflow);
+        let ln = if self.layer_norm { mul(4, d)? } else { 0 };
+        let per_layer = add(
+            add(mul(4, mul(d, d)?)?, add(mul(2, mul(d, f)?)?, add(f, d)?)?)?,
+            ln,
+        )?;
+        let mut total = mul(self.n_layers, per_layer)?;
+        let vocab = self.vocab.unwrap_or(0);
+        if self.loss == LossKind::CrossEntropy {
+            total = add(total, mul(d, vocab)?)?;
+            if self.layer_norm {
+                total = add(total, mul(2, d)?)?;
+            }
+        }
+        if with_embedding {
+            total = add(total, mul(vocab, d)?)?;
+        }
+        Ok(total)
+    }
+
     /// The configuration as `__metadata__` strings (`vocab` only when set).
     pub fn to_metadata(&self) -> HashMap<String, String> {
         let mut m = HashMap::from([

@@ -95,6 +95,14 @@ impl<T: Real> Params<T> {
     /// (which needs `vocab`). The configuration is validated first.
     pub fn zeros(config: &ModelConfig, with_embedding: bool) -> Result<Self> {
         config.validate()?;
+        // Refuse absurd sizes before allocating (a malformed file or flag must give an
+        // error, not an out-of-memory abort): 2^31 values is 16 GiB of f64.
+        let count = config.parameter_count(with_embedding)?;
+        if count > 1 << 31 {
+            return Err(Error::SizeOverflow(format!(
+                "the configuration has {count} parameter values (more than 2^31)"
+            )));
+        }
         let (d, f, ln) = (config.d_model, config.d_ff, config.layer_norm);
         let vocab = || {
             config.vocab.ok_or_else(|| Error::ModelConfig {
@@ -215,7 +223,26 @@ impl<T: Real> Params<T> {
     /// configuration has no use for is an error (it usually means a configuration
     /// mismatch, e.g. `ln1` tensors with `layer_norm = false`).
     pub fn load(config: &ModelConfig, file: &TensorFile) -> Result<Self> {
-        let mut p = Self::zeros(config, file.contains("embedding"))?;
+        // The file must hold at least as many values as the configuration needs; checked
+        // before allocating, so huge sizes in the metadata cannot exhaust memory.
+        let with_embedding = file.contains("embedding");
+        let needed = config.parameter_count(with_embedding)?;
+        let held: usize = file
+            .names()
+            .iter()
+            .filter_map(|n| file.get(n).ok())
+            .map(|t| t.shape().iter().product::<usize>())
+            .sum();
+        // Small shortfalls fall through to the per-tensor checks below, which name the
+        // missing or misshapen tensor; only sizes worth refusing before allocating
+        // (over 2^24 values, 128 MiB of f64) are refused here.
+        if needed > held && needed > 1 << 24 {
+            return Err(Error::ModelConfig {
+                field: "n_layers/d_model/d_ff/vocab".into(),
+                reason: format!("describe {needed} parameter values but the file holds {held}"),
+            });
+        }
+        let mut p = Self::zeros(config, with_embedding)?;
         let mut expected = Vec::new();
         for (name, shape, data) in p.slots_mut() {
             let t = file.get(&name)?;

@@ -260,6 +260,14 @@ pub fn plan<T: Real>(p: &Problem<'_, T>, cfg: &PolyConfig) -> Result<Plan> {
         }
     };
     let g = poly.degree();
+    // With eps_P >= 1, P may vanish or change sign on [-R, R]: it is no surrogate for
+    // exp at all, and no bound exists (rho = 2 eps / (1 - eps) is infinite).
+    if poly.eps.is_nan() || poly.eps >= 1.0 {
+        return Err(refuse(format!(
+            "degree {g} certifies no accuracy at this radius (eps_P = {:e} >= 1)",
+            poly.eps
+        )));
+    }
     let r = rank(d, g).filter(|&r| r <= cfg.max_rank).ok_or_else(|| {
         refuse(format!(
             "degree {g} at d = {d} needs rank C(d+g, g) above the limit {}",
