@@ -907,6 +907,22 @@ fn run<T: Num>(
     Ok(trace)
 }
 
+/// The checked inputs lifted to intervals and the forward pass over them: the
+/// common start of [`forward`] and [`gradients`].
+fn interval_trace(
+    cfg: &Config,
+    params: &Params,
+    ex: &Example,
+    prec: u32,
+) -> Res<(Consts, Weights<Interval>, Trace<Interval>)> {
+    validate(cfg, params, ex, prec)?;
+    let k = Consts::new(cfg, ex.n(), prec)?;
+    let (w, x) = lift_all::<Interval>(params, ex, prec)?;
+    let t0 = first_stream(&w, x.as_ref(), ex)?;
+    let tr = run(cfg, &w, t0, &ex.targets, &k)?;
+    Ok((k, w, tr))
+}
+
 /// The parameters lifted to `T`, and `T_0`.
 fn lift_all<T: Num>(params: &Params, ex: &Example, prec: u32) -> Res<(Weights<T>, Option<Mat<T>>)> {
     let mut w = BTreeMap::new();
@@ -970,11 +986,7 @@ pub fn forward(
     ex: &Example,
     prec: u32,
 ) -> Result<Forward, SpecError> {
-    validate(cfg, params, ex, prec)?;
-    let k = Consts::new(cfg, ex.n(), prec)?;
-    let (w, x) = lift_all::<Interval>(params, ex, prec)?;
-    let t0 = first_stream(&w, x.as_ref(), ex)?;
-    let tr = run(cfg, &w, t0, &ex.targets, &k)?;
+    let (_, _, tr) = interval_trace(cfg, params, ex, prec)?;
     let mut t = vec![tr.t0];
     let mut z = Vec::with_capacity(tr.layers.len());
     for l in tr.layers {
@@ -1165,11 +1177,7 @@ pub fn gradients(
     ex: &Example,
     prec: u32,
 ) -> Result<Gradients, SpecError> {
-    validate(cfg, params, ex, prec)?;
-    let k = Consts::new(cfg, ex.n(), prec)?;
-    let (w, x) = lift_all::<Interval>(params, ex, prec)?;
-    let t0 = first_stream(&w, x.as_ref(), ex)?;
-    let tr = run(cfg, &w, t0, &ex.targets, &k)?;
+    let (k, w, tr) = interval_trace(cfg, params, ex, prec)?;
     let mut grads = Gradients::new();
     let t_m = tr.layers.last().map_or(&tr.t0, |l| &l.out);
     let mut dt = match &ex.targets {
