@@ -61,6 +61,10 @@ fn model_sweeps_small_presets_run() {
     for r in &d.records {
         assert!(r.rel_dx > 0.0 && r.rel_dx < 1e-3, "{r:?}");
         assert_eq!(r.rel_layer.len(), r.layers);
+        // MATH.md 4: the propagated bound must not be below what happened.
+        assert!(r.predicted_dx >= r.fro_dx, "{r:?}");
+        assert_eq!(r.kappa.len(), r.layers);
+        assert!(r.kappa.iter().all(|k| k.is_finite() && *k > 0.0), "{r:?}");
     }
     let dir = std::env::temp_dir().join(format!("polyattn-msweeps-{}", std::process::id()));
     model_time::write_outputs(&t, &dir).unwrap();

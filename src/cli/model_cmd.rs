@@ -27,6 +27,7 @@ use crate::model::file::{
 use crate::model::{
     Activation, Batch, EngineChoice, LossKind, Model, ModelConfig, PolySettings, Source, Target,
 };
+use crate::model::sensitivity::{propagated_dx_bound, PropagatedBound};
 use crate::rng::SplitMix64;
 use crate::scalar::Real;
 use crate::tensor::Matrix;
@@ -267,6 +268,26 @@ fn engines(args: &ModelArgs) -> Vec<EngineChoice> {
         .collect()
 }
 
+/// MATH.md 4's propagated bound on `||grad.x - dX_exact||_F` (see
+/// [`crate::model::sensitivity`]) for an f64 run in which some layer ran the
+/// polynomial engine, with the MSE loss and a feature input; `None` otherwise.
+fn dx_bound(
+    weights: &TensorFile,
+    input: &TensorFile,
+    reports: &[crate::model::LayerReport],
+    dtype: &str,
+) -> Result<Option<PropagatedBound>> {
+    if dtype != "F64" || reports.iter().all(|r| r.heads.is_empty()) {
+        return Ok(None);
+    }
+    let model = read_model::<f64>(weights)?;
+    let batch = read_batch(input, &model)?;
+    if model.config().loss != LossKind::Mse || !matches!(batch.source, Source::Embeddings(_)) {
+        return Ok(None);
+    }
+    Ok(Some(propagated_dx_bound(&model, &batch, reports, 20)?))
+}
+
 fn compute<T: Real>(
     args: &ModelArgs,
     weights: &TensorFile,
@@ -292,6 +313,13 @@ fn compute<T: Real>(
     );
     meta.insert("dtype".into(), T::DTYPE.into());
     meta.insert("polyattn_version".into(), env!("CARGO_PKG_VERSION").into());
+    if let Some(b) = dx_bound(weights, input, &grads.reports, T::DTYPE)? {
+        meta.insert("dx_error_bound".into(), format!("{:e}", b.dx_bound));
+        meta.insert(
+            "dx_error_bound_json".into(),
+            serde_json::to_string(&b).unwrap_or_default(),
+        );
+    }
     write_tensors(output, &gradient_tensors(loss, &grads), &meta)?;
     println!(
         "loss = {:e}; engines per layer: {}; degrees: {}; wrote {}",

@@ -26,6 +26,17 @@ pub struct LnCache<T> {
     rstd: Vec<T>,
 }
 
+impl<T: Real> LnCache<T> {
+    /// `max_i r_i = max_i 1 / sqrt(var_i + eps)`. Times `max_j |gamma_j|` it bounds the
+    /// operator 2-norm of LN's Jacobian (and of its transpose, the backward): rows
+    /// decouple, and row i's Jacobian is `r_i diag(gamma) P` with
+    /// `P = I - 1 1^T / d - xhat xhat^T / d` symmetric with eigenvalues 1, 0 and
+    /// `1 - |xhat|^2 / d` in [0, 1] (1 and xhat are orthogonal, `|xhat|^2 <= d`).
+    pub fn max_rstd(&self) -> f64 {
+        self.rstd.iter().fold(0.0, |m, r| m.max(r.to_f64()))
+    }
+}
+
 /// `y = LN(x)` and the cache; identity (no cache) when `p` is `None`.
 pub fn forward<T: Real>(
     p: Option<&LayerNormParams<T>>,

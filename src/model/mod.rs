@@ -23,7 +23,8 @@
 //! Modules, one job each: [`config`] (hyper-parameters and metadata), [`params`]
 //! (names, shapes, initialiser, loading), [`dense`] (products), [`layer_norm`],
 //! [`mlp`], [`engine`] (engine choice and report), [`mha`], [`loss`], [`block`],
-//! [`stack`] (the model), [`file`] (safetensors in and out).
+//! [`stack`] (the model), [`sensitivity`] (error propagation through the layers),
+//! [`file`] (safetensors in and out).
 //!
 //! Engines: [`EngineChoice::Exact`], [`EngineChoice::Poly`] or [`EngineChoice::Auto`],
 //! one for all layers or one per layer. A layer's engine runs both its attention
@@ -31,8 +32,8 @@
 //! activation are those of the approximate forward, and the gradient is ML24's
 //! ALTGrad (P~ substituted, MATH.md 2.5) or the polynomial model's own gradient.
 //! [`LayerReport`] records per layer which engine ran, why, and the per-head plan and
-//! a priori bounds (MATH.md 2.6); the propagation of those bounds through the layers
-//! (MATH.md 4's `sum_l e_l prod_{k<l} kappa_k`) is not computed here.
+//! a priori bounds (MATH.md 2.6); [`sensitivity`] propagates those bounds through the
+//! layers (MATH.md 4's `sum_l e_l prod_{k<l} kappa_k`, from the actual activations).
 //!
 //! ```
 //! use polyattn::model::{Activation, Batch, EngineChoice, LossKind, Model, ModelConfig,
@@ -60,6 +61,7 @@ pub mod loss;
 pub mod mha;
 pub mod mlp;
 pub mod params;
+pub mod sensitivity;
 pub mod stack;
 
 pub use config::{Activation, LossKind, ModelConfig};

@@ -335,6 +335,15 @@ impl<T: Real> Model<T> {
     /// The backward pass from a [`forward`](Self::forward) of this model: the
     /// gradient of the loss with respect to every parameter and to `T_0`.
     pub fn backward(&self, fwd: &ForwardPass<T>) -> Result<Gradients<T>> {
+        Ok(self.backward_trace(fwd)?.0)
+    }
+
+    /// [`backward`](Self::backward), also returning `dL/dT_l` for `l = 0..=m`
+    /// (index `m` is the loss gradient at the top, index 0 equals `dx`).
+    pub(crate) fn backward_trace(
+        &self,
+        fwd: &ForwardPass<T>,
+    ) -> Result<(Gradients<T>, Vec<Matrix<T>>)> {
         let mut grads = Params::<T>::zeros(&self.config, self.params.embedding.is_some())?;
         let mut dt = match (&fwd.head, &self.params.w_out) {
             (None, _) => fwd.loss_grad.clone(),
@@ -354,6 +363,7 @@ impl<T: Real> Model<T> {
             }
         };
         let mut reports = fwd.reports.clone();
+        let mut trace = vec![dt.clone()];
         for l in (0..self.config.n_layers).rev() {
             let (d_prev, g) = block::backward(
                 &self.config,
@@ -364,7 +374,9 @@ impl<T: Real> Model<T> {
             )?;
             grads.layers[l] = g;
             dt = d_prev;
+            trace.push(dt.clone());
         }
+        trace.reverse();
         if let (Some(tokens), Some(de)) = (&fwd.tokens, grads.embedding.as_mut()) {
             let d = self.config.d_model;
             let de = de.as_mut_slice();
@@ -374,12 +386,15 @@ impl<T: Real> Model<T> {
                 }
             }
         }
-        Ok(Gradients {
-            params: grads,
-            dx: dt,
-            feature_input: fwd.tokens.is_none(),
-            reports,
-        })
+        Ok((
+            Gradients {
+                params: grads,
+                dx: dt,
+                feature_input: fwd.tokens.is_none(),
+                reports,
+            },
+            trace,
+        ))
     }
 
     /// The loss alone (a forward pass).
