@@ -134,3 +134,46 @@ fn reports_are_consistent_and_references_agree() {
         assert!(a.to_markdown().contains("| o |"));
     }
 }
+
+/// The whole-model report (`polyattn certify --weights`): against the MPFR enclosure of
+/// the model, the exact engine's own certified error is rounding-sized, the polynomial
+/// run's certified error is its measured distance from the exact run up to that
+/// rounding, and grad.x's error lies below MATH.md 4's propagated bound; forcing the
+/// f64 reference is reported as measured, not certified.
+#[test]
+fn model_report_certifies_every_gradient() {
+    use polyattn::certify::model_report::{certify_model, ModelReference};
+    use polyattn::harness::model_time::{bounded_model, poly_choice, small_head_config};
+    let (model, batch) = bounded_model(small_head_config(2), 0.25, 40, 5).unwrap();
+    let r = certify_model(&model, &batch, &[poly_choice(1e-6)], ReferenceChoice::Auto).unwrap();
+    assert!(
+        matches!(r.reference, ModelReference::Mpfr { .. }),
+        "{:?}",
+        r.reference
+    );
+    assert!(r.layers.iter().all(|l| l.engine == "poly"));
+    assert_eq!(r.tensors[0].name, "loss");
+    for t in &r.tensors {
+        // f64 rounding of the exact engine: a few hundred operations deep, values O(1):
+        // 1e-12 (1 + max|exact|) is ~1e4 u of margin, and any formula error is O(1).
+        assert!(
+            t.exact_engine_max_abs_error <= 1e-12 * (1.0 + t.max_abs_value),
+            "{t:?}"
+        );
+        // Triangle inequality through the exact f64 run.
+        assert!(
+            t.max_abs_error <= t.poly_part_max_abs + t.exact_engine_max_abs_error + 1e-15,
+            "{t:?}"
+        );
+        assert!(
+            t.poly_part_max_abs > 0.0,
+            "the polynomial engine ran: {t:?}"
+        );
+    }
+    let dx = r.tensors.iter().find(|t| t.name == "grad.x").unwrap();
+    assert!(dx.a_priori_fro_bound.unwrap() >= dx.fro_error, "{dx:?}");
+    let f = certify_model(&model, &batch, &[poly_choice(1e-6)], ReferenceChoice::F64).unwrap();
+    assert_eq!(f.reference, ModelReference::F64Exact);
+    assert!(f.reference_text().contains("not certified"));
+    assert!(r.to_markdown().contains("certified"));
+}

@@ -12,53 +12,13 @@
 //! 1e-10 level leaves ~5 orders of magnitude above u for it while staying far below
 //! the size of any formula error.
 
-use nalgebra::DMatrix;
+use polyattn::certify::model_ref::{spec_matrix, spec_problem};
 use polyattn::model::{
     Activation, Batch, EngineChoice, LossKind, Model, ModelConfig, Source, Target,
 };
 use polyattn::rng::SplitMix64;
 use polyattn::tensor::Matrix;
 use polyattn_spec::model as spec;
-use std::collections::BTreeMap;
-
-fn to_spec(cfg: &ModelConfig, tokens: bool) -> spec::Config {
-    spec::Config {
-        n_layers: cfg.n_layers,
-        n_heads: cfg.n_heads,
-        d_model: cfg.d_model,
-        d_ff: cfg.d_ff,
-        vocab: cfg.vocab.unwrap_or(0),
-        activation: match cfg.activation {
-            Activation::Gelu => spec::Activation::Gelu,
-            Activation::Relu => spec::Activation::Relu,
-        },
-        layer_norm: cfg.layer_norm,
-        causal: cfg.causal,
-        loss: match cfg.loss {
-            LossKind::Mse => spec::LossKind::Mse,
-            LossKind::CrossEntropy => spec::LossKind::CrossEntropy,
-        },
-        input: if tokens {
-            spec::InputKind::Tokens
-        } else {
-            spec::InputKind::Features
-        },
-    }
-}
-
-/// A row-major matrix as the spec's; vectors (shape `[k]`) become `1 x k`.
-fn mat(shape: &[usize], data: &[f64]) -> DMatrix<f64> {
-    let (r, c) = match shape {
-        [k] => (1, *k),
-        [r, c] => (*r, *c),
-        s => panic!("unexpected shape {s:?}"),
-    };
-    DMatrix::from_row_slice(r, c, data)
-}
-
-fn m2(m: &Matrix<f64>) -> DMatrix<f64> {
-    mat(&m.shape(), m.as_slice())
-}
 
 fn case(cfg: ModelConfig, tokens: bool, n: usize, seed: u64) {
     let model = Model::<f64>::init(cfg.clone(), tokens, seed).unwrap();
@@ -78,23 +38,7 @@ fn case(cfg: ModelConfig, tokens: bool, n: usize, seed: u64) {
         .loss_and_gradients(&batch, &[EngineChoice::Exact])
         .unwrap();
 
-    let params: BTreeMap<String, DMatrix<f64>> = model
-        .params()
-        .named()
-        .into_iter()
-        .map(|(name, shape, data)| (name, mat(&shape, &data)))
-        .collect();
-    let ex = spec::Example {
-        input: match &batch.source {
-            Source::Embeddings(x) => spec::Input::Features(m2(x)),
-            Source::Tokens(t) => spec::Input::Tokens(t.clone()),
-        },
-        targets: match &batch.target {
-            Target::Regression(y) => spec::Targets::Values(m2(y)),
-            Target::Labels(l) => spec::Targets::Labels(l.clone()),
-        },
-    };
-    let scfg = to_spec(&cfg, tokens);
+    let (scfg, params, ex) = spec_problem(&model, &batch).unwrap();
     let prec = 160;
     let fwd = spec::forward(&scfg, &params, &ex, prec).unwrap();
     let loss_err = (loss - fwd.loss.lo_f64())
@@ -116,7 +60,7 @@ fn case(cfg: ModelConfig, tokens: bool, n: usize, seed: u64) {
     let mut worst = 0.0f64;
     for (name, shape, data) in &ours {
         let enc = &reference[name];
-        let g = mat(shape, data);
+        let g = spec_matrix(shape, data).unwrap();
         assert_eq!(g.shape(), enc.shape(), "{name}");
         let scale = 1.0 + enc.iter().map(|iv| iv.mag()).fold(0.0, f64::max);
         for (y, iv) in g.iter().zip(enc.iter()) {

@@ -9,7 +9,13 @@
 //! - [`report`]: a polynomial-engine run certified tensor by tensor against the best
 //!   available reference, split into the polynomial and rounding parts, as JSON and
 //!   Markdown (`polyattn certify`).
+//! - [`model_report`]: a whole model run (loss and every gradient) against the MPFR
+//!   enclosure of the model ([`model_ref`], feature `certify`) or the f64 exact engine
+//!   (`polyattn certify --weights`).
 
+#[cfg(feature = "certify")]
+pub mod model_ref;
+pub mod model_report;
 pub mod reference;
 pub mod report;
 #[cfg(feature = "certify")]

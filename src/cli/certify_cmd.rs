@@ -1,23 +1,34 @@
 //! `polyattn certify`: the polynomial engine on a file's `q`, `k`, `v` (and `do`),
 //! certified against exact attention ([`crate::certify::report`]). Writes
 //! `report.json` (schema `polyattn.certify.attention/1`) and `report.md` to `--out`,
-//! and prints the summary table.
+//! and prints the summary table. With `--weights`, a whole model run instead
+//! ([`crate::certify::model_report`], schema `polyattn.certify.model/1`): `--input` is
+//! then the model's input file, every layer runs the polynomial engine where it
+//! certifies (else exact, with the reason), computed in f64.
 
 use super::attention_cmd::{input_dtype, load_all};
 use super::{MaskArg, PolyArgs};
+use crate::certify::model_report::{certify_model, ModelReport};
 use crate::certify::report::{certify_attention, AttentionReport, ReferenceChoice};
 use crate::error::Result;
 use crate::harness::{ensure_dir, text_table, write_json, write_text};
 use crate::io::{DType, TensorFile};
+use crate::model::file::{read_batch, read_model};
+use crate::model::{EngineChoice, PolySettings};
 use crate::scalar::Real;
 use std::path::PathBuf;
 
 /// Arguments of `polyattn certify`.
 #[derive(Debug, clap::Args)]
 pub struct CertifyArgs {
-    /// Input safetensors file with `q`, `k`, `v` and optionally `do` (as `attention`).
+    /// Input safetensors file with `q`, `k`, `v` and optionally `do` (as `attention`);
+    /// with --weights, the model's input (`x` or `tokens`; `y` or `labels`).
     #[arg(long)]
     pub input: PathBuf,
+    /// A model's weights file (as `polyattn model`): certify a whole model run; --mask
+    /// and --scale then come from the model (causal flag, 1/sqrt(d_head)).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
     /// Output folder for report.json and report.md.
     #[arg(long, default_value = "results/certify")]
     pub out: PathBuf,
@@ -37,6 +48,9 @@ pub struct CertifyArgs {
 
 /// Runs the subcommand.
 pub fn run(args: &CertifyArgs) -> Result<()> {
+    if let Some(w) = &args.weights {
+        return run_model(args, w);
+    }
     let file = TensorFile::read(&args.input)?;
     let report = match input_dtype(&file)? {
         DType::F32 => certify::<f32>(&file, args)?,
@@ -49,6 +63,29 @@ pub fn run(args: &CertifyArgs) -> Result<()> {
         "{}",
         text_table(&AttentionReport::TENSOR_HEADERS, &report.tensor_rows())
     );
+    println!("wrote report.json and report.md to {}", args.out.display());
+    Ok(())
+}
+
+fn run_model(args: &CertifyArgs, weights: &std::path::Path) -> Result<()> {
+    let model = read_model::<f64>(&TensorFile::read(weights)?)?;
+    let batch = read_batch(&TensorFile::read(&args.input)?, &model)?;
+    let engine = EngineChoice::Auto(PolySettings {
+        config: args.poly.config(args.mask, args.scale),
+        kind: args.poly.gradient.into(),
+    });
+    let report = certify_model(&model, &batch, &[engine], args.reference)?;
+    ensure_dir(&args.out)?;
+    write_json(&args.out.join("report.json"), &report)?;
+    write_text(&args.out.join("report.md"), &report.to_markdown())?;
+    println!("reference: {}", report.reference_text());
+    print!(
+        "{}",
+        text_table(&ModelReport::TENSOR_HEADERS, &report.tensor_rows())
+    );
+    for (l, r) in report.layers.iter().enumerate() {
+        println!("layer {l}: {} ({})", r.engine, r.reason);
+    }
     println!("wrote report.json and report.md to {}", args.out.display());
     Ok(())
 }

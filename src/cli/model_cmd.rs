@@ -24,10 +24,10 @@ use crate::io::{write_tensors, DType, TensorFile};
 use crate::model::file::{
     batch_tensors, engine_metadata, gradient_tensors, model_tensors, read_batch, read_model,
 };
+use crate::model::sensitivity::{propagated_dx_bound, PropagatedBound};
 use crate::model::{
     Activation, Batch, EngineChoice, LossKind, Model, ModelConfig, PolySettings, Source, Target,
 };
-use crate::model::sensitivity::{propagated_dx_bound, PropagatedBound};
 use crate::rng::SplitMix64;
 use crate::scalar::Real;
 use crate::tensor::Matrix;

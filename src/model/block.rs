@@ -44,27 +44,69 @@ fn mlp_weights<T>(p: &LayerParams<T>) -> MlpWeights<'_, T> {
     }
 }
 
-/// The attention half `Z = T + MHA(LN1(T))`: `Z`, the caches and the engine report.
+/// The attention half's result: `Z = T + MHA(LN1(T))`, its caches and the report.
+pub struct AttentionHalf<T> {
+    /// `Z`.
+    pub z: Matrix<T>,
+    ln1: Option<LnCache<T>>,
+    mha: MhaCache<T>,
+    /// What the attention engine ran.
+    pub report: LayerReport,
+}
+
+impl<T> AttentionHalf<T> {
+    /// LN1's cache (`None` when layer norm is off).
+    pub fn ln1(&self) -> Option<&LnCache<T>> {
+        self.ln1.as_ref()
+    }
+}
+
+/// The MLP half's result: `T' = Z + MLP(LN2(Z))` and its caches.
+pub struct MlpHalf<T> {
+    /// `T'`.
+    pub out: Matrix<T>,
+    ln2: Option<LnCache<T>>,
+    mlp: MlpCache<T>,
+}
+
+/// The MLP half's gradients: LN2's (when on) and the MLP's.
+pub struct MlpHalfGrads<T> {
+    /// dL/d(LN2 gain, bias).
+    pub ln2: Option<LayerNormParams<T>>,
+    /// dL/d(W1, b1, W2, b2).
+    pub mlp: MlpGrads<T>,
+}
+
+/// The attention half `Z = T + MHA(LN1(T))`.
 pub fn attention_half<T: Real>(
     cfg: &ModelConfig,
     p: &LayerParams<T>,
     choice: &EngineChoice,
     t: &Matrix<T>,
-) -> Result<(Matrix<T>, Option<LnCache<T>>, MhaCache<T>, LayerReport)> {
+) -> Result<AttentionHalf<T>> {
     let (x1, ln1) = layer_norm::forward(p.ln1.as_ref(), t)?;
     let (a, mha, report) = mha::forward(mha_weights(p), cfg.n_heads, cfg.mask(), choice, &x1)?;
-    Ok((add(t, &a)?, ln1, mha, report))
+    Ok(AttentionHalf {
+        z: add(t, &a)?,
+        ln1,
+        mha,
+        report,
+    })
 }
 
-/// The MLP half `T' = Z + MLP(LN2(Z))` and its caches.
+/// The MLP half `T' = Z + MLP(LN2(Z))`.
 pub fn mlp_half<T: Real>(
     cfg: &ModelConfig,
     p: &LayerParams<T>,
     z: &Matrix<T>,
-) -> Result<(Matrix<T>, Option<LnCache<T>>, MlpCache<T>)> {
+) -> Result<MlpHalf<T>> {
     let (x2, ln2) = layer_norm::forward(p.ln2.as_ref(), z)?;
     let (g, mlp) = mlp::forward(mlp_weights(p), cfg.activation, &x2)?;
-    Ok((add(z, &g)?, ln2, mlp))
+    Ok(MlpHalf {
+        out: add(z, &g)?,
+        ln2,
+        mlp,
+    })
 }
 
 /// `T' = Z + MLP(LN2(Z))`, `Z = T + MHA(LN1(T))`; the cache and the attention report.
@@ -74,9 +116,15 @@ pub fn forward<T: Real>(
     choice: &EngineChoice,
     t: &Matrix<T>,
 ) -> Result<(Matrix<T>, BlockCache<T>, LayerReport)> {
-    let (z, ln1, mha, report) = attention_half(cfg, p, choice, t)?;
-    let (out, ln2, mlp) = mlp_half(cfg, p, &z)?;
-    Ok((out, BlockCache { ln1, mha, ln2, mlp }, report))
+    let a = attention_half(cfg, p, choice, t)?;
+    let m = mlp_half(cfg, p, &a.z)?;
+    let cache = BlockCache {
+        ln1: a.ln1,
+        mha: a.mha,
+        ln2: m.ln2,
+        mlp: m.mlp,
+    };
+    Ok((m.out, cache, a.report))
 }
 
 /// Backward of [`mlp_half`] given `dT'`: `dZ = dT' + LN2'^T MLP'^T dT'` and the
@@ -84,15 +132,30 @@ pub fn forward<T: Real>(
 pub fn mlp_half_backward<T: Real>(
     cfg: &ModelConfig,
     p: &LayerParams<T>,
+    half: &MlpHalf<T>,
+    d_out: &Matrix<T>,
+) -> Result<(Matrix<T>, MlpHalfGrads<T>)> {
+    mlp_backward_parts(cfg, p, half.ln2.as_ref(), &half.mlp, d_out)
+}
+
+fn mlp_backward_parts<T: Real>(
+    cfg: &ModelConfig,
+    p: &LayerParams<T>,
     ln2: Option<&LnCache<T>>,
     mlp_cache: &MlpCache<T>,
     d_out: &Matrix<T>,
-) -> Result<(Matrix<T>, Option<LayerNormParams<T>>, MlpGrads<T>)> {
+) -> Result<(Matrix<T>, MlpHalfGrads<T>)> {
     let (dx2, g_mlp) = mlp::backward(mlp_weights(p), cfg.activation, mlp_cache, d_out)?;
     let (dz_branch, g_ln2) = layer_norm::backward(p.ln2.as_ref(), ln2, &dx2)?;
     let mut dz = d_out.clone();
     add_assign(&mut dz, &dz_branch);
-    Ok((dz, g_ln2, g_mlp))
+    Ok((
+        dz,
+        MlpHalfGrads {
+            ln2: g_ln2,
+            mlp: g_mlp,
+        },
+    ))
 }
 
 /// Backward of [`forward`] given `dT'`: `dT` and the block's gradients (same layout
@@ -104,7 +167,8 @@ pub fn backward<T: Real>(
     d_out: &Matrix<T>,
     report: &mut LayerReport,
 ) -> Result<(Matrix<T>, LayerParams<T>)> {
-    let (dz, g_ln2, g_mlp) = mlp_half_backward(cfg, p, cache.ln2.as_ref(), &cache.mlp, d_out)?;
+    let (dz, g) = mlp_backward_parts(cfg, p, cache.ln2.as_ref(), &cache.mlp, d_out)?;
+    let (g_ln2, g_mlp) = (g.ln2, g.mlp);
     let (dx1, g_mha) = mha::backward(mha_weights(p), cfg.mask(), &cache.mha, &dz, report)?;
     let (dt_branch, g_ln1) = layer_norm::backward(p.ln1.as_ref(), cache.ln1.as_ref(), &dx1)?;
     let mut dt = dz;

@@ -130,10 +130,7 @@ fn power_norm(
 }
 
 fn head_frob(n: usize, d_h: usize, bounds: impl Iterator<Item = f64>) -> f64 {
-    bounds
-        .map(|b| (n * d_h) as f64 * b * b)
-        .sum::<f64>()
-        .sqrt()
+    bounds.map(|b| (n * d_h) as f64 * b * b).sum::<f64>().sqrt()
 }
 
 fn ln_norm(p: Option<&super::params::LayerNormParams<f64>>, c: Option<&LnCache<f64>>) -> f64 {
@@ -173,11 +170,12 @@ fn layer_terms(
     };
     let kappa = power_norm(dim, iters, seed, &mut jtj)?.sqrt();
     // mu: the MLP half at Z.
-    let (z, ln1, _, _) = block::attention_half(cfg, p, &exact, t)?;
-    let (_, ln2, mlp_cache) = block::mlp_half(cfg, p, &z)?;
+    let a = block::attention_half(cfg, p, &exact, t)?;
+    let (z, ln1) = (&a.z, a.ln1());
+    let half = block::mlp_half(cfg, p, z)?;
     let mut mtm = |v: &[f64]| -> Result<Vec<f64>> {
-        let jv = central_difference(&z, v, &mut |x| Ok(block::mlp_half(cfg, p, x)?.0))?;
-        let (jt, _, _) = block::mlp_half_backward(cfg, p, ln2.as_ref(), &mlp_cache, &shape(&jv)?)?;
+        let jv = central_difference(z, v, &mut |x| Ok(block::mlp_half(cfg, p, x)?.out))?;
+        let (jt, _) = block::mlp_half_backward(cfg, p, &half, &shape(&jv)?)?;
         Ok(jt.as_slice().to_vec())
     };
     let mu = power_norm(dim, iters, seed ^ 1, &mut mtm)?.sqrt();
@@ -206,7 +204,7 @@ fn layer_terms(
     };
     let w = |m: &Matrix<f64>| frob(m.as_slice());
     let forward_error = w(&p.wo) * hf(&|h| Some(h.bound_o))?;
-    let backward_error = ln_norm(p.ln1.as_ref(), ln1.as_ref())
+    let backward_error = ln_norm(p.ln1.as_ref(), ln1)
         * (w(&p.wq) * hf(&|h| h.bound_dq)?
             + w(&p.wk) * hf(&|h| h.bound_dk)?
             + w(&p.wv) * hf(&|h| h.bound_dv)?);

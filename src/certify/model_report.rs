@@ -1,0 +1,371 @@
+//! A whole-model run certified tensor by tensor (issue 5; MATH.md 2.6 and 4): the loss
+//! and every gradient of the run through the requested engines, against the exact
+//! real-number gradients of the same model.
+//!
+//! Reference: the MPFR interval enclosure of the whole model (`polyattn_spec::model`,
+//! via [`super::model_ref`], precision raised until every enclosure is narrower than
+//! 1e-30 relative) when the model is small enough and feature `certify` is on; then for
+//! a computed entry y with enclosure [lo, hi] the certified error is
+//! `max(|y - lo|, |y - hi|)`. Larger models fall back to the exact engine in f64: the
+//! errors are then *measured* against it, not certified (no end-to-end a priori
+//! rounding bound for the whole f64 model is derived; at the sizes MPFR reaches, the f64
+//! exact model is within ~1e-15 relative of the enclosures, `tests/model_spec.rs`), and
+//! the report says so.
+//!
+//! The split: for every tensor the report gives the run's error (certified, or measured
+//! against f64), the exact engine's own error against the same reference (the rounding
+//! part: both runs round alike outside attention), and max |run - exact f64| (the
+//! polynomial part, measured); for `grad.x` also MATH.md 4's propagated bound
+//! ([`crate::model::sensitivity`], MSE loss, feature input). Per layer: the engine that
+//! ran and why, each head's R, B, sqrt(ln n), degree, rank, eps_P and its a priori
+//! bounds on O, dQ, dK, dV; and the time of each engine and of the reference.
+//!
+//! JSON schema `polyattn.certify.model/1`: the serialised [`ModelReport`].
+
+use super::report::ReferenceChoice;
+use crate::error::Result;
+use crate::harness::{markdown_table, sig3};
+use crate::model::sensitivity::propagated_dx_bound;
+use crate::model::{Batch, EngineChoice, LayerReport, LossKind, Model, Source};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Largest `n^2 d_model m` (score-dimension products times layers) the `auto`
+/// reference sends to MPFR: about a minute of interval arithmetic at 128-256 bits on
+/// the development machine.
+pub const MPFR_MODEL_LIMIT: f64 = 2.0e6;
+
+/// The reference a model report used.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ModelReference {
+    /// MPFR interval enclosures of the whole model at `prec` bits: errors certified.
+    Mpfr {
+        /// Precision in bits.
+        prec: u32,
+    },
+    /// The exact engine in f64: errors measured, not certified.
+    F64Exact,
+}
+
+/// One gradient tensor (or the loss).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ModelTensor {
+    /// `loss`, `grad.x` or `grad.<parameter>`.
+    pub name: String,
+    /// Number of entries.
+    pub entries: usize,
+    /// max |exact| (from the reference's midpoints).
+    pub max_abs_value: f64,
+    /// The run's max |y - exact|: certified upper bound (MPFR) or measured (f64).
+    pub max_abs_error: f64,
+    /// The run's ||y - exact||_F / ||exact||_F, same kind.
+    pub rel_fro_error: f64,
+    /// The exact engine's own max |y - exact| against the same reference (rounding).
+    pub exact_engine_max_abs_error: f64,
+    /// max |run - exact engine in f64| (the polynomial part, measured).
+    pub poly_part_max_abs: f64,
+    /// MATH.md 4's propagated bound on the Frobenius error (`grad.x` only).
+    pub a_priori_fro_bound: Option<f64>,
+    /// The run's Frobenius error (to compare with `a_priori_fro_bound`).
+    pub fro_error: f64,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelReport {
+    /// `polyattn.certify.model/1`.
+    pub schema: String,
+    /// The configuration (as in the weights file's metadata).
+    pub config: BTreeMap<String, String>,
+    /// Sequence length.
+    pub n: usize,
+    /// The reference.
+    pub reference: ModelReference,
+    /// Per layer: engine, reason, heads' regimes and bounds.
+    pub layers: Vec<LayerReport>,
+    /// The loss first, then every gradient.
+    pub tensors: Vec<ModelTensor>,
+    /// Seconds: the run, the exact engine, the reference.
+    pub seconds_run: f64,
+    /// See `seconds_run`.
+    pub seconds_exact: f64,
+    /// See `seconds_run`.
+    pub seconds_reference: f64,
+}
+
+/// Per-tensor exact values: MPFR `[lo, hi]` or f64 points (lo = hi).
+struct RefTensor {
+    lo: Vec<f64>,
+    hi: Vec<f64>,
+}
+
+fn ref_error(y: &[f64], r: &RefTensor) -> (f64, f64, f64) {
+    let (mut max, mut sq, mut ref_sq) = (0.0f64, 0.0, 0.0);
+    for ((&y, &lo), &hi) in y.iter().zip(&r.lo).zip(&r.hi) {
+        let e = (y - lo).abs().max((y - hi).abs());
+        max = max.max(e);
+        sq += e * e;
+        let mid = 0.5 * (lo + hi);
+        ref_sq += mid * mid;
+    }
+    let rel = if ref_sq > 0.0 {
+        (sq / ref_sq).sqrt()
+    } else {
+        sq.sqrt()
+    };
+    (max, rel, sq.sqrt())
+}
+
+#[cfg(feature = "certify")]
+fn mpfr_reference(
+    model: &Model<f64>,
+    batch: &Batch<f64>,
+) -> Result<(BTreeMap<String, RefTensor>, u32)> {
+    let (loss, grads, prec) = super::model_ref::spec_enclosures(model, batch, 1e-30)?;
+    let mut out = BTreeMap::new();
+    out.insert(
+        "loss".to_string(),
+        RefTensor {
+            lo: vec![loss.lo_f64()],
+            hi: vec![loss.hi_f64()],
+        },
+    );
+    for (name, m) in grads {
+        // The spec's matrices are column-major; ours are row-major.
+        let t = m.transpose();
+        out.insert(
+            name,
+            RefTensor {
+                lo: t.iter().map(|iv| iv.lo_f64()).collect(),
+                hi: t.iter().map(|iv| iv.hi_f64()).collect(),
+            },
+        );
+    }
+    Ok((out, prec))
+}
+
+fn use_mpfr(choice: ReferenceChoice, model: &Model<f64>, n: usize) -> bool {
+    let c = model.config();
+    let size = (n * n) as f64 * c.d_model as f64 * c.n_layers as f64;
+    match choice {
+        ReferenceChoice::Mpfr => true,
+        ReferenceChoice::F64 => false,
+        ReferenceChoice::Auto => cfg!(feature = "certify") && size <= MPFR_MODEL_LIMIT,
+    }
+}
+
+/// Runs `model` on `batch` through `engines` and through the exact engine, and
+/// certifies the loss and every gradient against the reference `choice` selects (see
+/// the module documentation). Errors: those of the runs, and of the MPFR reference
+/// (`ReferenceChoice::Mpfr` without feature `certify` is an `InvalidParameter`).
+pub fn certify_model(
+    model: &Model<f64>,
+    batch: &Batch<f64>,
+    engines: &[EngineChoice],
+    choice: ReferenceChoice,
+) -> Result<ModelReport> {
+    let t = Instant::now();
+    let (loss_run, g_run) = model.loss_and_gradients(batch, engines)?;
+    let seconds_run = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let (loss_exact, g_exact) = model.loss_and_gradients(batch, &[EngineChoice::Exact])?;
+    let seconds_exact = t.elapsed().as_secs_f64();
+    let run: Vec<(String, Vec<f64>)> = std::iter::once(("loss".to_string(), vec![loss_run]))
+        .chain(g_run.named().into_iter().map(|(n, _, d)| (n, d)))
+        .collect();
+    let exact: BTreeMap<String, Vec<f64>> = std::iter::once(("loss".to_string(), vec![loss_exact]))
+        .chain(g_exact.named().into_iter().map(|(n, _, d)| (n, d)))
+        .collect();
+    let t = Instant::now();
+    let (reference, refs) = if use_mpfr(choice, model, batch.len()) {
+        #[cfg(feature = "certify")]
+        {
+            let (refs, prec) = mpfr_reference(model, batch)?;
+            (ModelReference::Mpfr { prec }, refs)
+        }
+        #[cfg(not(feature = "certify"))]
+        {
+            return Err(crate::error::Error::InvalidParameter {
+                name: "reference",
+                value: "mpfr".into(),
+                reason: "needs feature `certify` (polyattn-spec, MPFR)".into(),
+            });
+        }
+    } else {
+        let refs = exact
+            .iter()
+            .map(|(n, d)| {
+                (
+                    n.clone(),
+                    RefTensor {
+                        lo: d.clone(),
+                        hi: d.clone(),
+                    },
+                )
+            })
+            .collect();
+        (ModelReference::F64Exact, refs)
+    };
+    let seconds_reference = t.elapsed().as_secs_f64();
+    let ran_poly = g_run.reports.iter().any(|r| !r.heads.is_empty());
+    let dx_bound = if ran_poly
+        && model.config().loss == LossKind::Mse
+        && matches!(batch.source, Source::Embeddings(_))
+    {
+        Some(propagated_dx_bound(model, batch, &g_run.reports, 20)?.dx_bound)
+    } else {
+        None
+    };
+    let mut tensors = Vec::with_capacity(run.len());
+    for (name, y) in &run {
+        let (Some(r), Some(e)) = (refs.get(name), exact.get(name)) else {
+            continue;
+        };
+        let (max_abs_error, rel_fro_error, fro_error) = ref_error(y, r);
+        let (exact_err, _, _) = ref_error(e, r);
+        let poly_part = y
+            .iter()
+            .zip(e)
+            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        let max_abs_value =
+            r.lo.iter()
+                .zip(&r.hi)
+                .fold(0.0f64, |m, (lo, hi)| m.max((0.5 * (lo + hi)).abs()));
+        tensors.push(ModelTensor {
+            name: name.clone(),
+            entries: y.len(),
+            max_abs_value,
+            max_abs_error,
+            rel_fro_error,
+            exact_engine_max_abs_error: exact_err,
+            poly_part_max_abs: poly_part,
+            a_priori_fro_bound: if name == "grad.x" { dx_bound } else { None },
+            fro_error,
+        });
+    }
+    Ok(ModelReport {
+        schema: "polyattn.certify.model/1".into(),
+        config: model.config().to_metadata().into_iter().collect(),
+        n: batch.len(),
+        reference,
+        layers: g_run.reports,
+        tensors,
+        seconds_run,
+        seconds_exact,
+        seconds_reference,
+    })
+}
+
+impl ModelReport {
+    /// Column headers of [`tensor_rows`](Self::tensor_rows).
+    pub const TENSOR_HEADERS: [&'static str; 7] = [
+        "tensor",
+        "max |exact|",
+        "max abs error",
+        "rel. error (Frobenius)",
+        "exact engine's error",
+        "poly part (vs f64 exact)",
+        "propagated bound (Frobenius) / error",
+    ];
+
+    /// One row per tensor.
+    pub fn tensor_rows(&self) -> Vec<Vec<String>> {
+        self.tensors
+            .iter()
+            .map(|t| {
+                vec![
+                    t.name.clone(),
+                    sig3(t.max_abs_value),
+                    sig3(t.max_abs_error),
+                    sig3(t.rel_fro_error),
+                    sig3(t.exact_engine_max_abs_error),
+                    sig3(t.poly_part_max_abs),
+                    t.a_priori_fro_bound.map_or("-".into(), |b| {
+                        format!("{} / {}", sig3(b), sig3(t.fro_error))
+                    }),
+                ]
+            })
+            .collect()
+    }
+
+    /// What the error columns mean, given the reference.
+    pub fn reference_text(&self) -> String {
+        match self.reference {
+            ModelReference::Mpfr { prec } => format!(
+                "MPFR interval enclosures of the whole model at {prec} bits: every error is certified (an upper bound on the distance to the exact real result)"
+            ),
+            ModelReference::F64Exact => "the exact engine in f64: errors are measured against it, not certified (the model is too large for the MPFR reference)".into(),
+        }
+    }
+
+    /// The Markdown report.
+    pub fn to_markdown(&self) -> String {
+        let cfg: Vec<String> = self
+            .config
+            .iter()
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect();
+        let mut s = format!(
+            "# Model error report\n\nModel: {}; n = {}.\nReference: {}.\nTimes: run {:.3} s, exact engine {:.3} s, reference {:.3} s.\n\n",
+            cfg.join(", "),
+            self.n,
+            self.reference_text(),
+            self.seconds_run,
+            self.seconds_exact,
+            self.seconds_reference
+        );
+        s.push_str(&markdown_table(&Self::TENSOR_HEADERS, &self.tensor_rows()));
+        s.push_str("\n## Layers\n\n");
+        let mut rows = Vec::new();
+        for (l, r) in self.layers.iter().enumerate() {
+            if r.heads.is_empty() {
+                rows.push(vec![
+                    l.to_string(),
+                    r.engine.into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    r.reason.clone(),
+                ]);
+            }
+            for (h, hr) in r.heads.iter().enumerate() {
+                let g = &hr.regime;
+                rows.push(vec![
+                    l.to_string(),
+                    format!("{} head {h}", r.engine),
+                    sig3(g.radius),
+                    sig3(g.entry_bound),
+                    sig3(g.sqrt_ln_n),
+                    format!("{} / {}", g.degree, g.rank),
+                    sig3(g.eps_poly),
+                    format!(
+                        "{} / {}",
+                        sig3(hr.bound_o),
+                        sig3(hr.bound_dq.unwrap_or(f64::NAN))
+                    ),
+                    r.reason.clone(),
+                ]);
+            }
+        }
+        s.push_str(&markdown_table(
+            &[
+                "layer",
+                "engine",
+                "R",
+                "B",
+                "sqrt(ln n)",
+                "degree / rank",
+                "eps_P",
+                "bound O / dQ",
+                "why",
+            ],
+            &rows,
+        ));
+        s
+    }
+}
