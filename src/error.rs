@@ -59,7 +59,7 @@ pub enum Error {
     },
     /// The polynomial engine declines this input: it cannot certify the requested
     /// accuracy at an acceptable rank or cost (entries past the bounded-entry regime).
-    #[error("polynomial engine refused: {reason} (R = {radius:.3}, B = {entry_bound:.3}, sqrt(ln n) = {sqrt_ln_n:.3})")]
+    #[error("polynomial engine refused: {reason} (R = {radius:.4e}, B = {entry_bound:.4e}, sqrt(ln n) = {sqrt_ln_n:.3})")]
     PolyRefused {
         /// Why, in words.
         reason: String,

@@ -233,6 +233,23 @@ impl<T: Copy + Default> Tensor3<T> {
     }
 }
 
+/// The most values one tensor the crate allocates from user-given sizes may hold:
+/// 2^31 (16 GiB of f64). Larger requests get [`Error::SizeOverflow`] instead of an
+/// out-of-memory abort.
+pub const MAX_VALUES: usize = 1 << 31;
+
+/// The product of `dims` when it is at most [`MAX_VALUES`], else a
+/// [`Error::SizeOverflow`] naming `what` and the shape: the check to make before
+/// allocating a tensor whose size comes from user input.
+pub fn checked_alloc_len(what: &str, dims: &[usize]) -> Result<usize> {
+    match checked_len(dims) {
+        Ok(len) if len <= MAX_VALUES => Ok(len),
+        _ => Err(Error::SizeOverflow(format!(
+            "{what} of shape {dims:?} would hold more than 2^31 values"
+        ))),
+    }
+}
+
 /// The product of `dims`, or a [`Error::SizeOverflow`] naming them.
 pub fn checked_len(dims: &[usize]) -> Result<usize> {
     dims.iter()

@@ -371,3 +371,95 @@ fn certify_writes_a_report() {
         .unwrap()
         .contains("Certified error report"));
 }
+
+/// Flags at extreme values get one typed error line, never an abort: sizes whose
+/// tensors would exceed 2^31 values, MPFR precisions outside 16..=4096, more sampled
+/// rows than exist, negative numbers passed to numeric flags.
+#[test]
+fn extreme_flag_values_are_refused_cleanly() {
+    let dir = tmpdir("extreme");
+    let (w, x) = (dir.join("w.safetensors"), dir.join("x.safetensors"));
+    let (ws, xs) = (w.to_str().unwrap(), x.to_str().unwrap());
+    let cases: [(&[&str], &str); 6] = [
+        (&["demo", "--n", "10000000000"], "more than 2^31 values"),
+        (
+            &["demo", "--model-n", "10000000000"],
+            "more than 2^31 values",
+        ),
+        (&["demo", "--prec", "0"], "--prec"),
+        (
+            &["demo", "--n", "4", "--heads", "1", "--samples", "5"],
+            "--samples",
+        ),
+        (
+            &[
+                "model",
+                "--init",
+                "--weights",
+                ws,
+                "--input",
+                xs,
+                "--n",
+                "100000000000",
+            ],
+            "more than 2^31 values",
+        ),
+        (
+            &[
+                "model",
+                "--init",
+                "--weights",
+                ws,
+                "--input",
+                xs,
+                "--eps",
+                "-1",
+            ],
+            "",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        if needle.is_empty() {
+            // `--eps -1` parses as a number (not as an unknown flag -1); with --init it
+            // is unused, so the run succeeds.
+            assert!(out.status.success(), "{args:?}: {err}");
+            continue;
+        }
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
+    }
+    let a = dir.join("a.safetensors");
+    write(
+        &a,
+        vec![
+            ("q", f64t(&[1, 4, 2], 1)),
+            ("k", f64t(&[1, 4, 2], 2)),
+            ("v", f64t(&[1, 4, 2], 3)),
+        ],
+    );
+    let out = dir.join("o.safetensors");
+    let (a, out) = (a.to_str().unwrap(), out.to_str().unwrap());
+    let bad_eps = run(&[
+        "attention",
+        "--input",
+        a,
+        "--output",
+        out,
+        "--engine",
+        "poly",
+        "--eps",
+        "-1",
+    ]);
+    let err = String::from_utf8_lossy(&bad_eps.stderr);
+    assert!(
+        err.contains("eps = -1") && err.contains("positive"),
+        "{err}"
+    );
+}

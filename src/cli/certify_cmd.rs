@@ -36,7 +36,7 @@ pub struct CertifyArgs {
     #[arg(long, value_enum, default_value_t = MaskArg::None)]
     pub mask: MaskArg,
     /// The score scale tau (default 1/sqrt(d)).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub scale: Option<f64>,
     /// Which reference: auto (MPFR when small, else f64 with its rounding bound).
     #[arg(long, value_enum, default_value_t = ReferenceChoice::Auto)]

@@ -42,6 +42,12 @@ pub struct DemoArgs {
     pub out: std::path::PathBuf,
 }
 
+/// The accepted range of `--prec`: below 16 bits the enclosures say nothing useful
+/// about f32 results; above 4096 bits a row's enclosure costs minutes.
+const MIN_PREC: u32 = 16;
+/// See [`MIN_PREC`].
+const MAX_PREC: u32 = 4096;
+
 /// Seeded inputs: Q, K, V, dO with N(0, 1) entries, `[heads, n, d]`.
 struct Inputs {
     q: Vec<f64>,
@@ -53,7 +59,23 @@ struct Inputs {
 /// Runs the demo in f32 and f64 and prints the tables.
 pub fn run(a: &DemoArgs) -> Result<()> {
     crate::tensor::check_nonempty("the demo problem [heads, n, d]", &[a.heads, a.n, a.d])?;
-    let len = crate::tensor::checked_len(&[a.heads, a.n, a.d])?;
+    let len =
+        crate::tensor::checked_alloc_len("the demo problem [heads, n, d]", &[a.heads, a.n, a.d])?;
+    crate::tensor::checked_alloc_len("the demo model's input [n, d_model]", &[a.model_n, 16])?;
+    if !(MIN_PREC..=MAX_PREC).contains(&a.prec) {
+        return Err(crate::error::Error::InvalidParameter {
+            name: "--prec",
+            value: a.prec.to_string(),
+            reason: format!("the MPFR precision must be in {MIN_PREC}..={MAX_PREC} bits"),
+        });
+    }
+    if a.samples > a.heads.saturating_mul(a.n) {
+        return Err(crate::error::Error::InvalidParameter {
+            name: "--samples",
+            value: a.samples.to_string(),
+            reason: format!("there are only heads x n = {} rows", a.heads * a.n),
+        });
+    }
     let mut rng = SplitMix64::new(a.seed);
     let inputs = Inputs {
         q: rng.normal_vec(len, 1.0),

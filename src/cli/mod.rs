@@ -61,7 +61,7 @@ pub struct AttentionArgs {
     #[arg(long, value_enum, default_value_t = MaskArg::None)]
     pub mask: MaskArg,
     /// The score scale tau (default 1/sqrt(d)).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub scale: Option<f64>,
     /// The engine: exact, poly (polynomial method; refuses inputs it cannot certify),
     /// or auto (poly when it is certified and predicted faster, else exact).
@@ -76,7 +76,7 @@ pub struct AttentionArgs {
 #[derive(Debug, clap::Args)]
 pub struct PolyArgs {
     /// Polynomial engine: target bound on max |O~ - O| (absolute, entrywise).
-    #[arg(long, conflicts_with = "degree")]
+    #[arg(long, conflicts_with = "degree", allow_negative_numbers = true)]
     pub eps: Option<f64>,
     /// Polynomial engine: use this degree and report the bound it certifies.
     #[arg(long)]

@@ -86,7 +86,7 @@ pub struct ModelArgs {
     #[arg(long, value_enum, value_delimiter = ',', default_value = "exact")]
     pub engine: Vec<EngineArg>,
     /// Polynomial engine: target bound on max |O~ - O| per head (default 1e-6).
-    #[arg(long, conflicts_with = "degree")]
+    #[arg(long, conflicts_with = "degree", allow_negative_numbers = true)]
     pub eps: Option<f64>,
     /// Polynomial engine: use this degree.
     #[arg(long)]
@@ -207,6 +207,7 @@ fn init<T: Real>(args: &ModelArgs) -> Result<()> {
             reason: "the sequence length must be at least 1".into(),
         });
     }
+    crate::tensor::checked_alloc_len("--init's input x [n, d_model]", &[args.n, cfg.d_model])?;
     let model = Model::<T>::init(cfg.clone(), args.tokens, args.seed)?;
     let mut rng = SplitMix64::new(args.seed ^ 0x5EED_DA7A);
     let (n, d, vocab) = (args.n, cfg.d_model, args.vocab.max(1));
