@@ -9,3 +9,6 @@ export PROPTEST_CASES="${PROPTEST_CASES:-24}"
 export POLYATTN_BENCH_MAX_LOG2N="${POLYATTN_BENCH_MAX_LOG2N:-11}"
 cargo test --release --workspace --all-targets
 cargo test --release --workspace --doc
+# The CUDA path (feature `cuda`) builds without a toolkit or GPU; its tests run the
+# kernels' CPU emulation and report the device tests as skipped where no GPU exists.
+cargo test --release --features cuda --test cuda

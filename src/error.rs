@@ -144,6 +144,15 @@ pub enum Error {
         /// The dtype of `q`.
         expected: String,
     },
+    /// No usable CUDA device (feature `cuda`): the driver library `libcuda` or the
+    /// run-time compiler `libnvrtc` is not installed, or the driver reports no device.
+    /// Detection never panics; this is what a machine without a GPU gets.
+    #[error("no CUDA device: {0}")]
+    NoCudaDevice(String),
+    /// A CUDA driver, NVRTC compilation or launch failure (feature `cuda`), with the
+    /// driver's message or the compiler's full log.
+    #[error("CUDA error: {0}")]
+    Cuda(String),
 }
 
 /// Shorthand for results of this crate.

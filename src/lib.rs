@@ -22,6 +22,8 @@
 pub mod attention;
 pub mod certify;
 pub mod cli;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod error;
 pub mod fuzzing;
 pub mod harness;

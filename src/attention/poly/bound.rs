@@ -66,8 +66,20 @@ fn rho_round_forward(plan: &Plan, n_k: usize) -> f64 {
 
 /// Bounds on |O~ - O| from the weights W = P~|V| and the computed O~.
 pub fn output(plan: &Plan, n_k: usize, weights_v: &[f64], o: &[f64], u_out: f64) -> Bounds {
+    output_with_rounding(plan, rho_round_forward(plan, n_k), weights_v, o, u_out)
+}
+
+/// [`output`] for another arithmetic: `rr` is the a priori relative perturbation of
+/// P~'s entries by rounding (f64 engine: [`rounding_rho`]; the f16 CUDA path:
+/// `cuda::allowance::poly_rounding_rho`), `u_out` the output dtype's unit roundoff.
+pub fn output_with_rounding(
+    plan: &Plan,
+    rr: f64,
+    weights_v: &[f64],
+    o: &[f64],
+    u_out: f64,
+) -> Bounds {
     let rho_p = rho_of(plan.poly.eps);
-    let rr = rho_round_forward(plan, n_k);
     let rho_t = rho_p + rr;
     let total = weights_v
         .iter()
@@ -116,6 +128,24 @@ pub fn gradients(
     computed: (&[f64], &[f64], &[f64]),
 ) -> (Bounds, Bounds, Bounds) {
     let plan = cx.plan;
+    let rr = rounding_rho(
+        &plan.poly,
+        plan.regime.rank * (lr.d_v + 1),
+        lr.n_q.max(lr.n_k),
+    );
+    gradients_with_rounding(lr, norm, cx, computed, rr)
+}
+
+/// [`gradients`] for another arithmetic: `rr` is the a priori relative perturbation
+/// of P~'s entries (and of the dS factors) by rounding (see [`output_with_rounding`]).
+pub fn gradients_with_rounding(
+    lr: &LowRankProblem<'_, f64>,
+    norm: &[f64],
+    cx: &GradContext<'_>,
+    computed: (&[f64], &[f64], &[f64]),
+    rr: f64,
+) -> (Bounds, Bounds, Bounds) {
+    let plan = cx.plan;
     let (n_q, n_k, d, d_v) = (lr.n_q, lr.n_k, lr.d, lr.d_v);
     let eps = plan.poly.eps;
     let rho_p = rho_of(eps);
@@ -130,7 +160,6 @@ pub fn gradients(
             }
         }
     };
-    let rr = rounding_rho(&plan.poly, plan.regime.rank * (d_v + 1), n_q.max(n_k));
     let (q, k, v) = cx.inputs;
     let abs = |x: &[f64]| x.iter().map(|z| z.abs()).collect::<Vec<_>>();
     let w_k = apply(lr, &plan.monomials, &abs(k), d).o; // P~ |K|
