@@ -3,8 +3,16 @@
 //! scaling, and exact vs poly side by side in one group at the same shapes.
 //! Throughput is set to n (tokens), so time per element should stay flat as n doubles.
 //!
+//! The `poly/d8/eps1e-3/*` groups are issue #6 item 6's shape: n = 65536, d = 8, the
+//! degree the planner certifies for max|O~ - O| <= 1e-3, no mask and causal. Inputs:
+//! Q, K entries N(0, s^2 / d) and V uniform in [-1, 1], dO N(0, 1); with s = 1/2
+//! (seed 7, n = 65536) B = 0.85, R = 0.41 (B below sqrt(ln n) = 3.33), degree 3, rank
+//! 165; with s = 1/sqrt(2) B = 1.20, R = 0.82, degree 4, rank 495. The plan is printed
+//! (stderr) when each group starts.
+//!
 //! `POLYATTN_BENCH_MAX_LOG2N` caps n (default 16; `scripts/test.sh` sets 11 for the
-//! once-through smoke test of `cargo test --benches`).
+//! once-through smoke test of `cargo test --benches`; the eps groups then run at that
+//! n).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use polyattn::attention::poly::{self, Accuracy, GradientKind, PolyConfig};
@@ -108,5 +116,65 @@ fn versus_exact(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(poly_benches, scaling, versus_exact);
+/// Issue #6 item 6's inputs (see the module docs): Q, K ~ N(0, s^2/d), V ~ U[-1, 1].
+fn eps_inputs(n: usize, s: f64) -> [Matrix<f64>; 4] {
+    let mut r = SplitMix64::new(7);
+    let sd = s / (D as f64).sqrt();
+    let q = Matrix::from_vec(n, D, r.normal_vec(n * D, sd)).unwrap();
+    let k = Matrix::from_vec(n, D, r.normal_vec(n * D, sd)).unwrap();
+    let v = Matrix::from_vec(n, D, (0..n * D).map(|_| r.range(-1.0, 1.0)).collect()).unwrap();
+    let d_o = Matrix::from_vec(n, D, r.normal_vec(n * D, 1.0)).unwrap();
+    [q, k, v, d_o]
+}
+
+fn certified_eps(c: &mut Criterion) {
+    let n = 1usize << max_log2n().min(16);
+    for (label, s) in [("r0.4", 0.5), ("r0.8", std::f64::consts::FRAC_1_SQRT_2)] {
+        let [q, k, v, d_o] = eps_inputs(n, s);
+        for mask in [Mask::None, Mask::CausalTopLeft] {
+            let cfg = PolyConfig {
+                mask,
+                accuracy: Accuracy::Eps(1e-3),
+                ..PolyConfig::default()
+            };
+            let f = poly::forward(q.view(), k.view(), v.view(), &cfg).unwrap();
+            let rg = &f.plan.regime;
+            eprintln!(
+                "poly/d{D}/eps1e-3/{label}/{}: n = {n}, B = {:.3}, R = {:.3}, sqrt(ln n) = {:.3}, \
+                 degree {}, rank {}, bound on max|O~ - O| {:.2e}",
+                mask.name(),
+                rg.entry_bound,
+                rg.radius,
+                rg.sqrt_ln_n,
+                rg.degree,
+                rg.rank,
+                f.bound.max_total()
+            );
+            let mut g = c.benchmark_group(format!("poly/d{D}/eps1e-3/{label}/{}", mask.name()));
+            g.sample_size(10);
+            g.throughput(Throughput::Elements(n as u64));
+            g.bench_with_input(BenchmarkId::new("forward", n), &n, |b, _| {
+                b.iter(|| poly::forward(black_box(q.view()), k.view(), v.view(), &cfg).unwrap())
+            });
+            g.bench_with_input(BenchmarkId::new("forward+backward", n), &n, |b, _| {
+                b.iter(|| {
+                    let f = poly::forward(black_box(q.view()), k.view(), v.view(), &cfg).unwrap();
+                    poly::backward(
+                        q.view(),
+                        k.view(),
+                        v.view(),
+                        &f,
+                        d_o.view(),
+                        GradientKind::Substituted,
+                        &cfg,
+                    )
+                    .unwrap()
+                })
+            });
+            g.finish();
+        }
+    }
+}
+
+criterion_group!(poly_benches, certified_eps, scaling, versus_exact);
 criterion_main!(poly_benches);

@@ -180,6 +180,18 @@ pub trait Field:
     fn is_zero(&self) -> bool {
         *self == Self::zero()
     }
+    /// C = A B (C += A B with `accumulate`) for strided matrices: the dense products
+    /// the polynomial engine's contractions are made of (MATH.md 2.4, 2.5). The default
+    /// is a plain loop in the type's own arithmetic (exact for exact types); `f32` and
+    /// `f64` override it with packed SIMD kernels (the `gemm` crate).
+    fn matmul(
+        c: crate::attention::poly::dense::StridedMut<'_, Self>,
+        a: crate::attention::poly::dense::Strided<'_, Self>,
+        b: crate::attention::poly::dense::Strided<'_, Self>,
+        accumulate: bool,
+    ) {
+        crate::attention::poly::dense::matmul_generic(c, a, b, accumulate)
+    }
 }
 
 macro_rules! impl_field {
@@ -196,6 +208,14 @@ macro_rules! impl_field {
             #[inline]
             fn from_u64(k: u64) -> Self {
                 k as $t
+            }
+            fn matmul(
+                c: crate::attention::poly::dense::StridedMut<'_, Self>,
+                a: crate::attention::poly::dense::Strided<'_, Self>,
+                b: crate::attention::poly::dense::Strided<'_, Self>,
+                accumulate: bool,
+            ) {
+                crate::attention::poly::dense::matmul_gemm(c, a, b, accumulate)
             }
         }
     };

@@ -9,11 +9,17 @@
 //! ```text
 //! forward:   [num_i, D~_i] = sum_{j visible} (U_i . V_j) [v_j, 1],   O~_i = num_i / D~_i
 //! backward:  U~_i = F_i / D~_i,  delta_i = dO_i . O~_i,
-//!            L_i = [U~_i (x) dO_i, -delta_i U~_i],  R_j = [V'_j (x) v_j, V'_j]
-//!            (L_i . R_j = (U~_i . V'_j)(dO_i . v_j - delta_i) = dS_ij)
-//!            dQ = tau * prefix(L, R; payload K),  dK = tau * transposed(L, R; payload Q)
-//!            dV = transposed(U / D~, V; payload dO)
+//!            dS_ij = (U~_i . V'_j)(dO_i . v_j - delta_i)
+//!            dQ_i = tau / D~_i (sum_c dO_ic Y_i[c] - delta_i Y_i[d_v]),
+//!                   Y = prefix(F, V'; payload [v_j (x) k_j, k_j])
+//!            dK_j = tau (sum_c v_jc Y'_j[c] - Y'_j[d_v]),
+//!                   Y' = transposed(F, V'; payload [(dO_i / D~_i) (x) q_i, (delta_i / D~_i) q_i])
+//!            dV = transposed(U, V; payload dO_i / D~_i)
 //! ```
+//! (the tensor trick of MATH.md 2.5 with the Kronecker factor moved into the payload:
+//! the kernel stays rank r, the payload is (d_v + 1) d wide, and the states are the
+//! r x d_v x d tensors T, T'). With the substituted gradient dV rides in dK's pass.
+//! The row scaling by 1/D~ is applied to outputs or payloads, never to the features.
 //! F = features with P's coefficients and V' = V gives the papers' gradient (P~ in
 //! place of P in the exact formula: [`GradientKind::Substituted`]); F = features with
 //! P''s coefficients (degree g - 1) and V' = V truncated to degree g - 1 gives the
@@ -21,7 +27,10 @@
 //! there dS_ij = P'(S_ij) (dP_ij - delta_i) / D~_i.
 
 use super::features::Monomials;
-use super::lowrank::{prefix_contract, transposed_contract, Rows};
+use super::lowrank::{
+    prefix_contract, prefix_contract_map, transposed_contract, transposed_contract_map, Features,
+    Rows,
+};
 use crate::attention::Mask;
 use crate::scalar::Field;
 
@@ -105,49 +114,37 @@ impl<S: Field> LowRankProblem<'_, S> {
     fn first_query(&self, j: usize) -> usize {
         self.mask.first_query(j, self.n_q, self.n_k)
     }
-    fn scaled(row: &[S], s: &S) -> Vec<S> {
-        row.iter().map(|x| x.clone() * s.clone()).collect()
-    }
-    /// Query features with `coeffs`, the first `width` monomials, rows a0..a1, each
-    /// divided by `div[a]` when given (rows with div 0 give zero rows).
-    fn fill_query(
-        &self,
-        mon: &Monomials,
-        coeffs: &[S],
-        div: Option<&[S]>,
-        (a0, a1): (usize, usize),
-        width: usize,
-        buf: &mut [S],
-    ) {
-        for (a, out) in (a0..a1).zip(buf.chunks_exact_mut(width)) {
-            let x = Self::scaled(&self.q[a * self.d..(a + 1) * self.d], &self.query_scale);
-            mon.query_features(&x, coeffs, out);
-            if let Some(div) = div {
-                if div[a].is_zero() {
-                    out.iter_mut().for_each(|z| *z = S::zero());
-                } else {
-                    out.iter_mut().for_each(|z| *z = z.clone() / div[a].clone());
-                }
+    /// Rows s..e of `m` (`d` columns) times `scale`, feature-major (`d x (e - s)`).
+    fn scaled_block(&self, m: &[S], scale: &S, (s, e): (usize, usize)) -> Vec<S> {
+        let (d, nb) = (self.d, e - s);
+        let mut x = vec![S::zero(); d * nb];
+        for (i, row) in m[s * d..e * d].chunks_exact(d).enumerate() {
+            for (v, q) in row.iter().enumerate() {
+                x[v * nb + i] = q.clone() * scale.clone();
             }
         }
+        x
     }
-    /// Key powers y_j^alpha, the first `width` monomials, rows j0..j1.
-    fn fill_key(&self, mon: &Monomials, (j0, j1): (usize, usize), width: usize, buf: &mut [S]) {
-        let mut full = vec![S::zero(); mon.len()];
-        for (j, out) in (j0..j1).zip(buf.chunks_exact_mut(width)) {
-            let y = Self::scaled(&self.k[j * self.d..(j + 1) * self.d], &self.key_scale);
-            mon.powers(&y, &mut full);
-            out.clone_from_slice(&full[..width]);
-        }
+    /// Query features with per-monomial `weights` ([`Monomials::query_weights`]) of
+    /// rows s..e, feature-major.
+    fn fill_query(&self, mon: &Monomials, weights: &[S], (s, e): (usize, usize), buf: &mut [S]) {
+        let x = self.scaled_block(self.q, &self.query_scale, (s, e));
+        mon.query_block(&x, e - s, weights, buf);
+    }
+    /// Key powers y_j^alpha, the first `width` monomials, rows s..e, feature-major.
+    fn fill_key(&self, mon: &Monomials, (s, e): (usize, usize), width: usize, buf: &mut [S]) {
+        let x = self.scaled_block(self.k, &self.key_scale, (s, e));
+        mon.powers_block(&x, e - s, &mut buf[..width * (e - s)]);
     }
 }
 
-/// Copies rows `s..e` of a row-major matrix of `width` columns.
-fn copy_rows<S: Clone + Sync>(
-    m: &[S],
-    width: usize,
-) -> impl Fn(usize, usize, &mut [S]) + Sync + '_ {
-    move |s, e, buf| buf[..(e - s) * width].clone_from_slice(&m[s * width..e * width])
+/// x / den, or 0 when den is 0 (a row that sees no key).
+fn div_or_zero<S: Field>(x: S, den: &S) -> S {
+    if den.is_zero() {
+        S::zero()
+    } else {
+        x / den.clone()
+    }
 }
 
 /// Forward (MATH.md 2.4): O~ and D~.
@@ -156,7 +153,8 @@ pub fn forward<S: Field>(p: &LowRankProblem<'_, S>, mon: &Monomials) -> LowRankF
 }
 
 /// P~ X for any per-key payload `x` (`n_k x width`): rows `sum_j A~_ij x_j / D~_i`,
-/// with D~ (the forward is `apply` with X = V).
+/// with D~ (the forward is `apply` with X = V; several payloads side by side cost one
+/// pass).
 pub fn apply<S: Field>(
     p: &LowRankProblem<'_, S>,
     mon: &Monomials,
@@ -164,7 +162,8 @@ pub fn apply<S: Field>(
     width: usize,
 ) -> LowRankForward<S> {
     let r = mon.len();
-    let fill_l = |s, e, buf: &mut [S]| p.fill_query(mon, &p.coeffs, None, (s, e), r, buf);
+    let weights = mon.query_weights(&p.coeffs, r);
+    let fill_l = |s, e, buf: &mut [S]| p.fill_query(mon, &weights, (s, e), buf);
     let fill_r = |s, e, buf: &mut [S]| p.fill_key(mon, (s, e), r, buf);
     let fill_x = |s: usize, e: usize, buf: &mut [S]| {
         for (j, out) in (s..e).zip(buf.chunks_exact_mut(width + 1)) {
@@ -174,12 +173,12 @@ pub fn apply<S: Field>(
     };
     let y = prefix_contract(
         &|a| p.key_end(a),
-        &Rows {
+        &Features {
             width: r,
             len: p.n_q,
             fill: &fill_l,
         },
-        &Rows {
+        &Features {
             width: r,
             len: p.n_k,
             fill: &fill_r,
@@ -216,17 +215,24 @@ pub fn apply_transposed<S: Field>(
     width: usize,
 ) -> Vec<S> {
     let r = mon.len();
-    let fill_u = |s, e, buf: &mut [S]| p.fill_query(mon, &p.coeffs, Some(norm), (s, e), r, buf);
+    let weights = mon.query_weights(&p.coeffs, r);
+    let fill_u = |s, e, buf: &mut [S]| p.fill_query(mon, &weights, (s, e), buf);
     let fill_v = |s, e, buf: &mut [S]| p.fill_key(mon, (s, e), r, buf);
-    let f_x = copy_rows(x, width);
+    let fill_x = |s: usize, e: usize, buf: &mut [S]| {
+        for (i, out) in (s..e).zip(buf.chunks_exact_mut(width)) {
+            for (o, xi) in out.iter_mut().zip(&x[i * width..(i + 1) * width]) {
+                *o = div_or_zero(xi.clone(), &norm[i]);
+            }
+        }
+    };
     transposed_contract(
         &|j| p.first_query(j),
-        &Rows {
+        &Features {
             width: r,
             len: p.n_q,
             fill: &fill_u,
         },
-        &Rows {
+        &Features {
             width: r,
             len: p.n_k,
             fill: &fill_v,
@@ -234,7 +240,7 @@ pub fn apply_transposed<S: Field>(
         &Rows {
             width,
             len: p.n_q,
-            fill: &f_x,
+            fill: &fill_x,
         },
         p.chunk,
     )
@@ -249,7 +255,7 @@ pub fn backward<S: Field>(
     d_o: &[S],
     kind: GradientKind,
 ) -> LowRankGrads<S> {
-    let (r, d, d_v) = (mon.len(), p.d, p.d_v);
+    let (d, d_v) = (p.d, p.d_v);
     let delta: Vec<S> = (0..p.n_q)
         .map(|i| {
             let (a, b) = (&d_o[i * d_v..(i + 1) * d_v], &fwd.o[i * d_v..(i + 1) * d_v]);
@@ -260,7 +266,7 @@ pub fn backward<S: Field>(
         .collect();
     // The kernel factors of dS: P's features (kind a) or P''s (kind b, degree g - 1).
     let (coeffs_s, r_s) = match kind {
-        GradientKind::Substituted => (p.coeffs.clone(), r),
+        GradientKind::Substituted => (p.coeffs.clone(), mon.len()),
         GradientKind::PolynomialModel => {
             let dc: Vec<S> = p
                 .coeffs
@@ -272,70 +278,179 @@ pub fn backward<S: Field>(
             (dc, mon.prefix_len(p.coeffs.len().saturating_sub(2)))
         }
     };
-    let w = r_s * (d_v + 1);
-    let fill_l = |s: usize, e: usize, buf: &mut [S]| {
-        let mut u = vec![S::zero(); r_s];
-        for (a, out) in (s..e).zip(buf.chunks_exact_mut(w)) {
-            p.fill_query(mon, &coeffs_s, Some(&fwd.norm), (a, a + 1), r_s, &mut u);
-            let g = &d_o[a * d_v..(a + 1) * d_v];
-            for (t, ut) in u.iter().enumerate() {
-                for (c, gc) in g.iter().enumerate() {
-                    out[t * d_v + c] = ut.clone() * gc.clone();
-                }
-                out[r_s * d_v + t] = -(delta[a].clone() * ut.clone());
-            }
-        }
-    };
-    let fill_r = |s: usize, e: usize, buf: &mut [S]| {
-        let mut vk = vec![S::zero(); r_s];
-        for (j, out) in (s..e).zip(buf.chunks_exact_mut(w)) {
-            p.fill_key(mon, (j, j + 1), r_s, &mut vk);
-            let vv = &p.v[j * d_v..(j + 1) * d_v];
-            for (t, vt) in vk.iter().enumerate() {
-                for (c, x) in vv.iter().enumerate() {
-                    out[t * d_v + c] = vt.clone() * x.clone();
-                }
-                out[r_s * d_v + t] = vt.clone();
-            }
-        }
-    };
-    let left = Rows {
-        width: w,
+    let weights = mon.query_weights(&coeffs_s, r_s);
+    let fill_l = |s, e, buf: &mut [S]| p.fill_query(mon, &weights, (s, e), buf);
+    let fill_r = |s, e, buf: &mut [S]| p.fill_key(mon, (s, e), r_s, buf);
+    let left = Features {
+        width: r_s,
         len: p.n_q,
         fill: &fill_l,
     };
-    let right = Rows {
-        width: w,
+    let right = Features {
+        width: r_s,
         len: p.n_k,
         fill: &fill_r,
     };
-    let (fk, fq) = (copy_rows(p.k, d), copy_rows(p.q, d));
-    let end = |a| p.key_end(a);
-    let first = |j| p.first_query(j);
-    let scale = |v: Vec<S>| v.into_iter().map(|x| x * p.tau.clone()).collect::<Vec<_>>();
-    let dq = scale(prefix_contract(
-        &end,
+    // dQ: payload E_j = [v_j (x) k_j, k_j] ((d_v + 1) d wide, block c holds v_jc k_j).
+    let wq = (d_v + 1) * d;
+    let fill_e = |s: usize, e: usize, buf: &mut [S]| {
+        for (j, out) in (s..e).zip(buf.chunks_exact_mut(wq)) {
+            let kj = &p.k[j * d..(j + 1) * d];
+            for (c, vc) in p.v[j * d_v..(j + 1) * d_v].iter().enumerate() {
+                for (o, kt) in out[c * d..(c + 1) * d].iter_mut().zip(kj) {
+                    *o = vc.clone() * kt.clone();
+                }
+            }
+            out[d_v * d..].clone_from_slice(kj);
+        }
+    };
+    let finish_q = |i: usize, yi: &[S], out: &mut [S]| {
+        let den = &fwd.norm[i];
+        if den.is_zero() {
+            out.iter_mut().for_each(|o| *o = S::zero());
+            return;
+        }
+        let g = &d_o[i * d_v..(i + 1) * d_v];
+        for (t, o) in out.iter_mut().enumerate() {
+            let mut acc = -(delta[i].clone() * yi[d_v * d + t].clone());
+            for (c, gc) in g.iter().enumerate() {
+                acc = acc + gc.clone() * yi[c * d + t].clone();
+            }
+            *o = acc / den.clone() * p.tau.clone();
+        }
+    };
+    let dq = prefix_contract_map(
+        &|a| p.key_end(a),
         &left,
         &right,
         &Rows {
-            width: d,
+            width: wq,
             len: p.n_k,
-            fill: &fk,
+            fill: &fill_e,
         },
         p.chunk,
-    ));
-    let dk = scale(transposed_contract(
-        &first,
+        d,
+        &finish_q,
+    );
+    // dK (and dV with the substituted kind, whose kernel is the same): payload
+    // F_i = [(dO_i / D~_i) (x) q_i, (delta_i / D~_i) q_i (, dO_i / D~_i)].
+    let fuse_dv = kind == GradientKind::Substituted;
+    let wk = wq + if fuse_dv { d_v } else { 0 };
+    let fill_f = |s: usize, e: usize, buf: &mut [S]| {
+        for (i, out) in (s..e).zip(buf.chunks_exact_mut(wk)) {
+            let den = &fwd.norm[i];
+            let qi = &p.q[i * d..(i + 1) * d];
+            let g = &d_o[i * d_v..(i + 1) * d_v];
+            for (c, gc) in g.iter().enumerate() {
+                let gd = div_or_zero(gc.clone(), den);
+                for (o, qt) in out[c * d..(c + 1) * d].iter_mut().zip(qi) {
+                    *o = gd.clone() * qt.clone();
+                }
+                if fuse_dv {
+                    out[wq + c] = gd;
+                }
+            }
+            let dd = div_or_zero(delta[i].clone(), den);
+            for (o, qt) in out[d_v * d..wq].iter_mut().zip(qi) {
+                *o = dd.clone() * qt.clone();
+            }
+        }
+    };
+    // Rows of dK, then (fused) dV's.
+    let finish_k = |j: usize, yj: &[S], out: &mut [S]| {
+        let vj = &p.v[j * d_v..(j + 1) * d_v];
+        for (t, o) in out[..d].iter_mut().enumerate() {
+            let mut acc = -yj[d_v * d + t].clone();
+            for (c, vc) in vj.iter().enumerate() {
+                acc = acc + vc.clone() * yj[c * d + t].clone();
+            }
+            *o = acc * p.tau.clone();
+        }
+        if fuse_dv {
+            out[d..].clone_from_slice(&yj[wq..]);
+        }
+    };
+    let qk = d + if fuse_dv { d_v } else { 0 };
+    let yk = transposed_contract_map(
+        &|j| p.first_query(j),
         &left,
         &right,
         &Rows {
-            width: d,
+            width: wk,
             len: p.n_q,
-            fill: &fq,
+            fill: &fill_f,
         },
         p.chunk,
-    ));
+        qk,
+        &finish_k,
+    );
     // dV = P~^T dO with P~ = (U / D~) V^T, for both kinds.
-    let dv = apply_transposed(p, mon, &fwd.norm, d_o, d_v);
+    let (dk, dv) = if fuse_dv {
+        let mut dk = Vec::with_capacity(p.n_k * d);
+        let mut dv = Vec::with_capacity(p.n_k * d_v);
+        for row in yk.chunks_exact(qk) {
+            dk.extend_from_slice(&row[..d]);
+            dv.extend_from_slice(&row[d..]);
+        }
+        (dk, dv)
+    } else {
+        (yk, apply_transposed(p, mon, &fwd.norm, d_o, d_v))
+    };
     LowRankGrads { dq, dk, dv }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same bits for 1, 2 and 3 threads (several pieces, blocks and row tasks;
+    /// both masks; both gradient kinds).
+    #[test]
+    fn bitwise_deterministic_across_thread_counts() {
+        let (n, d) = (2500usize, 3usize);
+        let val = |i: usize, s: u64| {
+            let x = (i as u64 ^ s).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+            (x as f64 / (1u64 << 53) as f64 - 0.5) * 0.8
+        };
+        let (q, k, v, g): (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) = (
+            (0..n * d).map(|i| val(i, 1)).collect(),
+            (0..n * d).map(|i| val(i, 2)).collect(),
+            (0..n * d).map(|i| val(i, 3)).collect(),
+            (0..n * d).map(|i| val(i, 4)).collect(),
+        );
+        let mon = Monomials::new(d, 3, 1000).unwrap();
+        for mask in [Mask::None, Mask::CausalTopLeft, Mask::CausalBottomRight] {
+            let p = LowRankProblem {
+                q: &q,
+                k: &k,
+                v: &v,
+                n_q: n,
+                n_k: n - 7,
+                d,
+                d_v: d,
+                tau: 0.5,
+                query_scale: 0.25,
+                key_scale: 2.0,
+                coeffs: vec![1.0, 1.0, 0.5, 1.0 / 6.0],
+                mask,
+                chunk: 16,
+            };
+            let run = |threads: usize| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap()
+                    .install(|| {
+                        let f = forward(&p, &mon);
+                        let a = backward(&p, &mon, &f, &g, GradientKind::Substituted);
+                        let b = backward(&p, &mon, &f, &g, GradientKind::PolynomialModel);
+                        (f, a, b)
+                    })
+            };
+            let one = run(1);
+            for t in [2, 3] {
+                assert!(one == run(t), "{mask:?}: {t} threads differ from 1");
+            }
+        }
+    }
 }

@@ -146,6 +146,55 @@ impl Monomials {
             *o = c * S::from_u64(self.weights[m]) * o.clone();
         }
     }
+    /// Per-monomial query weights `c_deg(m) * |alpha|!/alpha!` for the first `width`
+    /// monomials (missing degrees count as 0): query features are these times x^alpha.
+    pub fn query_weights<S: Field>(&self, coeffs: &[S], width: usize) -> Vec<S> {
+        (0..width)
+            .map(|m| {
+                let c = coeffs
+                    .get(self.degrees[m] as usize)
+                    .cloned()
+                    .unwrap_or_else(S::zero);
+                c * S::from_u64(self.weights[m])
+            })
+            .collect()
+    }
+
+    /// [`Self::powers`] for `nb` points at once, feature-major: `x` holds the points'
+    /// coordinates as `x[v * nb + i]` (d x nb), `out` receives x_i^alpha(m) at
+    /// `out[m * nb + i]` for the first `out.len() / nb` monomials. Each monomial is one
+    /// contiguous product of two rows (its parent's and a variable's), which compilers
+    /// vectorise for floats.
+    pub fn powers_block<S: Field>(&self, x: &[S], nb: usize, out: &mut [S]) {
+        if nb == 0 {
+            return;
+        }
+        let width = out.len() / nb;
+        out[..nb].iter_mut().for_each(|o| *o = S::one());
+        for m in 1..width {
+            let (parent, var, _) = self.links[m];
+            let (head, tail) = out.split_at_mut(m * nb);
+            let src = &head[parent as usize * nb..(parent as usize + 1) * nb];
+            let xv = &x[var as usize * nb..(var as usize + 1) * nb];
+            for ((o, a), b) in tail[..nb].iter_mut().zip(src).zip(xv) {
+                *o = a.clone() * b.clone();
+            }
+        }
+    }
+
+    /// [`Self::query_features`] for `nb` points at once (layouts as in
+    /// [`Self::powers_block`]), with `weights` from [`Self::query_weights`] (its length
+    /// is the number of monomials written).
+    pub fn query_block<S: Field>(&self, x: &[S], nb: usize, weights: &[S], out: &mut [S]) {
+        let out = &mut out[..weights.len() * nb];
+        self.powers_block(x, nb, out);
+        if nb == 0 {
+            return;
+        }
+        for (row, w) in out.chunks_exact_mut(nb).zip(weights) {
+            row.iter_mut().for_each(|o| *o = w.clone() * o.clone());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -178,6 +227,20 @@ mod tests {
         let (mut u, mut v) = (vec![0.0; m.len()], vec![0.0; m.len()]);
         m.query_features(&x, &c, &mut u);
         m.powers(&y, &mut v);
+        // The block forms give the same numbers (feature-major, two points).
+        let (xb, mut ub, mut vb) = (
+            [1.0, 0.5, -2.0, 1.0, 3.0, 0.0],
+            vec![0.0; 2 * m.len()],
+            vec![0.0; 2 * m.len()],
+        );
+        m.query_block(&xb, 2, &m.query_weights(&c, m.len()), &mut ub);
+        m.powers_block(&xb, 2, &mut vb);
+        for t in 0..m.len() {
+            assert_eq!(ub[2 * t], u[t]);
+            let mut p1 = vec![0.0; m.len()];
+            m.powers(&[0.5, 1.0, 0.0], &mut p1);
+            assert_eq!(vb[2 * t + 1], p1[t]);
+        }
         let dot: f64 = u.iter().zip(&v).map(|(a, b)| a * b).sum();
         let s: f64 = x.iter().zip(&y).map(|(a, b)| a * b).sum();
         let p: f64 = c

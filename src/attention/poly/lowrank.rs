@@ -10,22 +10,53 @@
 //! Y_j = sum_{a : j < e(a)} (L_a . R_j) X_a                  (transposed form)
 //! ```
 //!
-//! The prefix form scans source chunks of `chunk` rows: the state
-//! Z = sum_{j before the chunk} R_j X_j^T (w x p) serves every row whose visible range
-//! ends inside the chunk (Y_a = L_a Z), and the part of the chunk the row sees is done
-//! directly. No n x n object exists; cost O((n_out + n_src) w (p + chunk)).
-//! Parallelism: the sources are split into a fixed number of segments (depending only
-//! on the sizes, never on the thread count); segment totals are scanned in order, then
-//! each segment is walked in parallel. Every output is one fixed operation sequence, so
-//! results are bitwise reproducible for any thread count.
+//! The sources are cut into chunks of `chunk` rows. A row whose visible range ends
+//! inside chunk m uses the prefix state Z_m = sum_{j < m C} R_j X_j^T (w x p) and sees
+//! the rest of the chunk directly; a row that sees chunk m whole uses Z_{m+1}:
+//!
+//! ```text
+//! Y_rows = L_rows Z_m  +  (mask o (L_rows R_chunk^T)) X_chunk        (two small GEMMs)
+//! Z_b    = sum of the pieces' states R_piece^T X_piece before b        (GEMMs, then a scan)
+//! ```
+//!
+//! Only the boundaries some row uses get a state (with no mask: one, the total). The
+//! sources up to the last of them are cut into pieces that end at every used boundary
+//! and are at most a size-dependent length long; blocks of consecutive pieces are
+//! processed in three phases: the pieces' states in parallel (one GEMM each), an
+//! in-order scan that turns them into the boundaries' prefix states, then the output
+//! rows served by those boundaries in parallel (features, the state product and the
+//! masked in-chunk product, rows in blocks). No n x n object and no n x w factor is
+//! ever formed; cost O((n_out + n_src) w p + n_out chunk (w + p)); the states of one
+//! block are bounded in memory.
+//!
+//! Factors L, R are produced on demand, feature-major (`buf[t * rows + i]`: the layout
+//! the vectorised feature maps write and the GEMMs read as a transposed view); payloads
+//! row-major. The dense products go through [`Field::matmul`] (generic loop, or SIMD
+//! GEMM for floats).
+//!
+//! Determinism: the pieces, blocks of rows and the order of every sum depend only on
+//! the sizes and the mask, never on the thread count, so results are bitwise
+//! reproducible for any number of threads.
 //!
 //! The transposed form is the prefix form on reversed indices: the rows a that see
 //! source j form a suffix, which reversal turns into a prefix.
 
+use super::dense::{Strided, StridedMut};
 use crate::scalar::Field;
 use rayon::prelude::*;
 
-/// Rows of a factor or payload, produced on demand: `fill(start, end, buf)` writes rows
+/// A factor (L or R): rows produced on demand, feature-major. `fill(start, end, buf)`
+/// writes feature t of row i (start <= i < end) at `buf[t * (end - start) + i - start]`.
+pub struct Features<'a, S> {
+    /// Features per row (w).
+    pub width: usize,
+    /// Number of rows.
+    pub len: usize,
+    /// The row generator.
+    pub fill: &'a (dyn Fn(usize, usize, &mut [S]) + Sync),
+}
+
+/// Rows of a payload, produced on demand: `fill(start, end, buf)` writes rows
 /// `start..end` (row-major, `width` columns) into `buf`.
 pub struct Rows<'a, S> {
     /// Columns per row.
@@ -36,30 +67,121 @@ pub struct Rows<'a, S> {
     pub fill: &'a (dyn Fn(usize, usize, &mut [S]) + Sync),
 }
 
-/// The most segments a source is split into (a constant: determinism).
-const MAX_SEGMENTS: usize = 32;
-/// Output rows per parallel task within one chunk's group.
-const ROW_BLOCK: usize = 64;
+/// Most output rows per task (the state product is a rows x w x p GEMM).
+const ROW_BLOCK: usize = 256;
+/// Elements of factor rows a task holds at once (about 256 KiB of f64: cache-sized).
+const CACHE_ELEMS: usize = 1 << 15;
+/// Source rows per piece (the unit of parallelism of the state phase).
+const PIECE_ROWS: usize = 4096;
+/// State elements held per block of pieces (w p each; 8 MiB of f64).
+const BLOCK_ELEMS: usize = 1 << 20;
+
+/// Reusable buffers of one worker.
+struct Scratch<S> {
+    l: Vec<S>,
+    r: Vec<S>,
+    x: Vec<S>,
+    k: Vec<S>,
+    y: Vec<S>,
+}
+
+impl<S: Field> Scratch<S> {
+    fn new() -> Self {
+        Self {
+            l: Vec::new(),
+            r: Vec::new(),
+            x: Vec::new(),
+            k: Vec::new(),
+            y: Vec::new(),
+        }
+    }
+}
+
+/// `buf` resized to `len` (contents unspecified; capacity is kept between uses).
+fn sized<S: Field>(buf: &mut Vec<S>, len: usize) -> &mut [S] {
+    if buf.len() < len {
+        buf.resize(len, S::zero());
+    }
+    &mut buf[..len]
+}
+
+/// One block of output rows: rows `a_lo..a_lo + rows` served by boundary `b`.
+struct Task<'o, S> {
+    b: usize,
+    a_lo: usize,
+    nb: usize,
+    out: &'o mut [S],
+}
 
 /// Y (`left.len x payload.width`, row-major) of the prefix form.
 pub fn prefix_contract<S: Field>(
     end: &(dyn Fn(usize) -> usize + Sync),
-    left: &Rows<'_, S>,
-    right: &Rows<'_, S>,
+    left: &Features<'_, S>,
+    right: &Features<'_, S>,
     payload: &Rows<'_, S>,
     chunk: usize,
+) -> Vec<S> {
+    let copy = |_: usize, y: &[S], o: &mut [S]| o.clone_from_slice(y);
+    prefix_contract_map(end, left, right, payload, chunk, payload.width, &copy)
+}
+
+/// The prefix form with a row epilogue: `finish(a, y_a, out_a)` turns each Y row into
+/// the output row a (`out_width` columns; rows that see nothing get y_a = 0). Y itself
+/// never exists as a whole (for wide payloads it would be the largest object).
+pub fn prefix_contract_map<S: Field>(
+    end: &(dyn Fn(usize) -> usize + Sync),
+    left: &Features<'_, S>,
+    right: &Features<'_, S>,
+    payload: &Rows<'_, S>,
+    chunk: usize,
+    out_width: usize,
+    finish: &Finish<'_, S>,
+) -> Vec<S> {
+    let limits = (PIECE_ROWS, BLOCK_ELEMS);
+    prefix_contract_with(
+        end,
+        left,
+        right,
+        payload,
+        chunk,
+        (out_width, finish),
+        limits,
+    )
+}
+
+/// A row epilogue: `(row, y_row, out_row)`.
+pub type Finish<'a, S> = dyn Fn(usize, &[S], &mut [S]) + Sync + 'a;
+
+/// [`prefix_contract`] with explicit limits (source rows per piece, state elements per
+/// block).
+fn prefix_contract_with<S: Field>(
+    end: &(dyn Fn(usize) -> usize + Sync),
+    left: &Features<'_, S>,
+    right: &Features<'_, S>,
+    payload: &Rows<'_, S>,
+    chunk: usize,
+    (q, finish): (usize, &Finish<'_, S>),
+    (piece_rows, block_elems): (usize, usize),
 ) -> Vec<S> {
     let (n_out, n_src, w, p) = (left.len, right.len, left.width, payload.width);
     debug_assert_eq!(left.width, right.width);
     debug_assert_eq!(right.len, payload.len);
-    let mut out = vec![S::zero(); n_out * p];
-    if n_out == 0 || n_src == 0 {
+    let mut out = vec![S::zero(); n_out * q];
+    if n_out == 0 || q == 0 {
+        return out;
+    }
+    if n_src == 0 || p == 0 {
+        let y = vec![S::zero(); p];
+        for (a, o) in out.chunks_exact_mut(q).enumerate() {
+            finish(a, &y, o);
+        }
         return out;
     }
     let chunk = chunk.max(1);
     let n_chunks = n_src.div_ceil(chunk);
-    // Output rows grouped by the chunk in which their visible range ends:
-    // group m = rows with e(a) in (m C, (m+1) C]; rows with e(a) = 0 see nothing.
+    let chunk_end = |m: usize| ((m + 1) * chunk).min(n_src);
+    // row_lo[m]: first row with e(a) > m C (rows before row_lo[0] see nothing);
+    // a_full[m]: first row of group m (e(a) in (m C, (m+1) C]) that sees chunk m whole.
     let row_lo: Vec<usize> = (0..=n_chunks)
         .map(|m| {
             if m == n_chunks {
@@ -69,84 +191,201 @@ pub fn prefix_contract<S: Field>(
             }
         })
         .collect();
-    let seg_chunks = n_chunks.div_ceil(MAX_SEGMENTS).max(1);
-    let n_seg = n_chunks.div_ceil(seg_chunks);
-    let chunk_range = |m: usize| (m * chunk, ((m + 1) * chunk).min(n_src));
-
-    // Phase 1: each segment's total state, in parallel.
-    let totals: Vec<Vec<S>> = (0..n_seg)
-        .into_par_iter()
-        .map(|s| {
-            let mut z = vec![S::zero(); w * p];
-            let mut scratch = Scratch::new(chunk, w, p);
-            for m in s * seg_chunks..((s + 1) * seg_chunks).min(n_chunks) {
-                let (j0, j1) = chunk_range(m);
-                scratch.load(right, payload, j0, j1);
-                add_rt_x(&scratch.r, &scratch.x, w, p, &mut z);
-            }
-            z
+    let a_full: Vec<usize> = (0..n_chunks)
+        .map(|m| {
+            let (a0, a1) = (row_lo[m], row_lo[m + 1]);
+            a0 + partition_point(a1 - a0, |t| end(a0 + t) < chunk_end(m))
         })
         .collect();
-    // Phase 2: exclusive scan of segment totals, in order.
-    let mut starts = Vec::with_capacity(n_seg);
-    let mut acc = vec![S::zero(); w * p];
-    for t in &totals {
-        starts.push(acc.clone());
-        for (a, b) in acc.iter_mut().zip(t) {
-            *a = a.clone() + b.clone();
+    // Boundary b (state Z_b over sources < b C) serves the rows of group b - 1 that see
+    // that chunk whole and the rows of group b that see it in part.
+    let rows_of = |b: usize| {
+        let lo = if b == 0 { row_lo[0] } else { a_full[b - 1] };
+        let hi = if b == n_chunks { n_out } else { a_full[b] };
+        (lo, hi)
+    };
+    let needed: Vec<usize> = (0..=n_chunks)
+        .filter(|&b| {
+            let (lo, hi) = rows_of(b);
+            hi > lo
+        })
+        .collect();
+    // Pieces of sources: (j0, j1, the used boundary it ends at, if any).
+    let max_piece = piece_rows.max(1);
+    // Sub-blocks of source rows and blocks of output rows whose factors fit in cache.
+    let sub = (CACHE_ELEMS / (w + p).max(1)).max(8).min(max_piece);
+    let row_block = (CACHE_ELEMS / w.max(1)).clamp(chunk.min(ROW_BLOCK), ROW_BLOCK);
+    let mut pieces: Vec<(usize, usize, bool)> = Vec::new();
+    let mut piece_of_boundary = vec![usize::MAX; n_chunks + 1];
+    let mut pos = 0;
+    for &b in &needed {
+        let stop = (b * chunk).min(n_src);
+        while pos < stop {
+            let e = (pos + max_piece).min(stop);
+            pieces.push((pos, e, e == stop));
+            pos = e;
+        }
+        if b > 0 {
+            piece_of_boundary[b] = pieces.len() - 1;
         }
     }
-    // Phase 3: walk each segment, writing the rows of its groups.
-    let mut slices: Vec<(usize, &mut [S])> = Vec::with_capacity(n_seg);
-    let (_, mut rest) = out.split_at_mut(row_lo[0] * p); // rows that see nothing stay 0
-    for s in 0..n_seg {
-        let lo = row_lo[s * seg_chunks];
-        let hi = row_lo[((s + 1) * seg_chunks).min(n_chunks)];
-        let (mine, tail) = rest.split_at_mut((hi - lo) * p);
-        slices.push((lo, mine));
-        rest = tail;
-    }
-    slices
-        .into_par_iter()
-        .zip(starts)
-        .enumerate()
-        .for_each(|(s, ((seg_lo, seg_out), mut z))| {
-            let mut scratch = Scratch::new(chunk, w, p);
-            for m in s * seg_chunks..((s + 1) * seg_chunks).min(n_chunks) {
-                let (j0, j1) = chunk_range(m);
-                scratch.load(right, payload, j0, j1);
-                let (a0, a1) = (row_lo[m], row_lo[m + 1]);
-                // Rows that see the whole chunk come after the state absorbs it (no direct
-                // work: with no mask that is every row); the others see part of it.
-                let a_full = a0 + partition_point(a1 - a0, |t| end(a0 + t) < j1);
-                let mut rows_of = |z: &[S], lo: usize, hi: usize, direct: bool| {
-                    if hi > lo {
-                        let rows_out = &mut seg_out[(lo - seg_lo) * p..(hi - seg_lo) * p];
-                        let sc = &scratch;
-                        rows_out
-                            .par_chunks_mut(ROW_BLOCK * p)
-                            .enumerate()
-                            .for_each(|(b, y)| {
-                                let chunk_part = if direct { (j0, j1) } else { (j1, j1) };
-                                group_rows(
-                                    end,
-                                    left,
-                                    z,
-                                    sc,
-                                    chunk_part,
-                                    lo + b * ROW_BLOCK,
-                                    y,
-                                    (w, p),
-                                );
-                            });
-                    }
-                };
-                rows_of(&z, a0, a_full, true);
-                add_rt_x(&scratch.r, &scratch.x, w, p, &mut z);
-                rows_of(&z, a_full, a1, false);
+    let ws = w * p;
+    let block_len = (block_elems / ws.max(1)).max(2);
+    let n_blocks = pieces.len().div_ceil(block_len).max(1);
+    // Output rows in tasks, in row order (boundaries ascending), each with its slice.
+    let mut tasks: Vec<Task<'_, S>> = Vec::new();
+    {
+        let (blind, mut rest) = out.split_at_mut(row_lo[0] * q);
+        let y = vec![S::zero(); p];
+        for (a, o) in blind.chunks_exact_mut(q).enumerate() {
+            finish(a, &y, o);
+        }
+        let mut at = row_lo[0];
+        for &b in &needed {
+            let (lo, hi) = rows_of(b);
+            debug_assert_eq!(lo, at);
+            let mut a = lo;
+            while a < hi {
+                let e = (a + row_block).min(hi);
+                let (mine, tail) = rest.split_at_mut((e - a) * q);
+                tasks.push(Task {
+                    b,
+                    a_lo: a,
+                    nb: e - a,
+                    out: mine,
+                });
+                rest = tail;
+                a = e;
             }
+            at = hi;
+        }
+    }
+    let block_of = |b: usize| {
+        if b == 0 {
+            0
+        } else {
+            piece_of_boundary[b] / block_len
+        }
+    };
+    let mut states = vec![S::zero(); pieces.len().min(block_len) * ws];
+    let mut running = vec![S::zero(); ws];
+    let mut tasks = tasks.into_iter().peekable();
+    for blk in 0..n_blocks {
+        let k0 = blk * block_len;
+        let k1 = ((blk + 1) * block_len).min(pieces.len());
+        // Phase 1: the pieces' states R^T X, in parallel.
+        let my = &pieces[k0.min(k1)..k1];
+        states[..my.len() * ws]
+            .par_chunks_mut(ws)
+            .zip(my.par_iter())
+            .for_each_init(Scratch::new, |sc, (st, &(j0, j1, _))| {
+                // In sub-blocks whose factor rows stay in cache, accumulated in order.
+                for (i, s0) in (j0..j1).step_by(sub).enumerate() {
+                    let s1 = (s0 + sub).min(j1);
+                    let len = s1 - s0;
+                    let r = sized(&mut sc.r, w * len);
+                    (right.fill)(s0, s1, r);
+                    let x = sized(&mut sc.x, len * p);
+                    (payload.fill)(s0, s1, x);
+                    S::matmul(
+                        StridedMut::row_major(&mut *st, w, p),
+                        Strided::row_major(r, w, len),
+                        Strided::row_major(x, len, p),
+                        i > 0,
+                    );
+                }
+            });
+        // Phase 2: in order, the running sum; a piece ending at a used boundary keeps
+        // that boundary's prefix state in its slot.
+        for (st, &(_, _, at_boundary)) in states.chunks_exact_mut(ws).zip(my) {
+            for (z, s) in running.iter_mut().zip(st.iter_mut()) {
+                *z = z.clone() + s.clone();
+                if at_boundary {
+                    *s = z.clone();
+                }
+            }
+        }
+        // Phase 3: the rows these boundaries serve, in parallel.
+        let mut mine = Vec::new();
+        while let Some(t) = tasks.next_if(|t| block_of(t.b) == blk) {
+            mine.push(t);
+        }
+        let states = &states;
+        mine.into_par_iter().for_each_init(Scratch::new, |sc, t| {
+            let state = (t.b > 0).then(|| {
+                let k = piece_of_boundary[t.b] - k0;
+                &states[k * ws..(k + 1) * ws]
+            });
+            let part = (t.b < n_chunks).then(|| (t.b * chunk, chunk_end(t.b), row_lo[t.b]));
+            rows_task(end, (left, right, payload), state, part, (t, finish), sc);
         });
+    }
+    drop(tasks);
     out
+}
+
+/// One block of output rows: Y = L Z (when there is a state) plus, for the rows from
+/// `first_partial` on, the part of chunk [j0, j1) they see, directly.
+fn rows_task<S: Field>(
+    end: &(dyn Fn(usize) -> usize + Sync),
+    (left, right, payload): (&Features<'_, S>, &Features<'_, S>, &Rows<'_, S>),
+    state: Option<&[S]>,
+    part: Option<(usize, usize, usize)>,
+    (t, finish): (Task<'_, S>, &Finish<'_, S>),
+    sc: &mut Scratch<S>,
+) {
+    let (w, p, nb, a_lo) = (left.width, payload.width, t.nb, t.a_lo);
+    let Scratch { l, r, x, k, y } = sc;
+    let y = sized(y, nb * p);
+    let l = sized(l, w * nb);
+    (left.fill)(a_lo, a_lo + nb, l);
+    let l_t = |off: usize, rows: usize| Strided {
+        data: &l[off..],
+        rows,
+        cols: w,
+        rs: 1,
+        cs: nb,
+    };
+    match state {
+        Some(z) => S::matmul(
+            StridedMut::row_major(&mut *y, nb, p),
+            l_t(0, nb),
+            Strided::row_major(z, w, p),
+            false,
+        ),
+        None => y.iter_mut().for_each(|z| *z = S::zero()),
+    }
+    if let Some((j0, j1, first_partial)) = part {
+        let off = first_partial.max(a_lo) - a_lo;
+        if off < nb {
+            let (np, cl) = (nb - off, j1 - j0);
+            let r = sized(r, w * cl);
+            (right.fill)(j0, j1, r);
+            let x = sized(x, cl * p);
+            (payload.fill)(j0, j1, x);
+            let k = sized(k, np * cl);
+            S::matmul(
+                StridedMut::row_major(&mut *k, np, cl),
+                l_t(off, np),
+                Strided::row_major(r, w, cl),
+                false,
+            );
+            for (i, row) in k.chunks_exact_mut(cl).enumerate() {
+                let vis = end(a_lo + off + i).min(j1).saturating_sub(j0);
+                row[vis..].iter_mut().for_each(|z| *z = S::zero());
+            }
+            S::matmul(
+                StridedMut::row_major(&mut y[off * p..], np, p),
+                Strided::row_major(k, np, cl),
+                Strided::row_major(x, cl, p),
+                true,
+            );
+        }
+    }
+    let q = t.out.len() / nb;
+    for (i, (yi, oi)) in y.chunks_exact(p).zip(t.out.chunks_exact_mut(q)).enumerate() {
+        finish(a_lo + i, yi, oi);
+    }
 }
 
 /// Y (`right.len x payload.width`) of the transposed form:
@@ -154,28 +393,52 @@ pub fn prefix_contract<S: Field>(
 /// `first(j)` must be the first a with j < e(a) (`left.len` if none).
 pub fn transposed_contract<S: Field>(
     first: &(dyn Fn(usize) -> usize + Sync),
-    left: &Rows<'_, S>,
-    right: &Rows<'_, S>,
+    left: &Features<'_, S>,
+    right: &Features<'_, S>,
     payload: &Rows<'_, S>,
     chunk: usize,
+) -> Vec<S> {
+    let copy = |_: usize, y: &[S], o: &mut [S]| o.clone_from_slice(y);
+    transposed_contract_map(first, left, right, payload, chunk, payload.width, &copy)
+}
+
+/// The transposed form with a row epilogue, as [`prefix_contract_map`] (`finish`
+/// receives the output row j in the original order).
+pub fn transposed_contract_map<S: Field>(
+    first: &(dyn Fn(usize) -> usize + Sync),
+    left: &Features<'_, S>,
+    right: &Features<'_, S>,
+    payload: &Rows<'_, S>,
+    chunk: usize,
+    out_width: usize,
+    finish: &Finish<'_, S>,
 ) -> Vec<S> {
     let (n_a, n_j, p) = (left.len, right.len, payload.width);
     // Reversed indices: out row j' = n_j - 1 - j, source a' = n_a - 1 - a;
     // a sees j  <=>  a >= first(j)  <=>  a' < n_a - first(j).
-    let rev = |rows: &Rows<'_, S>, start: usize, end: usize, buf: &mut [S]| {
-        let (n, wd) = (rows.len, rows.width);
-        (rows.fill)(n - end, n - start, buf);
-        reverse_rows(&mut buf[..(end - start) * wd], wd);
+    let rev_f = |f: &Features<'_, S>, start: usize, end: usize, buf: &mut [S]| {
+        let n = f.len;
+        (f.fill)(n - end, n - start, buf);
+        let nb = end - start;
+        if nb > 0 {
+            buf[..f.width * nb]
+                .chunks_exact_mut(nb)
+                .for_each(|row| row.reverse());
+        }
     };
-    let fill_out = |s: usize, e: usize, buf: &mut [S]| rev(right, s, e, buf);
-    let fill_src = |s: usize, e: usize, buf: &mut [S]| rev(left, s, e, buf);
-    let fill_pay = |s: usize, e: usize, buf: &mut [S]| rev(payload, s, e, buf);
-    let out_rows = Rows {
+    let fill_out = |s: usize, e: usize, buf: &mut [S]| rev_f(right, s, e, buf);
+    let fill_src = |s: usize, e: usize, buf: &mut [S]| rev_f(left, s, e, buf);
+    let fill_pay = |s: usize, e: usize, buf: &mut [S]| {
+        let n = payload.len;
+        (payload.fill)(n - e, n - s, buf);
+        reverse_rows(&mut buf[..(e - s) * p], p);
+    };
+    let out_rows = Features {
         width: right.width,
         len: n_j,
         fill: &fill_out,
     };
-    let src_rows = Rows {
+    let src_rows = Features {
         width: left.width,
         len: n_a,
         fill: &fill_src,
@@ -186,96 +449,24 @@ pub fn transposed_contract<S: Field>(
         fill: &fill_pay,
     };
     let end_rev = |jr: usize| n_a - first(n_j - 1 - jr).min(n_a);
-    let mut y = prefix_contract(&end_rev, &out_rows, &src_rows, &pay_rows, chunk);
-    reverse_rows(&mut y, p);
+    let finish_rev = |jr: usize, y: &[S], o: &mut [S]| finish(n_j - 1 - jr, y, o);
+    let mut y = prefix_contract_map(
+        &end_rev,
+        &out_rows,
+        &src_rows,
+        &pay_rows,
+        chunk,
+        out_width,
+        &finish_rev,
+    );
+    reverse_rows(&mut y, out_width);
     y
 }
 
-/// Reusable buffers for one chunk of R and X.
-struct Scratch<S> {
-    r: Vec<S>,
-    x: Vec<S>,
-}
-
-impl<S: Field> Scratch<S> {
-    fn new(chunk: usize, w: usize, p: usize) -> Self {
-        Self {
-            r: vec![S::zero(); chunk * w],
-            x: vec![S::zero(); chunk * p],
-        }
-    }
-    fn load(&mut self, right: &Rows<'_, S>, payload: &Rows<'_, S>, j0: usize, j1: usize) {
-        let n = j1 - j0;
-        self.r.truncate(0);
-        self.r.resize(n * right.width, S::zero());
-        self.x.truncate(0);
-        self.x.resize(n * payload.width, S::zero());
-        (right.fill)(j0, j1, &mut self.r);
-        (payload.fill)(j0, j1, &mut self.x);
-    }
-}
-
-/// Rows `r0..r0 + y.len()/p` of a group whose visible range ends in chunk [j0, j1):
-/// Y_a = L_a Z + sum_{j0 <= j < e(a)} (L_a . R_j) X_j (an empty range `j0 == j1`
-/// skips the direct part; the scratch holds the chunk's rows from j0 on).
-#[allow(clippy::too_many_arguments)]
-fn group_rows<S: Field>(
-    end: &(dyn Fn(usize) -> usize + Sync),
-    left: &Rows<'_, S>,
-    z: &[S],
-    sc: &Scratch<S>,
-    (j0, j1): (usize, usize),
-    r0: usize,
-    y: &mut [S],
-    (w, p): (usize, usize),
-) {
-    let rows = y.len() / p;
-    let mut l = vec![S::zero(); rows * w];
-    (left.fill)(r0, r0 + rows, &mut l);
-    for (a, (l_row, y_row)) in l.chunks_exact(w).zip(y.chunks_exact_mut(p)).enumerate() {
-        // L_a Z
-        for (la, z_row) in l_row.iter().zip(z.chunks_exact(p)) {
-            if !la.is_zero() {
-                for (yc, zc) in y_row.iter_mut().zip(z_row) {
-                    *yc = yc.clone() + la.clone() * zc.clone();
-                }
-            }
-        }
-        // the visible part of the chunk, directly
-        let vis = if j0 == j1 {
-            0
-        } else {
-            end(r0 + a).min(j1).saturating_sub(j0)
-        };
-        for j in 0..vis {
-            let k = dot(l_row, &sc.r[j * w..(j + 1) * w]);
-            for (yc, xc) in y_row.iter_mut().zip(&sc.x[j * p..(j + 1) * p]) {
-                *yc = yc.clone() + k.clone() * xc.clone();
-            }
-        }
-    }
-}
-
-/// z += R^T X for a chunk (R: n x w, X: n x p, z: w x p).
-fn add_rt_x<S: Field>(r: &[S], x: &[S], w: usize, p: usize, z: &mut [S]) {
-    for (r_row, x_row) in r.chunks_exact(w).zip(x.chunks_exact(p)) {
-        for (ra, z_row) in r_row.iter().zip(z.chunks_exact_mut(p)) {
-            if !ra.is_zero() {
-                for (zc, xc) in z_row.iter_mut().zip(x_row) {
-                    *zc = zc.clone() + ra.clone() * xc.clone();
-                }
-            }
-        }
-    }
-}
-
-fn dot<S: Field>(a: &[S], b: &[S]) -> S {
-    a.iter()
-        .zip(b)
-        .fold(S::zero(), |acc, (x, y)| acc + x.clone() * y.clone())
-}
-
 fn reverse_rows<S>(buf: &mut [S], width: usize) {
+    if width == 0 {
+        return;
+    }
     let n = buf.len() / width;
     for i in 0..n / 2 {
         let (a, b) = buf.split_at_mut((n - 1 - i) * width);
@@ -319,13 +510,23 @@ mod tests {
                 buf[..(e - s) * width].copy_from_slice(&data[s * width..e * width])
             }
         };
-        let (fl, fr, fx, fxa) = (rows(&l, w), rows(&r, w), rows(&x, p), rows(&xa, p));
-        let left = Rows {
+        let feats = |data: &[f64]| {
+            let data = data.to_vec();
+            move |s: usize, e: usize, buf: &mut [f64]| {
+                for i in s..e {
+                    for t in 0..w {
+                        buf[t * (e - s) + i - s] = data[i * w + t];
+                    }
+                }
+            }
+        };
+        let (fl, fr, fx, fxa) = (feats(&l), feats(&r), rows(&x, p), rows(&xa, p));
+        let left = Features {
             width: w,
             len: n_a,
             fill: &fl,
         };
-        let right = Rows {
+        let right = Features {
             width: w,
             len: n_j,
             fill: &fr,
@@ -348,11 +549,22 @@ mod tests {
         ];
         for e in &ends {
             for chunk in [1, 4, 5, 64] {
-                let y = prefix_contract(e.as_ref(), &left, &right, &pay, chunk);
-                for a in 0..n_a {
-                    for c in 0..p {
-                        let want: f64 = (0..e(a)).map(|j| kern(a, j) * x[j * p + c]).sum();
-                        assert_eq!(y[a * p + c], want, "prefix a={a} c={c} chunk={chunk}");
+                for limits in [(PIECE_ROWS, BLOCK_ELEMS), (1, 1), (3, 2 * w * p)] {
+                    let copy = |_: usize, y: &[f64], o: &mut [f64]| o.copy_from_slice(y);
+                    let y = prefix_contract_with(
+                        e.as_ref(),
+                        &left,
+                        &right,
+                        &pay,
+                        chunk,
+                        (p, &copy),
+                        limits,
+                    );
+                    for a in 0..n_a {
+                        for c in 0..p {
+                            let want: f64 = (0..e(a)).map(|j| kern(a, j) * x[j * p + c]).sum();
+                            assert_eq!(y[a * p + c], want, "prefix a={a} c={c} chunk={chunk}");
+                        }
                     }
                 }
                 let first = |j: usize| (0..n_a).find(|&a| j < e(a)).unwrap_or(n_a);

@@ -5,6 +5,7 @@
 //! - [`polynomial`]: P and its certified relative error eps_P (MATH.md 2.2);
 //! - [`features`]: the symmetric-monomial factors U, V (MATH.md 2.3);
 //! - [`lowrank`]: the masked contractions by chunked prefix states (MATH.md 2.4);
+//! - [`dense`]: the small GEMMs those are made of (generic loop, or SIMD for floats);
 //! - [`core`]: the algorithm, generic over the number type (MATH.md 2.4, 2.5);
 //! - [`plan`]: radius, degree, rank, cost and the regime report; refusals;
 //! - [`bound`]: the a priori bounds on |O~ - O|, |dQ~ - dQ|, ... (MATH.md 2.4-2.6).
@@ -19,6 +20,7 @@
 
 pub mod bound;
 pub mod core;
+pub mod dense;
 pub mod features;
 pub mod lowrank;
 pub mod plan;
@@ -161,7 +163,23 @@ fn run_forward<T: Real>(
     chunk: usize,
 ) -> Result<PolyForward<T>> {
     let lr = inputs.low_rank(p, &plan, chunk);
-    let f = core::forward(&lr, &plan.monomials);
+    // One pass for O~ and the bound's weights W = P~ |V|: payload [V, |V|] per key.
+    let dv = p.d_v();
+    let mut payload = Vec::with_capacity(inputs.v.len() * 2);
+    for row in inputs.v.chunks_exact(dv) {
+        payload.extend_from_slice(row);
+        payload.extend(row.iter().map(|x| x.abs()));
+    }
+    let both = core::apply(&lr, &plan.monomials, &payload, 2 * dv);
+    let mut f = core::LowRankForward {
+        o: Vec::with_capacity(p.n_q() * dv),
+        norm: both.norm,
+    };
+    let mut weights_v = Vec::with_capacity(p.n_q() * dv);
+    for row in both.o.chunks_exact(2 * dv) {
+        f.o.extend_from_slice(&row[..dv]);
+        weights_v.extend_from_slice(&row[dv..]);
+    }
     for (i, &den) in f.norm.iter().enumerate() {
         if p.key_end(i) > 0 && !(den > 0.0 && den.is_finite()) {
             return Err(Error::PolyRefused {
@@ -172,8 +190,6 @@ fn run_forward<T: Real>(
             });
         }
     }
-    let abs_v: Vec<f64> = inputs.v.iter().map(|x| x.abs()).collect();
-    let weights_v = core::apply(&lr, &plan.monomials, &abs_v, p.d_v()).o;
     let bound = bound::output(&plan, p.n_k(), &weights_v, &f.o, T::UNIT_ROUNDOFF);
     let lse = f
         .norm
