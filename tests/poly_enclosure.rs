@@ -247,3 +247,38 @@ fn large_scores_are_refused() {
     assert!(matches!(e, polyattn::Error::PolyRefused { .. }), "{e}");
     println!("{e}");
 }
+
+/// A fixed degree that certifies nothing at the input's radius is refused; the explicit
+/// opt-out `DegreeUncertified` runs it and reports every bound as +inf (never a finite
+/// number it cannot stand behind), forward and backward.
+#[test]
+fn uncertified_degree_runs_only_when_asked_and_reports_infinite_bounds() {
+    let c = case_with_radius::<f64>(6, (48, 48, 8, 4), Mask::CausalTopLeft, 12.0);
+    let [q, k, v, d_o] = matrices::<f64>(&c);
+    let cfg = |accuracy| PolyConfig {
+        accuracy,
+        kind: PolyKind::Taylor,
+        mask: Mask::CausalTopLeft,
+        ..PolyConfig::default()
+    };
+    let e = poly::forward(q.view(), k.view(), v.view(), &cfg(Accuracy::Degree(2))).unwrap_err();
+    assert!(matches!(e, polyattn::Error::PolyRefused { .. }), "{e}");
+    let ucfg = cfg(Accuracy::DegreeUncertified(2));
+    let f = poly::forward(q.view(), k.view(), v.view(), &ucfg).unwrap();
+    assert!(f.plan.regime.eps_poly >= 1.0);
+    assert!(f.bound.total.iter().all(|b| *b == f64::INFINITY));
+    assert!(f.o.as_slice().iter().all(|x| x.is_finite()));
+    let g = poly::backward(
+        q.view(),
+        k.view(),
+        v.view(),
+        &f,
+        d_o.view(),
+        GradientKind::Substituted,
+        &ucfg,
+    )
+    .unwrap();
+    for b in [&g.bound_dq, &g.bound_dk, &g.bound_dv] {
+        assert!(b.total.iter().all(|x| *x == f64::INFINITY));
+    }
+}

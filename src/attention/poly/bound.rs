@@ -41,6 +41,15 @@ pub struct Bounds {
 }
 
 impl Bounds {
+    /// `len` entries of +inf: what an uncertified plan (eps_P >= 1, only reachable
+    /// through [`super::plan::Accuracy::DegreeUncertified`]) reports.
+    pub fn infinite(len: usize) -> Self {
+        Self {
+            total: vec![f64::INFINITY; len],
+            poly: vec![f64::INFINITY; len],
+        }
+    }
+
     /// max over entries of the total bound.
     pub fn max_total(&self) -> f64 {
         self.total.iter().cloned().fold(0.0, f64::max)
@@ -57,6 +66,12 @@ impl Bounds {
             .map(|(t, p)| t - p)
             .fold(0.0, f64::max)
     }
+}
+
+/// False when the plan's polynomial certifies nothing (eps_P >= 1 or NaN): no bound
+/// exists, and every bound is reported as +inf.
+fn certifies(plan: &Plan) -> bool {
+    plan.poly.eps < 1.0
 }
 
 /// Rounding's rho for the forward (sums of r and n_k terms).
@@ -79,6 +94,9 @@ pub fn output_with_rounding(
     o: &[f64],
     u_out: f64,
 ) -> Bounds {
+    if !certifies(plan) {
+        return Bounds::infinite(o.len());
+    }
     let rho_p = rho_of(plan.poly.eps);
     let rho_t = rho_p + rr;
     let total = weights_v
@@ -147,6 +165,13 @@ pub fn gradients_with_rounding(
 ) -> (Bounds, Bounds, Bounds) {
     let plan = cx.plan;
     let (n_q, n_k, d, d_v) = (lr.n_q, lr.n_k, lr.d, lr.d_v);
+    if !certifies(plan) {
+        return (
+            Bounds::infinite(n_q * d),
+            Bounds::infinite(n_k * d),
+            Bounds::infinite(n_k * d_v),
+        );
+    }
     let eps = plan.poly.eps;
     let rho_p = rho_of(eps);
     let rho_kind = match cx.kind {

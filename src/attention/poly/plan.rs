@@ -16,6 +16,12 @@ pub enum Accuracy {
     Eps(f64),
     /// This degree; the bound it certifies is reported.
     Degree(usize),
+    /// This degree with no guarantee: it runs even where P certifies nothing on
+    /// [-R, R] (eps_P >= 1, which [`Accuracy::Degree`] refuses), and every bound it
+    /// reports is then +inf. For experiments that measure the error instead, e.g. a
+    /// Taylor polynomial on data whose scores sit far inside the rigorous radius R
+    /// (`polyattn sweep seed`). Never chosen by the CLI.
+    DegreeUncertified(usize),
 }
 
 /// Configuration of the polynomial engine.
@@ -216,7 +222,7 @@ pub fn plan<T: Real>(p: &Problem<'_, T>, cfg: &PolyConfig) -> Result<Plan> {
             .fold(0.0, f64::max);
     let max_degree = cfg.max_degree.min(20);
     let poly = match cfg.accuracy {
-        Accuracy::Degree(g) => {
+        Accuracy::Degree(g) | Accuracy::DegreeUncertified(g) => {
             if g == 0 || g > max_degree {
                 return Err(Error::InvalidParameter {
                     name: "degree",
@@ -262,7 +268,8 @@ pub fn plan<T: Real>(p: &Problem<'_, T>, cfg: &PolyConfig) -> Result<Plan> {
     let g = poly.degree();
     // With eps_P >= 1, P may vanish or change sign on [-R, R]: it is no surrogate for
     // exp at all, and no bound exists (rho = 2 eps / (1 - eps) is infinite).
-    if poly.eps.is_nan() || poly.eps >= 1.0 {
+    let certifies = !poly.eps.is_nan() && poly.eps < 1.0;
+    if !certifies && !matches!(cfg.accuracy, Accuracy::DegreeUncertified(_)) {
         return Err(refuse(format!(
             "degree {g} certifies no accuracy at this radius (eps_P = {:e} >= 1)",
             poly.eps
