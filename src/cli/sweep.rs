@@ -5,7 +5,7 @@
 
 use crate::error::Result;
 use crate::harness::io;
-use crate::harness::{accuracy, model_depth, model_time, threshold, Preset};
+use crate::harness::{accuracy, model_depth, model_time, seed, threshold, Preset};
 use clap::Subcommand;
 use std::path::PathBuf;
 
@@ -32,6 +32,9 @@ pub enum SweepKind {
     Bound(PresetArgs),
     /// The polynomial engine's gradient difference against the number of layers.
     Depth(PresetArgs),
+    /// ML24's rebuttal experiment redone: d = 4..12, n = 10 * 2^d, N(0,1) inputs,
+    /// scores Q K^T / d; error in the standard metric and speedup over the exact engine.
+    Seed(PresetArgs),
     /// The polynomial algorithm in MPFR at p = c log2(n) bits (feature `certify`).
     #[cfg(feature = "certify")]
     Bits(PresetArgs),
@@ -81,6 +84,17 @@ pub fn run(args: &SweepArgs) -> Result<()> {
                 "wrote error_n.md, error_n.json and error_n.svg to {}",
                 out.display()
             );
+            Ok(())
+        }
+        SweepKind::Seed(a) => {
+            let out = a
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("results/seed"));
+            let report = seed::sweep(a.preset)?;
+            print!("{}", seed::terminal_summary(&report));
+            seed::write_outputs(&report, &out)?;
+            println!("wrote seed.md and seed.json to {}", out.display());
             Ok(())
         }
         SweepKind::Depth(a) => {

@@ -17,6 +17,7 @@ pub mod fit;
 pub mod io;
 pub mod model_depth;
 pub mod model_time;
+pub mod seed;
 pub mod threshold;
 
 /// Grid sizes of a sweep: each sweep documents its two grids.
