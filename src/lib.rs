@@ -33,6 +33,7 @@ pub mod model;
 pub mod plot;
 pub mod rng;
 pub mod scalar;
+pub mod simd;
 pub mod tensor;
 
 pub use error::{Error, Result};

@@ -166,7 +166,7 @@ impl Config {
                 self.d_model, self.d_ff, self.n_heads
             ));
         }
-        if self.d_model % self.n_heads != 0 {
+        if !self.d_model.is_multiple_of(self.n_heads) {
             return bad(format!(
                 "n_heads = {} does not divide d_model = {}",
                 self.n_heads, self.d_model

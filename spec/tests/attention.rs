@@ -65,7 +65,7 @@ fn problem(rng: &mut Rng, dims: &Dims, scale: f64) -> Problem {
 fn random_dims(rng: &mut Rng, case: usize) -> Dims {
     let n_q = rng.range(1, 7);
     // Every other case forces n_q != n_k.
-    let n_k = if case % 2 == 0 {
+    let n_k = if case.is_multiple_of(2) {
         (n_q + rng.range(1, 6)) % 7 + 1
     } else {
         rng.range(1, 7)

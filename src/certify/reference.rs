@@ -4,7 +4,8 @@
 //! rounding bound is an enclosure too").
 //!
 //! The bound follows the exact engine's operation sequence (u = 2^-53,
-//! gamma_k = k u / (1 - k u), exp and ln within 1 ulp = 2u relative; row i, R_i =
+//! gamma_k = k u / (1 - k u), exp and ln within 1 ulp = 2u relative (the SIMD exp of
+//! `crate::simd` is stated and tested within 1 ulp, see `simd/exp.rs`); row i, R_i =
 //! |tau| ||q_i|| max_j ||k_j|| >= max_j |S_ij| by Cauchy-Schwarz, nb key blocks):
 //!
 //! ```text

@@ -116,7 +116,7 @@ impl ModelConfig {
                 return Err(bad(name, "must be at least 1, got 0"));
             }
         }
-        if self.d_model % self.n_heads != 0 {
+        if !self.d_model.is_multiple_of(self.n_heads) {
             return Err(bad(
                 "n_heads",
                 format!(

@@ -5,14 +5,19 @@
 //! and an accumulator `acc = sum_j e^{S_ij - m} v_j`; when a new block raises the
 //! maximum, both are multiplied by `e^{m_old - m_new}`. At the end `O_i = acc / l` and
 //! `lse_i = m + ln l`. No `n_q x n_k` matrix exists at any time: the working memory is
-//! one score tile and one accumulator per query block.
+//! one score tile and one accumulator per query block, plus K packed once per call
+//! (`n_k x d`, see [`pack_transposed`](super::tile::pack_transposed)).
 //!
 //! Key blocks lying wholly beyond a causal mask are not visited, so causal attention
 //! costs about half the work.
+//!
+//! The tile products and the row updates run on the best SIMD lanes of this CPU
+//! ([`crate::simd::dispatch`], once per query block); `exp` is the lanes' exp.
 
-use super::tile::{ab_acc, abt, scale, BLOCK_K, BLOCK_Q};
+use super::tile::{ab_acc_lanes, abt_packed, pack_transposed, scale, BLOCK_K, BLOCK_Q};
 use crate::attention::Problem;
 use crate::scalar::Real;
+use crate::simd::{dispatch, Kernel, Lanes};
 use rayon::prelude::*;
 
 /// Writes `O` (`n_q x d_v`, row-major) into `o` and the row log-sum-exp into `lse`.
@@ -22,66 +27,135 @@ use rayon::prelude::*;
 /// the bits do not depend on the thread count.
 pub(crate) fn forward_into<T: Real>(p: &Problem<'_, T>, o: &mut [T], lse: &mut [T]) {
     let d_v = p.d_v();
+    let kt = pack_transposed(p.k.as_slice(), p.d());
     o.par_chunks_mut(BLOCK_Q * d_v)
         .zip(lse.par_chunks_mut(BLOCK_Q))
         .enumerate()
-        .for_each(|(b, (o_blk, lse_blk))| query_block(p, b * BLOCK_Q, o_blk, lse_blk));
+        .for_each(|(b, (o_blk, lse_blk))| {
+            dispatch(QueryBlock {
+                p,
+                kt: &kt,
+                i0: b * BLOCK_Q,
+                o_blk,
+                lse_blk,
+            })
+        });
 }
 
 /// One query block `[i0, i0 + rows)`, `rows = lse_blk.len()`.
-fn query_block<T: Real>(p: &Problem<'_, T>, i0: usize, o_blk: &mut [T], lse_blk: &mut [T]) {
-    let (d, d_v, rows) = (p.d(), p.d_v(), lse_blk.len());
-    let q_blk = p.q.rows_slice(i0, i0 + rows);
-    let mut m = vec![T::NEG_INFINITY; rows];
-    let mut l = vec![T::ZERO; rows];
-    let acc = o_blk; // accumulate in place, normalise at the end
-    acc.fill(T::ZERO);
-    let mut s = vec![T::ZERO; rows * BLOCK_K];
+struct QueryBlock<'a, 'p, T> {
+    p: &'a Problem<'p, T>,
+    kt: &'a [T],
+    i0: usize,
+    o_blk: &'a mut [T],
+    lse_blk: &'a mut [T],
+}
 
-    let key_stop = p.key_end(i0 + rows - 1); // the last row sees the most keys
-    let mut j0 = 0;
-    while j0 < key_stop {
-        let cols = BLOCK_K.min(p.n_k() - j0);
-        let s = &mut s[..rows * cols];
-        abt(q_blk, p.k.rows_slice(j0, j0 + cols), d, p.tau, s);
-        for (r, s_row) in s.chunks_exact_mut(cols).enumerate() {
-            let visible = p.key_end(i0 + r).saturating_sub(j0).min(cols);
-            s_row[visible..].fill(T::NEG_INFINITY);
-            let m_new = s_row.iter().fold(m[r], |a, &x| a.max(x));
-            if m_new == T::NEG_INFINITY {
-                // The row has seen no key yet: nothing to accumulate.
-                s_row.fill(T::ZERO);
-                continue;
+impl<T: Real> Kernel<T> for QueryBlock<'_, '_, T> {
+    type Out = ();
+    #[inline(always)]
+    fn run<V: Lanes<Elem = T>>(self, v: V) {
+        let Self {
+            p,
+            kt,
+            i0,
+            o_blk,
+            lse_blk,
+        } = self;
+        let (d, d_v, rows) = (p.d(), p.d_v(), lse_blk.len());
+        let q_blk = p.q.rows_slice(i0, i0 + rows);
+        let mut m = [T::NEG_INFINITY; BLOCK_Q];
+        let mut l = [T::ZERO; BLOCK_Q];
+        let acc = o_blk; // accumulate in place, normalise at the end
+        acc.fill(T::ZERO);
+        let mut s = [T::ZERO; BLOCK_Q * BLOCK_K];
+        let s = &mut s[..rows * BLOCK_K];
+
+        let key_stop = p.key_end(i0 + rows - 1); // the last row sees the most keys
+        let mut j0 = 0;
+        while j0 < key_stop {
+            let cols = BLOCK_K.min(p.n_k() - j0);
+            let kt_blk = &kt[j0 * d..(j0 + BLOCK_K) * d];
+            abt_packed(v, q_blk, d, kt_blk, p.tau, s);
+            for (r, s_row) in s.chunks_exact_mut(BLOCK_K).enumerate() {
+                let visible = p.key_end(i0 + r).saturating_sub(j0).min(cols);
+                s_row[visible..].fill(T::NEG_INFINITY);
+                let m_new = row_max(v, s_row).max(m[r]);
+                if m_new == T::NEG_INFINITY {
+                    // The row has seen no key yet: nothing to accumulate.
+                    s_row.fill(T::ZERO);
+                    continue;
+                }
+                // alpha = e^{m_old - m_new}; exactly 0 when nothing was seen before.
+                let alpha = if m[r] == T::NEG_INFINITY {
+                    T::ZERO
+                } else {
+                    exp1(v, m[r] - m_new)
+                };
+                // e^{-inf} = 0 for masked entries.
+                let row_sum = exp_shifted_sum(v, s_row, m_new);
+                l[r] = alpha * l[r] + row_sum;
+                if alpha != T::ONE {
+                    scale(alpha, &mut acc[r * d_v..(r + 1) * d_v]);
+                }
+                m[r] = m_new;
             }
-            // alpha = e^{m_old - m_new}; exactly 0 when nothing was seen before.
-            let alpha = if m[r] == T::NEG_INFINITY {
-                T::ZERO
+            ab_acc_lanes(v, s, BLOCK_K, cols, p.v.rows_slice(j0, j0 + cols), d_v, acc);
+            j0 += cols;
+        }
+
+        for r in 0..rows {
+            let acc_row = &mut acc[r * d_v..(r + 1) * d_v];
+            if l[r] == T::ZERO {
+                // Fully masked row: defined as O = 0, lse = -inf (see `Mask`).
+                acc_row.fill(T::ZERO);
+                lse_blk[r] = T::NEG_INFINITY;
             } else {
-                (m[r] - m_new).exp()
-            };
-            let mut row_sum = T::ZERO;
-            for x in s_row.iter_mut() {
-                *x = (*x - m_new).exp(); // e^{-inf} = 0 for masked entries
-                row_sum += *x;
+                let inv = T::ONE / l[r];
+                scale(inv, acc_row);
+                lse_blk[r] = m[r] + l[r].ln();
             }
-            l[r] = alpha * l[r] + row_sum;
-            scale(alpha, &mut acc[r * d_v..(r + 1) * d_v]);
-            m[r] = m_new;
         }
-        ab_acc(s, p.v.rows_slice(j0, j0 + cols), d_v, acc);
-        j0 += cols;
     }
+}
 
-    for r in 0..rows {
-        let acc_row = &mut acc[r * d_v..(r + 1) * d_v];
-        if l[r] == T::ZERO {
-            // Fully masked row: defined as O = 0, lse = -inf (see `Mask`).
-            acc_row.fill(T::ZERO);
-            lse_blk[r] = T::NEG_INFINITY;
-        } else {
-            let inv = T::ONE / l[r];
-            scale(inv, acc_row);
-            lse_blk[r] = m[r] + l[r].ln();
+/// The largest entry of a `BLOCK_K` row.
+#[inline(always)]
+fn row_max<V: Lanes>(v: V, row: &[V::Elem]) -> V::Elem {
+    let w = V::WIDTH;
+    assert!(row.len() == BLOCK_K);
+    // SAFETY: BLOCK_K is a multiple of WIDTH; every load is inside the row.
+    unsafe {
+        let mut mx = v.load(row.as_ptr());
+        for c in (w..BLOCK_K).step_by(w) {
+            mx = v.max(mx, v.load(row.as_ptr().add(c)));
+        }
+        v.reduce_max(mx)
+    }
+}
+
+/// `row[j] = e^{row[j] - shift}` for a `BLOCK_K` row; returns the sum (lane partial
+/// sums, then the lanes' fixed reduction).
+#[inline(always)]
+fn exp_shifted_sum<V: Lanes>(v: V, row: &mut [V::Elem], shift: V::Elem) -> V::Elem {
+    let w = V::WIDTH;
+    assert!(row.len() == BLOCK_K);
+    let sh = v.splat(shift);
+    let mut sum = v.splat(V::Elem::ZERO);
+    // SAFETY: as in `row_max`.
+    unsafe {
+        for c in (0..BLOCK_K).step_by(w) {
+            let p = row.as_mut_ptr().add(c);
+            let e = v.exp(v.sub(v.load(p), sh));
+            v.store(p, e);
+            sum = v.add(sum, e);
         }
     }
+    v.reduce_add(sum)
+}
+
+/// e^x of one value with the lanes' exp (the same function as the tiles use).
+#[inline(always)]
+pub(super) fn exp1<V: Lanes>(v: V, x: V::Elem) -> V::Elem {
+    v.reduce_max(v.exp(v.splat(x)))
 }

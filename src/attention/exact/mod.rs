@@ -14,6 +14,16 @@
 //! Parallelism: rayon over heads and over blocks of rows; every output element is
 //! produced by one fixed sequence of floating-point operations, so results are bitwise
 //! identical for any number of threads.
+//!
+//! Kernels: the tile products and the softmax row updates are SIMD microkernels
+//! ([`tile`], generic over [`crate::simd::Lanes`]), dispatched once per block to
+//! AVX-512, AVX2 or scalar code by what the CPU supports (`POLYATTN_SIMD=avx2|scalar`
+//! caps it). The same instruction set gives the same bits for any thread count;
+//! different instruction sets (e.g. a CPU without AVX-512) may differ in the last
+//! bits, all within the certified rounding allowance (MATH.md 2.6): the SIMD `exp` is
+//! within 1 ulp (`simd/exp.rs`), and the products sum in fixed orders covered by
+//! gamma_k. Memory: besides the outputs, K (and V for the backward) packed once per
+//! call (O(n d)) and per-block tiles; never an `n_q x n_k` buffer.
 
 mod backward;
 mod forward;
