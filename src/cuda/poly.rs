@@ -22,7 +22,7 @@ use super::backend::{Backend, ContractGeom, Factor, Payload};
 use super::exact::{check_f16_storage, check_outputs, to_f32, to_half, F16_MAX};
 use super::launch::{mask_code, poly_chunk};
 use crate::attention::poly::features::Monomials;
-use crate::attention::poly::{plan, GradientKind, Plan, PolyConfig};
+use crate::attention::poly::{plan, same_heads, GradientKind, Plan, PolyConfig};
 use crate::attention::Problem;
 use crate::error::{Error, Result};
 use crate::tensor::{MatRef, Matrix, Tensor3};
@@ -700,25 +700,6 @@ pub fn backward_multihead<B: Backend>(
             )
         })
         .collect()
-}
-
-fn same_heads(h: usize, others: &[(&str, usize)]) -> Result<()> {
-    for &(name, n) in others {
-        if n != h {
-            return Err(Error::ShapeMismatch {
-                what: format!("{name} heads"),
-                expected: h.to_string(),
-                got: n.to_string(),
-            });
-        }
-    }
-    if h == 0 {
-        return Err(Error::Empty {
-            what: "q".into(),
-            shape: vec![0],
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

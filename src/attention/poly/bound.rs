@@ -19,7 +19,12 @@
 //! rho_k is rho for the substituted gradient, and (eps' + eps_P) / (1 - eps_P) for the
 //! polynomial model's, eps' being P''s certified relative error against exp (its
 //! dS uses P'(S)/D~ in place of e^S/D). The weights W, P~|K|, P~^T(...) are computed by
-//! the engine's own contractions, in O(n r (d + d_v)).
+//! the engine's own contractions, in O(n r (d + d_v)): W in the forward's pass (payload
+//! [V, |V|]); P~|K| and P~^T [|dO|, sigma_poly |Q|, sigma_total |Q|] as side products
+//! of the backward's passes ([`GradWeights`], [`super::core::backward_with`]: same
+//! kernel, wider payload; both parts' sigma in one pass, since the contraction is
+//! linear in the payload's columns), or in two passes of their own
+//! ([`gradients_with_rounding`]).
 //!
 //! Rounding: the engine computes in f64; a first-order a priori estimate of the
 //! relative perturbation of P~'s entries, rho_r = 2 gamma_k kappa
@@ -27,9 +32,9 @@
 //! inflated by (1 + rho_r), and the final rounding to the output dtype adds u |y|.
 //! The polynomial part is the same bound with rho_r = 0 and no output rounding.
 
-use super::core::{apply, apply_transposed, GradientKind, LowRankProblem};
+use super::core::{apply, apply_transposed, GradientKind, LowRankProblem, SideProducts};
 use super::plan::{rho_of, rounding_rho, Plan};
-use super::polynomial::certify;
+use super::polynomial::{certify, ExpPoly};
 
 /// Entrywise bounds for one output tensor (row-major, like the tensor).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -111,6 +116,27 @@ pub fn output_with_rounding(
     Bounds { total, poly }
 }
 
+/// A rigorous floor (up to a 1% margin for its own rounding) of max_ic of the total
+/// bound [`output`] reports for the polynomial `poly` (of any degree) on this problem,
+/// given `mean_abs_v` = max_ic of the mean of |V_jc| over the keys row i sees; +inf
+/// when `poly` certifies nothing. Used only to skip a forward whose bound could not
+/// meet a target: a wrong answer costs time, never a bound.
+///
+/// Derivation: every |S_ij| <= R (MATH.md 2.1) and A~_ij is within relative eps_P of
+/// e^{S_ij}, so A~_ij >= (1 - eps_P) e^{-R} and the m_i visible terms of D~_i sum to at
+/// most m_i (1 + eps_P) e^R; hence P~_ij >= (1 - eps_P) / (1 + eps_P) e^{-2R} / m_i and
+/// W_ic = (P~ |V|)_ic >= (1 - eps_P) / (1 + eps_P) e^{-2R} mean_{j visible} |V_jc|.
+/// The reported bound rho_t (1 + rho_t) (1 + rr) W_ic + u |O~_ic| is at least
+/// rho_P (1 + rho_P) W_ic.
+pub fn output_floor(poly: &ExpPoly, mean_abs_v: f64) -> f64 {
+    if poly.eps.is_nan() || poly.eps >= 1.0 {
+        return f64::INFINITY;
+    }
+    let rho = rho_of(poly.eps);
+    let w = (1.0 - poly.eps) / (1.0 + poly.eps) * (-2.0 * poly.radius).exp() * mean_abs_v;
+    0.99 * rho * (1.0 + rho) * w
+}
+
 /// What the gradient bounds need besides the low-rank problem.
 pub struct GradContext<'a> {
     /// The plan.
@@ -138,6 +164,16 @@ struct Rhos {
     round: f64,
 }
 
+/// Rounding's rho for the gradients of the f64 engine (sums of r (d_v + 1) and
+/// max(n_q, n_k) terms).
+pub fn gradient_rounding(plan: &Plan, lr: &LowRankProblem<'_, f64>) -> f64 {
+    rounding_rho(
+        &plan.poly,
+        plan.regime.rank * (lr.d_v + 1),
+        lr.n_q.max(lr.n_k),
+    )
+}
+
 /// Bounds on dQ, dK, dV (see the module docs). `computed` are the gradients.
 pub fn gradients(
     lr: &LowRankProblem<'_, f64>,
@@ -145,17 +181,22 @@ pub fn gradients(
     cx: &GradContext<'_>,
     computed: (&[f64], &[f64], &[f64]),
 ) -> (Bounds, Bounds, Bounds) {
-    let plan = cx.plan;
-    let rr = rounding_rho(
-        &plan.poly,
-        plan.regime.rank * (lr.d_v + 1),
-        lr.n_q.max(lr.n_k),
-    );
-    gradients_with_rounding(lr, norm, cx, computed, rr)
+    gradients_with_rounding(lr, norm, cx, computed, gradient_rounding(cx.plan, lr))
+}
+
+/// +inf bounds for every gradient entry (an uncertified plan).
+pub fn infinite_gradients(lr: &LowRankProblem<'_, f64>) -> (Bounds, Bounds, Bounds) {
+    (
+        Bounds::infinite(lr.n_q * lr.d),
+        Bounds::infinite(lr.n_k * lr.d),
+        Bounds::infinite(lr.n_k * lr.d_v),
+    )
 }
 
 /// [`gradients`] for another arithmetic: `rr` is the a priori relative perturbation
 /// of P~'s entries (and of the dS factors) by rounding (see [`output_with_rounding`]).
+/// The weights take two passes of their own here; the engine's backward instead
+/// carries them in its gradient passes ([`GradWeights::side`]).
 pub fn gradients_with_rounding(
     lr: &LowRankProblem<'_, f64>,
     norm: &[f64],
@@ -163,101 +204,164 @@ pub fn gradients_with_rounding(
     computed: (&[f64], &[f64], &[f64]),
     rr: f64,
 ) -> (Bounds, Bounds, Bounds) {
-    let plan = cx.plan;
-    let (n_q, n_k, d, d_v) = (lr.n_q, lr.n_k, lr.d, lr.d_v);
-    if !certifies(plan) {
-        return (
-            Bounds::infinite(n_q * d),
-            Bounds::infinite(n_k * d),
-            Bounds::infinite(n_k * d_v),
-        );
-    }
-    let eps = plan.poly.eps;
-    let rho_p = rho_of(eps);
-    let rho_kind = match cx.kind {
-        GradientKind::Substituted => rho_p,
-        GradientKind::PolynomialModel => {
-            let eps_d = certify(&plan.poly.derivative_coeffs(), plan.poly.radius);
-            if eps >= 1.0 {
-                f64::INFINITY
-            } else {
+    let Some(w) = GradWeights::new(lr, norm, cx, rr) else {
+        return infinite_gradients(lr);
+    };
+    let side = w.side();
+    let mon = &cx.plan.monomials;
+    let w_k = apply(lr, mon, side.keys, side.key_width).o;
+    let w_t = apply_transposed(lr, mon, norm, side.queries, side.query_width);
+    w.finish(lr, cx, (&w_k, &w_t), computed)
+}
+
+/// The gradient bounds' weights, as payloads of the low-rank passes: P~ |K| (per-key
+/// payload |K|) and P~^T [|dO|, sigma_poly o |Q|, sigma_total o |Q|] (per-query
+/// payload: the polynomial part's and the total's sigma share one pass, |dO| serves
+/// both). [`GradWeights::finish`] turns the passes' results into the bounds.
+pub struct GradWeights {
+    rhos: [Rhos; 2],
+    /// sigma_i of the polynomial part and of the total (module docs).
+    sigma: [Vec<f64>; 2],
+    keys: Vec<f64>,
+    queries: Vec<f64>,
+    d: usize,
+    d_v: usize,
+}
+
+impl GradWeights {
+    /// The payloads for `cx`, or `None` when the plan certifies nothing (every bound
+    /// is then +inf and no weight is needed).
+    pub fn new(
+        lr: &LowRankProblem<'_, f64>,
+        norm: &[f64],
+        cx: &GradContext<'_>,
+        rr: f64,
+    ) -> Option<Self> {
+        let plan = cx.plan;
+        if !certifies(plan) {
+            return None;
+        }
+        let (n_q, n_k, d, d_v) = (lr.n_q, lr.n_k, lr.d, lr.d_v);
+        let eps = plan.poly.eps;
+        let rho_p = rho_of(eps);
+        let rho_kind = match cx.kind {
+            GradientKind::Substituted => rho_p,
+            GradientKind::PolynomialModel => {
+                let eps_d = certify(&plan.poly.derivative_coeffs(), plan.poly.radius);
                 (eps_d + eps) / (1.0 - eps)
             }
-        }
-    };
-    let (q, k, v) = cx.inputs;
-    let abs = |x: &[f64]| x.iter().map(|z| z.abs()).collect::<Vec<_>>();
-    let w_k = apply(lr, &plan.monomials, &abs(k), d).o; // P~ |K|
-    let v_max: Vec<f64> = (0..d_v)
-        .map(|c| (0..n_k).map(|j| v[j * d_v + c].abs()).fold(0.0, f64::max))
-        .collect();
-    let poly_o = output(plan, n_k, cx.weights_v, cx.o, 0.0).poly;
-    let one = |rh: &Rhos, b_o: &[f64]| -> [Vec<f64>; 3] {
-        let sigma: Vec<f64> = (0..n_q)
-            .map(|i| {
-                if norm[i] == 0.0 {
-                    return 0.0;
-                }
-                let (mut e, mut dd) = (0.0, 0.0);
-                for c in 0..d_v {
-                    let g = cx.d_o[i * d_v + c].abs();
-                    e += g * b_o[i * d_v + c];
-                    dd += g * (v_max[c] + cx.o[i * d_v + c].abs() + b_o[i * d_v + c]);
-                }
-                rh.k * dd + (1.0 + rh.k) * e
-            })
+        };
+        let (q, k, v) = cx.inputs;
+        let v_max: Vec<f64> = (0..d_v)
+            .map(|c| (0..n_k).map(|j| v[j * d_v + c].abs()).fold(0.0, f64::max))
             .collect();
-        let tau = lr.tau.abs();
-        let infl = 1.0 + rh.round;
-        let dq = (0..n_q * d)
-            .map(|ic| tau * sigma[ic / d] * (1.0 + rh.p) * w_k[ic] * infl)
-            .collect();
-        let mut payload = Vec::with_capacity(n_q * (d_v + d));
+        let poly_o = output(plan, n_k, cx.weights_v, cx.o, 0.0).poly;
+        let rhos = [
+            Rhos {
+                p: rho_p,
+                k: rho_kind,
+                round: 0.0,
+            },
+            Rhos {
+                p: rho_p + rr,
+                k: rho_kind + rr,
+                round: rr,
+            },
+        ];
+        let sigma_of = |rh: &Rhos, b_o: &[f64]| -> Vec<f64> {
+            (0..n_q)
+                .map(|i| {
+                    if norm[i] == 0.0 {
+                        return 0.0;
+                    }
+                    let (mut e, mut dd) = (0.0, 0.0);
+                    for c in 0..d_v {
+                        let g = cx.d_o[i * d_v + c].abs();
+                        e += g * b_o[i * d_v + c];
+                        dd += g * (v_max[c] + cx.o[i * d_v + c].abs() + b_o[i * d_v + c]);
+                    }
+                    rh.k * dd + (1.0 + rh.k) * e
+                })
+                .collect()
+        };
+        let sigma = [sigma_of(&rhos[0], &poly_o), sigma_of(&rhos[1], cx.bound_o)];
+        let mut queries = Vec::with_capacity(n_q * (d_v + 2 * d));
         for i in 0..n_q {
-            payload.extend(cx.d_o[i * d_v..(i + 1) * d_v].iter().map(|x| x.abs()));
-            payload.extend(q[i * d..(i + 1) * d].iter().map(|x| sigma[i] * x.abs()));
+            let qi = &q[i * d..(i + 1) * d];
+            queries.extend(cx.d_o[i * d_v..(i + 1) * d_v].iter().map(|x| x.abs()));
+            for s in &sigma {
+                queries.extend(qi.iter().map(|x| s[i] * x.abs()));
+            }
         }
-        let t = apply_transposed(lr, &plan.monomials, norm, &payload, d_v + d);
-        let mut dk = Vec::with_capacity(n_k * d);
-        let mut dv = Vec::with_capacity(n_k * d_v);
-        for row in t.chunks_exact(d_v + d) {
-            dv.extend(row[..d_v].iter().map(|w| rh.p * (1.0 + rh.p) * w * infl));
-            dk.extend(row[d_v..].iter().map(|w| tau * (1.0 + rh.p) * w * infl));
+        Some(Self {
+            rhos,
+            sigma,
+            keys: k.iter().map(|x| x.abs()).collect(),
+            queries,
+            d,
+            d_v,
+        })
+    }
+
+    /// The payloads as side products of the passes (keys: |K|, d columns; queries:
+    /// [|dO|, sigma_poly |Q|, sigma_total |Q|], d_v + 2 d columns).
+    pub fn side(&self) -> SideProducts<'_, f64> {
+        SideProducts {
+            keys: &self.keys,
+            key_width: self.d,
+            queries: &self.queries,
+            query_width: self.d_v + 2 * self.d,
         }
-        [dq, dk, dv]
-    };
-    let poly = one(
-        &Rhos {
-            p: rho_p,
-            k: rho_kind,
-            round: 0.0,
-        },
-        &poly_o,
-    );
-    let total = one(
-        &Rhos {
-            p: rho_p + rr,
-            k: rho_kind + rr,
-            round: rr,
-        },
-        cx.bound_o,
-    );
-    let mut out = poly
-        .into_iter()
-        .zip(total)
-        .zip([computed.0, computed.1, computed.2])
-        .map(|((p, t), y)| Bounds {
-            total: t
+    }
+
+    /// The bounds from the passes' results `(P~ X_keys, P~^T X_queries)` (what
+    /// [`super::core::backward_with`] returns for [`GradWeights::side`]) and the
+    /// computed gradients.
+    pub fn finish(
+        &self,
+        lr: &LowRankProblem<'_, f64>,
+        cx: &GradContext<'_>,
+        (w_k, w_t): (&[f64], &[f64]),
+        computed: (&[f64], &[f64], &[f64]),
+    ) -> (Bounds, Bounds, Bounds) {
+        let (d, d_v) = (self.d, self.d_v);
+        let tau = lr.tau.abs();
+        let wt = d_v + 2 * d;
+        let [poly, total] = [0, 1].map(|part| {
+            let rh = &self.rhos[part];
+            let sigma = &self.sigma[part];
+            let infl = 1.0 + rh.round;
+            let dq = w_k
                 .iter()
-                .zip(y)
-                .map(|(b, y)| b + cx.u_out * y.abs())
-                .collect(),
-            poly: p,
+                .enumerate()
+                .map(|(ic, w)| tau * sigma[ic / d] * (1.0 + rh.p) * w * infl)
+                .collect();
+            let mut dk = Vec::with_capacity(lr.n_k * d);
+            let mut dv = Vec::with_capacity(lr.n_k * d_v);
+            for row in w_t.chunks_exact(wt) {
+                dv.extend(row[..d_v].iter().map(|w| rh.p * (1.0 + rh.p) * w * infl));
+                let own = &row[d_v + part * d..d_v + (part + 1) * d];
+                dk.extend(own.iter().map(|w| tau * (1.0 + rh.p) * w * infl));
+            }
+            [dq, dk, dv]
         });
-    let (a, b, c) = (
-        out.next().unwrap_or_default(),
-        out.next().unwrap_or_default(),
-        out.next().unwrap_or_default(),
-    );
-    (a, b, c)
+        let mut out = poly
+            .into_iter()
+            .zip(total)
+            .zip([computed.0, computed.1, computed.2])
+            .map(|((p, t), y)| Bounds {
+                total: t
+                    .iter()
+                    .zip(y)
+                    .map(|(b, y)| b + cx.u_out * y.abs())
+                    .collect(),
+                poly: p,
+            });
+        let (a, b, c) = (
+            out.next().unwrap_or_default(),
+            out.next().unwrap_or_default(),
+            out.next().unwrap_or_default(),
+        );
+        (a, b, c)
+    }
 }

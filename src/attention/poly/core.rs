@@ -18,7 +18,9 @@
 //! ```
 //! (the tensor trick of MATH.md 2.5 with the Kronecker factor moved into the payload:
 //! the kernel stays rank r, the payload is (d_v + 1) d wide, and the states are the
-//! r x d_v x d tensors T, T'). With the substituted gradient dV rides in dK's pass.
+//! r x d_v x d tensors T, T'). With the substituted gradient dV rides in dK's pass,
+//! and any extra payloads with P~'s kernel ([`SideProducts`]: the bound's weights,
+//! MATH.md 2.6) ride in dQ's and dK's passes.
 //! The row scaling by 1/D~ is applied to outputs or payloads, never to the features.
 //! F = features with P's coefficients and V' = V gives the papers' gradient (P~ in
 //! place of P in the exact formula: [`GradientKind::Substituted`]); F = features with
@@ -255,7 +257,66 @@ pub fn backward<S: Field>(
     d_o: &[S],
     kind: GradientKind,
 ) -> LowRankGrads<S> {
+    backward_with(p, mon, fwd, d_o, kind, &SideProducts::none()).0
+}
+
+/// Extra per-key and per-query payloads the backward's passes carry along (the
+/// bound's weights, MATH.md 2.6 question 2): `keys` (`n_k x key_width`) gives
+/// P~ X_keys (`n_q x key_width`, rows `sum_j A~_ij x_j / D~_i`, as [`apply`]) and
+/// `queries` (`n_q x query_width`) gives P~^T X_queries (`n_k x query_width`, as
+/// [`apply_transposed`]), both with P~ = (U / D~) V^T of P's own coefficients.
+#[derive(Clone, Copy, Debug)]
+pub struct SideProducts<'a, S> {
+    /// Per-key payload, row-major.
+    pub keys: &'a [S],
+    /// Its columns.
+    pub key_width: usize,
+    /// Per-query payload, row-major.
+    pub queries: &'a [S],
+    /// Its columns.
+    pub query_width: usize,
+}
+
+impl<S> SideProducts<'_, S> {
+    /// No side products.
+    pub fn none() -> Self {
+        Self {
+            keys: &[],
+            key_width: 0,
+            queries: &[],
+            query_width: 0,
+        }
+    }
+}
+
+/// Splits row-major `y` (`a + b` columns) into its first `a` and last `b` columns.
+fn split_columns<S: Field>(y: Vec<S>, a: usize, b: usize) -> (Vec<S>, Vec<S>) {
+    if b == 0 {
+        return (y, Vec::new());
+    }
+    let rows = y.len() / (a + b);
+    let (mut left, mut right) = (Vec::with_capacity(rows * a), Vec::with_capacity(rows * b));
+    for row in y.chunks_exact(a + b) {
+        left.extend_from_slice(&row[..a]);
+        right.extend_from_slice(&row[a..]);
+    }
+    (left, right)
+}
+
+/// [`backward`] plus the [`SideProducts`] P~ X_keys and P~^T X_queries. With the
+/// substituted kind both ride in the gradient passes (same kernel P~: the key payload
+/// widens dQ's pass, the query payload dK's); with the polynomial model's (kernel
+/// P'), the query payload rides in dV's pass and the key payload gets its own.
+pub fn backward_with<S: Field>(
+    p: &LowRankProblem<'_, S>,
+    mon: &Monomials,
+    fwd: &LowRankForward<S>,
+    d_o: &[S],
+    kind: GradientKind,
+    side: &SideProducts<'_, S>,
+) -> (LowRankGrads<S>, Vec<S>, Vec<S>) {
     let (d, d_v) = (p.d, p.d_v);
+    let (xw, yw) = (side.key_width, side.query_width);
     let delta: Vec<S> = (0..p.n_q)
         .map(|i| {
             let (a, b) = (&d_o[i * d_v..(i + 1) * d_v], &fwd.o[i * d_v..(i + 1) * d_v]);
@@ -278,6 +339,9 @@ pub fn backward<S: Field>(
             (dc, mon.prefix_len(p.coeffs.len().saturating_sub(2)))
         }
     };
+    // Side products ride in the gradient passes when their kernel is P~'s.
+    let fuse = kind == GradientKind::Substituted;
+    let (xq, yk) = if fuse { (xw, yw) } else { (0, 0) };
     let weights = mon.query_weights(&coeffs_s, r_s);
     let fill_l = |s, e, buf: &mut [S]| p.fill_query(mon, &weights, (s, e), buf);
     let fill_r = |s, e, buf: &mut [S]| p.fill_key(mon, (s, e), r_s, buf);
@@ -291,19 +355,22 @@ pub fn backward<S: Field>(
         len: p.n_k,
         fill: &fill_r,
     };
-    // dQ: payload E_j = [v_j (x) k_j, k_j] ((d_v + 1) d wide, block c holds v_jc k_j).
+    // dQ: payload E_j = [v_j (x) k_j, k_j (, X_keys_j)] (block c holds v_jc k_j).
     let wq = (d_v + 1) * d;
+    let we = wq + xq;
     let fill_e = |s: usize, e: usize, buf: &mut [S]| {
-        for (j, out) in (s..e).zip(buf.chunks_exact_mut(wq)) {
+        for (j, out) in (s..e).zip(buf.chunks_exact_mut(we)) {
             let kj = &p.k[j * d..(j + 1) * d];
             for (c, vc) in p.v[j * d_v..(j + 1) * d_v].iter().enumerate() {
                 for (o, kt) in out[c * d..(c + 1) * d].iter_mut().zip(kj) {
                     *o = vc.clone() * kt.clone();
                 }
             }
-            out[d_v * d..].clone_from_slice(kj);
+            out[d_v * d..wq].clone_from_slice(kj);
+            out[wq..].clone_from_slice(&side.keys[j * xq..(j + 1) * xq]);
         }
     };
+    // Rows of dQ, then (fused) P~ X_keys's.
     let finish_q = |i: usize, yi: &[S], out: &mut [S]| {
         let den = &fwd.norm[i];
         if den.is_zero() {
@@ -311,31 +378,34 @@ pub fn backward<S: Field>(
             return;
         }
         let g = &d_o[i * d_v..(i + 1) * d_v];
-        for (t, o) in out.iter_mut().enumerate() {
+        for (t, o) in out[..d].iter_mut().enumerate() {
             let mut acc = -(delta[i].clone() * yi[d_v * d + t].clone());
             for (c, gc) in g.iter().enumerate() {
                 acc = acc + gc.clone() * yi[c * d + t].clone();
             }
             *o = acc / den.clone() * p.tau.clone();
         }
+        for (o, y) in out[d..].iter_mut().zip(&yi[wq..]) {
+            *o = y.clone() / den.clone();
+        }
     };
-    let dq = prefix_contract_map(
+    let yq = prefix_contract_map(
         &|a| p.key_end(a),
         &left,
         &right,
         &Rows {
-            width: wq,
+            width: we,
             len: p.n_k,
             fill: &fill_e,
         },
         p.chunk,
-        d,
+        d + xq,
         &finish_q,
     );
+    let (dq, mut side_keys) = split_columns(yq, d, xq);
     // dK (and dV with the substituted kind, whose kernel is the same): payload
-    // F_i = [(dO_i / D~_i) (x) q_i, (delta_i / D~_i) q_i (, dO_i / D~_i)].
-    let fuse_dv = kind == GradientKind::Substituted;
-    let wk = wq + if fuse_dv { d_v } else { 0 };
+    // F_i = [(dO_i / D~_i) (x) q_i, (delta_i / D~_i) q_i (, dO_i / D~_i, X_queries_i / D~_i)].
+    let wk = wq + if fuse { d_v + yk } else { 0 };
     let fill_f = |s: usize, e: usize, buf: &mut [S]| {
         for (i, out) in (s..e).zip(buf.chunks_exact_mut(wk)) {
             let den = &fwd.norm[i];
@@ -346,7 +416,7 @@ pub fn backward<S: Field>(
                 for (o, qt) in out[c * d..(c + 1) * d].iter_mut().zip(qi) {
                     *o = gd.clone() * qt.clone();
                 }
-                if fuse_dv {
+                if fuse {
                     out[wq + c] = gd;
                 }
             }
@@ -354,9 +424,15 @@ pub fn backward<S: Field>(
             for (o, qt) in out[d_v * d..wq].iter_mut().zip(qi) {
                 *o = dd.clone() * qt.clone();
             }
+            if fuse {
+                let xi = &side.queries[i * yk..(i + 1) * yk];
+                for (o, x) in out[wq + d_v..].iter_mut().zip(xi) {
+                    *o = div_or_zero(x.clone(), den);
+                }
+            }
         }
     };
-    // Rows of dK, then (fused) dV's.
+    // Rows of dK, then (fused) dV's and P~^T X_queries's.
     let finish_k = |j: usize, yj: &[S], out: &mut [S]| {
         let vj = &p.v[j * d_v..(j + 1) * d_v];
         for (t, o) in out[..d].iter_mut().enumerate() {
@@ -366,12 +442,12 @@ pub fn backward<S: Field>(
             }
             *o = acc * p.tau.clone();
         }
-        if fuse_dv {
+        if fuse {
             out[d..].clone_from_slice(&yj[wq..]);
         }
     };
-    let qk = d + if fuse_dv { d_v } else { 0 };
-    let yk = transposed_contract_map(
+    let qk = d + if fuse { d_v + yk } else { 0 };
+    let yk_rows = transposed_contract_map(
         &|j| p.first_query(j),
         &left,
         &right,
@@ -384,19 +460,28 @@ pub fn backward<S: Field>(
         qk,
         &finish_k,
     );
-    // dV = P~^T dO with P~ = (U / D~) V^T, for both kinds.
-    let (dk, dv) = if fuse_dv {
-        let mut dk = Vec::with_capacity(p.n_k * d);
-        let mut dv = Vec::with_capacity(p.n_k * d_v);
-        for row in yk.chunks_exact(qk) {
-            dk.extend_from_slice(&row[..d]);
-            dv.extend_from_slice(&row[d..]);
-        }
-        (dk, dv)
+    // dV = P~^T dO with P~ = (U / D~) V^T, for both kinds (with the model's kind, one
+    // more pass that also carries X_queries, and P~ X_keys on its own).
+    let (dk, rest) = split_columns(yk_rows, d, qk - d);
+    let (dv, side_queries) = if fuse {
+        split_columns(rest, d_v, yk)
     } else {
-        (yk, apply_transposed(p, mon, &fwd.norm, d_o, d_v))
+        if xw > 0 {
+            side_keys = apply(p, mon, side.keys, xw).o;
+        }
+        if yw == 0 {
+            (apply_transposed(p, mon, &fwd.norm, d_o, d_v), Vec::new())
+        } else {
+            let mut x = Vec::with_capacity(p.n_q * (d_v + yw));
+            for i in 0..p.n_q {
+                x.extend_from_slice(&d_o[i * d_v..(i + 1) * d_v]);
+                x.extend_from_slice(&side.queries[i * yw..(i + 1) * yw]);
+            }
+            let t = apply_transposed(p, mon, &fwd.norm, &x, d_v + yw);
+            split_columns(t, d_v, yw)
+        }
     };
-    LowRankGrads { dq, dk, dv }
+    (LowRankGrads { dq, dk, dv }, side_keys, side_queries)
 }
 
 #[cfg(test)]

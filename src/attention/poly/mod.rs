@@ -137,9 +137,15 @@ pub fn forward<T: Real>(
     // The planner picks the degree from a crude bound (max |V| in place of the
     // P-weighted |V|); with an eps target, one degree less is tried first and kept
     // when its reported (weighted) bound already meets eps: the backward, which
-    // dominates the cost, then runs at the lower rank.
+    // dominates the cost, then runs at the lower rank. The try is skipped when a
+    // rigorous floor of that bound ([`bound::output_floor`], O(n d)) already exceeds
+    // eps: the run could only fail.
     if let (plan::Accuracy::Eps(eps), g) = (cfg.accuracy, plan.regime.degree) {
-        if g > 1 {
+        let may_fit = || {
+            let lower = polynomial::ExpPoly::new(cfg.kind, g - 1, plan.regime.radius);
+            bound::output_floor(&lower, max_visible_mean_abs(&p)) <= eps
+        };
+        if g > 1 && may_fit() {
             let lower = PolyConfig {
                 accuracy: plan::Accuracy::Degree(g - 1),
                 ..*cfg
@@ -153,6 +159,27 @@ pub fn forward<T: Real>(
         }
     }
     run_forward(&p, &inputs, plan, cfg.chunk)
+}
+
+/// max over rows i and value columns c of the mean of |V_jc| over the keys row i sees
+/// (0 when no row sees a key): what [`bound::output_floor`] needs.
+fn max_visible_mean_abs<T: Real>(p: &Problem<'_, T>) -> f64 {
+    let (d_v, v) = (p.d_v(), p.v.as_slice());
+    let mut sums = vec![0.0f64; d_v];
+    let (mut seen, mut best) = (0usize, 0.0f64);
+    for i in 0..p.n_q() {
+        let e = p.key_end(i);
+        while seen < e {
+            for (s, x) in sums.iter_mut().zip(&v[seen * d_v..(seen + 1) * d_v]) {
+                *s += x.to_f64().abs();
+            }
+            seen += 1;
+        }
+        if e > 0 {
+            best = sums.iter().fold(best, |b, s| b.max(s / e as f64));
+        }
+    }
+    best
 }
 
 /// The forward at a fixed plan, with its bound.
@@ -228,7 +255,6 @@ pub fn backward<T: Real>(
         norm: fwd.norm.clone(),
     };
     let g_o = to64(d_o);
-    let g = core::backward(&lr, &plan.monomials, &lr_fwd, &g_o, kind);
     let ctx = bound::GradContext {
         plan,
         kind,
@@ -239,7 +265,18 @@ pub fn backward<T: Real>(
         bound_o: &fwd.bound.total,
         u_out: T::UNIT_ROUNDOFF,
     };
-    let b = bound::gradients(&lr, &fwd.norm, &ctx, (&g.dq, &g.dk, &g.dv));
+    // The bound's weights ride in the gradient passes as side products (one set of
+    // passes for gradients and bounds; MATH.md 2.5, 2.6).
+    let weights =
+        bound::GradWeights::new(&lr, &fwd.norm, &ctx, bound::gradient_rounding(plan, &lr));
+    let side = weights
+        .as_ref()
+        .map_or_else(core::SideProducts::none, |w| w.side());
+    let (g, w_k, w_t) = core::backward_with(&lr, &plan.monomials, &lr_fwd, &g_o, kind, &side);
+    let b = match &weights {
+        Some(w) => w.finish(&lr, &ctx, (&w_k, &w_t), (&g.dq, &g.dk, &g.dv)),
+        None => bound::infinite_gradients(&lr),
+    };
     Ok(PolyGradients {
         dq: from64(p.n_q(), p.d(), &g.dq)?,
         dk: from64(p.n_k(), p.d(), &g.dk)?,
@@ -303,7 +340,9 @@ pub fn backward_multihead<T: Real>(
         .collect()
 }
 
-fn same_heads(h: usize, others: &[(&str, usize)]) -> Result<()> {
+/// Checks that every stack of a multi-head call has `h` heads (named in the error)
+/// and that `h >= 1`; shared with the CUDA host API.
+pub(crate) fn same_heads(h: usize, others: &[(&str, usize)]) -> Result<()> {
     for &(name, n) in others {
         if n != h {
             return Err(Error::ShapeMismatch {

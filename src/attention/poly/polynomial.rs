@@ -192,7 +192,37 @@ fn chebyshev_coeffs(g: usize, r: f64) -> Vec<f64> {
 
 /// Certified max over |x| <= r of |P(x) e^{-x} - 1| for the stored coefficients `c`
 /// (see the module docs for the argument). Returns +inf if anything overflows.
+///
+/// Memoised on the exact bits of (`c`, `r`): the certificate is a pure function of
+/// them, and planning asks for the same ones repeatedly (every degree up to the chosen
+/// one, again for the degree below it, every call on the same data). The table is
+/// bounded (cleared when full).
 pub fn certify(c: &[f64], r: f64) -> f64 {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Table = Mutex<HashMap<(Vec<u64>, u64), f64>>;
+    static MEMO: OnceLock<Table> = OnceLock::new();
+    const MAX_ENTRIES: usize = 4096;
+    let key = (
+        c.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        r.to_bits(),
+    );
+    let memo = MEMO.get_or_init(Default::default);
+    if let Some(eps) = memo.lock().ok().and_then(|m| m.get(&key).copied()) {
+        return eps;
+    }
+    let eps = certify_uncached(c, r);
+    if let Ok(mut m) = memo.lock() {
+        if m.len() >= MAX_ENTRIES {
+            m.clear();
+        }
+        m.insert(key, eps);
+    }
+    eps
+}
+
+/// [`certify`] without the memo.
+fn certify_uncached(c: &[f64], r: f64) -> f64 {
     let u = f64::EPSILON / 2.0;
     let g = c.len().saturating_sub(1);
     // D = P' - P has coefficients d_t = (t+1) c_{t+1} - c_t; M2 bounds |D'| on [-R, R]
