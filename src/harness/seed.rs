@@ -284,7 +284,7 @@ const HEADERS: [&str; 13] = [
     "their error % (their metric)",
     "their speedup",
     "R (rigorous)",
-    "max |S| (sampled rows)",
+    "max abs(S), sampled rows",
     "Taylor degree / rank",
     "our O error % (standard metric)",
     "our grad error %",
