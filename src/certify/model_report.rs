@@ -296,7 +296,7 @@ impl ModelReport {
             ModelReference::Mpfr { prec } => format!(
                 "MPFR interval enclosures of the whole model at {prec} bits: every error is certified (an upper bound on the distance to the exact real result)"
             ),
-            ModelReference::F64Exact => "the exact engine in f64: errors are measured against it, not certified (the model is too large for the MPFR reference)".into(),
+            ModelReference::F64Exact => "the exact engine in f64: errors are measured against it, not certified (the MPFR reference was not used: `--reference f64`, or the model is above its size limit)".into(),
         }
     }
 
