@@ -12,3 +12,7 @@ cargo test --release --workspace --doc
 # The CUDA path (feature `cuda`) builds without a toolkit or GPU; its tests run the
 # kernels' CPU emulation and report the device tests as skipped where no GPU exists.
 cargo test --release --features cuda --test cuda
+# The exact engine's lower SIMD levels (the run-time dispatch picks the best one; these
+# force AVX2+FMA and plain scalar code through the same enclosure and determinism tests).
+POLYATTN_SIMD=avx2 cargo test --release --test exact_enclosure --test exact_properties
+POLYATTN_SIMD=scalar cargo test --release --test exact_enclosure --test exact_properties
