@@ -138,6 +138,35 @@ pub fn mlp_half_backward<T: Real>(
     mlp_backward_parts(cfg, p, half.ln2.as_ref(), &half.mlp, d_out)
 }
 
+/// Backward of [`attention_half`] given `dZ`: `dT = dZ + LN1'^T MHA'^T dZ` (the
+/// weight gradients are dropped; `report` receives the engine's gradient bounds).
+pub fn attention_half_backward<T: Real>(
+    cfg: &ModelConfig,
+    p: &LayerParams<T>,
+    half: &AttentionHalf<T>,
+    dz: &Matrix<T>,
+    report: &mut LayerReport,
+) -> Result<Matrix<T>> {
+    Ok(attention_backward_parts(cfg, p, half.ln1.as_ref(), &half.mha, dz.clone(), report)?.0)
+}
+
+type AttentionGrads<T> = (Matrix<T>, Option<LayerNormParams<T>>, mha::MhaGrads<T>);
+
+fn attention_backward_parts<T: Real>(
+    cfg: &ModelConfig,
+    p: &LayerParams<T>,
+    ln1: Option<&LnCache<T>>,
+    mha_cache: &MhaCache<T>,
+    dz: Matrix<T>,
+    report: &mut LayerReport,
+) -> Result<AttentionGrads<T>> {
+    let (dx1, g_mha) = mha::backward(mha_weights(p), cfg.mask(), mha_cache, &dz, report)?;
+    let (dt_branch, g_ln1) = layer_norm::backward(p.ln1.as_ref(), ln1, &dx1)?;
+    let mut dt = dz;
+    add_assign(&mut dt, &dt_branch);
+    Ok((dt, g_ln1, g_mha))
+}
+
 fn mlp_backward_parts<T: Real>(
     cfg: &ModelConfig,
     p: &LayerParams<T>,
@@ -169,10 +198,8 @@ pub fn backward<T: Real>(
 ) -> Result<(Matrix<T>, LayerParams<T>)> {
     let (dz, g) = mlp_backward_parts(cfg, p, cache.ln2.as_ref(), &cache.mlp, d_out)?;
     let (g_ln2, g_mlp) = (g.ln2, g.mlp);
-    let (dx1, g_mha) = mha::backward(mha_weights(p), cfg.mask(), &cache.mha, &dz, report)?;
-    let (dt_branch, g_ln1) = layer_norm::backward(p.ln1.as_ref(), cache.ln1.as_ref(), &dx1)?;
-    let mut dt = dz;
-    add_assign(&mut dt, &dt_branch);
+    let (dt, g_ln1, g_mha) =
+        attention_backward_parts(cfg, p, cache.ln1.as_ref(), &cache.mha, dz, report)?;
     Ok((
         dt,
         LayerParams {

@@ -10,7 +10,8 @@
 //! ```text
 //! forward error   D_0 = 0,   D_l <= kappa_l D_{l-1} + mu_l a_l
 //! top             G_m <= D_m / n                       (MSE: dL/dT_m = (T_m - Y) / n)
-//! backward error  G_{l-1} <= kappa_l G_l + eta_l D_{l-1} + b_l,     dX error = G_0
+//! backward error  G_{l-1} <= kappa_l G_l + eta_l D_{l-1} + nu_l zeta_l a_l + b_l,
+//!                 dX error = G_0
 //! ```
 //! - `kappa_l = ||J_l||_2` (= `||J_l^T||_2`, the backward map's norm);
 //! - `mu_l` the norm of the MLP half's Jacobian `I + MLP' LN2'` at `Z_l`, through which
@@ -21,14 +22,19 @@
 //!   error the engine's gradient adds at `dT_{l-1}` (MATH.md 2.5's bounds);
 //! - `eta_l = ||Hess_T <g_l, F_l(T)>||_2`, how much the backward map applied to the
 //!   exact `g_l` moves when its input activations move (the forward error `D_{l-1}`
-//!   changes the point the backward is evaluated at).
+//!   changes the point the backward is evaluated at);
+//! - `zeta_l = ||Hess_Z <g_l, Z + MLP(LN2(Z))>||_2` and `nu_l` the norm of the attention
+//!   half's backward map `dZ -> dT`: the layer's own attention output error `a_l` moves
+//!   `Z` inside the block, so the MLP half's backward (zeta_l) and then the attention
+//!   half's (nu_l) carry it to `dT_{l-1}`.
 //!
 //! Unrolled, `G_0 = sum_l e_l prod_{k<l} kappa_k + G_m prod_k kappa_k` with
-//! `e_l = eta_l D_{l-1} + b_l`: MATH.md 4's form plus the loss-gradient term.
+//! `e_l = eta_l D_{l-1} + nu_l zeta_l a_l + b_l`: MATH.md 4's form plus the
+//! loss-gradient term.
 //!
 //! What this is and is not: the recurrences are first order in the errors (products of
 //! two errors are dropped; they are below 1e-6 of the kept terms at the errors the
-//! engine certifies), and the norms `kappa_l, mu_l, eta_l` are estimated by power
+//! engine certifies), and the norms `kappa_l, mu_l, eta_l, zeta_l, nu_l` are estimated by power
 //! iteration with central differences (h = 1e-3 ||T||_F), which converges to the norm
 //! from below. So the result is a computed estimate of the bound, not a certificate;
 //! the depth sweep checks it against the measured error at every depth. Defined for the
@@ -55,13 +61,18 @@ pub struct LayerTerms {
     pub mu: f64,
     /// `eta_l`: the norm of the Hessian of `<g_l, F_l(T)>` at `T_{l-1}`.
     pub eta: f64,
+    /// `zeta_l`: the norm of the Hessian of `<g_l, MLP half(Z)>` at `Z_l`.
+    pub zeta: f64,
+    /// `nu_l`: the norm of the attention half's backward map `dZ -> dT`.
+    pub nu: f64,
     /// `a_l`: the bound on the attention output error added to `Z_l`.
     pub forward_error: f64,
     /// `b_l`: the bound on the error the engine's gradient adds to `dT_{l-1}`.
     pub backward_error: f64,
     /// `D_{l-1}`: the propagated forward error at this layer's input.
     pub input_error: f64,
-    /// `e_l = eta_l D_{l-1} + b_l`: the layer's own contribution to the gradient error.
+    /// `e_l = eta_l D_{l-1} + nu_l zeta_l a_l + b_l`: the layer's own contribution to
+    /// the gradient error.
     pub own_error: f64,
 }
 
@@ -179,6 +190,28 @@ fn layer_terms(
         Ok(jt.as_slice().to_vec())
     };
     let mu = power_norm(dim, iters, seed ^ 1, &mut mtm)?.sqrt();
+    // zeta: the Hessian of <g, MLP half(Z)>, whose gradient is the MLP half's backward.
+    let mut hess_z = |v: &[f64]| -> Result<Vec<f64>> {
+        central_difference(z, v, &mut |x| {
+            let h = block::mlp_half(cfg, p, x)?;
+            Ok(block::mlp_half_backward(cfg, p, &h, g)?.0)
+        })
+    };
+    let zeta = power_norm(dim, iters, seed ^ 3, &mut hess_z)?;
+    // nu: the attention half's backward map dZ -> dT, sqrt(||A^T A||) with A v by
+    // central differences of Z(T).
+    let mut ata = |v: &[f64]| -> Result<Vec<f64>> {
+        let av = central_difference(t, v, &mut |x| {
+            Ok(block::attention_half(cfg, p, &exact, x)?.z)
+        })?;
+        let mut r = dummy.clone();
+        Ok(
+            block::attention_half_backward(cfg, p, &a, &shape(&av)?, &mut r)?
+                .as_slice()
+                .to_vec(),
+        )
+    };
+    let nu = power_norm(dim, iters, seed ^ 4, &mut ata)?.sqrt();
     // eta: the Hessian of <g, F(T)>, whose gradient is the block backward of g at T.
     let mut hess = |v: &[f64]| -> Result<Vec<f64>> {
         central_difference(t, v, &mut |x| {
@@ -212,6 +245,8 @@ fn layer_terms(
         kappa,
         mu,
         eta,
+        zeta,
+        nu,
         forward_error,
         backward_error,
         input_error: 0.0,
@@ -266,7 +301,8 @@ pub fn propagated_dx_bound(
     let mut d = 0.0;
     for terms in &mut layers {
         terms.input_error = d;
-        terms.own_error = terms.eta * d + terms.backward_error;
+        terms.own_error =
+            terms.eta * d + terms.nu * terms.zeta * terms.forward_error + terms.backward_error;
         d = terms.kappa * d + terms.mu * terms.forward_error;
     }
     let top_error = d / x.rows() as f64;
