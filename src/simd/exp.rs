@@ -169,7 +169,8 @@ mod tests {
     }
 
     /// Every f32 x <= 0 (about 1.1e9 values; a few seconds in release):
-    /// `cargo test --release --lib exhaustive -- --ignored --nocapture`.
+    /// `cargo test --release --lib exhaustive -- --ignored --nocapture` (scripts/test.sh
+    /// runs it, so CI does).
     #[test]
     #[ignore]
     fn f32_exp_exhaustive() {
