@@ -138,7 +138,8 @@ fn reports_are_consistent_and_references_agree() {
 /// The whole-model report (`polyattn certify --weights`): against the MPFR enclosure of
 /// the model, the exact engine's own certified error is rounding-sized, the polynomial
 /// run's certified error is its measured distance from the exact run up to that
-/// rounding, and grad.x's error lies below MATH.md 4's propagated bound; forcing the
+/// rounding, and grad.x's and every weight gradient's error lie below MATH.md 4's
+/// propagated bounds; forcing the
 /// f64 reference is reported as measured, not certified.
 #[test]
 fn model_report_certifies_every_gradient() {
@@ -172,6 +173,15 @@ fn model_report_certifies_every_gradient() {
     }
     let dx = r.tensors.iter().find(|t| t.name == "grad.x").unwrap();
     assert!(dx.a_priori_fro_bound.unwrap() >= dx.fro_error, "{dx:?}");
+    // Every parameter gradient of both layers has its layer's propagated bound, and
+    // each tensor's certified Frobenius error lies below it.
+    for t in r
+        .tensors
+        .iter()
+        .filter(|t| t.name.starts_with("grad.layers."))
+    {
+        assert!(t.a_priori_fro_bound.unwrap() >= t.fro_error, "{t:?}");
+    }
     let f = certify_model(&model, &batch, &[poly_choice(1e-6)], ReferenceChoice::F64).unwrap();
     assert_eq!(f.reference, ModelReference::F64Exact);
     assert!(f.reference_text().contains("not certified"));

@@ -63,6 +63,10 @@ fn model_sweeps_small_presets_run() {
         assert_eq!(r.rel_layer.len(), r.layers);
         // MATH.md 4: the propagated bound must not be below what happened.
         assert!(r.predicted_dx >= r.fro_dx, "{r:?}");
+        // The same for every layer's weight gradients (W_l, sensitivity.rs).
+        assert_eq!(r.fro_weights.len(), r.layers);
+        assert!(r.fro_weights.iter().all(|m| *m > 0.0), "{r:?}");
+        assert!(r.weight_bound_ratio() >= 1.0, "{r:?}");
         assert_eq!(r.kappa.len(), r.layers);
         assert!(r.kappa.iter().all(|k| k.is_finite() && *k > 0.0), "{r:?}");
     }

@@ -15,8 +15,9 @@
 //! The split: for every tensor the report gives the run's error (certified, or measured
 //! against f64), the exact engine's own error against the same reference (the rounding
 //! part: both runs round alike outside attention), and max |run - exact f64| (the
-//! polynomial part, measured); for `grad.x` also MATH.md 4's propagated bound
-//! ([`crate::model::sensitivity`], MSE loss, feature input). Per layer: the engine that
+//! polynomial part, measured); for `grad.x` and every layer's parameter gradients also
+//! MATH.md 4's propagated bound ([`crate::model::sensitivity`], MSE loss, feature
+//! input; a layer's bound covers all its tensors together). Per layer: the engine that
 //! ran and why, each head's R, B, sqrt(ln n), degree, rank, eps_P and its a priori
 //! bounds on O, dQ, dK, dV; and the time of each engine and of the reference.
 //!
@@ -25,7 +26,7 @@
 use super::report::ReferenceChoice;
 use crate::error::Result;
 use crate::harness::{markdown_table, sig3};
-use crate::model::sensitivity::propagated_dx_bound;
+use crate::model::sensitivity::propagated_bound;
 use crate::model::{Batch, EngineChoice, LayerReport, LossKind, Model, Source};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -66,7 +67,9 @@ pub struct ModelTensor {
     pub exact_engine_max_abs_error: f64,
     /// max |run - exact engine in f64| (the polynomial part, measured).
     pub poly_part_max_abs: f64,
-    /// MATH.md 4's propagated bound on the Frobenius error (`grad.x` only).
+    /// MATH.md 4's propagated bound on the Frobenius error: `grad.x`'s, or for a
+    /// tensor of layer l the bound on all of that layer's parameter gradients together
+    /// (MSE, feature input, some layer on the polynomial engine; `None` otherwise).
     pub a_priori_fro_bound: Option<f64>,
     /// The run's Frobenius error (to compare with `a_priori_fro_bound`).
     pub fro_error: f64,
@@ -210,13 +213,24 @@ pub fn certify_model(
     };
     let seconds_reference = t.elapsed().as_secs_f64();
     let ran_poly = g_run.reports.iter().any(|r| !r.heads.is_empty());
-    let dx_bound = if ran_poly
+    let propagated = if ran_poly
         && model.config().loss == LossKind::Mse
         && matches!(batch.source, Source::Embeddings(_))
     {
-        Some(propagated_dx_bound(model, batch, &g_run.reports, 20)?.dx_bound)
+        Some(propagated_bound(model, batch, &g_run.reports, 20)?)
     } else {
         None
+    };
+    // grad.x takes G_0; every tensor of layer l takes W_l, the bound on the Frobenius
+    // error of all the layer's parameter gradients together.
+    let a_priori = |name: &str| -> Option<f64> {
+        let b = propagated.as_ref()?;
+        if name == "grad.x" {
+            return Some(b.dx_bound);
+        }
+        let rest = name.strip_prefix("grad.layers.")?;
+        let l: usize = rest.split('.').next()?.parse().ok()?;
+        b.layers.get(l).map(|t| t.weight_bound)
     };
     let mut tensors = Vec::with_capacity(run.len());
     for (name, y) in &run {
@@ -241,7 +255,7 @@ pub fn certify_model(
             rel_fro_error,
             exact_engine_max_abs_error: exact_err,
             poly_part_max_abs: poly_part,
-            a_priori_fro_bound: if name == "grad.x" { dx_bound } else { None },
+            a_priori_fro_bound: a_priori(name),
             fro_error,
         });
     }

@@ -40,7 +40,7 @@ fn certified_model(seed: u64, out: &Path) -> Result<()> {
     let (model, batch) = bounded_model(small_head_config(2), QK_SCALE, n, seed)?;
     let rep = certify_model(&model, &batch, &[poly_choice(1e-6)], ReferenceChoice::Auto)?;
     println!(
-        "\nThe same model at n = {n}, eps = 1e-6 per head, every gradient against {}; a sample of the {} tensors (the bound is MATH.md 4's propagated bound on the Frobenius error of dX):\n",
+        "\nThe same model at n = {n}, eps = 1e-6 per head, every gradient against {}; a sample of the {} tensors (the bound is MATH.md 4's propagated bound on the Frobenius error: of dX, or for a weight tensor its layer's bound on all that layer's weight gradients together):\n",
         rep.reference_text(),
         rep.tensors.len()
     );

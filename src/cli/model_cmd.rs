@@ -24,7 +24,7 @@ use crate::io::{write_tensors, DType, TensorFile};
 use crate::model::file::{
     batch_tensors, engine_metadata, gradient_tensors, model_tensors, read_batch, read_model,
 };
-use crate::model::sensitivity::{propagated_dx_bound, PropagatedBound};
+use crate::model::sensitivity::{propagated_bound, PropagatedBound};
 use crate::model::{
     Activation, Batch, EngineChoice, LossKind, Model, ModelConfig, PolySettings, Source, Target,
 };
@@ -269,7 +269,8 @@ fn engines(args: &ModelArgs) -> Vec<EngineChoice> {
         .collect()
 }
 
-/// MATH.md 4's propagated bound on `||grad.x - dX_exact||_F` (see
+/// MATH.md 4's propagated bounds on `||grad.x - dX_exact||_F` and on each layer's
+/// weight gradients (see
 /// [`crate::model::sensitivity`]) for an f64 run in which some layer ran the
 /// polynomial engine, with the MSE loss and a feature input; `None` otherwise.
 fn dx_bound(
@@ -286,7 +287,7 @@ fn dx_bound(
     if model.config().loss != LossKind::Mse || !matches!(batch.source, Source::Embeddings(_)) {
         return Ok(None);
     }
-    Ok(Some(propagated_dx_bound(&model, &batch, reports, 20)?))
+    Ok(Some(propagated_bound(&model, &batch, reports, 20)?))
 }
 
 fn compute<T: Real>(
@@ -316,6 +317,12 @@ fn compute<T: Real>(
     meta.insert("polyattn_version".into(), env!("CARGO_PKG_VERSION").into());
     if let Some(b) = dx_bound(weights, input, &grads.reports, T::DTYPE)? {
         meta.insert("dx_error_bound".into(), format!("{:e}", b.dx_bound));
+        let per_layer: Vec<String> = b
+            .layers
+            .iter()
+            .map(|t| format!("{:e}", t.weight_bound))
+            .collect();
+        meta.insert("weight_error_bounds".into(), per_layer.join(","));
         meta.insert(
             "dx_error_bound_json".into(),
             serde_json::to_string(&b).unwrap_or_default(),

@@ -9,16 +9,18 @@
 //! rounding, ~1e-13 relative at these sizes, is far below the differences measured).
 //!
 //! Beside the measured side, each depth gets MATH.md 4's propagated bound on
-//! `||dX~ - dX||_F`, `sum_l e_l prod_{k<l} kappa_k` (plus the loss-gradient term),
+//! `||dX~ - dX||_F`, `sum_l e_l prod_{k<l} kappa_k` (plus the loss-gradient term), and
+//! on each layer's weight gradients (`W_l`, Frobenius over all the layer's tensors),
 //! computed from the actual activations by [`crate::model::sensitivity`]: the per-layer
 //! norms kappa_l, the engine's certified per-head bounds, and how loose the result is
-//! (predicted / measured). Predicted >= measured is checked at every depth (tests).
+//! (predicted / measured). Predicted >= measured is checked at every depth, for dX and
+//! for every layer's weight gradients (tests).
 
 use super::fit::loglog_slope;
 use super::model_time::{bounded_model, poly_choice, small_head_config, QK_SCALE};
 use super::{ensure_dir, markdown_table, sig3, text_table, write_json, write_text, Preset};
 use crate::error::Result;
-use crate::model::sensitivity::propagated_dx_bound;
+use crate::model::sensitivity::propagated_bound;
 use crate::model::EngineChoice;
 use crate::plot::{LogLogChart, Series, Style};
 use serde::Serialize;
@@ -43,6 +45,22 @@ pub struct Record {
     pub kappa: Vec<f64>,
     /// e_l per layer (each layer's own contribution).
     pub own_error: Vec<f64>,
+    /// Per layer: measured `||dtheta~_l - dtheta_l||_F` over all the layer's tensors.
+    pub fro_weights: Vec<f64>,
+    /// Per layer: the propagated bound `W_l` on it.
+    pub predicted_weights: Vec<f64>,
+}
+
+impl Record {
+    /// min over layers of `W_l / ||dtheta~_l - dtheta_l||_F` (>= 1 when every layer's
+    /// weight-gradient bound holds).
+    pub fn weight_bound_ratio(&self) -> f64 {
+        self.predicted_weights
+            .iter()
+            .zip(&self.fro_weights)
+            .map(|(b, m)| b / m)
+            .fold(f64::INFINITY, f64::min)
+    }
 }
 
 /// The sweep's results.
@@ -71,6 +89,14 @@ fn rel(a: &[f64], b: &[f64]) -> f64 {
     } else {
         diff
     }
+}
+
+fn fro_diff(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// Power iterations per norm in the propagated bound (the estimates settle to 3 digits
@@ -116,15 +142,15 @@ pub fn sweep(preset: Preset) -> Result<Report> {
             })
             .collect();
         let max_attention_bound = gp.reports.iter().map(|r| r.max_bound()).fold(0.0, f64::max);
-        let fro_dx = ge
-            .dx
-            .as_slice()
+        let fro_dx = fro_diff(ge.dx.as_slice(), gp.dx.as_slice());
+        let fro_weights = ge
+            .params
+            .layers
             .iter()
-            .zip(gp.dx.as_slice())
-            .map(|(a, b)| (a - b) * (a - b))
-            .sum::<f64>()
-            .sqrt();
-        let bound = propagated_dx_bound(&model, &batch, &gp.reports, POWER_ITERATIONS)?;
+            .zip(&gp.params.layers)
+            .map(|(a, b)| fro_diff(&a.to_flat(), &b.to_flat()))
+            .collect();
+        let bound = propagated_bound(&model, &batch, &gp.reports, POWER_ITERATIONS)?;
         records.push(Record {
             layers: m,
             rel_dx,
@@ -134,6 +160,8 @@ pub fn sweep(preset: Preset) -> Result<Report> {
             predicted_dx: bound.dx_bound,
             kappa: bound.layers.iter().map(|t| t.kappa).collect(),
             own_error: bound.layers.iter().map(|t| t.own_error).collect(),
+            fro_weights,
+            predicted_weights: bound.layers.iter().map(|t| t.weight_bound).collect(),
         });
     }
     Ok(Report {
@@ -145,7 +173,7 @@ pub fn sweep(preset: Preset) -> Result<Report> {
     })
 }
 
-const HEADERS: [&str; 8] = [
+const HEADERS: [&str; 10] = [
     "layers",
     "rel. dX difference",
     "first layer's weights",
@@ -154,6 +182,8 @@ const HEADERS: [&str; 8] = [
     "||dX~ - dX||_F measured",
     "propagated bound",
     "bound / measured",
+    "weights ||.||_F measured (max layer)",
+    "weights bound / measured (min layer)",
 ];
 
 fn rows(r: &Report) -> Vec<Vec<String>> {
@@ -169,6 +199,8 @@ fn rows(r: &Report) -> Vec<Vec<String>> {
                 sig3(x.fro_dx),
                 sig3(x.predicted_dx),
                 sig3(x.predicted_dx / x.fro_dx),
+                sig3(x.fro_weights.iter().copied().fold(0.0, f64::max)),
+                sig3(x.weight_bound_ratio()),
             ]
         })
         .collect()
@@ -205,7 +237,7 @@ pub fn write_outputs(r: &Report, out: &Path) -> Result<()> {
     ensure_dir(out)?;
     write_json(&out.join("depth.json"), r)?;
     let md = format!(
-        "# Gradient difference against depth\n\nThe bounded-score causal model (d_model = 16, 4 heads of d_head = 4, W_Q, W_K scaled by {QK_SCALE}), n = {}, polynomial engine at eps = {} per head; differences against the exact engine in f64, relative to the largest exact entry, and the Frobenius norm of the dX difference beside MATH.md 4's propagated bound sum_l e_l prod_(k<l) kappa_l (plus the loss-gradient term; src/model/sensitivity.rs: first order in the errors, norms by power iteration at the exact activations, the heads' certified bounds as e_l's source).\n\n{}\n{}\n![depth](depth.svg)\n",
+        "# Gradient difference against depth\n\nThe bounded-score causal model (d_model = 16, 4 heads of d_head = 4, W_Q, W_K scaled by {QK_SCALE}), n = {}, polynomial engine at eps = {} per head; differences against the exact engine in f64, relative to the largest exact entry, and the Frobenius norm of the dX difference beside MATH.md 4's propagated bound sum_l e_l prod_(k<l) kappa_l (plus the loss-gradient term; src/model/sensitivity.rs: first order in the errors, norms by power iteration at the exact activations, the heads' certified bounds as e_l's source), and per layer the Frobenius norm of the difference of all its parameter gradients beside the propagated bound W_l = beta_l G_l + chi_l D_(l-1) + w_l (the last two columns: the largest measured over the layers, and the smallest bound / measured ratio, which must be >= 1).\n\n{}\n{}\n![depth](depth.svg)\n",
         r.n,
         r.eps,
         markdown_table(&HEADERS, &rows(r)),
@@ -242,6 +274,16 @@ pub fn write_outputs(r: &Report, out: &Path) -> Result<()> {
             Series {
                 name: "propagated bound on ||dX~ - dX||_F".into(),
                 points: pts(&|x| x.predicted_dx),
+                style: Style::Line,
+            },
+            Series {
+                name: "weights ||.||_F measured (max layer)".into(),
+                points: pts(&|x| x.fro_weights.iter().copied().fold(0.0, f64::max)),
+                style: Style::Line,
+            },
+            Series {
+                name: "propagated weight bound (max layer)".into(),
+                points: pts(&|x| x.predicted_weights.iter().copied().fold(0.0, f64::max)),
                 style: Style::Line,
             },
         ],

@@ -200,19 +200,62 @@ pub fn backward<T: Real>(
     let (g_ln2, g_mlp) = (g.ln2, g.mlp);
     let (dt, g_ln1, g_mha) =
         attention_backward_parts(cfg, p, cache.ln1.as_ref(), &cache.mha, dz, report)?;
-    Ok((
-        dt,
-        LayerParams {
-            ln1: g_ln1,
-            wq: g_mha.wq,
-            wk: g_mha.wk,
-            wv: g_mha.wv,
-            wo: g_mha.wo,
-            ln2: g_ln2,
-            w1: g_mlp.w1,
-            b1: g_mlp.b1,
-            w2: g_mlp.w2,
-            b2: g_mlp.b2,
-        },
-    ))
+    Ok((dt, assemble(g_ln1, g_mha, g_ln2, g_mlp)))
+}
+
+fn assemble<T>(
+    ln1: Option<LayerNormParams<T>>,
+    mha: mha::MhaGrads<T>,
+    ln2: Option<LayerNormParams<T>>,
+    mlp: MlpGrads<T>,
+) -> LayerParams<T> {
+    LayerParams {
+        ln1,
+        wq: mha.wq,
+        wk: mha.wk,
+        wv: mha.wv,
+        wo: mha.wo,
+        ln2,
+        w1: mlp.w1,
+        b1: mlp.b1,
+        w2: mlp.w2,
+        b2: mlp.b2,
+    }
+}
+
+/// Zeros shaped like `p`.
+fn zeros_like<T: Real>(p: &LayerParams<T>) -> LayerParams<T> {
+    let mut z = p.clone();
+    for (_, _, d) in z.slots_mut("") {
+        d.fill(T::ZERO);
+    }
+    z
+}
+
+/// Backward of [`attention_half`] given `dZ`: `dT` and the half's parameter gradients
+/// (LN1, W_Q, W_K, W_V, W_O) in a block-shaped gradient whose MLP-half entries are zero.
+pub fn attention_half_param_backward<T: Real>(
+    cfg: &ModelConfig,
+    p: &LayerParams<T>,
+    half: &AttentionHalf<T>,
+    dz: &Matrix<T>,
+    report: &mut LayerReport,
+) -> Result<(Matrix<T>, LayerParams<T>)> {
+    let (dt, g_ln1, g_mha) =
+        attention_backward_parts(cfg, p, half.ln1.as_ref(), &half.mha, dz.clone(), report)?;
+    let mut g = zeros_like(p);
+    g.ln1 = g_ln1;
+    (g.wq, g.wk, g.wv, g.wo) = (g_mha.wq, g_mha.wk, g_mha.wv, g_mha.wo);
+    Ok((dt, g))
+}
+
+impl<T: Real> MlpHalfGrads<T> {
+    /// These gradients in a block-shaped gradient (`p` gives the shapes) whose
+    /// attention-half entries are zero.
+    pub fn into_layer(self, p: &LayerParams<T>) -> LayerParams<T> {
+        let mut g = zeros_like(p);
+        g.ln2 = self.ln2;
+        (g.w1, g.b1, g.w2, g.b2) = (self.mlp.w1, self.mlp.b1, self.mlp.w2, self.mlp.b2);
+        g
+    }
 }

@@ -35,6 +35,21 @@ impl<T: Real> LnCache<T> {
     pub fn max_rstd(&self) -> f64 {
         self.rstd.iter().fold(0.0, |m, r| m.max(r.to_f64()))
     }
+
+    /// `max_j ||xhat_{:,j}||_2`, the largest column norm of `xhat`. It bounds the map
+    /// `dy -> dgamma = (sum_i dy_ij xhat_ij)_j`: `||dgamma||_2 <= max_j ||xhat_{:,j}||
+    /// ||dy||_F` (Cauchy-Schwarz per column).
+    pub fn max_xhat_col_norm(&self) -> f64 {
+        let (n, d) = (self.xhat.rows(), self.xhat.cols());
+        (0..d)
+            .map(|j| {
+                (0..n)
+                    .map(|i| self.xhat.row(i)[j].to_f64().powi(2))
+                    .sum::<f64>()
+                    .sqrt()
+            })
+            .fold(0.0, f64::max)
+    }
 }
 
 /// `y = LN(x)` and the cache; identity (no cache) when `p` is `None`.

@@ -50,6 +50,53 @@ pub struct LayerParams<T> {
     pub b2: Vec<T>,
 }
 
+impl<T: Real> LayerParams<T> {
+    /// The block's tensors with their file names (`{prefix}.ln1.gain`, ...,
+    /// `{prefix}.mlp.b2`) and shapes, in schema order.
+    pub fn slots_mut(&mut self, prefix: &str) -> Vec<SlotMut<'_, T>> {
+        let mut out = Vec::new();
+        ln_slots(&mut out, &format!("{prefix}.ln1"), &mut self.ln1);
+        out.push(mat_slot(format!("{prefix}.attn.wq"), &mut self.wq));
+        out.push(mat_slot(format!("{prefix}.attn.wk"), &mut self.wk));
+        out.push(mat_slot(format!("{prefix}.attn.wv"), &mut self.wv));
+        out.push(mat_slot(format!("{prefix}.attn.wo"), &mut self.wo));
+        ln_slots(&mut out, &format!("{prefix}.ln2"), &mut self.ln2);
+        out.push(mat_slot(format!("{prefix}.mlp.w1"), &mut self.w1));
+        let f = self.b1.len();
+        out.push((format!("{prefix}.mlp.b1"), vec![f], &mut self.b1));
+        out.push(mat_slot(format!("{prefix}.mlp.w2"), &mut self.w2));
+        let d = self.b2.len();
+        out.push((format!("{prefix}.mlp.b2"), vec![d], &mut self.b2));
+        out
+    }
+
+    /// Every value of the block, concatenated in schema order (the vector the block's
+    /// parameter-space norms act on).
+    pub fn to_flat(&self) -> Vec<T> {
+        let mut copy = self.clone();
+        copy.slots_mut("")
+            .into_iter()
+            .flat_map(|(_, _, d)| d.to_vec())
+            .collect()
+    }
+
+    /// The block with every value replaced from `flat` (schema order, as
+    /// [`to_flat`](Self::to_flat) writes it); `None` when `flat` has the wrong length.
+    pub fn with_flat(&self, flat: &[T]) -> Option<Self> {
+        let mut out = self.clone();
+        let mut rest = flat;
+        for (_, _, d) in out.slots_mut("") {
+            if rest.len() < d.len() {
+                return None;
+            }
+            let (head, tail) = rest.split_at(d.len());
+            d.copy_from_slice(head);
+            rest = tail;
+        }
+        rest.is_empty().then_some(out)
+    }
+}
+
 /// All parameters of a model (or, with the same layout, their gradients).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Params<T> {
@@ -149,19 +196,7 @@ impl<T: Real> Params<T> {
     pub fn slots_mut(&mut self) -> Vec<SlotMut<'_, T>> {
         let mut out = Vec::new();
         for (l, p) in self.layers.iter_mut().enumerate() {
-            let pre = format!("layers.{l}");
-            ln_slots(&mut out, &format!("{pre}.ln1"), &mut p.ln1);
-            out.push(mat_slot(format!("{pre}.attn.wq"), &mut p.wq));
-            out.push(mat_slot(format!("{pre}.attn.wk"), &mut p.wk));
-            out.push(mat_slot(format!("{pre}.attn.wv"), &mut p.wv));
-            out.push(mat_slot(format!("{pre}.attn.wo"), &mut p.wo));
-            ln_slots(&mut out, &format!("{pre}.ln2"), &mut p.ln2);
-            out.push(mat_slot(format!("{pre}.mlp.w1"), &mut p.w1));
-            let f = p.b1.len();
-            out.push((format!("{pre}.mlp.b1"), vec![f], &mut p.b1));
-            out.push(mat_slot(format!("{pre}.mlp.w2"), &mut p.w2));
-            let d = p.b2.len();
-            out.push((format!("{pre}.mlp.b2"), vec![d], &mut p.b2));
+            out.extend(p.slots_mut(&format!("layers.{l}")));
         }
         ln_slots(&mut out, "lnf", &mut self.lnf);
         if let Some(w) = &mut self.w_out {
