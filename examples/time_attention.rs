@@ -29,6 +29,7 @@ struct Args {
     eps: f64,
     degree: Option<usize>,
     qk_scale: f64,
+    chunk: Option<usize>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -43,6 +44,7 @@ fn parse() -> Result<Args, String> {
         eps: 1e-3,
         degree: None,
         qk_scale: 1.0,
+        chunk: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,6 +60,7 @@ fn parse() -> Result<Args, String> {
             "--degree" => a.degree = Some(num(val()?)? as usize),
             "--qk-scale" => a.qk_scale = num(val()?)?,
             "--causal" => a.causal = true,
+            "--chunk" => a.chunk = Some(num(val()?)? as usize),
             "--f64" => a.f64 = true,
             other => return Err(format!("unknown flag {other}")),
         }
@@ -108,6 +111,7 @@ fn run<T: Real>(a: &Args) -> Result<String, String> {
                     mask,
                     accuracy: a.degree.map_or(Accuracy::Eps(a.eps), Accuracy::Degree),
                     max_cost_ratio: f64::INFINITY,
+                    chunk: a.chunk.unwrap_or(PolyConfig::default().chunk),
                     ..PolyConfig::default()
                 };
                 let t = Instant::now();
