@@ -1,7 +1,7 @@
 //! Certified errors: how far computed results are, provably, from the exact
 //! real-number answer (MATH.md 2.6).
 //!
-//! - [`reference`]: the exact engine in f64 plus an a priori rounding bound on every
+//! - [`mod@reference`]: the exact engine in f64 plus an a priori rounding bound on every
 //!   entry: an enclosure of exact attention that scales to any n the exact engine can
 //!   run (no MPFR needed).
 //! - [`rows`] (feature `certify`): single rows against the MPFR enclosures of

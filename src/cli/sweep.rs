@@ -46,7 +46,7 @@ pub struct PresetArgs {
     /// Grid size: `small` runs in seconds, `full` is the README's.
     #[arg(long, value_enum, default_value_t = Preset::Small)]
     pub preset: Preset,
-    /// Output folder (default results/<sweep>).
+    /// Output folder (default `results/<sweep>`).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// a time; the harness sets it before each run).
 static PRECISION: AtomicU32 = AtomicU32::new(53);
 
-/// An MPFR float whose every operation rounds to the current [`PRECISION`] (round to
+/// An MPFR float whose every operation rounds to the current `PRECISION` (round to
 /// nearest): p-bit floating-point arithmetic for the generic algorithm.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mp(pub Float);

@@ -24,7 +24,7 @@
 //! (names, shapes, initialiser, loading), [`dense`] (products), [`layer_norm`],
 //! [`mlp`], [`engine`] (engine choice and report), [`mha`], [`loss`], [`block`],
 //! [`stack`] (the model), [`sensitivity`] (error propagation through the layers),
-//! [`file`] (safetensors in and out).
+//! [`mod@file`] (safetensors in and out).
 //!
 //! Engines: [`EngineChoice::Exact`], [`EngineChoice::Poly`] or [`EngineChoice::Auto`],
 //! one for all layers or one per layer. A layer's engine runs both its attention

@@ -366,7 +366,7 @@ fn rationals3(u: &Mat<f64>, v: &Mat<f64>, y: &Mat<f64>) -> Res<[Mat<Rational>; 3
 }
 
 /// ML24 Lemma I.3 / Algorithm 2: the causal prefix product `(M o U V^T) Y`
-/// (see [`prefix_product`]'s formula), exact rationals. Correct.
+/// (see `prefix_product`'s formula), exact rationals. Correct.
 pub fn lemma_i3_causal_prefix_product(
     u: &Mat<f64>,
     v: &Mat<f64>,

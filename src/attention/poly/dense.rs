@@ -2,7 +2,7 @@
 //! (MATH.md 2.4, 2.5): chunk states R^T X, state applications L Z and the in-chunk
 //! kernel blocks L R^T are all small GEMMs.
 //!
-//! One entry point, [`Field::matmul`](crate::scalar::Field::matmul): its default is
+//! One entry point, [`Field::matmul`]: its default is
 //! [`matmul_generic`], a plain triple loop in the type's own arithmetic (exact for
 //! exact types, which is what lets the algorithm be checked with `==` against the
 //! direct formulas, MATH.md 2.6 question 1); `f32` and `f64` override it with

@@ -13,7 +13,7 @@
 //! Precision: f32 and f64 inputs are both computed in f64 internally and rounded
 //! once to the input dtype on output, so the rounding part of the bound is f64's.
 //!
-//! The engine refuses ([`Error::PolyRefused`](crate::Error::PolyRefused)) what it
+//! The engine refuses ([`Error::PolyRefused`]) what it
 //! cannot certify at a sane rank and cost: scores past the bounded-entry regime need
 //! degrees and ranks that grow without limit (AS23), and the engine says so instead of
 //! returning a confident wrong answer.

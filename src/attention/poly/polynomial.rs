@@ -93,7 +93,7 @@ impl ExpPoly {
         horner(&self.coeffs, x)
     }
 
-    /// The coefficients of P' (degree g - 1): (t + 1) c_{t+1}. For g = 0: [0].
+    /// The coefficients of P' (degree g - 1): (t + 1) c_{t+1}. For g = 0: `[0]`.
     pub fn derivative_coeffs(&self) -> Vec<f64> {
         if self.coeffs.len() <= 1 {
             return vec![0.0];
