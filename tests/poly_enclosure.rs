@@ -282,3 +282,50 @@ fn uncertified_degree_runs_only_when_asked_and_reports_infinite_bounds() {
         assert!(b.total.iter().all(|x| *x == f64::INFINITY));
     }
 }
+
+/// With a causal mask the first rows (those that see at most min(exact_prefix, n_k/16)
+/// keys) come from the exact engine: their bound has no polynomial part, and every other
+/// row of O and dQ is bit-for-bit what the engine computes without the exact block (the
+/// block only replaces rows; the other rows' passes do not depend on them). The
+/// enclosure tests above cover the block's correctness against MPFR for every mask
+/// (their n_k >= 32 cases have a non-empty block).
+#[test]
+fn exact_prefix_rows_replace_only_themselves() {
+    let c = case_with_radius::<f64>(77, (512, 512, 4, 4), Mask::CausalTopLeft, 1.0);
+    let [q, k, v, d_o] = matrices::<f64>(&c);
+    let cfg = |prefix| PolyConfig {
+        mask: Mask::CausalTopLeft,
+        accuracy: Accuracy::Degree(3),
+        exact_prefix: prefix,
+        ..PolyConfig::default()
+    };
+    let (with, without) = (cfg(512), cfg(0));
+    let f = poly::forward(q.view(), k.view(), v.view(), &with).unwrap();
+    let f0 = poly::forward(q.view(), k.view(), v.view(), &without).unwrap();
+    assert_eq!(f.exact_block, (32, 32));
+    assert_eq!(f0.exact_block, (0, 0));
+    let rows = 32 * c.d_v;
+    assert!(f.bound.poly[..rows].iter().all(|b| *b == 0.0));
+    assert!(f0.bound.poly[..rows].iter().all(|b| *b > 0.0));
+    assert_eq!(f.o.as_slice()[rows..], f0.o.as_slice()[rows..]);
+    assert_eq!(f.bound.total[rows..], f0.bound.total[rows..]);
+    // The exact rows' bound is the exact engine's rounding: far below the polynomial's.
+    let top = |b: &[f64]| b.iter().cloned().fold(0.0, f64::max);
+    assert!(top(&f.bound.total[..rows]) < 1e-3 * top(&f0.bound.total[..rows]));
+    for kind in [GradientKind::Substituted, GradientKind::PolynomialModel] {
+        let g = poly::backward(q.view(), k.view(), v.view(), &f, d_o.view(), kind, &with).unwrap();
+        let g0 = poly::backward(
+            q.view(),
+            k.view(),
+            v.view(),
+            &f0,
+            d_o.view(),
+            kind,
+            &without,
+        )
+        .unwrap();
+        let qrows = 32 * c.d;
+        assert_eq!(g.dq.as_slice()[qrows..], g0.dq.as_slice()[qrows..]);
+        assert!(g.bound_dq.poly[..qrows].iter().all(|b| *b == 0.0));
+    }
+}

@@ -75,7 +75,7 @@ impl Bounds {
 
 /// False when the plan's polynomial certifies nothing (eps_P >= 1 or NaN): no bound
 /// exists, and every bound is reported as +inf.
-fn certifies(plan: &Plan) -> bool {
+pub(crate) fn certifies(plan: &Plan) -> bool {
     plan.poly.eps < 1.0
 }
 

@@ -33,6 +33,7 @@ pub use polynomial::PolyKind;
 
 use self::core::LowRankProblem;
 use crate::attention::Problem;
+use crate::certify::reference::exact_reference;
 use crate::error::{Error, Result};
 use crate::scalar::Real;
 use crate::tensor::{MatRef, Matrix};
@@ -54,6 +55,10 @@ pub struct PolyForward<T> {
     norm: Vec<f64>,
     /// P~ |V| (the weights of the O bound, reused by the gradient bounds).
     weights_v: Vec<f64>,
+    /// The exact block: query rows `[0, rows)` (those of a masked problem that see at
+    /// most [`PolyConfig::exact_prefix`] keys) and the keys `[0, keys)` they see, computed
+    /// by the exact engine; `(0, 0)` when none.
+    pub exact_block: (usize, usize),
 }
 
 /// Gradients of one head.
@@ -81,6 +86,78 @@ fn to64<T: Real>(m: MatRef<'_, T>) -> Vec<f64> {
 
 fn from64<T: Real>(rows: usize, cols: usize, v: &[f64]) -> Result<Matrix<T>> {
     Matrix::from_vec(rows, cols, v.iter().map(|&x| T::from_f64(x)).collect())
+}
+
+/// The exact block of a masked problem: the rows `[0, rows)` whose visible keys end at
+/// or before `min(limit, n_k / 16)` (a prefix: visibility ends are non-decreasing) and
+/// the keys `[0, keys)` they see; `(0, 0)` with no mask, a zero limit or no key seen.
+/// The `n_k / 16` cap keeps the block's exact cost below 1/256 of exact attention's
+/// and leaves small problems to the polynomial engine.
+fn exact_block<T: Real>(p: &Problem<'_, T>, limit: usize) -> (usize, usize) {
+    let limit = limit.min(p.n_k() / 16);
+    if p.mask == crate::attention::Mask::None || limit == 0 {
+        return (0, 0);
+    }
+    let rows = (0..p.n_q()).take_while(|&i| p.key_end(i) <= limit).count();
+    let keys = if rows == 0 { 0 } else { p.key_end(rows - 1) };
+    if keys == 0 {
+        (0, 0)
+    } else {
+        (rows, keys)
+    }
+}
+
+/// The exact engine in f64, with its rounding bounds ([`exact_reference`]), on the
+/// block `rows x keys` of `inputs` (same scale and mask: a prefix of rows with the
+/// keys they see is a problem of the same mask kind).
+fn exact_on_block<T: Real>(
+    p: &Problem<'_, T>,
+    inputs: &Inputs,
+    (rows, keys): (usize, usize),
+    d_o: Option<&[f64]>,
+) -> Result<crate::certify::reference::ExactReference> {
+    let (d, d_v) = (p.d(), p.d_v());
+    let q = Matrix::from_vec(rows, d, inputs.q[..rows * d].to_vec())?;
+    let k = Matrix::from_vec(keys, d, inputs.k[..keys * d].to_vec())?;
+    let v = Matrix::from_vec(keys, d_v, inputs.v[..keys * d_v].to_vec())?;
+    let g = d_o
+        .map(|g| Matrix::from_vec(rows, d_v, g[..rows * d_v].to_vec()))
+        .transpose()?;
+    let cfg = crate::attention::AttentionConfig {
+        scale: Some(p.tau.to_f64()),
+        mask: p.mask,
+    };
+    exact_reference(
+        q.view(),
+        k.view(),
+        v.view(),
+        g.as_ref().map(|g| g.view()),
+        &cfg,
+    )
+}
+
+/// Overwrites the first `rows` rows (`width` columns) of `y` and of `bound` with the
+/// exact block's values and rounding bounds (plus the final rounding to the output
+/// dtype, `u_out |y|`); the polynomial part of those rows is 0.
+fn put_exact_rows(y: &mut [f64], bound: &mut Bounds, exact: (&[f64], &[f64]), u_out: f64) {
+    let (values, bounds) = exact;
+    let len = values.len();
+    y[..len].copy_from_slice(values);
+    for (i, (b, v)) in bounds.iter().zip(values).enumerate() {
+        bound.total[i] = b + u_out * v.abs();
+        bound.poly[i] = 0.0;
+    }
+}
+
+/// Adds the exact block's contributions to the first rows of `y` (keys the exact rows
+/// see: their dK, dV terms) and its rounding bounds to `bound`'s totals (plus the f64
+/// addition's and the output's rounding, `(u + u_out) |y|`).
+fn add_exact_rows(y: &mut [f64], bound: &mut Bounds, exact: (&[f64], &[f64]), u_out: f64) {
+    let (values, bounds) = exact;
+    for (i, (b, v)) in bounds.iter().zip(values).enumerate() {
+        y[i] += v;
+        bound.total[i] += b + (f64::EPSILON / 2.0 + u_out) * y[i].abs();
+    }
 }
 
 /// The f64 inputs of the generic algorithm for a validated problem and plan.
@@ -134,6 +211,7 @@ pub fn forward<T: Real>(
     let p = Problem::new(q, k, v, &cfg.attention())?;
     let plan = plan::plan(&p, cfg)?;
     let inputs = Inputs::new(&p);
+    let block = exact_block(&p, cfg.exact_prefix);
     // The planner picks the degree from a crude bound (max |V| in place of the
     // P-weighted |V|); with an eps target, one degree less is tried first and kept
     // when its reported (weighted) bound already meets eps: the backward, which
@@ -143,7 +221,7 @@ pub fn forward<T: Real>(
     if let (plan::Accuracy::Eps(eps), g) = (cfg.accuracy, plan.regime.degree) {
         let may_fit = || {
             let lower = polynomial::ExpPoly::new(cfg.kind, g - 1, plan.regime.radius);
-            bound::output_floor(&lower, max_visible_mean_abs(&p)) <= eps
+            bound::output_floor(&lower, max_visible_mean_abs(&p, block.0)) <= eps
         };
         if g > 1 && may_fit() {
             let lower = PolyConfig {
@@ -151,19 +229,20 @@ pub fn forward<T: Real>(
                 ..*cfg
             };
             if let Ok(lower_plan) = plan::plan(&p, &lower) {
-                let run = run_forward::<T>(&p, &inputs, lower_plan, cfg.chunk)?;
+                let run = run_forward::<T>(&p, &inputs, lower_plan, cfg.chunk, block)?;
                 if run.bound.max_total() <= eps {
                     return Ok(run);
                 }
             }
         }
     }
-    run_forward(&p, &inputs, plan, cfg.chunk)
+    run_forward(&p, &inputs, plan, cfg.chunk, block)
 }
 
-/// max over rows i and value columns c of the mean of |V_jc| over the keys row i sees
-/// (0 when no row sees a key): what [`bound::output_floor`] needs.
-fn max_visible_mean_abs<T: Real>(p: &Problem<'_, T>) -> f64 {
+/// max over rows i >= `first` and value columns c of the mean of |V_jc| over the keys
+/// row i sees (0 when no such row sees a key): what [`bound::output_floor`] needs (the
+/// rows before `first` are computed exactly).
+fn max_visible_mean_abs<T: Real>(p: &Problem<'_, T>, first: usize) -> f64 {
     let (d_v, v) = (p.d_v(), p.v.as_slice());
     let mut sums = vec![0.0f64; d_v];
     let (mut seen, mut best) = (0usize, 0.0f64);
@@ -175,7 +254,7 @@ fn max_visible_mean_abs<T: Real>(p: &Problem<'_, T>) -> f64 {
             }
             seen += 1;
         }
-        if e > 0 {
+        if e > 0 && i >= first {
             best = sums.iter().fold(best, |b, s| b.max(s / e as f64));
         }
     }
@@ -188,7 +267,14 @@ fn run_forward<T: Real>(
     inputs: &Inputs,
     plan: Plan,
     chunk: usize,
+    block: (usize, usize),
 ) -> Result<PolyForward<T>> {
+    // An uncertified plan reports +inf everywhere (no exact rows mixed in).
+    let block = if bound::certifies(&plan) {
+        block
+    } else {
+        (0, 0)
+    };
     let lr = inputs.low_rank(p, &plan, chunk);
     // One pass for O~ and the bound's weights W = P~ |V|: payload [V, |V|] per key.
     let dv = p.d_v();
@@ -217,12 +303,22 @@ fn run_forward<T: Real>(
             });
         }
     }
-    let bound = bound::output(&plan, p.n_k(), &weights_v, &f.o, T::UNIT_ROUNDOFF);
-    let lse = f
+    let mut bound = bound::output(&plan, p.n_k(), &weights_v, &f.o, T::UNIT_ROUNDOFF);
+    let mut lse: Vec<T> = f
         .norm
         .iter()
         .map(|&x| T::from_f64(if x > 0.0 { x.ln() } else { f64::NEG_INFINITY }))
         .collect();
+    if block.0 > 0 {
+        // The exact block replaces the polynomial rows (its certified bound is the
+        // exact engine's rounding alone). The backward zeroes dO on these rows for the
+        // polynomial passes, so their internal normalisers stay as computed.
+        let ex = exact_on_block(p, inputs, block, None)?;
+        put_exact_rows(&mut f.o, &mut bound, (&ex.o, &ex.bound_o), T::UNIT_ROUNDOFF);
+        for (l, x) in lse.iter_mut().zip(&ex.lse) {
+            *l = T::from_f64(*x);
+        }
+    }
     Ok(PolyForward {
         o: from64(p.n_q(), p.d_v(), &f.o)?,
         lse,
@@ -231,6 +327,7 @@ fn run_forward<T: Real>(
         o64: f.o,
         norm: f.norm,
         weights_v,
+        exact_block: block,
     })
 }
 
@@ -254,7 +351,13 @@ pub fn backward<T: Real>(
         o: fwd.o64.clone(),
         norm: fwd.norm.clone(),
     };
-    let g_o = to64(d_o);
+    // The exact block's rows take no part in the polynomial passes (dO = 0 there: their
+    // dS~ vanishes, so they add nothing to dK~, dV~ and get dQ~ = 0); the exact engine
+    // supplies their gradients below.
+    let (rows, keys) = fwd.exact_block;
+    let g_full = to64(d_o);
+    let mut g_o = g_full.clone();
+    g_o[..rows * p.d_v()].fill(0.0);
     let ctx = bound::GradContext {
         plan,
         kind,
@@ -272,11 +375,23 @@ pub fn backward<T: Real>(
     let side = weights
         .as_ref()
         .map_or_else(core::SideProducts::none, |w| w.side());
-    let (g, w_k, w_t) = core::backward_with(&lr, &plan.monomials, &lr_fwd, &g_o, kind, &side);
-    let b = match &weights {
+    let (mut g, w_k, w_t) = core::backward_with(&lr, &plan.monomials, &lr_fwd, &g_o, kind, &side);
+    let mut b = match &weights {
         Some(w) => w.finish(&lr, &ctx, (&w_k, &w_t), (&g.dq, &g.dk, &g.dv)),
         None => bound::infinite_gradients(&lr),
     };
+    if rows > 0 {
+        let ex = exact_on_block(&p, &inputs, (rows, keys), Some(&g_full))?;
+        let eg = ex.grads.as_ref().ok_or_else(|| Error::InvalidParameter {
+            name: "exact block",
+            value: "no gradients".into(),
+            reason: "the exact reference was given dO".into(),
+        })?;
+        let u = T::UNIT_ROUNDOFF;
+        put_exact_rows(&mut g.dq, &mut b.0, (&eg.dq, &eg.bound_dq), u);
+        add_exact_rows(&mut g.dk, &mut b.1, (&eg.dk, &eg.bound_dk), u);
+        add_exact_rows(&mut g.dv, &mut b.2, (&eg.dv, &eg.bound_dv), u);
+    }
     Ok(PolyGradients {
         dq: from64(p.n_q(), p.d(), &g.dq)?,
         dk: from64(p.n_k(), p.d(), &g.dk)?,

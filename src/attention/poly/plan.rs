@@ -47,6 +47,13 @@ pub struct PolyConfig {
     pub cost_floor_flops: f64,
     /// Rows per chunk of the causal scans (default 32).
     pub chunk: usize,
+    /// With a causal mask, the query rows that see at most this many keys (and at most
+    /// n_k / 16; the first rows) are computed by the exact engine instead, with its
+    /// rounding bound (default 512; 0 turns it off). The polynomial's relative error is not averaged
+    /// down over a few keys, so those rows would otherwise set the certified bound and
+    /// force a higher degree for every row; exactly they cost O(prefix^2 d). The CPU
+    /// engine's option: the CUDA path (feature `cuda`) does not split rows.
+    pub exact_prefix: usize,
 }
 
 impl Default for PolyConfig {
@@ -61,6 +68,7 @@ impl Default for PolyConfig {
             max_cost_ratio: 10.0,
             cost_floor_flops: 1e9,
             chunk: 32,
+            exact_prefix: 512,
         }
     }
 }
