@@ -1,8 +1,9 @@
 //! Times one attention shape through the exact or the polynomial engine and prints one
-//! JSON line: median forward and forward+backward wall times over `--reps` runs (after
-//! one warm-up), the FLOPs as FlashAttention counts them (forward 4 n^2 d per head,
-//! half when causal; backward 2.5x forward), and for the polynomial engine its degree,
-//! rank and certified bound on max |O~ - O|. Used by `benches/torch_side_by_side.py`
+//! JSON line: median forward, forward+backward and backward wall times over `--reps`
+//! runs (after one warm-up; `bwd_ms` is the median of each run's backward time), the
+//! FLOPs as FlashAttention counts them (forward 4 n^2 d per head, half when causal;
+//! backward 2.5x forward), and for the polynomial engine its degree, rank and
+//! certified bound on max |O~ - O|. Used by `benches/torch_side_by_side.py`
 //! (which times PyTorch on the same shapes in the same run); threads: `RAYON_NUM_THREADS`.
 //!
 //! ```sh
@@ -94,7 +95,7 @@ fn run<T: Real>(a: &Args) -> Result<String, String> {
     } else {
         Mask::None
     };
-    let (mut fwd_s, mut both_s) = (Vec::new(), Vec::new());
+    let (mut fwd_s, mut both_s, mut bwd_s) = (Vec::new(), Vec::new(), Vec::new());
     let mut extra = String::new();
     for rep in 0..=a.reps {
         let (tf, tb) = match a.engine.as_str() {
@@ -133,11 +134,12 @@ fn run<T: Real>(a: &Args) -> Result<String, String> {
         if rep > 0 {
             fwd_s.push(tf);
             both_s.push(tb);
+            bwd_s.push(tb - tf);
         }
     }
     let fwd_flops = 4.0 * (a.n * a.n * a.d * a.heads) as f64 * if a.causal { 0.5 } else { 1.0 };
     Ok(format!(
-        "{{\"engine\": \"{}\", \"dtype\": \"{}\", \"n\": {}, \"d\": {}, \"heads\": {}, \"causal\": {}, \"fwd_ms\": {:.4}, \"fwd_bwd_ms\": {:.4}, \"fwd_gflops\": {:.2}, \"fwd_bwd_gflops\": {:.2}{extra}}}",
+        "{{\"engine\": \"{}\", \"dtype\": \"{}\", \"n\": {}, \"d\": {}, \"heads\": {}, \"causal\": {}, \"fwd_ms\": {:.4}, \"fwd_bwd_ms\": {:.4}, \"bwd_ms\": {:.4}, \"fwd_gflops\": {:.2}, \"fwd_bwd_gflops\": {:.2}{extra}}}",
         a.engine,
         T::DTYPE,
         a.n,
@@ -146,6 +148,7 @@ fn run<T: Real>(a: &Args) -> Result<String, String> {
         a.causal,
         1e3 * median(fwd_s.clone()),
         1e3 * median(both_s.clone()),
+        1e3 * median(bwd_s),
         fwd_flops / median(fwd_s) / 1e9,
         3.5 * fwd_flops / median(both_s) / 1e9,
     ))

@@ -85,6 +85,58 @@ fn bitwise_deterministic_across_thread_counts() {
     }
 }
 
+/// The backward's key-block groups (`exact::backward`'s module doc): with n_k = 1100
+/// there are 18 key blocks, more than the (at most 8) groups, so groups hold several
+/// blocks and dQ is reduced over several partials. One head, so the groups themselves
+/// run in parallel; f64 and f32, every mask, n_q != n_k: the same bits for 1, 2, 3 and
+/// 5 threads.
+#[test]
+fn backward_bitwise_deterministic_with_more_key_blocks_than_groups() {
+    fn check<T: polyattn::Real>(x: &[Tensor3<T>; 4]) {
+        for mask in [Mask::None, Mask::CausalTopLeft, Mask::CausalBottomRight] {
+            let cfg = AttentionConfig { scale: None, mask };
+            let f = exact::forward_multihead(&x[0], &x[1], &x[2], &cfg).unwrap();
+            let runs: Vec<_> = [1, 2, 3, 5]
+                .iter()
+                .map(|&t| {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(t)
+                        .build()
+                        .unwrap();
+                    pool.install(|| {
+                        exact::backward_multihead(&x[0], &x[1], &x[2], &f, &x[3], &cfg).unwrap()
+                    })
+                })
+                .collect();
+            for (r, t) in runs[1..].iter().zip([2, 3, 5]) {
+                for (name, a, b) in [
+                    ("dq", &r.dq, &runs[0].dq),
+                    ("dk", &r.dk, &runs[0].dk),
+                    ("dv", &r.dv, &runs[0].dv),
+                ] {
+                    let same = a.as_slice().len() == b.as_slice().len()
+                        && a.as_slice()
+                            .iter()
+                            .zip(b.as_slice())
+                            .all(|(x, y)| x.to_f64().to_bits() == y.to_f64().to_bits());
+                    assert!(
+                        same,
+                        "{} {mask:?} {name}: {t} threads differ from 1",
+                        T::DTYPE
+                    );
+                }
+            }
+        }
+    }
+    let x = mats(4, 1, 700, 1100, 16, 8);
+    check::<f64>(&x);
+    let x32 = x.clone().map(|t| {
+        let data = t.as_slice().iter().map(|&v| v as f32).collect();
+        Tensor3::from_vec(t.heads(), t.rows(), t.cols(), data).unwrap()
+    });
+    check::<f32>(&x32);
+}
+
 /// Multi-head results equal single-head results head by head, bit for bit.
 #[test]
 fn multihead_equals_per_head() {

@@ -11,9 +11,10 @@
 //! for with u = 2^-24. The max shift keeps every `exp` argument `<= 0`, so scores of
 //! any magnitude that fits `T` stay finite.
 //!
-//! Parallelism: rayon over heads and over blocks of rows; every output element is
-//! produced by one fixed sequence of floating-point operations, so results are bitwise
-//! identical for any number of threads.
+//! Parallelism: rayon over heads, over blocks of query rows (forward) and over a fixed
+//! number of key-block groups chosen from the shape alone (backward, see `backward.rs`);
+//! every output element is produced by one fixed sequence of floating-point operations,
+//! so results are bitwise identical for any number of threads.
 //!
 //! Kernels: the tile products and the softmax row updates are SIMD microkernels
 //! ([`tile`], generic over [`crate::simd::Lanes`]), dispatched once per block to
@@ -23,7 +24,9 @@
 //! bits, all within the certified rounding allowance (MATH.md 2.6): the SIMD `exp` is
 //! within 1 ulp (`simd/exp.rs`), and the products sum in fixed orders covered by
 //! gamma_k. Memory: besides the outputs, K (and V for the backward) packed once per
-//! call (O(n d)) and per-block tiles; never an `n_q x n_k` buffer.
+//! call (O(n d)), per-block tiles, and for the backward `G - 1 <= 7` partial dQ buffers
+//! (`(G - 1) n_q d` values, at most 2^24 where that leaves `G >= 2`); never an
+//! `n_q x n_k` buffer.
 
 mod backward;
 mod forward;
