@@ -121,7 +121,7 @@ def main():
         if engine == "poly":
             notes = (
                 f"degree {ours['degree']}, rank {ours['rank']}, R {ours['radius']:.2f}, "
-                f"certified max|O~-O| <= {ours['bound_o']:.1e}"
+                f"certified max\\|O~-O\\| <= {ours['bound_o']:.1e}"
             )
         gfl = flops(n, d, causal) / (ours["fwd_ms"] * 1e-3) / 1e9
         row = (

@@ -62,11 +62,15 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
 
 /// A Markdown table: a header row, the alignment row, then the rows.
 pub fn markdown_table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut s = format!("| {} |\n|", headers.join(" | "));
+    // A `|` inside a cell (a norm like ||x||) would end the cell: escape it.
+    let cell = |c: &str| c.replace('|', "\\|");
+    let line = |cells: Vec<String>| format!("| {} |\n", cells.join(" | "));
+    let mut s = line(headers.iter().map(|h| cell(h)).collect());
+    s.push('|');
     s.push_str(&" ---: |".repeat(headers.len()));
     s.push('\n');
     for r in rows {
-        s.push_str(&format!("| {} |\n", r.join(" | ")));
+        s.push_str(&line(r.iter().map(|c| cell(c)).collect()));
     }
     s
 }
