@@ -132,6 +132,16 @@ fn reports_are_consistent_and_references_agree() {
         }
         assert!(a.tensors[0].a_priori_total <= 1e-5);
         assert!(a.to_markdown().contains("| o |"));
+        // The plot's row profiles partition rows 1..=90 and keep each tensor's maxima.
+        assert_eq!(a.row_profiles.len(), 4);
+        for (p, t) in a.row_profiles.iter().zip(&a.tensors) {
+            assert_eq!(p.name, t.name);
+            assert_eq!(p.rows.last(), Some(&90));
+            assert!(p.rows.windows(2).all(|w| w[0] < w[1]), "{:?}", p.rows);
+            let max = |v: &[f64]| v.iter().cloned().fold(0.0f64, f64::max);
+            assert_eq!(max(&p.certified), t.certified_max_abs, "{}", t.name);
+            assert_eq!(max(&p.a_priori), t.a_priori_total, "{}", t.name);
+        }
     }
 }
 
@@ -186,4 +196,15 @@ fn model_report_certifies_every_gradient() {
     assert_eq!(f.reference, ModelReference::F64Exact);
     assert!(f.reference_text().contains("not certified"));
     assert!(r.to_markdown().contains("certified"));
+    let dir = std::env::temp_dir().join(format!("polyattn-model-plot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = std::fs::read_to_string(r.write_plot(&dir).unwrap()).unwrap();
+    for series in [
+        "certified max |y - exact|",
+        "exact engine, own error",
+        "propagated bound",
+    ] {
+        assert!(svg.contains(series), "{series}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -367,9 +367,15 @@ fn certify_writes_a_report() {
     let o = &json["tensors"][0];
     assert!(o["certified_max_abs"].as_f64().unwrap() <= o["a_priori_total"].as_f64().unwrap());
     assert!(o["a_priori_total"].as_f64().unwrap() <= 1e-6);
-    assert!(std::fs::read_to_string(out_dir.join("report.md"))
-        .unwrap()
-        .contains("Certified error report"));
+    let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(md.contains("Certified error report") && md.contains("(rows.svg)"));
+    // The plot: one certified-error and one a-priori series per tensor.
+    let svg = std::fs::read_to_string(out_dir.join("rows.svg")).unwrap();
+    assert!(svg.starts_with("<svg"));
+    for t in ["o", "dq", "dk", "dv"] {
+        assert!(svg.contains(&format!("{t}: certified error")), "{t}");
+        assert!(svg.contains(&format!("{t}: a priori bound")), "{t}");
+    }
 }
 
 /// Flags at extreme values get one typed error line, never an abort: sizes whose

@@ -314,6 +314,51 @@ impl ModelReport {
         }
     }
 
+    /// Writes `errors.svg` into `dir`: one point per tensor (loss and gradients) at its
+    /// magnitude, for this run's error (certified or measured, as the reference
+    /// allows), the exact engine's own error and, where it exists, the propagated
+    /// bound; returns the file's path.
+    pub fn write_plot(&self, dir: &std::path::Path) -> Result<std::path::PathBuf> {
+        use crate::plot::{LogLogChart, Series, Style};
+        let pts = |f: &dyn Fn(&ModelTensor) -> Option<f64>| -> Vec<(f64, f64)> {
+            self.tensors
+                .iter()
+                .filter_map(|t| Some((t.max_abs_value, f(t)?)))
+                .collect()
+        };
+        let certified = matches!(self.reference, ModelReference::Mpfr { .. });
+        let run = if certified {
+            "this run: certified max |y - exact|"
+        } else {
+            "this run: max |y - exact f64| (measured)"
+        };
+        let path = dir.join("errors.svg");
+        LogLogChart {
+            title: format!("Gradient errors, one point per tensor (n = {})", self.n),
+            x_label: "max |exact| of the tensor".into(),
+            y_label: "error".into(),
+            series: vec![
+                Series {
+                    name: run.into(),
+                    points: pts(&|t| Some(t.max_abs_error)),
+                    style: Style::Points,
+                },
+                Series {
+                    name: "exact engine, own error (rounding)".into(),
+                    points: pts(&|t| Some(t.exact_engine_max_abs_error)),
+                    style: Style::Points,
+                },
+                Series {
+                    name: "propagated bound (Frobenius, MATH.md 4)".into(),
+                    points: pts(&|t| t.a_priori_fro_bound),
+                    style: Style::Points,
+                },
+            ],
+        }
+        .write_svg(&path, 900, 560)?;
+        Ok(path)
+    }
+
     /// The Markdown report.
     pub fn to_markdown(&self) -> String {
         let cfg: Vec<String> = self
@@ -331,6 +376,7 @@ impl ModelReport {
             self.seconds_reference
         );
         s.push_str(&markdown_table(&Self::TENSOR_HEADERS, &self.tensor_rows()));
+        s.push_str("\n![errors per tensor](errors.svg)\n");
         s.push_str("\n## Layers\n\n");
         let mut rows = Vec::new();
         for (l, r) in self.layers.iter().enumerate() {

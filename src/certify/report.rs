@@ -112,7 +112,29 @@ pub struct AttentionReport {
     pub seconds_poly_backward: f64,
     /// See `seconds_poly_forward`.
     pub seconds_reference: f64,
+    /// Per tensor, the errors along the rows (for the plot; not in the JSON).
+    #[serde(skip)]
+    pub row_profiles: Vec<RowProfile>,
 }
+
+/// One tensor's certified error and a priori bound along its rows: entry `b` covers
+/// rows `..= rows[b]` (1-based, after the previous bucket's), maximised over the
+/// bucket's rows, their columns and the heads. Buckets are log-spaced, at most
+/// [`PROFILE_BUCKETS`], so the plot of a 65 536-row tensor stays small.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowProfile {
+    /// `o`, `dq`, `dk` or `dv`.
+    pub name: String,
+    /// Last row (1-based) of each bucket.
+    pub rows: Vec<usize>,
+    /// Certified max |y - exact| over the bucket.
+    pub certified: Vec<f64>,
+    /// The a priori bound's maximum over the bucket.
+    pub a_priori: Vec<f64>,
+}
+
+/// Most buckets a [`RowProfile`] has.
+pub const PROFILE_BUCKETS: usize = 200;
 
 /// Per-entry data of one tensor across heads.
 #[derive(Default)]
@@ -124,16 +146,55 @@ struct Entries {
     a_poly: Vec<f64>,
 }
 
+/// `x` rounded up to the next float (0 stays 0): keeps a sum of two rounded
+/// magnitudes an upper bound.
+fn up(x: f64) -> f64 {
+    if x == 0.0 {
+        0.0
+    } else {
+        x.next_up()
+    }
+}
+
 impl Entries {
+    /// Certified error of entry `e`: |y - y_ref| + r_e, rounded upward.
+    fn certified(&self, e: usize) -> f64 {
+        up(up((self.y[e] - self.y_ref[e]).abs()) + self.radius[e])
+    }
+
+    /// The [`RowProfile`] of a tensor stored as heads of `rows x cols` row-major blocks.
+    fn row_profile(&self, name: &str, rows: usize, cols: usize) -> RowProfile {
+        // Bucket b ends at row ends[b]: log-spaced, strictly increasing, last = rows.
+        let mut ends: Vec<usize> = (1..=PROFILE_BUCKETS)
+            .map(|b| {
+                let t = b as f64 / PROFILE_BUCKETS as f64;
+                ((rows as f64).powf(t).round() as usize).clamp(1, rows)
+            })
+            .collect();
+        ends.dedup();
+        let bucket_of = |i: usize| ends.partition_point(|&end| end < i + 1);
+        let (mut certified, mut a_priori) = (vec![0.0f64; ends.len()], vec![0.0f64; ends.len()]);
+        for e in 0..self.y.len() {
+            let b = bucket_of((e / cols.max(1)) % rows.max(1));
+            certified[b] = certified[b].max(self.certified(e));
+            a_priori[b] = a_priori[b].max(self.a_total[e]);
+        }
+        RowProfile {
+            name: name.to_string(),
+            rows: ends,
+            certified,
+            a_priori,
+        }
+    }
+
     fn report(&self, name: &str) -> TensorReport {
-        let up = |x: f64| if x == 0.0 { 0.0 } else { x.next_up() };
         let mut cert_max = 0.0f64;
         let mut lower_max = 0.0f64;
         let mut consistent = true;
         let (mut diff2, mut rad2, mut ref2) = (0.0f64, 0.0f64, 0.0f64);
         for e in 0..self.y.len() {
             let diff = (self.y[e] - self.y_ref[e]).abs();
-            cert_max = cert_max.max(up(up(diff) + self.radius[e]));
+            cert_max = cert_max.max(self.certified(e));
             let lower = (diff - self.radius[e]).max(0.0);
             lower_max = lower_max.max(lower);
             consistent &= lower <= self.a_total[e];
@@ -332,6 +393,13 @@ pub fn certify_attention<T: Real>(
         }
     }
     let t_ref = t2.elapsed().as_secs_f64();
+    // Rows and columns of o, dq, dk, dv within one head.
+    let dims = [(n_q, d_v), (n_q, d), (n_k, d), (n_k, d_v)];
+    let row_profiles = entries
+        .iter()
+        .zip(names.iter().zip(dims))
+        .map(|(e, (name, (r, c)))| e.row_profile(name, r, c))
+        .collect();
     Ok(AttentionReport {
         schema: "polyattn.certify.attention/1".into(),
         dtype: T::DTYPE.into(),
@@ -359,6 +427,7 @@ pub fn certify_attention<T: Real>(
         seconds_poly_forward: t_fwd,
         seconds_poly_backward: t_bwd,
         seconds_reference: t_ref,
+        row_profiles,
     })
 }
 
@@ -398,6 +467,45 @@ impl AttentionReport {
         "consistent",
     ];
 
+    /// Writes `rows.svg` into `dir`: each tensor's certified error along the rows (log
+    /// x: row index, so a causal mask's early rows stand apart) with its a priori
+    /// bound beside it; returns the file's path.
+    pub fn write_plot(&self, dir: &std::path::Path) -> Result<std::path::PathBuf> {
+        use crate::plot::{LogLogChart, Series, Style};
+        let mut series = Vec::new();
+        for p in &self.row_profiles {
+            let pts = |v: &[f64]| {
+                p.rows
+                    .iter()
+                    .map(|&r| r as f64)
+                    .zip(v.iter().copied())
+                    .collect()
+            };
+            series.push(Series {
+                name: format!("{}: certified error", p.name),
+                points: pts(&p.certified),
+                style: Style::Line,
+            });
+            series.push(Series {
+                name: format!("{}: a priori bound", p.name),
+                points: pts(&p.a_priori),
+                style: Style::Reference,
+            });
+        }
+        let path = dir.join("rows.svg");
+        LogLogChart {
+            title: format!(
+                "Certified error along the rows ({} heads, n = {}, mask {})",
+                self.shape[0], self.shape[1], self.mask
+            ),
+            x_label: "row (max over heads, columns and a log-spaced bucket of rows)".into(),
+            y_label: "max |y - exact|".into(),
+            series,
+        }
+        .write_svg(&path, 900, 560)?;
+        Ok(path)
+    }
+
     /// The report as Markdown.
     pub fn to_markdown(&self) -> String {
         let [h, n_q, n_k, d, d_v] = self.shape;
@@ -418,6 +526,7 @@ impl AttentionReport {
         );
         s.push_str("Every error is certified: an upper bound on the distance to the exact real result. *Consistent* means no entry's certified lower bound on its error exceeds its a priori bound.\n\n");
         s.push_str(&markdown_table(&Self::TENSOR_HEADERS, &self.tensor_rows()));
+        s.push_str("\n![certified error along the rows](rows.svg)\n");
         s.push_str("\n## Heads\n\n");
         let rows: Vec<Vec<String>> = self
             .heads

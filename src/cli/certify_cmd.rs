@@ -1,10 +1,12 @@
 //! `polyattn certify`: the polynomial engine on a file's `q`, `k`, `v` (and `do`),
 //! certified against exact attention ([`crate::certify::report`]). Writes
-//! `report.json` (schema `polyattn.certify.attention/1`) and `report.md` to `--out`,
-//! and prints the summary table. With `--weights`, a whole model run instead
+//! `report.json` (schema `polyattn.certify.attention/1`), `report.md` and the plot
+//! `rows.svg` (each tensor's certified error along the rows, with its a priori bound)
+//! to `--out`, and prints the summary table. With `--weights`, a whole model run instead
 //! ([`crate::certify::model_report`], schema `polyattn.certify.model/1`): `--input` is
 //! then the model's input file, every layer runs the polynomial engine where it
-//! certifies (else exact, with the reason), computed in f64.
+//! certifies (else exact, with the reason), computed in f64; its plot is `errors.svg`
+//! (one point per tensor: the run's error, the exact engine's, the propagated bound).
 
 use super::attention_cmd::{input_dtype, load_all};
 use super::{MaskArg, PolyArgs};
@@ -29,7 +31,7 @@ pub struct CertifyArgs {
     /// and --scale then come from the model (causal flag, 1/sqrt(d_head)).
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    /// Output folder for report.json and report.md.
+    /// Output folder for report.json, report.md and the plot (rows.svg or errors.svg).
     #[arg(long, default_value = "results/certify")]
     pub out: PathBuf,
     /// The mask.
@@ -59,11 +61,15 @@ pub fn run(args: &CertifyArgs) -> Result<()> {
     ensure_dir(&args.out)?;
     write_json(&args.out.join("report.json"), &report)?;
     write_text(&args.out.join("report.md"), &report.to_markdown())?;
+    report.write_plot(&args.out)?;
     print!(
         "{}",
         text_table(&AttentionReport::TENSOR_HEADERS, &report.tensor_rows())
     );
-    println!("wrote report.json and report.md to {}", args.out.display());
+    println!(
+        "wrote report.json, report.md and rows.svg to {}",
+        args.out.display()
+    );
     Ok(())
 }
 
@@ -78,6 +84,7 @@ fn run_model(args: &CertifyArgs, weights: &std::path::Path) -> Result<()> {
     ensure_dir(&args.out)?;
     write_json(&args.out.join("report.json"), &report)?;
     write_text(&args.out.join("report.md"), &report.to_markdown())?;
+    report.write_plot(&args.out)?;
     println!("reference: {}", report.reference_text());
     print!(
         "{}",
@@ -86,7 +93,10 @@ fn run_model(args: &CertifyArgs, weights: &std::path::Path) -> Result<()> {
     for (l, r) in report.layers.iter().enumerate() {
         println!("layer {l}: {} ({})", r.engine, r.reason);
     }
-    println!("wrote report.json and report.md to {}", args.out.display());
+    println!(
+        "wrote report.json, report.md and errors.svg to {}",
+        args.out.display()
+    );
     Ok(())
 }
 

@@ -57,8 +57,9 @@ fn certified_model(seed: u64, out: &Path) -> Result<()> {
     print!("{}", text_table(&ModelReport::TENSOR_HEADERS, &rows));
     write_json(&out.join("model_report.json"), &rep)?;
     write_text(&out.join("model_report.md"), &rep.to_markdown())?;
+    rep.write_plot(out)?;
     println!(
-        "wrote {0}/model_report.md and {0}/model_report.json",
+        "wrote {0}/model_report.md, {0}/model_report.json and {0}/errors.svg",
         out.display()
     );
     Ok(())
@@ -101,7 +102,8 @@ fn certified_head(seed: u64, out: &Path) -> Result<()> {
         text_table(&AttentionReport::TENSOR_HEADERS, &rep.tensor_rows())
     );
     write_json(&out.join("head_report.json"), &rep)?;
-    write_text(&out.join("head_report.md"), &rep.to_markdown())
+    write_text(&out.join("head_report.md"), &rep.to_markdown())?;
+    rep.write_plot(out).map(|_| ())
 }
 
 fn model_speed(n: usize, layers: usize, seed: u64, out: &Path) -> Result<()> {
@@ -197,7 +199,7 @@ fn model_speed(n: usize, layers: usize, seed: u64, out: &Path) -> Result<()> {
     });
     write_json(&out.join("model_run.json"), &json)?;
     println!(
-        "\nwrote {0}/head_report.md, {0}/head_report.json and {0}/model_run.json",
+        "\nwrote {0}/head_report.md, {0}/head_report.json, {0}/rows.svg and {0}/model_run.json",
         out.display()
     );
     Ok(())

@@ -151,9 +151,12 @@ fn sampled_errors(
 pub fn sweep(preset: Preset) -> Result<Report> {
     let grid = Grid::preset(preset);
     let mut records = Vec::new();
+    let points = grid.log2_ns.iter().map(Vec::len).sum();
+    let mut bar = super::progress::Progress::new("sweep error-n", points);
     for (di, &d) in grid.ds.iter().enumerate() {
         for &l in &grid.log2_ns[di] {
             let n = 1usize << l;
+            bar.step(&format!("d = {d}, n = {n}"));
             let eps = 1.0 / n as f64;
             let x = inputs(1000 + l as u64 * 10 + d as u64, n, d, grid.entry_bound)?;
             let cfg = PolyConfig {
@@ -233,6 +236,7 @@ pub fn sweep(preset: Preset) -> Result<Report> {
         })
         .collect();
     let all_o_below_one_over_n = records.iter().all(|r| r.err_o <= r.eps);
+    bar.finish();
     Ok(Report {
         grid,
         records,

@@ -188,8 +188,10 @@ pub fn sweep(preset: Preset) -> Result<Report> {
     let grid = Grid::preset(preset);
     let d = grid.d;
     let mut records = Vec::new();
+    let mut bar = super::progress::Progress::new("sweep bits", grid.log2_ns.len());
     for &l in &grid.log2_ns {
         let n = 1usize << l;
+        bar.step(&format!("n = {n}"));
         let mut r = SplitMix64::new(7000 + l as u64);
         let mut gen = |s: f64| (0..n * d).map(|_| r.range(-s, s)).collect::<Vec<f64>>();
         let x = [gen(1.0), gen(1.0), gen(1.0), gen(1.0)];
@@ -238,6 +240,7 @@ pub fn sweep(preset: Preset) -> Result<Report> {
         }
     }
     PRECISION.store(53, Ordering::Relaxed);
+    bar.finish();
     Ok(Report { grid, records })
 }
 

@@ -9,6 +9,7 @@
 //! - [`model_time`]: the whole model's time against n, exact vs polynomial.
 //! - [`threshold`]: where the polynomial engine stops paying, B against n (AS23's line).
 //! - [`model_depth`]: the gradient difference against the number of layers.
+//! - [`progress`]: the progress bar the long sweeps draw on a terminal.
 
 pub mod accuracy;
 #[cfg(feature = "certify")]
@@ -17,6 +18,7 @@ pub mod fit;
 pub mod io;
 pub mod model_depth;
 pub mod model_time;
+pub mod progress;
 pub mod seed;
 pub mod threshold;
 

@@ -121,7 +121,9 @@ pub fn sweep(preset: Preset) -> Result<Report> {
     };
     let eps = 1e-4;
     let mut records = Vec::new();
+    let mut bar = super::progress::Progress::new("sweep depth", depths.len());
     for m in depths {
+        bar.step(&format!("{m} layers, n = {n}"));
         let (model, batch) = bounded_model(small_head_config(m), QK_SCALE, n, 21)?;
         let (_, ge) = model.loss_and_gradients(&batch, &[EngineChoice::Exact])?;
         let (_, gp) = model.loss_and_gradients(&batch, &[poly_choice(eps)])?;
@@ -164,6 +166,7 @@ pub fn sweep(preset: Preset) -> Result<Report> {
             predicted_weights: bound.layers.iter().map(|t| t.weight_bound).collect(),
         });
     }
+    bar.finish();
     Ok(Report {
         n,
         eps,

@@ -124,8 +124,10 @@ pub fn sweep(preset: Preset) -> Result<Report> {
     };
     let eps = 1e-3;
     let mut records = Vec::new();
+    let mut bar = super::progress::Progress::new("sweep time-n", log2_ns.len());
     for l in log2_ns {
         let n = 1usize << l;
+        bar.step(&format!("n = {n}"));
         let (model, batch) = bounded_model(small_head_config(layers), QK_SCALE, n, 11)?;
         let t0 = Instant::now();
         let (_, ge) = model.loss_and_gradients(&batch, &[EngineChoice::Exact])?;
@@ -173,6 +175,7 @@ pub fn sweep(preset: Preset) -> Result<Report> {
         (Some((ae, be)), Some((ap, bp))) if ae > ap => Some(((bp - be) / (ae - ap)).exp()),
         _ => None,
     };
+    bar.finish();
     Ok(Report {
         layers,
         eps,

@@ -267,11 +267,16 @@ pub fn sweep(preset: Preset) -> Result<Report> {
         Preset::Small => 6,
         Preset::Full => 12,
     };
-    let rows = THEIRS
-        .iter()
-        .filter(|(d, _, _)| *d <= last)
-        .map(|&(d, e, s)| row(d, e, s, 0x5eed))
+    let theirs: Vec<_> = THEIRS.iter().filter(|(d, _, _)| *d <= last).collect();
+    let mut bar = super::progress::Progress::new("sweep seed", theirs.len());
+    let rows = theirs
+        .into_iter()
+        .map(|&(d, e, s)| {
+            bar.step(&format!("d = {d}, n = {}", 10usize << d));
+            row(d, e, s, 0x5eed)
+        })
         .collect::<Result<Vec<_>>>()?;
+    bar.finish();
     Ok(Report {
         rows,
         threads: rayon::current_num_threads(),

@@ -138,6 +138,7 @@ pub fn sweep(preset: Preset) -> Result<Report> {
     let d = grid.d;
     let mut points = Vec::new();
     let mut exact_ref: Option<(usize, f64)> = None; // largest measured (n, seconds)
+    let mut bar = super::progress::Progress::new("sweep bound", grid.log2_n.len() * grid.b_points);
     for &l in &grid.log2_n {
         let n = 1usize << l;
         let thr = (n as f64).ln().sqrt();
@@ -169,6 +170,7 @@ pub fn sweep(preset: Preset) -> Result<Report> {
         for i in 0..grid.b_points {
             let t = i as f64 / (grid.b_points - 1).max(1) as f64;
             let b = b_lo * (b_hi / b_lo).powf(t);
+            bar.step(&format!("n = {n}, B = {b:.3}"));
             let [q, k, v] = inputs(n, d, b, 1000 + i as u64)?;
             let p = Problem::new(q.view(), k.view(), v.view(), &att)?;
             let radius = poly::plan::rigorous_radius(&p);
@@ -220,6 +222,7 @@ pub fn sweep(preset: Preset) -> Result<Report> {
             points.push(pt);
         }
     }
+    bar.finish();
     Ok(Report {
         preset,
         grid,
