@@ -132,6 +132,18 @@ fn reports_are_consistent_and_references_agree() {
         }
         assert!(a.tensors[0].a_priori_total <= 1e-5);
         assert!(a.to_markdown().contains("| o |"));
+        // The ball reference is for whole models: a typed refusal for a single head.
+        let e = certify_attention(
+            &q,
+            &k,
+            &v,
+            Some(&g),
+            &cfg,
+            GradientKind::Substituted,
+            ReferenceChoice::Ball,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("whole-model"), "{e}");
         // The plot's row profiles partition rows 1..=90 and keep each tensor's maxima.
         assert_eq!(a.row_profiles.len(), 4);
         for (p, t) in a.row_profiles.iter().zip(&a.tensors) {
@@ -191,6 +203,23 @@ fn model_report_certifies_every_gradient() {
         .filter(|t| t.name.starts_with("grad.layers."))
     {
         assert!(t.a_priori_fro_bound.unwrap() >= t.fro_error, "{t:?}");
+    }
+    // The double-double ball reference certifies the same run: its bounds and MPFR's
+    // differ only by the two enclosures' widths (here below 1e-15 of each tensor's
+    // largest entry, far below the polynomial part) plus f64 rounding of the ends.
+    let b = certify_model(&model, &batch, &[poly_choice(1e-6)], ReferenceChoice::Ball).unwrap();
+    let ModelReference::Ball { max_rel_radius } = b.reference else {
+        panic!("{:?}", b.reference)
+    };
+    assert!(max_rel_radius < 1e-15, "{max_rel_radius}");
+    assert!(b.reference_text().contains("certified"));
+    for (tb, tm) in b.tensors.iter().zip(&r.tensors) {
+        assert_eq!(tb.name, tm.name);
+        let slack = 1e-15 * (1.0 + tm.max_abs_value);
+        assert!(
+            (tb.max_abs_error - tm.max_abs_error).abs() <= slack,
+            "{tb:?} {tm:?}"
+        );
     }
     let f = certify_model(&model, &batch, &[poly_choice(1e-6)], ReferenceChoice::F64).unwrap();
     assert_eq!(f.reference, ModelReference::F64Exact);

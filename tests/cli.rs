@@ -469,3 +469,74 @@ fn extreme_flag_values_are_refused_cleanly() {
         "{err}"
     );
 }
+
+/// `polyattn certify --weights`: a model written by `model --init`, certified against
+/// the double-double ball enclosure (forced with `--reference ball`), writes a report
+/// whose reference is the balls, with every error certified, and its plot.
+#[test]
+fn certify_model_with_the_ball_reference() {
+    let dir = tmpdir("certify_ball");
+    let (w, x) = (dir.join("w.safetensors"), dir.join("x.safetensors"));
+    let (ws, xs) = (w.to_str().unwrap(), x.to_str().unwrap());
+    let init = run(&[
+        "model",
+        "--init",
+        "--weights",
+        ws,
+        "--input",
+        xs,
+        "--n",
+        "24",
+        "--d-model",
+        "8",
+        "--layers",
+        "2",
+        "--heads",
+        "2",
+        "--causal",
+    ]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let out_dir = dir.join("report");
+    let out = run(&[
+        "certify",
+        "--weights",
+        ws,
+        "--input",
+        xs,
+        "--reference",
+        "ball",
+        "--power-iters",
+        "0",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["schema"], "polyattn.certify.model/1");
+    assert_eq!(json["reference"]["kind"], "ball");
+    assert!(json["reference"]["max_rel_radius"].as_f64().unwrap() < 1e-12);
+    // --power-iters 0 leaves the propagated bound out.
+    assert!(json["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["a_priori_fro_bound"].is_null()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("double-double ball") && stdout.contains("certified"),
+        "{stdout}"
+    );
+    assert!(std::fs::read_to_string(out_dir.join("errors.svg"))
+        .unwrap()
+        .contains("certified max"));
+}

@@ -54,6 +54,7 @@
 
 pub mod as24;
 pub mod attention;
+pub mod ball;
 pub mod dual;
 pub mod instance;
 pub mod interval;

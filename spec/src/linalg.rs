@@ -24,6 +24,7 @@ use rug::float::Round;
 use rug::{Complete, Float, Integer, Rational};
 
 use crate::attention::SpecError;
+use crate::ball::Ball;
 use crate::dual::Dual;
 use crate::interval::Interval;
 
@@ -138,6 +139,39 @@ impl Field for Dual {
     }
     fn exp(&self) -> Option<Self> {
         Some(Dual::exp(self))
+    }
+}
+
+impl Field for Ball {
+    fn from_f64(x: f64, _prec: u32) -> Option<Self> {
+        Ball::from_f64(x)
+    }
+    fn from_rational(q: &Rational, _prec: u32) -> Self {
+        Ball::from_rational(q).unwrap_or_else(Ball::whole)
+    }
+    fn plus(&self, other: &Self) -> Self {
+        self.add(other)
+    }
+    fn minus(&self, other: &Self) -> Self {
+        self.sub(other)
+    }
+    fn times(&self, other: &Self) -> Self {
+        self.mul(other)
+    }
+    fn negate(&self) -> Self {
+        self.neg()
+    }
+    fn recip(&self) -> Option<Self> {
+        Ball::recip(self)
+    }
+    fn exp(&self) -> Option<Self> {
+        Ball::exp(self)
+    }
+    fn zero(_prec: u32) -> Self {
+        Ball::ZERO
+    }
+    fn one(_prec: u32) -> Self {
+        Ball::ONE
     }
 }
 

@@ -86,6 +86,7 @@ use rug::float::{Constant, Round};
 use rug::{Float, Rational};
 
 use crate::attention::SpecError;
+use crate::ball::Ball;
 use crate::dual::Dual;
 use crate::interval::Interval;
 use crate::linalg::{
@@ -510,12 +511,15 @@ fn validate(cfg: &Config, params: &Params, ex: &Example, prec: u32) -> Res<()> {
 }
 
 /// [`Field`] plus what the model needs beyond it; implemented by [`Interval`]
-/// and [`Dual`].
-trait Num: Field {
+/// and [`Dual`] (the MPFR reference and its oracle) and by [`Ball`] (the fast
+/// double-double enclosure for large `n`).
+pub trait Num: Field + Send + Sync {
     /// A constant (no dependence on any seeded input).
     fn constant(x: Interval) -> Self;
-    /// The enclosure of the value.
-    fn value(&self) -> &Interval;
+    /// The midpoint of the value as an `f64` (to choose a softmax shift).
+    fn mid_f64(&self) -> f64;
+    /// A point of the value (exact, no width, no derivative): a softmax shift.
+    fn midpoint(&self) -> Self;
     /// Square root; `None` when no point of the value is `>= 0` (or, for a
     /// dual number, when the value may be `0`, where the derivative is
     /// undefined).
@@ -524,6 +528,8 @@ trait Num: Field {
     fn ln(&self) -> Option<Self>;
     /// `max(x, 0)` with derivative `0` at `0`.
     fn relu(&self) -> Self;
+    /// The set of `relu'(x)` over the value (`relu'(0) = 0`): `1`, `0` or `[0, 1]`.
+    fn relu_slope(&self) -> Self;
 }
 
 /// The set `{relu'(x) : x in u}` with `relu'(0) = 0`: `[1, 1]`, `[0, 0]` or
@@ -543,8 +549,11 @@ impl Num for Interval {
     fn constant(x: Interval) -> Self {
         x
     }
-    fn value(&self) -> &Interval {
-        self
+    fn mid_f64(&self) -> f64 {
+        Interval::mid_f64(self)
+    }
+    fn midpoint(&self) -> Self {
+        Interval::point(self.mid())
     }
     fn sqrt(&self) -> Option<Self> {
         Interval::sqrt(self)
@@ -555,14 +564,20 @@ impl Num for Interval {
     fn relu(&self) -> Self {
         self.max(&Interval::zero(self.prec()))
     }
+    fn relu_slope(&self) -> Self {
+        relu_slope(self)
+    }
 }
 
 impl Num for Dual {
     fn constant(x: Interval) -> Self {
         Dual::constant(x)
     }
-    fn value(&self) -> &Interval {
-        &self.val
+    fn mid_f64(&self) -> f64 {
+        self.val.mid_f64()
+    }
+    fn midpoint(&self) -> Self {
+        Dual::constant(Interval::point(self.val.mid()))
     }
     fn sqrt(&self) -> Option<Self> {
         // (sqrt u)' = u' / (2 sqrt u), defined only when u is bounded away from 0.
@@ -588,25 +603,66 @@ impl Num for Dual {
             },
         }
     }
+    fn relu_slope(&self) -> Self {
+        Dual::constant(relu_slope(&self.val))
+    }
 }
 
-/// The constants of the model as enclosures at the working precision.
-struct Consts {
+impl Num for Ball {
+    fn constant(x: Interval) -> Self {
+        // A constant's enclosure is bounded (it comes from a rational or from MPFR's
+        // pi); an unbounded one would have failed earlier, so the whole line's
+        // stand-in (an infinite radius) only keeps the type total.
+        Ball::from_interval(&x).unwrap_or_else(Ball::whole)
+    }
+    fn mid_f64(&self) -> f64 {
+        Ball::mid_f64(self)
+    }
+    fn midpoint(&self) -> Self {
+        Ball::midpoint(self)
+    }
+    fn sqrt(&self) -> Option<Self> {
+        Ball::sqrt(self)
+    }
+    fn ln(&self) -> Option<Self> {
+        Ball::ln(self)
+    }
+    fn relu(&self) -> Self {
+        Ball::relu(self)
+    }
+    fn relu_slope(&self) -> Self {
+        if self.lo_f64() > 0.0 {
+            Ball::ONE
+        } else if self.hi_f64() <= 0.0 {
+            Ball::ZERO
+        } else {
+            // [0, 1].
+            Ball::ONE.scale_pow2(-1).widened(0.5)
+        }
+    }
+}
+
+/// The constants of the model as enclosures in `T` (lifted once from MPFR
+/// enclosures at the working precision).
+struct Consts<T> {
     prec: u32,
     /// `1e-5 = 1/100000` (layer norm).
-    eps: Interval,
+    eps: T,
     /// `sqrt(2/pi)` (GELU).
-    gelu_c: Interval,
+    gelu_c: T,
     /// `0.044715` (GELU).
-    gelu_k: Interval,
+    gelu_k: T,
     /// `1 / sqrt(d_head)`.
-    tau: Interval,
+    tau: T,
     /// `1 / n`.
-    inv_n: Interval,
+    inv_n: T,
+    /// `1/2` and `3` (GELU and its slope).
+    half: T,
+    three: T,
 }
 
-impl Consts {
-    fn new(cfg: &Config, n: usize, prec: u32) -> Res<Consts> {
+impl<T: Num> Consts<T> {
+    fn new(cfg: &Config, n: usize, prec: u32) -> Res<Consts<T>> {
         let rat = |num: u64, den: u64| Interval::from_rational(&Rational::from((num, den)), prec);
         let pi = |round| Interval::point(Float::with_val_round(prec, Constant::Pi, round).0);
         let pi = pi(Round::Down).hull(&pi(Round::Up));
@@ -618,16 +674,14 @@ impl Consts {
         let tau = sqrt(&Interval::from_f64(cfg.d_head() as f64, prec))?.recip();
         Ok(Consts {
             prec,
-            eps: rat(1, 100_000),
-            gelu_c,
-            gelu_k: rat(44_715, 1_000_000),
-            tau,
-            inv_n: rat(1, n as u64),
+            eps: T::constant(rat(1, 100_000)),
+            gelu_c: T::constant(gelu_c),
+            gelu_k: T::constant(rat(44_715, 1_000_000)),
+            tau: T::constant(tau),
+            inv_n: T::constant(rat(1, n as u64)),
+            half: T::constant(rat(1, 2)),
+            three: T::constant(rat(3, 1)),
         })
-    }
-
-    fn c<T: Num>(&self, x: &Interval) -> T {
-        T::constant(x.clone())
     }
 }
 
@@ -649,23 +703,26 @@ struct LnTrace<T> {
     out: Mat<T>,
 }
 
+/// The sum of `terms`, left to right from zero.
+fn sum<T: Field>(terms: impl Iterator<Item = T>, prec: u32) -> T {
+    terms.fold(T::zero(prec), |a, x| a.plus(&x))
+}
+
 /// `LN(x)` row by row (MATH.md 4): `xhat = (x - mean) rstd`, `out = xhat o
 /// gain + bias`.
-fn layer_norm<T: Num>(x: &Mat<T>, gain: &Mat<T>, bias: &Mat<T>, k: &Consts) -> Res<LnTrace<T>> {
+fn layer_norm<T: Num>(x: &Mat<T>, gain: &Mat<T>, bias: &Mat<T>, k: &Consts<T>) -> Res<LnTrace<T>> {
     let (n, d) = x.shape();
     let prec = k.prec;
     let inv_d = T::from_rational(&Rational::from((1, d as u64)), prec);
-    let eps: T = k.c(&k.eps);
     let mut xhat = zeros::<T>(n, d, prec);
     let mut rstd = Vec::with_capacity(n);
     for i in 0..n {
-        let sum = (0..d).fold(T::zero(prec), |a, j| a.plus(&x[(i, j)]));
-        let mean = sum.times(&inv_d);
+        let mean = sum((0..d).map(|j| x[(i, j)].clone()), prec).times(&inv_d);
         let dev: Vec<T> = (0..d).map(|j| x[(i, j)].minus(&mean)).collect();
-        let ss = dev.iter().fold(T::zero(prec), |a, v| a.plus(&v.times(v)));
+        let ss = sum(dev.iter().map(|v| v.times(v)), prec);
         let r = ss
             .times(&inv_d)
-            .plus(&eps)
+            .plus(&k.eps)
             .sqrt()
             .and_then(|s| s.recip())
             .ok_or_else(|| degenerate("layer norm: var + eps not bounded away from 0"))?;
@@ -686,7 +743,7 @@ fn maybe_ln<T: Num>(
     w: &Weights<T>,
     prefix: &str,
     x: &Mat<T>,
-    k: &Consts,
+    k: &Consts<T>,
 ) -> Res<Option<LnTrace<T>>> {
     if !cfg.layer_norm {
         return Ok(None);
@@ -696,28 +753,34 @@ fn maybe_ln<T: Num>(
     layer_norm(x, gain, bias, k).map(Some)
 }
 
-/// A softmax row shifted by a point: `p_j = exp(z_j - c) / sum_j exp(z_j - c)`
-/// over the entries `zs`, and `lse = c + ln sum_j exp(z_j - c)`.
-fn softmax_row<T: Num>(zs: &[T], prec: u32) -> Res<(Vec<T>, T)> {
-    let shift = zs
+/// A softmax row's pieces over the entries `zs`: the shift `c` (a *point*, the
+/// largest midpoint of the row), `e_j = exp(z_j - c)` and `inv = 1 / sum_j e_j`,
+/// so `p_j = e_j inv` (the shift is exact in real arithmetic).
+fn softmax_parts<T: Num>(zs: &[T], prec: u32) -> Res<(T, Vec<T>, T)> {
+    let c = zs
         .iter()
-        .map(|z| z.value().mid())
-        .reduce(|a, b| if b > a { b } else { a })
-        .ok_or_else(|| degenerate("softmax of an empty row"))?;
-    let c = T::constant(Interval::point(shift));
-    let mut es = Vec::with_capacity(zs.len());
-    for z in zs {
-        es.push(
+        .reduce(|a, b| if b.mid_f64() > a.mid_f64() { b } else { a })
+        .ok_or_else(|| degenerate("softmax of an empty row"))?
+        .midpoint();
+    let es = zs
+        .iter()
+        .map(|z| {
             z.minus(&c)
                 .exp()
-                .ok_or_else(|| degenerate("exp unavailable"))?,
-        );
-    }
-    let sum = es.iter().fold(T::zero(prec), |a, e| a.plus(e));
-    let inv = sum
+                .ok_or_else(|| degenerate("exp unavailable"))
+        })
+        .collect::<Res<Vec<T>>>()?;
+    let inv = sum(es.iter().cloned(), prec)
         .recip()
         .ok_or_else(|| degenerate("softmax normaliser not bounded away from 0"))?;
-    let lse = sum
+    Ok((c, es, inv))
+}
+
+/// A softmax row: `p_j = exp(z_j - c) / sum_j exp(z_j - c)` over the entries
+/// `zs`, and `lse = c + ln sum_j exp(z_j - c)`.
+fn softmax_row<T: Num>(zs: &[T], prec: u32) -> Res<(Vec<T>, T)> {
+    let (c, es, inv) = softmax_parts(zs, prec)?;
+    let lse = sum(es.iter().cloned(), prec)
         .ln()
         .ok_or_else(|| degenerate("softmax normaliser not positive"))?
         .plus(&c);
@@ -725,17 +788,84 @@ fn softmax_row<T: Num>(zs: &[T], prec: u32) -> Res<(Vec<T>, T)> {
 }
 
 /// `act(u)` entry-wise.
-fn activate<T: Num>(act: Activation, u: &T, k: &Consts) -> Res<T> {
+fn activate<T: Num>(act: Activation, u: &T, k: &Consts<T>) -> Res<T> {
     match act {
         Activation::Relu => Ok(u.relu()),
         Activation::Gelu => {
             let prec = k.prec;
-            let half = T::from_rational(&Rational::from((1, 2)), prec);
-            let inner = u.plus(&k.c::<T>(&k.gelu_k).times(&u.times(u).times(u)));
-            let t = tanh(&k.c::<T>(&k.gelu_c).times(&inner), prec)?;
-            Ok(half.times(u).times(&T::one(prec).plus(&t)))
+            let inner = u.plus(&k.gelu_k.times(&u.times(u).times(u)));
+            let t = tanh(&k.gelu_c.times(&inner), prec)?;
+            Ok(k.half.times(u).times(&T::one(prec).plus(&t)))
         }
     }
+}
+
+/// One head's softmax record: per query row the shift `c_i` and `1 / sum_j
+/// exp(s_ij - c_i)`, from which the backward recomputes the row of `P_h`
+/// (never stored: `n x n` per head would not fit at the sizes [`Ball`] reaches).
+struct HeadTrace<T> {
+    shift: Vec<T>,
+    inv: Vec<T>,
+}
+
+/// The columns `c0 .. c0 + dh` of one head, and whether the mask is causal.
+#[derive(Clone, Copy)]
+struct HeadCols {
+    c0: usize,
+    dh: usize,
+    causal: bool,
+}
+
+impl HeadCols {
+    /// The keys row `i` sees (top-left causal: `0..=i`).
+    fn keys(&self, i: usize, n: usize) -> usize {
+        if self.causal {
+            i + 1
+        } else {
+            n
+        }
+    }
+
+    /// Row `i`'s scores `tau (q_i . k_j)` over the head's columns, `j < keys`.
+    fn scores<T: Num>(&self, q: &Mat<T>, kk: &Mat<T>, tau: &T, i: usize, prec: u32) -> Vec<T> {
+        (0..self.keys(i, kk.nrows()))
+            .map(|j| {
+                let cs = self.c0..self.c0 + self.dh;
+                tau.times(&sum(cs.map(|c| q[(i, c)].times(&kk[(j, c)])), prec))
+            })
+            .collect()
+    }
+
+    /// Row `i` of `P_h` recomputed from the record: `exp(s_ij - c_i) inv_i`.
+    fn probs<T: Num>(
+        &self,
+        (q, kk): (&Mat<T>, &Mat<T>),
+        tau: &T,
+        rec: &HeadTrace<T>,
+        i: usize,
+        prec: u32,
+    ) -> Res<Vec<T>> {
+        self.scores(q, kk, tau, i, prec)
+            .iter()
+            .map(|s| {
+                s.minus(&rec.shift[i])
+                    .exp()
+                    .map(|e| e.times(&rec.inv[i]))
+                    .ok_or_else(|| degenerate("exp unavailable"))
+            })
+            .collect()
+    }
+}
+
+/// Rows `0..n` cut into at most this many contiguous blocks for the parallel
+/// backward (a fixed count, so the sums, and the enclosures, do not depend on the
+/// number of threads).
+const ROW_BLOCKS: usize = 32;
+
+/// The row blocks of [`ROW_BLOCKS`].
+fn row_blocks(n: usize) -> Vec<std::ops::Range<usize>> {
+    let b = n.clamp(1, ROW_BLOCKS);
+    (0..b).map(|t| t * n / b..(t + 1) * n / b).collect()
 }
 
 /// Everything one layer's forward computes that its backward needs.
@@ -746,8 +876,8 @@ struct LayerTrace<T> {
     q: Mat<T>,
     k: Mat<T>,
     v: Mat<T>,
-    /// Per head, the attention matrix `P_h` (`n x n`, masked entries `0`).
-    probs: Vec<Mat<T>>,
+    /// Per head, the softmax record of `P_h` (causal entries are `0`).
+    softmax: Vec<HeadTrace<T>>,
     /// `[O_1, ..., O_h]`, `n x d_model`.
     heads: Mat<T>,
     /// `Z_l`.
@@ -782,44 +912,60 @@ fn add_row<T: Num>(x: &Mat<T>, b: &Mat<T>) -> Mat<T> {
 }
 
 /// Multi-head attention of one layer on `g` (MATH.md 1.1 per head, ML24
-/// Appendix K): returns `Q, K, V`, the heads' `P_h` and `[O_1, ..., O_h]`.
+/// Appendix K): returns `Q, K, V`, the heads' softmax records and
+/// `[O_1, ..., O_h]`. Rows run in parallel (each row's arithmetic is the same
+/// whatever the thread count).
 #[allow(clippy::type_complexity)]
 fn attention<T: Num>(
     cfg: &Config,
     w: &Weights<T>,
     l: usize,
     g: &Mat<T>,
-    k: &Consts,
-) -> Res<(Mat<T>, Mat<T>, Mat<T>, Vec<Mat<T>>, Mat<T>)> {
+    k: &Consts<T>,
+) -> Res<(Mat<T>, Mat<T>, Mat<T>, Vec<HeadTrace<T>>, Mat<T>)> {
+    use rayon::prelude::*;
     let prec = k.prec;
     let proj = |name: &str| matmul(g, param(w, &format!("layers.{l}.attn.{name}"))?, prec);
     let (q, kk, v) = (proj("wq")?, proj("wk")?, proj("wv")?);
     let (n, dh) = (g.nrows(), cfg.d_head());
-    let tau: T = k.c(&k.tau);
     let mut heads = zeros::<T>(n, cfg.d_model, prec);
-    let mut probs = Vec::with_capacity(cfg.n_heads);
+    let mut records = Vec::with_capacity(cfg.n_heads);
     for hd in 0..cfg.n_heads {
-        let c0 = hd * dh;
-        let mut p = zeros::<T>(n, n, prec);
-        for i in 0..n {
-            let keys = if cfg.causal { i + 1 } else { n };
-            let scores: Vec<T> = (0..keys)
-                .map(|j| {
-                    let dot = (c0..c0 + dh)
-                        .fold(T::zero(prec), |a, c| a.plus(&q[(i, c)].times(&kk[(j, c)])));
-                    tau.times(&dot)
-                })
-                .collect();
-            let (row, _) = softmax_row(&scores, prec)?;
-            for (j, pij) in row.into_iter().enumerate() {
-                p[(i, j)] = pij;
+        let cols = HeadCols {
+            c0: hd * dh,
+            dh,
+            causal: cfg.causal,
+        };
+        let rows = (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let (c, es, inv) = softmax_parts(&cols.scores(&q, &kk, &k.tau, i, prec), prec)?;
+                let p: Vec<T> = es.iter().map(|e| e.times(&inv)).collect();
+                let o: Vec<T> = (cols.c0..cols.c0 + dh)
+                    .map(|c| {
+                        sum(
+                            p.iter().enumerate().map(|(j, pj)| pj.times(&v[(j, c)])),
+                            prec,
+                        )
+                    })
+                    .collect();
+                Ok((c, inv, o))
+            })
+            .collect::<Res<Vec<_>>>()?;
+        let mut rec = HeadTrace {
+            shift: Vec::with_capacity(n),
+            inv: Vec::with_capacity(n),
+        };
+        for (i, (c, inv, o)) in rows.into_iter().enumerate() {
+            rec.shift.push(c);
+            rec.inv.push(inv);
+            for (t, x) in o.into_iter().enumerate() {
+                heads[(i, cols.c0 + t)] = x;
             }
         }
-        let o = matmul(&p, &v.columns(c0, dh).into_owned(), prec)?;
-        heads.view_mut((0, c0), (n, dh)).copy_from(&o);
-        probs.push(p);
+        records.push(rec);
     }
-    Ok((q, kk, v, probs, heads))
+    Ok((q, kk, v, records, heads))
 }
 
 /// The forward pass from `T_0`, recording everything (MATH.md 4).
@@ -828,7 +974,7 @@ fn run<T: Num>(
     w: &Weights<T>,
     t0: Mat<T>,
     targets: &Targets,
-    k: &Consts,
+    k: &Consts<T>,
 ) -> Res<Trace<T>> {
     let prec = k.prec;
     let mut layers = Vec::with_capacity(cfg.n_layers);
@@ -837,7 +983,7 @@ fn run<T: Num>(
         let p = |name: &str| param(w, &format!("layers.{l}.{name}"));
         let ln1 = maybe_ln(cfg, w, &format!("layers.{l}.ln1"), &t, k)?;
         let g = ln1.as_ref().map_or_else(|| t.clone(), |ln| ln.out.clone());
-        let (q, kk, v, probs, heads) = attention(cfg, w, l, &g, k)?;
+        let (q, kk, v, softmax, heads) = attention(cfg, w, l, &g, k)?;
         let z = add(&t, &matmul(&heads, p("attn.wo")?, prec)?)?;
         let ln2 = maybe_ln(cfg, w, &format!("layers.{l}.ln2"), &z, k)?;
         let h = ln2.as_ref().map_or_else(|| z.clone(), |ln| ln.out.clone());
@@ -855,7 +1001,7 @@ fn run<T: Num>(
             q,
             k: kk,
             v,
-            probs,
+            softmax,
             heads,
             z,
             ln2,
@@ -865,7 +1011,6 @@ fn run<T: Num>(
             out,
         });
     }
-    let inv_n: T = k.c(&k.inv_n);
     let mut trace = Trace {
         t0,
         layers,
@@ -879,9 +1024,8 @@ fn run<T: Num>(
         Targets::Values(y) => {
             let y = lift::<T>("Y", y, prec)?;
             let r = sub(&t, &y)?;
-            let ss = r.iter().fold(T::zero(prec), |a, x| a.plus(&x.times(x)));
-            let half = T::from_rational(&Rational::from((1, 2)), prec);
-            trace.loss = ss.times(&half).times(&inv_n);
+            let ss = sum(r.iter().map(|x| x.times(x)), prec);
+            trace.loss = ss.times(&k.half).times(&k.inv_n);
         }
         Targets::Labels(y) => {
             let lnf = maybe_ln(cfg, w, "lnf", &t, k)?;
@@ -897,7 +1041,7 @@ fn run<T: Num>(
                     probs[(i, j)] = pj;
                 }
             }
-            trace.loss = total.times(&inv_n);
+            trace.loss = total.times(&k.inv_n);
             trace.lnf = lnf;
             trace.hf = Some(hf);
             trace.logits = Some(logits);
@@ -907,17 +1051,17 @@ fn run<T: Num>(
     Ok(trace)
 }
 
-/// The checked inputs lifted to intervals and the forward pass over them: the
-/// common start of [`forward`] and [`gradients`].
-fn interval_trace(
+/// The checked inputs lifted to `T` and the forward pass over them: the
+/// common start of [`forward`] and the gradients.
+fn trace_in<T: Num>(
     cfg: &Config,
     params: &Params,
     ex: &Example,
     prec: u32,
-) -> Res<(Consts, Weights<Interval>, Trace<Interval>)> {
+) -> Res<(Consts<T>, Weights<T>, Trace<T>)> {
     validate(cfg, params, ex, prec)?;
     let k = Consts::new(cfg, ex.n(), prec)?;
-    let (w, x) = lift_all::<Interval>(params, ex, prec)?;
+    let (w, x) = lift_all::<T>(params, ex, prec)?;
     let t0 = first_stream(&w, x.as_ref(), ex)?;
     let tr = run(cfg, &w, t0, &ex.targets, &k)?;
     Ok((k, w, tr))
@@ -986,7 +1130,7 @@ pub fn forward(
     ex: &Example,
     prec: u32,
 ) -> Result<Forward, SpecError> {
-    let (_, _, tr) = interval_trace(cfg, params, ex, prec)?;
+    let (_, _, tr) = trace_in::<Interval>(cfg, params, ex, prec)?;
     let mut t = vec![tr.t0];
     let mut z = Vec::with_capacity(tr.layers.len());
     for l in tr.layers {
@@ -1002,19 +1146,19 @@ pub fn forward(
 }
 
 /// Column sums as a `1 x cols` matrix (the gradient of a bias `1 b`).
-fn col_sums(m: &Mat<Interval>, prec: u32) -> Mat<Interval> {
+fn col_sums<T: Field>(m: &Mat<T>, prec: u32) -> Mat<T> {
     Mat::from_fn(1, m.ncols(), |_, j| {
-        (0..m.nrows()).fold(Interval::zero(prec), |a, i| a + &m[(i, j)])
+        sum((0..m.nrows()).map(|i| m[(i, j)].clone()), prec)
     })
 }
 
 /// `x^T y`.
-fn tmul(x: &Mat<Interval>, y: &Mat<Interval>, prec: u32) -> Res<Mat<Interval>> {
+fn tmul<T: Field>(x: &Mat<T>, y: &Mat<T>, prec: u32) -> Res<Mat<T>> {
     matmul(&x.transpose(), y, prec)
 }
 
 /// `x y^T`.
-fn mult(x: &Mat<Interval>, y: &Mat<Interval>, prec: u32) -> Res<Mat<Interval>> {
+fn mult<T: Field>(x: &Mat<T>, y: &Mat<T>, prec: u32) -> Res<Mat<T>> {
     matmul(x, &y.transpose(), prec)
 }
 
@@ -1023,14 +1167,14 @@ fn mult(x: &Mat<Interval>, y: &Mat<Interval>, prec: u32) -> Res<Mat<Interval>> {
 /// and returns `dL/dx` row by row,
 /// `dx = rstd (g - mean(g) - xhat mean(g o xhat))` with `g = dy o gain`.
 /// When layer norm is off, `dx = dy`.
-fn ln_backward(
-    ln: Option<&LnTrace<Interval>>,
-    w: &Weights<Interval>,
+fn ln_backward<T: Num>(
+    ln: Option<&LnTrace<T>>,
+    w: &Weights<T>,
     prefix: &str,
-    dy: Mat<Interval>,
-    grads: &mut Gradients,
+    dy: Mat<T>,
+    grads: &mut BTreeMap<String, Mat<T>>,
     prec: u32,
-) -> Res<Mat<Interval>> {
+) -> Res<Mat<T>> {
     let Some(ln) = ln else { return Ok(dy) };
     let gain = param(w, &format!("{prefix}.gain"))?;
     grads.insert(
@@ -1039,17 +1183,21 @@ fn ln_backward(
     );
     grads.insert(format!("grad.{prefix}.bias"), col_sums(&dy, prec));
     let (n, d) = dy.shape();
-    let inv_d = Interval::from_rational(&Rational::from((1, d as u64)), prec);
-    let mut dx = zeros::<Interval>(n, d, prec);
+    let inv_d = T::from_rational(&Rational::from((1, d as u64)), prec);
+    let mut dx = zeros::<T>(n, d, prec);
     for i in 0..n {
-        let g: Vec<Interval> = (0..d).map(|j| &dy[(i, j)] * &gain[(0, j)]).collect();
-        let mean_g = Interval::sum(&g, prec) * &inv_d;
-        let xh: Vec<Interval> = (0..d).map(|j| ln.xhat[(i, j)].clone()).collect();
-        let mean_gx = Interval::dot(&g, &xh, prec)
-            .ok_or_else(|| shape_err("layer norm row lengths".into()))?
-            * &inv_d;
-        for j in 0..d {
-            dx[(i, j)] = &ln.rstd[i] * (&g[j] - &mean_g - &xh[j] * &mean_gx);
+        let g: Vec<T> = (0..d).map(|j| dy[(i, j)].times(&gain[(0, j)])).collect();
+        let mean_g = sum(g.iter().cloned(), prec).times(&inv_d);
+        let mean_gx = sum(
+            g.iter()
+                .enumerate()
+                .map(|(j, gj)| gj.times(&ln.xhat[(i, j)])),
+            prec,
+        )
+        .times(&inv_d);
+        for (j, gj) in g.iter().enumerate() {
+            let centred = gj.minus(&mean_g).minus(&ln.xhat[(i, j)].times(&mean_gx));
+            dx[(i, j)] = ln.rstd[i].times(&centred);
         }
     }
     Ok(dx)
@@ -1058,39 +1206,123 @@ fn ln_backward(
 /// `act'(u)` entry-wise. GELU:
 /// `0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 k x^2)` with
 /// `t = tanh(c (x + k x^3))`, `c = sqrt(2/pi)`, `k = 0.044715`.
-fn activation_slope(act: Activation, u: &Interval, k: &Consts) -> Res<Interval> {
+fn activation_slope<T: Num>(act: Activation, u: &T, k: &Consts<T>) -> Res<T> {
     let prec = k.prec;
     match act {
-        Activation::Relu => Ok(relu_slope(u)),
+        Activation::Relu => Ok(u.relu_slope()),
         Activation::Gelu => {
-            let one = Interval::one(prec);
-            let half = Interval::from_rational(&Rational::from((1, 2)), prec);
-            let three = Interval::from_f64(3.0, prec);
-            let x2 = u * u;
-            let t = tanh(&(&k.gelu_c * (u + &k.gelu_k * &x2 * u)), prec)?;
-            let first = &half * (&one + &t);
-            let sech2 = &one - &t * &t;
-            let inner = &k.gelu_c * (&one + three * &k.gelu_k * &x2);
-            Ok(first + half * u * sech2 * inner)
+            let one = T::one(prec);
+            let x2 = u.times(u);
+            let t = tanh(
+                &k.gelu_c.times(&u.plus(&k.gelu_k.times(&x2).times(u))),
+                prec,
+            )?;
+            let first = k.half.times(&one.plus(&t));
+            let sech2 = one.minus(&t.times(&t));
+            let inner = k
+                .gelu_c
+                .times(&one.plus(&k.three.times(&k.gelu_k).times(&x2)));
+            Ok(first.plus(&k.half.times(u).times(&sech2).times(&inner)))
         }
     }
+}
+
+/// One head's attention backward (MATH.md 1.1), streamed row by row with `P_h`
+/// recomputed from its softmax record: `dV = P^T dO`, `dP = dO V^T`,
+/// `delta = rowsum(dO o O)`, `dS = P o (dP - delta 1^T)`, `dQ = tau dS K`,
+/// `dK = tau dS^T Q`. Row blocks ([`row_blocks`]) run in parallel; each keeps its
+/// own partial `dS^T Q` and `P^T dO`, summed in block order. Returns the head's
+/// `(dQ, dK, dV)`, each `n x d_head`.
+#[allow(clippy::too_many_arguments)]
+fn head_backward<T: Num>(
+    cols: HeadCols,
+    lt: &LayerTrace<T>,
+    rec: &HeadTrace<T>,
+    dheads: &Mat<T>,
+    k: &Consts<T>,
+) -> Res<(Mat<T>, Mat<T>, Mat<T>)> {
+    use rayon::prelude::*;
+    let (prec, n, dh, c0) = (k.prec, lt.g.nrows(), cols.dh, cols.c0);
+    let block = |rows: std::ops::Range<usize>| -> Res<(Vec<T>, Vec<T>, Vec<T>)> {
+        let (mut dq, mut dst_q, mut pt_do) = (
+            Vec::with_capacity(rows.len() * dh),
+            vec![T::zero(prec); n * dh],
+            vec![T::zero(prec); n * dh],
+        );
+        for i in rows {
+            let p = cols.probs((&lt.q, &lt.k), &k.tau, rec, i, prec)?;
+            let d_o: Vec<T> = (c0..c0 + dh).map(|c| dheads[(i, c)].clone()).collect();
+            let delta = sum(
+                d_o.iter()
+                    .enumerate()
+                    .map(|(t, g)| g.times(&lt.heads[(i, c0 + t)])),
+                prec,
+            );
+            let ds: Vec<T> = p
+                .iter()
+                .enumerate()
+                .map(|(j, pij)| {
+                    let dp = sum(
+                        d_o.iter()
+                            .enumerate()
+                            .map(|(t, g)| g.times(&lt.v[(j, c0 + t)])),
+                        prec,
+                    );
+                    pij.times(&dp.minus(&delta))
+                })
+                .collect();
+            for t in 0..dh {
+                let acc = sum(
+                    ds.iter()
+                        .enumerate()
+                        .map(|(j, s)| s.times(&lt.k[(j, c0 + t)])),
+                    prec,
+                );
+                dq.push(k.tau.times(&acc));
+            }
+            for (j, (s, pij)) in ds.iter().zip(&p).enumerate() {
+                for (t, g) in d_o.iter().enumerate() {
+                    let e = j * dh + t;
+                    dst_q[e] = dst_q[e].plus(&s.times(&lt.q[(i, c0 + t)]));
+                    pt_do[e] = pt_do[e].plus(&pij.times(g));
+                }
+            }
+        }
+        Ok((dq, dst_q, pt_do))
+    };
+    let parts = row_blocks(n)
+        .into_par_iter()
+        .map(block)
+        .collect::<Res<Vec<_>>>()?;
+    let mut dq = Vec::with_capacity(n * dh);
+    let (mut dst_q, mut pt_do) = (vec![T::zero(prec); n * dh], vec![T::zero(prec); n * dh]);
+    for (q_rows, a, b) in parts {
+        dq.extend(q_rows);
+        for e in 0..n * dh {
+            dst_q[e] = dst_q[e].plus(&a[e]);
+            pt_do[e] = pt_do[e].plus(&b[e]);
+        }
+    }
+    let rows = |v: Vec<T>| Mat::from_row_iterator(n, dh, v);
+    let dk = scale(&k.tau, &rows(dst_q));
+    Ok((rows(dq), dk, rows(pt_do)))
 }
 
 /// Backward of one layer (MATH.md 4 and 1.1; ML24 Lemmas H.1/H.2 for the MLP,
 /// J.3 for the residuals, K.2 for the heads): given `dT = dL/dT_l`, records
 /// this layer's parameter gradients and returns `dL/dT_{l-1}`.
-fn layer_backward(
+fn layer_backward<T: Num>(
     cfg: &Config,
-    w: &Weights<Interval>,
+    w: &Weights<T>,
     l: usize,
-    lt: &LayerTrace<Interval>,
-    dt: Mat<Interval>,
-    grads: &mut Gradients,
-    k: &Consts,
-) -> Res<Mat<Interval>> {
+    lt: &LayerTrace<T>,
+    dt: Mat<T>,
+    grads: &mut BTreeMap<String, Mat<T>>,
+    k: &Consts<T>,
+) -> Res<Mat<T>> {
     let prec = k.prec;
     let p = |name: &str| param(w, &format!("layers.{l}.{name}"));
-    let mut put = |name: &str, m: Mat<Interval>| {
+    let mut put = |name: &str, m: Mat<T>| {
         grads.insert(format!("grad.layers.{l}.{name}"), m);
     };
     // MLP: T = Z + act(U) W2 + b2, U = H W1 + b1.
@@ -1121,29 +1353,21 @@ fn layer_backward(
     );
     let dheads = mult(&dz, p("attn.wo")?, prec)?;
     let (n, dh_) = (lt.g.nrows(), cfg.d_head());
-    let mut dq = zeros::<Interval>(n, cfg.d_model, prec);
+    let mut dq = zeros::<T>(n, cfg.d_model, prec);
     let mut dk = dq.clone();
     let mut dv = dq.clone();
-    for (hd, pm) in lt.probs.iter().enumerate() {
-        // MATH.md 1.1: dV = P^T dO, dP = dO V^T, delta = rowsum(dO o O),
-        // dS = P o (dP - delta 1^T), dQ = tau dS K, dK = tau dS^T Q.
-        let c0 = hd * dh_;
-        let cols = |m: &Mat<Interval>| m.columns(c0, dh_).into_owned();
-        let (d_o, o) = (cols(&dheads), cols(&lt.heads));
-        let (qh, kh, vh) = (cols(&lt.q), cols(&lt.k), cols(&lt.v));
-        let dvh = tmul(pm, &d_o, prec)?;
-        let dp = mult(&d_o, &vh, prec)?;
-        let delta: Vec<Interval> = (0..n)
-            .map(|i| (0..dh_).fold(Interval::zero(prec), |a, c| a + &d_o[(i, c)] * &o[(i, c)]))
-            .collect();
-        let ds = Mat::from_fn(n, n, |i, j| &pm[(i, j)] * (&dp[(i, j)] - &delta[i]));
-        let dqh = scale(&k.tau, &matmul(&ds, &kh, prec)?);
-        let dkh = scale(&k.tau, &tmul(&ds, &qh, prec)?);
-        dq.view_mut((0, c0), (n, dh_)).copy_from(&dqh);
-        dk.view_mut((0, c0), (n, dh_)).copy_from(&dkh);
-        dv.view_mut((0, c0), (n, dh_)).copy_from(&dvh);
+    for (hd, rec) in lt.softmax.iter().enumerate() {
+        let cols = HeadCols {
+            c0: hd * dh_,
+            dh: dh_,
+            causal: cfg.causal,
+        };
+        let (dqh, dkh, dvh) = head_backward(cols, lt, rec, &dheads, k)?;
+        dq.view_mut((0, cols.c0), (n, dh_)).copy_from(&dqh);
+        dk.view_mut((0, cols.c0), (n, dh_)).copy_from(&dkh);
+        dv.view_mut((0, cols.c0), (n, dh_)).copy_from(&dvh);
     }
-    let mut dg = zeros::<Interval>(n, cfg.d_model, prec);
+    let mut dg = zeros::<T>(n, cfg.d_model, prec);
     for (name, d) in [("wq", &dq), ("wk", &dk), ("wv", &dv)] {
         grads.insert(
             format!("grad.layers.{l}.attn.{name}"),
@@ -1162,33 +1386,26 @@ fn layer_backward(
     add(&dz, &dt_attn)
 }
 
-/// Gradient enclosures of `L` with respect to every parameter (and `X` for a
-/// feature input) by the closed-form reverse-mode backward of each piece,
-/// applied to the interval forward pass at `prec` bits: the loss
-/// (`dT_m = (T_m - Y)/n`, or `d logits = (softmax - onehot)/n`), layer norm,
-/// the MLP (ML24 Lemmas H.1, H.2), the residual connections (ML24 Lemma J.3)
-/// and multi-head attention through the attention backward of MATH.md 1.1
-/// per head (ML24 Lemma K.2); ML24 Lemma 3.4/C.4 chains the layers. The
-/// embedding's gradient adds the rows of `dL/dT_0` of every occurrence of a
-/// token. Keys as in [`Gradients`]. Errors: as [`forward`].
-pub fn gradients(
+/// The loss and the gradient of every parameter (and `X`) in `T` arithmetic:
+/// the closed-form backward of [`gradients`], generic over the enclosure type.
+fn loss_and_gradients_in<T: Num>(
     cfg: &Config,
     params: &Params,
     ex: &Example,
     prec: u32,
-) -> Result<Gradients, SpecError> {
-    let (k, w, tr) = interval_trace(cfg, params, ex, prec)?;
-    let mut grads = Gradients::new();
+) -> Res<(T, BTreeMap<String, Mat<T>>)> {
+    let (k, w, tr) = trace_in::<T>(cfg, params, ex, prec)?;
+    let mut grads = BTreeMap::new();
     let t_m = tr.layers.last().map_or(&tr.t0, |l| &l.out);
     let mut dt = match &ex.targets {
-        Targets::Values(y) => scale(&k.inv_n, &sub(t_m, &lift::<Interval>("Y", y, prec)?)?),
+        Targets::Values(y) => scale(&k.inv_n, &sub(t_m, &lift::<T>("Y", y, prec)?)?),
         Targets::Labels(y) => {
             let (Some(hf), Some(probs)) = (&tr.hf, &tr.probs) else {
                 return Err(degenerate("cross-entropy trace incomplete"));
             };
             let mut dlogits = probs.clone();
             for (i, &yi) in y.iter().enumerate() {
-                dlogits[(i, yi)] = &dlogits[(i, yi)] - Interval::one(prec);
+                dlogits[(i, yi)] = dlogits[(i, yi)].minus(&T::one(prec));
             }
             let dlogits = scale(&k.inv_n, &dlogits);
             grads.insert("grad.head.w_out".into(), tmul(hf, &dlogits, prec)?);
@@ -1205,16 +1422,54 @@ pub fn gradients(
         }
         Input::Tokens(t) => {
             let e = param(&w, "embedding")?;
-            let mut de = zeros::<Interval>(e.nrows(), e.ncols(), prec);
+            let mut de = zeros::<T>(e.nrows(), e.ncols(), prec);
             for (i, &tok) in t.iter().enumerate() {
                 for j in 0..e.ncols() {
-                    de[(tok, j)] = &de[(tok, j)] + &dt[(i, j)];
+                    de[(tok, j)] = de[(tok, j)].plus(&dt[(i, j)]);
                 }
             }
             grads.insert("grad.embedding".into(), de);
         }
     }
-    Ok(grads)
+    Ok((tr.loss, grads))
+}
+
+/// Gradient enclosures of `L` with respect to every parameter (and `X` for a
+/// feature input) by the closed-form reverse-mode backward of each piece,
+/// applied to the interval forward pass at `prec` bits: the loss
+/// (`dT_m = (T_m - Y)/n`, or `d logits = (softmax - onehot)/n`), layer norm,
+/// the MLP (ML24 Lemmas H.1, H.2), the residual connections (ML24 Lemma J.3)
+/// and multi-head attention through the attention backward of MATH.md 1.1
+/// per head (ML24 Lemma K.2); ML24 Lemma 3.4/C.4 chains the layers. The
+/// embedding's gradient adds the rows of `dL/dT_0` of every occurrence of a
+/// token. Keys as in [`Gradients`]. Errors: as [`forward`].
+pub fn gradients(
+    cfg: &Config,
+    params: &Params,
+    ex: &Example,
+    prec: u32,
+) -> Result<Gradients, SpecError> {
+    loss_and_gradients_in::<Interval>(cfg, params, ex, prec).map(|(_, g)| g)
+}
+
+/// The loss and every gradient as double-double [`Ball`]s: the same forward and
+/// closed-form backward as [`forward`] and [`gradients`], in about 106-bit
+/// arithmetic that carries a rigorous bound of its own rounding (MATH.md 2.6: an
+/// enclosure of the exact real values, like the MPFR one, but fast enough for
+/// `n` in the tens of thousands). Attention never stores an `n x n` matrix (each
+/// head keeps its rows' softmax shifts and normalisers and recomputes `P_h`), and
+/// its rows run in parallel with sums in a fixed order (the result does not
+/// depend on the number of threads). The widths are about `2^-106` times the
+/// amplification of rounding through the layers (see [`gradients_to_width`]):
+/// near `1e-25` relative for two layers of width 16. Errors: as [`gradients`];
+/// [`SpecError::Degenerate`] also when a score leaves `exp`'s range (beyond 709
+/// above the row's largest) or a normaliser's ball reaches 0.
+pub fn loss_and_gradients_ball(
+    cfg: &Config,
+    params: &Params,
+    ex: &Example,
+) -> Result<(Ball, BTreeMap<String, Mat<Ball>>), SpecError> {
+    loss_and_gradients_in::<Ball>(cfg, params, ex, 256)
 }
 
 /// Gradient enclosures by the independent oracle (MATH.md section 3): for

@@ -556,3 +556,51 @@ fn precision_search_reaches_the_target_width() {
         Err(SpecError::Degenerate { .. })
     ));
 }
+
+/// The double-double balls (`loss_and_gradients_ball`) against MPFR at high
+/// precision, on every instance of [`cases`] and one wider, deeper model: each
+/// ball contains the MPFR enclosure's midpoint (both enclose the exact value; the
+/// MPFR width, below 1e-20 relative, is far inside a ball's, so only a ball that
+/// misses the exact value can fail this), and every ball is narrow relative to its
+/// tensor's largest entry (the double-double's 2^-106 times the amplification
+/// through the layers, which `gradients_to_width` documents).
+#[test]
+fn ball_gradients_contain_the_mpfr_enclosures() {
+    let mut all = cases();
+    all.push((
+        config(2, 4, 16, 32, 0, Gelu, true, true, Mse, Features),
+        24,
+        9,
+    ));
+    for (cfg, n, seed) in all {
+        let (params, ex) = instance(&cfg, n, seed);
+        let (reference, _) =
+            gradients_to_width(&cfg, &params, &ex, REL_WIDTH, DEFAULT_PREC, 1024).unwrap();
+        let (loss, balls) =
+            polyattn_spec::model::loss_and_gradients_ball(&cfg, &params, &ex).unwrap();
+        let l_ref = forward(&cfg, &params, &ex, 256).unwrap().loss;
+        assert!(
+            loss.to_interval().contains_float(&l_ref.mid()),
+            "{cfg:?}: loss"
+        );
+        assert_eq!(balls.len(), reference.len());
+        let mut worst = 0.0f64;
+        for (name, m) in &reference {
+            let b = &balls[name];
+            let scale = max_mag(m).max(1e-300);
+            for (x, y) in m.iter().zip(b.iter()) {
+                assert!(
+                    y.to_interval().contains_float(&x.mid()),
+                    "{cfg:?} {name}: {y:?} misses {x:?}"
+                );
+                worst = worst.max(y.rad() / scale);
+            }
+        }
+        // Measured: 1e-26 (one layer) to 7.1e-14 (the two-layer, width-16 model):
+        // rounding at 2^-106 amplified by the wrapping of ball arithmetic through
+        // layer norm, attention and the MLP, forward and back. 1e-12 leaves room for
+        // other seeds while still failing any radius that stopped tracking rounding
+        // at double-double level (the same amplification at f64 level exceeds 1).
+        assert!(worst <= 1e-12, "{cfg:?}: relative radius {worst:e}");
+    }
+}

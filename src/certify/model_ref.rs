@@ -99,3 +99,21 @@ pub fn spec_enclosures(
     let loss = spec::forward(&cfg, &params, &ex, prec).map_err(err)?.loss;
     Ok((loss, g, prec))
 }
+
+/// The double-double ball loss and gradient enclosures of `model` on `batch`
+/// ([`spec::loss_and_gradients_ball`]: rigorous like MPFR, streaming attention,
+/// rows in parallel).
+pub fn spec_balls(
+    model: &Model<f64>,
+    batch: &Batch<f64>,
+) -> Result<(
+    polyattn_spec::ball::Ball,
+    std::collections::BTreeMap<String, DMatrix<polyattn_spec::ball::Ball>>,
+)> {
+    let (cfg, params, ex) = spec_problem(model, batch)?;
+    spec::loss_and_gradients_ball(&cfg, &params, &ex).map_err(|e| Error::InvalidParameter {
+        name: "reference",
+        value: "double-double ball model enclosure".into(),
+        reason: e.to_string(),
+    })
+}

@@ -2,15 +2,19 @@
 //! and every gradient of the run through the requested engines, against the exact
 //! real-number gradients of the same model.
 //!
-//! Reference: the MPFR interval enclosure of the whole model (`polyattn_spec::model`,
-//! via [`super::model_ref`], precision raised until every enclosure is narrower than
-//! 1e-30 relative) when the model is small enough and feature `certify` is on; then for
-//! a computed entry y with enclosure [lo, hi] the certified error is
-//! `max(|y - lo|, |y - hi|)`. Larger models fall back to the exact engine in f64: the
-//! errors are then *measured* against it, not certified (no end-to-end a priori
-//! rounding bound for the whole f64 model is derived; at the sizes MPFR reaches, the f64
-//! exact model is within ~1e-15 relative of the enclosures, `tests/model_spec.rs`), and
-//! the report says so.
+//! Reference (feature `certify`): an enclosure of the whole model's exact real loss
+//! and gradients, from `polyattn_spec::model` via [`super::model_ref`]; for a computed
+//! entry y with enclosure [lo, hi] the certified error is `max(|y - lo|, |y - hi|)`.
+//! * MPFR intervals (precision raised until every enclosure is narrower than 1e-30
+//!   relative) for small models (`n^2 d_model m <= `[`MPFR_MODEL_LIMIT`]);
+//! * double-double balls (`polyattn_spec::ball`: about 106 bits with the rounding
+//!   bound carried along, MATH.md 2.6's "f64 computation plus a rigorous rounding
+//!   bound" at twice the precision, because ball arithmetic's wrapping through a
+//!   transformer amplifies rounding by ~1e18 and would leave f64 balls wider than the
+//!   values) up to [`BALL_MODEL_LIMIT`], or at any size with `ReferenceChoice::Ball`:
+//!   attention streams its rows (no n x n matrix) in parallel, so n = 16 384 fits;
+//! * beyond that (or with `ReferenceChoice::F64`) the exact engine in f64: the errors
+//!   are then *measured* against it, not certified, and the report says so.
 //!
 //! The split: for every tensor the report gives the run's error (certified, or measured
 //! against f64), the exact engine's own error against the same reference (the rounding
@@ -37,6 +41,12 @@ use std::time::Instant;
 /// the development machine.
 pub const MPFR_MODEL_LIMIT: f64 = 2.0e6;
 
+/// Largest `n^2 d_model m` the `auto` reference sends to the double-double balls
+/// (above it: the f64 exact engine, errors measured): n = 8192 with d_model = 16 and
+/// two layers (2.1e9), about half a minute of balls on the 2-core development machine
+/// (the time grows as n^2: `--reference ball` forces them at any size).
+pub const BALL_MODEL_LIMIT: f64 = 2.2e9;
+
 /// The reference a model report used.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -45,6 +55,12 @@ pub enum ModelReference {
     Mpfr {
         /// Precision in bits.
         prec: u32,
+    },
+    /// Double-double ball enclosures of the whole model (about 106 bits, radius
+    /// carried along; `polyattn_spec::ball`): errors certified.
+    Ball {
+        /// The widest ball's radius relative to its tensor's largest entry.
+        max_rel_radius: f64,
     },
     /// The exact engine in f64: errors measured, not certified.
     F64Exact,
@@ -149,25 +165,104 @@ fn mpfr_reference(
     Ok((out, prec))
 }
 
-fn use_mpfr(choice: ReferenceChoice, model: &Model<f64>, n: usize) -> bool {
+/// The double-double ball enclosures as `[lo, hi]` per entry, and the widest
+/// relative radius.
+#[cfg(feature = "certify")]
+fn ball_reference(
+    model: &Model<f64>,
+    batch: &Batch<f64>,
+) -> Result<(BTreeMap<String, RefTensor>, f64)> {
+    let (loss, grads) = super::model_ref::spec_balls(model, batch)?;
+    let mut out = BTreeMap::new();
+    out.insert(
+        "loss".to_string(),
+        RefTensor {
+            lo: vec![loss.lo_f64()],
+            hi: vec![loss.hi_f64()],
+        },
+    );
+    let mut widest = 0.0f64;
+    for (name, m) in grads {
+        let scale = m.iter().map(|b| b.mag()).fold(0.0f64, f64::max);
+        let rad = m.iter().map(|b| b.rad()).fold(0.0f64, f64::max);
+        if rad > 0.0 {
+            widest = widest.max(if scale > 0.0 {
+                rad / scale
+            } else {
+                f64::INFINITY
+            });
+        }
+        // The spec's matrices are column-major; ours are row-major.
+        let t = m.transpose();
+        out.insert(
+            name,
+            RefTensor {
+                lo: t.iter().map(|b| b.lo_f64()).collect(),
+                hi: t.iter().map(|b| b.hi_f64()).collect(),
+            },
+        );
+    }
+    Ok((out, widest))
+}
+
+/// Which reference a model report uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RefKind {
+    Mpfr,
+    Ball,
+    F64,
+}
+
+fn reference_kind(choice: ReferenceChoice, model: &Model<f64>, n: usize) -> RefKind {
     let c = model.config();
     let size = (n * n) as f64 * c.d_model as f64 * c.n_layers as f64;
     match choice {
-        ReferenceChoice::Mpfr => true,
-        ReferenceChoice::F64 => false,
-        ReferenceChoice::Auto => cfg!(feature = "certify") && size <= MPFR_MODEL_LIMIT,
+        ReferenceChoice::Mpfr => RefKind::Mpfr,
+        ReferenceChoice::Ball => RefKind::Ball,
+        ReferenceChoice::F64 => RefKind::F64,
+        ReferenceChoice::Auto if !cfg!(feature = "certify") => RefKind::F64,
+        ReferenceChoice::Auto if size <= MPFR_MODEL_LIMIT => RefKind::Mpfr,
+        ReferenceChoice::Auto if size <= BALL_MODEL_LIMIT => RefKind::Ball,
+        ReferenceChoice::Auto => RefKind::F64,
     }
 }
 
+/// The error for a reference that needs feature `certify`.
+#[cfg(not(feature = "certify"))]
+fn needs_certify(what: &str) -> crate::error::Error {
+    crate::error::Error::InvalidParameter {
+        name: "reference",
+        value: what.into(),
+        reason: "needs feature `certify` (polyattn-spec)".into(),
+    }
+}
+
+/// Power iterations per norm of the propagated bound in [`certify_model`].
+pub const PROPAGATION_ITERS: usize = 20;
+
 /// Runs `model` on `batch` through `engines` and through the exact engine, and
 /// certifies the loss and every gradient against the reference `choice` selects (see
-/// the module documentation). Errors: those of the runs, and of the MPFR reference
-/// (`ReferenceChoice::Mpfr` without feature `certify` is an `InvalidParameter`).
+/// the module documentation). Errors: those of the runs, and of the enclosures
+/// (`ReferenceChoice::Mpfr` or `Ball` without feature `certify` is an
+/// `InvalidParameter`).
 pub fn certify_model(
     model: &Model<f64>,
     batch: &Batch<f64>,
     engines: &[EngineChoice],
     choice: ReferenceChoice,
+) -> Result<ModelReport> {
+    certify_model_with(model, batch, engines, choice, PROPAGATION_ITERS)
+}
+
+/// [`certify_model`] with `iters` power iterations per norm for MATH.md 4's
+/// propagated bound; `0` leaves the bound out (it costs some `iters` exact
+/// forward and backward passes per layer, minutes at n = 16 384).
+pub fn certify_model_with(
+    model: &Model<f64>,
+    batch: &Batch<f64>,
+    engines: &[EngineChoice],
+    choice: ReferenceChoice,
+    iters: usize,
 ) -> Result<ModelReport> {
     let t = Instant::now();
     let (loss_run, g_run) = model.loss_and_gradients(batch, engines)?;
@@ -182,7 +277,8 @@ pub fn certify_model(
         .chain(g_exact.named().into_iter().map(|(n, _, d)| (n, d)))
         .collect();
     let t = Instant::now();
-    let (reference, refs) = if use_mpfr(choice, model, batch.len()) {
+    let kind = reference_kind(choice, model, batch.len());
+    let (reference, refs) = if kind == RefKind::Mpfr {
         #[cfg(feature = "certify")]
         {
             let (refs, prec) = mpfr_reference(model, batch)?;
@@ -190,11 +286,17 @@ pub fn certify_model(
         }
         #[cfg(not(feature = "certify"))]
         {
-            return Err(crate::error::Error::InvalidParameter {
-                name: "reference",
-                value: "mpfr".into(),
-                reason: "needs feature `certify` (polyattn-spec, MPFR)".into(),
-            });
+            return Err(needs_certify("mpfr"));
+        }
+    } else if kind == RefKind::Ball {
+        #[cfg(feature = "certify")]
+        {
+            let (refs, max_rel_radius) = ball_reference(model, batch)?;
+            (ModelReference::Ball { max_rel_radius }, refs)
+        }
+        #[cfg(not(feature = "certify"))]
+        {
+            return Err(needs_certify("ball"));
         }
     } else {
         let refs = exact
@@ -214,10 +316,11 @@ pub fn certify_model(
     let seconds_reference = t.elapsed().as_secs_f64();
     let ran_poly = g_run.reports.iter().any(|r| !r.heads.is_empty());
     let propagated = if ran_poly
+        && iters > 0
         && model.config().loss == LossKind::Mse
         && matches!(batch.source, Source::Embeddings(_))
     {
-        Some(propagated_bound(model, batch, &g_run.reports, 20)?)
+        Some(propagated_bound(model, batch, &g_run.reports, iters)?)
     } else {
         None
     };
@@ -310,7 +413,11 @@ impl ModelReport {
             ModelReference::Mpfr { prec } => format!(
                 "MPFR interval enclosures of the whole model at {prec} bits: every error is certified (an upper bound on the distance to the exact real result)"
             ),
-            ModelReference::F64Exact => "the exact engine in f64: errors are measured against it, not certified (the MPFR reference was not used: `--reference f64`, or the model is above its size limit)".into(),
+            ModelReference::Ball { max_rel_radius } => format!(
+                "double-double ball enclosures of the whole model (about 106 bits with a rigorous radius; widest radius {} of its tensor's largest entry): every error is certified (an upper bound on the distance to the exact real result)",
+                sig3(max_rel_radius)
+            ),
+            ModelReference::F64Exact => "the exact engine in f64: errors are measured against it, not certified (no enclosure was computed: `--reference f64`, or the model is above the ball reference's size limit)".into(),
         }
     }
 
@@ -326,7 +433,7 @@ impl ModelReport {
                 .filter_map(|t| Some((t.max_abs_value, f(t)?)))
                 .collect()
         };
-        let certified = matches!(self.reference, ModelReference::Mpfr { .. });
+        let certified = !matches!(self.reference, ModelReference::F64Exact);
         let run = if certified {
             "this run: certified max |y - exact|"
         } else {

@@ -35,6 +35,11 @@ pub enum ReferenceChoice {
     Mpfr,
     /// The f64 exact engine plus its a priori rounding bound.
     F64,
+    /// Double-double ball enclosures of the whole model (`polyattn_spec::ball`;
+    /// model reports only, feature `certify`): certified like MPFR, fast enough for
+    /// n in the tens of thousands. A single head needs none: its `f64` reference
+    /// with the a priori rounding bound is certified at any n.
+    Ball,
 }
 
 /// The reference actually used.
@@ -348,6 +353,16 @@ pub fn certify_attention<T: Real>(
             ReferenceChoice::Mpfr => true,
             ReferenceChoice::F64 => false,
             ReferenceChoice::Auto => work <= 4e6,
+            ReferenceChoice::Ball => {
+                return Err(crate::error::Error::InvalidParameter {
+                    name: "reference",
+                    value: "ball".into(),
+                    reason: "the ball reference is for whole-model reports (--weights); a \
+                             single head's f64 reference with its a priori rounding bound \
+                             is certified at any n (use auto, mpfr or f64)"
+                        .into(),
+                })
+            }
         };
     let t2 = Instant::now();
     let names = ["o", "dq", "dk", "dv"];

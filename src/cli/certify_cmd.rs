@@ -10,7 +10,7 @@
 
 use super::attention_cmd::{input_dtype, load_all};
 use super::{MaskArg, PolyArgs};
-use crate::certify::model_report::{certify_model, ModelReport};
+use crate::certify::model_report::{certify_model_with, ModelReport};
 use crate::certify::report::{certify_attention, AttentionReport, ReferenceChoice};
 use crate::error::Result;
 use crate::harness::{ensure_dir, text_table, write_json, write_text};
@@ -40,9 +40,15 @@ pub struct CertifyArgs {
     /// The score scale tau (default 1/sqrt(d)).
     #[arg(long, allow_negative_numbers = true)]
     pub scale: Option<f64>,
-    /// Which reference: auto (MPFR when small, else f64 with its rounding bound).
+    /// Which reference: auto (a head: MPFR when small, else f64 with its rounding
+    /// bound; a model: MPFR when small, double-double balls up to n^2 d_model m =
+    /// 2.2e9, else f64 exact, measured only).
     #[arg(long, value_enum, default_value_t = ReferenceChoice::Auto)]
     pub reference: ReferenceChoice,
+    /// Model reports: power iterations per norm for MATH.md 4's propagated bound
+    /// (0 leaves it out; it costs that many exact passes per layer).
+    #[arg(long, default_value_t = crate::certify::model_report::PROPAGATION_ITERS)]
+    pub power_iters: usize,
     /// Polynomial-engine options.
     #[command(flatten)]
     pub poly: PolyArgs,
@@ -80,7 +86,7 @@ fn run_model(args: &CertifyArgs, weights: &std::path::Path) -> Result<()> {
         config: args.poly.config(args.mask, args.scale),
         kind: args.poly.gradient.into(),
     });
-    let report = certify_model(&model, &batch, &[engine], args.reference)?;
+    let report = certify_model_with(&model, &batch, &[engine], args.reference, args.power_iters)?;
     ensure_dir(&args.out)?;
     write_json(&args.out.join("report.json"), &report)?;
     write_text(&args.out.join("report.md"), &report.to_markdown())?;
