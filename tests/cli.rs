@@ -494,6 +494,8 @@ fn certify_model_with_the_ball_reference() {
         "--heads",
         "2",
         "--causal",
+        "--qk-scale",
+        "0.25",
     ]);
     assert!(
         init.status.success(),
@@ -539,4 +541,18 @@ fn certify_model_with_the_ball_reference() {
     assert!(std::fs::read_to_string(out_dir.join("errors.svg"))
         .unwrap()
         .contains("certified max"));
+    // Bounded scores (--qk-scale 0.25): the polynomial engine ran in every layer.
+    let layers = json["layers"].as_array().unwrap();
+    assert!(layers.iter().all(|l| l["engine"] == "poly"), "{layers:?}");
+    let bad = run(&[
+        "model",
+        "--init",
+        "--weights",
+        ws,
+        "--input",
+        xs,
+        "--qk-scale",
+        "-1",
+    ]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--qk-scale"));
 }

@@ -11,10 +11,13 @@
 //! 3. The same model at n = 64, certified tensor by tensor against the MPFR enclosure
 //!    of the whole model ([`crate::certify::model_report`]), with MATH.md 4's
 //!    propagated bound on dX.
+//! 4. The same model at n = 1024, certified against the double-double ball enclosure
+//!    of the whole model (`polyattn_spec::ball`, the reference that scales to
+//!    n = 16 384).
 
 use crate::attention::poly::{Accuracy, GradientKind, PolyConfig};
 use crate::attention::Mask;
-use crate::certify::model_report::{certify_model, ModelReport};
+use crate::certify::model_report::{certify_model, certify_model_with, ModelReport};
 use crate::certify::report::{certify_attention, AttentionReport, ReferenceChoice};
 use crate::error::Result;
 use crate::harness::model_time::{bounded_model, poly_choice, small_head_config, QK_SCALE};
@@ -30,7 +33,45 @@ pub fn run(n: usize, layers: usize, seed: u64, out: &Path) -> Result<()> {
     ensure_dir(out)?;
     certified_head(seed, out)?;
     model_speed(n, layers, seed, out)?;
-    certified_model(seed, out)
+    certified_model(seed, out)?;
+    ball_certified_model(seed, out)
+}
+
+/// The same model at n = 1024 through the polynomial engine (eps 1e-3 per head),
+/// certified against the double-double balls; report in `out/model_n1024/`.
+fn ball_certified_model(seed: u64, out: &Path) -> Result<()> {
+    let n = 1024;
+    let (model, batch) = bounded_model(small_head_config(2), QK_SCALE, n, seed)?;
+    let t = Instant::now();
+    let rep = certify_model_with(
+        &model,
+        &batch,
+        &[poly_choice(1e-3)],
+        ReferenceChoice::Ball,
+        0,
+    )?;
+    println!(
+        "\nThe same model at n = {n}, eps = 1e-3 per head, against {} ({:.1} s for the enclosure, {:.1} s in all):\n",
+        rep.reference_text(),
+        rep.seconds_reference,
+        t.elapsed().as_secs_f64()
+    );
+    let rows: Vec<Vec<String>> = rep
+        .tensor_rows()
+        .into_iter()
+        .filter(|r| r[0] == "loss" || r[0] == "grad.x" || r[0].contains("0.attn.wq"))
+        .collect();
+    print!("{}", text_table(&ModelReport::TENSOR_HEADERS, &rows));
+    let dir = out.join("model_n1024");
+    ensure_dir(&dir)?;
+    write_json(&dir.join("report.json"), &rep)?;
+    write_text(&dir.join("report.md"), &rep.to_markdown())?;
+    rep.write_plot(&dir)?;
+    println!(
+        "wrote report.json, report.md and errors.svg to {}",
+        dir.display()
+    );
+    Ok(())
 }
 
 /// A small model (n = 64, 2 layers) through the polynomial engine, certified tensor by

@@ -136,6 +136,10 @@ pub struct ModelArgs {
     /// --init: random seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// --init: scale W_Q and W_K by this factor (below 1: bounded scores, the
+    /// polynomial engine's regime; the demo and the sweeps use 0.25).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub qk_scale: f64,
 }
 
 /// Runs the subcommand.
@@ -208,7 +212,20 @@ fn init<T: Real>(args: &ModelArgs) -> Result<()> {
         });
     }
     crate::tensor::checked_alloc_len("--init's input x [n, d_model]", &[args.n, cfg.d_model])?;
-    let model = Model::<T>::init(cfg.clone(), args.tokens, args.seed)?;
+    if !(args.qk_scale.is_finite() && args.qk_scale > 0.0) {
+        return Err(Error::InvalidParameter {
+            name: "--qk-scale",
+            value: args.qk_scale.to_string(),
+            reason: "must be positive and finite".into(),
+        });
+    }
+    let mut params = Model::<T>::init(cfg.clone(), args.tokens, args.seed)?.into_params();
+    let s = T::from_f64(args.qk_scale);
+    for l in &mut params.layers {
+        l.wq.as_mut_slice().iter_mut().for_each(|w| *w *= s);
+        l.wk.as_mut_slice().iter_mut().for_each(|w| *w *= s);
+    }
+    let model = Model::new(cfg.clone(), params)?;
     let mut rng = SplitMix64::new(args.seed ^ 0x5EED_DA7A);
     let (n, d, vocab) = (args.n, cfg.d_model, args.vocab.max(1));
     let source = if args.tokens {
