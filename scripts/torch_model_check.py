@@ -19,7 +19,11 @@ with torch.autograd supplying every gradient. Pass criteria:
 - polynomial engine (F64, bounded scores): ||grad.x - torch dX||_F is at most the
   propagated bound `dx_error_bound` polyattn writes in the output's metadata
   (MATH.md 4), and for every layer l the Frobenius norm of the difference of all
-  `grad.layers.{l}.*` tensors is at most that layer's entry of `weight_error_bounds`.
+  `grad.layers.{l}.*` tensors is at most that layer's entry of `weight_error_bounds`;
+  and `polyattn certify --weights` on the same files (the MPFR reference and the
+  double-double balls) reports, for the loss and every gradient, a certified error
+  that bounds |polyattn - torch| up to torch's own float64 rounding (1e-13 of the
+  tensor's largest entry: the same margin argument as above).
 
 Usage: torch_model_check.py --bin target/release/polyattn [--workdir DIR]
 Needs torch (see the README: a virtual environment with `pip install torch`).
@@ -180,7 +184,22 @@ def torch_model(cfg, w, inp):
     return L.item(), grads
 
 
-def run_case(args, cfg, engine, gen):
+def certified_errors(args, wf, xf, reference):
+    """`polyattn certify --weights` on the files: {tensor: certified max abs error}
+    and the engine of each layer."""
+    import json
+
+    d = tempfile.mkdtemp(dir=args.workdir)
+    cmd = [args.bin, "certify", "--weights", wf, "--input", xf, "--eps", "1e-6",
+           "--power-iters", "0", "--reference", reference, "--out", d]
+    subprocess.run(cmd, check=True, capture_output=True)
+    with open(os.path.join(d, "report.json")) as f:
+        rep = json.load(f)
+    errs = {t["name"]: t["max_abs_error"] for t in rep["tensors"]}
+    return errs, [l["engine"] for l in rep["layers"]], rep["reference"]["kind"]
+
+
+def run_case(args, cfg, engine, gen, files=None):
     w, meta, inp = make_model(cfg, gen)
     d = tempfile.mkdtemp(dir=args.workdir)
     wf, xf, gf = (os.path.join(d, s) for s in ("w.safetensors", "x.safetensors", "g.safetensors"))
@@ -192,6 +211,8 @@ def run_case(args, cfg, engine, gen):
     subprocess.run(cmd, check=True, capture_output=True)
     out = read_safetensors(gf)
     loss, ref = torch_model(cfg, w, inp)
+    if files is not None:
+        files.extend([wf, xf])
     return out, loss, ref
 
 
@@ -233,7 +254,8 @@ def main():
     print("polynomial engine (eps 1e-6 per head), F64: ||grad.x - torch dX||_F against dx_error_bound,")
     print("  each layer's weight gradients (Frobenius, all tensors) against weight_error_bounds")
     for cfg in POLY_CONFIGS:
-        out, loss, ref = run_case(args, cfg, "poly", gen)
+        files = []
+        out, loss, ref = run_case(args, cfg, "poly", gen, files)
         meta = out["__metadata__"]
         engines = meta.get("engines", "")
         bound = float(meta.get("dx_error_bound", "nan"))
@@ -253,6 +275,24 @@ def main():
             f"  ({bound / diff if diff > 0 else float('inf'):.0f}x)  per-layer weights [{wtext}]"
             f"  {'ok' if ok else 'FAIL'}"
         )
+        # The certified reports of the same run: |polyattn - torch| <= certified + torch's rounding.
+        layer_engines = engines.split(",")
+        for reference in ("mpfr", "ball"):
+            errs, rep_engines, kind = certified_errors(args, files[0], files[1], reference)
+            worst, worst_name = 0.0, ""
+            cok = rep_engines == layer_engines and kind == reference
+            for k in ["loss"] + sorted(ref):
+                r = torch.tensor([loss]) if k == "loss" else ref[k]
+                diff = (as_tensor(out, k).reshape(r.shape) - r).abs().max().item()
+                allowed = errs[k] + 1e-13 * max(r.abs().max().item(), 1e-300)
+                cok &= diff <= allowed
+                if allowed > 0 and diff / allowed > worst:
+                    worst, worst_name = diff / allowed, k
+            failures += not cok
+            print(
+                f"  {'':28s} certify --reference {reference}: every |polyattn - torch| within the"
+                f" certified error (worst {worst:.2f} of it, {worst_name})  {'ok' if cok else 'FAIL'}"
+            )
     if failures:
         print(f"{failures} case(s) failed")
         sys.exit(1)
