@@ -91,7 +91,7 @@ impl Progress {
     }
 }
 
-/// The progress line: label, a [`BAR`]-character bar filled in proportion to
+/// The progress line: label, a 20-character bar filled in proportion to
 /// `done / total` (full when `total` is 0), the count, the detail and the seconds.
 pub fn render(label: &str, done: usize, total: usize, detail: &str, secs: f64) -> String {
     let done = done.min(total);
