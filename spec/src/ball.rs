@@ -17,9 +17,10 @@
 //!   (plus the smallest subnormal), an upper bound for any radius expression of
 //!   fewer than 256 non-negative terms;
 //! * `exp`, `recip`, `sqrt` and `ln` are built from the ball `+` and `x` themselves
-//!   (argument reduction by `ln 2` as a ball, Taylor series with its remainder in the
-//!   radius, Newton-refined midpoints whose residuals are enclosed), so no libm
-//!   accuracy claim enters: `f64` library functions only give starting guesses.
+//!   (argument reduction by `ln 2 / 64` as a ball and a table of `2^(j/64)` balls from
+//!   MPFR, Taylor series with its remainder in the radius, Newton-refined midpoints
+//!   whose residuals are enclosed), so no libm accuracy claim enters: `f64` library
+//!   functions only give starting guesses.
 //!
 //! Nothing here trusts the FPU beyond IEEE 754 round-to-nearest `+ - x /`, `sqrt` and
 //! `fma`. A ball whose radius is infinite or whose midpoint left the `f64` range is
@@ -385,9 +386,30 @@ fn ln2() -> Ball {
     })
 }
 
-/// Taylor degree of [`exp_point`] and its squarings.
-const EXP_DEGREE: usize = 11;
-const EXP_SQUARINGS: i32 = 8;
+/// Table steps per octave and Taylor degree of [`exp_point`]: `|r| <= ln 2 / 128`, so
+/// the remainder `|r|^11 / 11!` is below `3e-33`, under the double-double's own `2^-106`.
+const EXP_TABLE: usize = 64;
+const EXP_DEGREE: usize = 10;
+
+/// `2^(j/64)` for `j < 64`, as balls from 256-bit MPFR (computed once).
+fn exp2_table() -> &'static [Ball] {
+    use std::sync::OnceLock;
+    static T: OnceLock<Vec<Ball>> = OnceLock::new();
+    T.get_or_init(|| {
+        (0..EXP_TABLE)
+            .map(|j| {
+                let e = Rational::from((j as u32, EXP_TABLE as u32));
+                let lo = Float::with_val_round(256, &e, Round::Down).0;
+                let hi = Float::with_val_round(256, &e, Round::Up).0;
+                let two = Interval::from_f64(2.0, 256);
+                // 2^x = e^(x ln 2), monotone: the ends give an enclosure.
+                let ln2 = two.ln().unwrap_or_else(|| Interval::whole(256));
+                let ends = |x: Float| (&Interval::point(x) * &ln2).exp();
+                Ball::from_interval(&ends(lo).hull(&ends(hi))).unwrap_or_else(Ball::whole)
+            })
+            .collect()
+    })
+}
 
 /// `1/j!` for `j <= EXP_DEGREE`, as balls (computed once by [`Ball::from_rational`]).
 fn inv_factorials() -> &'static [Ball] {
@@ -400,42 +422,40 @@ fn inv_factorials() -> &'static [Ball] {
                 if j > 0 {
                     fact *= j as u32;
                 }
-                Ball::from_rational(&Rational::from((1, fact.clone()))).unwrap_or(Ball {
-                    hi: 0.0,
-                    lo: 0.0,
-                    rad: f64::INFINITY,
-                })
+                Ball::from_rational(&Rational::from((1, fact.clone()))).unwrap_or_else(Ball::whole)
             })
             .collect()
     })
 }
 
-/// `e^m` for a point ball `m` in [-686, 709]: `m = k ln 2 + r`, `t = r / 2^8`, the
-/// Taylor polynomial of degree [`EXP_DEGREE`] at `t` plus its remainder, squared
-/// [`EXP_SQUARINGS`] times, times `2^k`; every step in ball arithmetic.
+/// `e^m` for a point ball `m` in [-686, 709]: `m = (64 q + j) ln 2 / 64 + r` with
+/// `0 <= j < 64`, so `e^m = 2^q 2^(j/64) e^r`; `e^r` by its Taylor polynomial of degree
+/// [`EXP_DEGREE`] plus the remainder bound, `2^(j/64)` from a table of balls; every
+/// step in ball arithmetic.
 fn exp_point(m: &Ball) -> Option<Ball> {
-    let k = (m.hi / std::f64::consts::LN_2).round();
-    let r = m.sub(&ln2().mul(&Ball::from_f64(k)?));
-    let t = r.scale_pow2(-EXP_SQUARINGS);
-    let tm = t.mag();
-    if tm > 0.01 {
+    let k = (m.hi * (EXP_TABLE as f64 / std::f64::consts::LN_2)).round();
+    let r = m.sub(&ln2().scale_pow2(-6).mul(&Ball::from_f64(k)?));
+    let rm = r.mag();
+    if rm > 0.006 {
         return None;
     }
     let inv = inv_factorials();
     let mut p = inv[EXP_DEGREE];
     for c in inv[..EXP_DEGREE].iter().rev() {
-        p = p.mul(&t).add(c);
+        p = p.mul(&r).add(c);
     }
-    // Remainder: sum_{j > N} |t|^j / j! <= |t|^(N+1) / (N+1)! * 2 for |t| <= 0.01.
-    let mut bound = 2.0 * tm.powi(EXP_DEGREE as i32 + 1);
+    // Remainder: sum_{j > N} |r|^j / j! <= 2 |r|^(N+1) / (N+1)! for |r| <= 0.01.
+    let mut bound = 2.0 * rm.powi(EXP_DEGREE as i32 + 1);
     for j in 1..=(EXP_DEGREE + 1) {
         bound /= j as f64;
     }
-    p.rad = up(p.rad + bound * 2.0);
-    for _ in 0..EXP_SQUARINGS {
-        p = p.mul(&p);
-    }
-    let out = p.scale_pow2(k as i32);
+    // Twice the bound: covers the f64 rounding of the bound's own computation.
+    let p = p.widened(2.0 * bound);
+    let (q, j) = (
+        (k as i64).div_euclid(EXP_TABLE as i64),
+        (k as i64).rem_euclid(EXP_TABLE as i64),
+    );
+    let out = p.mul(&exp2_table()[j as usize]).scale_pow2(q as i32);
     out.is_finite().then_some(out)
 }
 
