@@ -276,12 +276,16 @@ impl Ball {
         b.is_finite().then_some(b)
     }
 
+    /// A positive lower bound on every member; `None` when the ball reaches 0 or below
+    /// (or is not finite).
+    fn positive_lower(&self) -> Option<f64> {
+        let lower = down(self.hi * (1.0 - f64::EPSILON) - self.rad);
+        (lower > 0.0 && self.is_finite()).then_some(lower)
+    }
+
     /// `sqrt(self)`; `None` when the ball reaches 0 or below.
     pub fn sqrt(&self) -> Option<Ball> {
-        let lower = down(self.hi * (1.0 - f64::EPSILON) - self.rad);
-        if lower.is_nan() || lower <= 0.0 || !self.is_finite() {
-            return None;
-        }
+        let lower = self.positive_lower()?;
         // Midpoint: s0 = sqrt(hi), s = s0 + (m - s0^2) / (2 s0).
         let s0 = Ball::from_f64(self.hi.sqrt())?;
         let point = self.midpoint();
@@ -332,10 +336,7 @@ impl Ball {
 
     /// `ln(self)`; `None` when the ball reaches 0 or below.
     pub fn ln(&self) -> Option<Ball> {
-        let lower = down(self.hi * (1.0 - f64::EPSILON) - self.rad);
-        if lower.is_nan() || lower <= 0.0 || !self.is_finite() {
-            return None;
-        }
+        self.positive_lower()?;
         // ln x = y0 + ln z with z = x e^-y0 near 1; ln z = 2 atanh w, w = (z-1)/(z+1),
         // = 2 (w + w^3/3 + ...): keep 2 w + 2 w^3 / 3, the rest (< |w|^5 for |w| < 1/2)
         // goes into the radius.

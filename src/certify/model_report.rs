@@ -137,72 +137,65 @@ fn ref_error(y: &[f64], r: &RefTensor) -> (f64, f64, f64) {
     (max, rel, sq.sqrt())
 }
 
+/// Enclosures of the loss and of every gradient as `[lo, hi]` per entry, row-major (the
+/// spec's matrices are column-major); `ends` gives an entry's outward `f64` ends.
+#[cfg(feature = "certify")]
+fn ref_tensors<E>(
+    loss: &E,
+    grads: BTreeMap<String, nalgebra::DMatrix<E>>,
+    ends: impl Fn(&E) -> (f64, f64),
+) -> BTreeMap<String, RefTensor>
+where
+    E: nalgebra::Scalar,
+{
+    let tensor = |entries: Vec<(f64, f64)>| RefTensor {
+        lo: entries.iter().map(|e| e.0).collect(),
+        hi: entries.iter().map(|e| e.1).collect(),
+    };
+    let mut out = BTreeMap::new();
+    out.insert("loss".to_string(), tensor(vec![ends(loss)]));
+    for (name, m) in grads {
+        out.insert(name, tensor(m.transpose().iter().map(&ends).collect()));
+    }
+    out
+}
+
 #[cfg(feature = "certify")]
 fn mpfr_reference(
     model: &Model<f64>,
     batch: &Batch<f64>,
 ) -> Result<(BTreeMap<String, RefTensor>, u32)> {
     let (loss, grads, prec) = super::model_ref::spec_enclosures(model, batch, 1e-30)?;
-    let mut out = BTreeMap::new();
-    out.insert(
-        "loss".to_string(),
-        RefTensor {
-            lo: vec![loss.lo_f64()],
-            hi: vec![loss.hi_f64()],
-        },
-    );
-    for (name, m) in grads {
-        // The spec's matrices are column-major; ours are row-major.
-        let t = m.transpose();
-        out.insert(
-            name,
-            RefTensor {
-                lo: t.iter().map(|iv| iv.lo_f64()).collect(),
-                hi: t.iter().map(|iv| iv.hi_f64()).collect(),
-            },
-        );
-    }
-    Ok((out, prec))
+    Ok((
+        ref_tensors(&loss, grads, |iv| (iv.lo_f64(), iv.hi_f64())),
+        prec,
+    ))
 }
 
-/// The double-double ball enclosures as `[lo, hi]` per entry, and the widest
-/// relative radius.
+/// The double-double ball enclosures as `[lo, hi]` per entry, and the widest ball's
+/// radius relative to its tensor's largest entry.
 #[cfg(feature = "certify")]
 fn ball_reference(
     model: &Model<f64>,
     batch: &Batch<f64>,
 ) -> Result<(BTreeMap<String, RefTensor>, f64)> {
     let (loss, grads) = super::model_ref::spec_balls(model, batch)?;
-    let mut out = BTreeMap::new();
-    out.insert(
-        "loss".to_string(),
-        RefTensor {
-            lo: vec![loss.lo_f64()],
-            hi: vec![loss.hi_f64()],
-        },
-    );
-    let mut widest = 0.0f64;
-    for (name, m) in grads {
-        let scale = m.iter().map(|b| b.mag()).fold(0.0f64, f64::max);
-        let rad = m.iter().map(|b| b.rad()).fold(0.0f64, f64::max);
-        if rad > 0.0 {
-            widest = widest.max(if scale > 0.0 {
-                rad / scale
-            } else {
-                f64::INFINITY
-            });
-        }
-        // The spec's matrices are column-major; ours are row-major.
-        let t = m.transpose();
-        out.insert(
-            name,
-            RefTensor {
-                lo: t.iter().map(|b| b.lo_f64()).collect(),
-                hi: t.iter().map(|b| b.hi_f64()).collect(),
-            },
-        );
-    }
-    Ok((out, widest))
+    let widest = grads
+        .values()
+        .map(|m| {
+            let scale = m.iter().map(|b| b.mag()).fold(0.0f64, f64::max);
+            let rad = m.iter().map(|b| b.rad()).fold(0.0f64, f64::max);
+            match (rad > 0.0, scale > 0.0) {
+                (false, _) => 0.0,
+                (true, true) => rad / scale,
+                (true, false) => f64::INFINITY,
+            }
+        })
+        .fold(0.0f64, f64::max);
+    Ok((
+        ref_tensors(&loss, grads, |b| (b.lo_f64(), b.hi_f64())),
+        widest,
+    ))
 }
 
 /// Which reference a model report uses.
