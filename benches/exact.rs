@@ -1,12 +1,13 @@
 //! Criterion benchmarks of the exact engine (MATH.md 1.1): forward and
 //! forward+backward, f32 vs f64, no mask vs causal, one head, head dims d in
-//! {8, 16, 64, 128} at n in {1024, 4096, 16384}, plus the CPU's dense GEMM peak
-//! through the `gemm` crate (the ceiling the tile kernels are measured against).
+//! {8, 16, 64, 128} at n in {1024, 4096, 16384}, plus the two ceilings the kernels
+//! are measured against (docs/perf/profiles.md): the CPU's dense GEMM peak through the
+//! `gemm` crate and the vectorised exp's throughput.
 //!
 //! Throughput is in FLOPs counted as FlashAttention counts them: forward 4 n^2 d per
 //! head, halved when causal; backward 2.5x the forward, so forward+backward is 3.5x.
 //! Criterion's "elements/s" therefore reads as FLOP/s. The GEMM group counts
-//! 2 m n k per product.
+//! 2 m n k per product, the exp group exponentials.
 //!
 //! `cargo bench --bench exact` for the full set; `cargo bench --bench exact -- --quick`
 //! for a fast pass. `POLYATTN_BENCH_MAX_LOG2N` caps n (default 14, i.e. 16384;
@@ -173,9 +174,46 @@ fn bench_gemm_peak<T: Real>(c: &mut Criterion) {
     g.finish();
 }
 
+/// The vectorised exp's throughput ([`polyattn::simd::exp_slice`], within 1 ulp) on
+/// an L1-resident slice, one thread and one slice per rayon thread side by side: the
+/// other ceiling of attention (one exp per visible score and pass).
+fn bench_exp_rate<T: Real>(c: &mut Criterion) {
+    let mut g = c.benchmark_group(format!("exact/exp_rate/{}", T::DTYPE));
+    g.sample_size(10);
+    let threads = rayon::current_num_threads();
+    let len = 4096;
+    let x: Vec<T> = (0..len).map(|i| T::from_f64(-(i as f64) / 64.0)).collect();
+    let rounds = 256;
+    let per = (len * rounds) as f64;
+    g.throughput(Throughput::Elements(per as u64));
+    let mut out = x.clone();
+    g.bench_function("1-thread", |bch| {
+        bch.iter(|| {
+            for _ in 0..rounds {
+                polyattn::simd::exp_slice(black_box(&x), &mut out);
+            }
+        })
+    });
+    g.throughput(Throughput::Elements((per * threads as f64) as u64));
+    let mut outs = vec![x.clone(); threads];
+    g.bench_function(format!("{threads}-threads"), |bch| {
+        bch.iter(|| {
+            use rayon::prelude::*;
+            outs.par_iter_mut().for_each(|o| {
+                for _ in 0..rounds {
+                    polyattn::simd::exp_slice(black_box(&x), o);
+                }
+            })
+        })
+    });
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
     bench_gemm_peak::<f32>(c);
     bench_gemm_peak::<f64>(c);
+    bench_exp_rate::<f32>(c);
+    bench_exp_rate::<f64>(c);
     bench_dtype::<f32>(c, &[8, 16, 64, 128]);
     bench_dtype::<f64>(c, &[8, 64]);
 }

@@ -295,15 +295,14 @@ impl Ball {
             .mul(&Ball::from_f64(0.5 / s0.hi)?);
         let s = s0.add(&corr.midpoint()).midpoint();
         // |sqrt(m) - s| = |m - s^2| / (sqrt(m) + s) <= |m - s^2| / s;
-        // |sqrt(x) - sqrt(m)| = |x - m| / (sqrt(x) + sqrt(m)) <= r / (sqrt(m - r) + s),
-        // (sqrt(m) >= s up to the residual, whose share the first term covers).
+        // |sqrt(x) - sqrt(m)| = |x - m| / (sqrt(x) + sqrt(m)) <= r / (2 sqrt(m - r)).
         let resid = point.sub(&s.mul(&s));
         let s_lo = down(s.hi * (1.0 - f64::EPSILON));
         let root_lo = down(lower.sqrt());
         if s_lo <= 0.0 || root_lo <= 0.0 {
             return None;
         }
-        let rad = up(resid.mag() / s_lo + self.rad / down(root_lo + s_lo));
+        let rad = up(resid.mag() / s_lo + self.rad / down(root_lo + root_lo));
         let b = Ball { rad, ..s };
         b.is_finite().then_some(b)
     }
