@@ -90,9 +90,40 @@ fn tick(v: f64) -> String {
     }
 }
 
+/// Where the legend covers the fewest points: each corner's box (the legend's share
+/// of the plot, `w` of its width and `h` of its height, as fractions on the log axes)
+/// is scored by the points inside it; upper right wins ties.
+fn legend_corner(
+    pts: &[(f64, f64)],
+    (xr, yr): (&std::ops::Range<f64>, &std::ops::Range<f64>),
+    (w, h): (f64, f64),
+) -> SeriesLabelPosition {
+    let frac = |v: f64, r: &std::ops::Range<f64>| (v / r.start).ln() / (r.end / r.start).ln();
+    let inside = |left: bool, top: bool| {
+        pts.iter()
+            .filter(|&&(x, y)| {
+                let (fx, fy) = (frac(x, xr), frac(y, yr));
+                let in_x = if left { fx <= w } else { fx >= 1.0 - w };
+                let in_y = if top { fy >= 1.0 - h } else { fy <= h };
+                in_x && in_y
+            })
+            .count()
+    };
+    [
+        (SeriesLabelPosition::UpperRight, false, true),
+        (SeriesLabelPosition::UpperLeft, true, true),
+        (SeriesLabelPosition::LowerRight, false, false),
+        (SeriesLabelPosition::LowerLeft, true, false),
+    ]
+    .into_iter()
+    .min_by_key(|&(_, left, top)| inside(left, top))
+    .map_or(SeriesLabelPosition::UpperRight, |c| c.0)
+}
+
 impl LogLogChart {
-    /// Writes the chart to `path` as an SVG of `width x height` pixels. Fails if no
-    /// series has a point with both coordinates positive, or on I/O errors.
+    /// Writes the chart to `path` as an SVG of `width x height` pixels, the legend in
+    /// the corner where it hides the fewest points. Fails if no series has a point with
+    /// both coordinates positive, or on I/O errors.
     pub fn write_svg(&self, path: &Path, width: u32, height: u32) -> Result<()> {
         let ok = |&(x, y): &(f64, f64)| x > 0.0 && y > 0.0 && x.is_finite() && y.is_finite();
         let pts = || {
@@ -115,7 +146,7 @@ impl LogLogChart {
             .margin(12)
             .x_label_area_size(42)
             .y_label_area_size(64)
-            .build_cartesian_2d(xr.log_scale(), yr.log_scale())
+            .build_cartesian_2d(xr.clone().log_scale(), yr.clone().log_scale())
             .map_err(|e| plot_err(path, e))?;
         chart
             .configure_mesh()
@@ -146,9 +177,13 @@ impl LogLogChart {
                     .map_err(|e| plot_err(path, e))?;
             }
         }
+        let all: Vec<(f64, f64)> = pts().collect();
+        // The legend: up to ~45% of the width (long names), a line per series.
+        let h = (0.06 * self.series.len() as f64 + 0.04).min(0.9);
+        let corner = legend_corner(&all, (&xr, &yr), (0.45, h));
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(corner)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .draw()
@@ -161,6 +196,20 @@ impl LogLogChart {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn legend_goes_where_it_hides_fewest_points() {
+        let r = 1.0..100.0;
+        let corner = |pts: &[(f64, f64)]| legend_corner(pts, (&r, &r), (0.4, 0.3));
+        // Nothing to hide: upper right.
+        assert!(matches!(corner(&[]), SeriesLabelPosition::UpperRight));
+        // Points crowd the upper right: the first empty corner in order (upper left).
+        let crowded = [(90.0, 90.0), (80.0, 95.0), (99.0, 70.0)];
+        assert!(matches!(corner(&crowded), SeriesLabelPosition::UpperLeft));
+        // Both upper corners taken: lower right.
+        let tops = [(90.0, 90.0), (1.5, 90.0)];
+        assert!(matches!(corner(&tops), SeriesLabelPosition::LowerRight));
+    }
 
     #[test]
     fn ticks_are_short() {

@@ -433,27 +433,32 @@ impl ModelReport {
             "this run: max |y - exact f64| (measured)"
         };
         let path = dir.join("errors.svg");
+        let series: Vec<Series> = vec![
+            Series {
+                name: run.into(),
+                points: pts(&|t| Some(t.max_abs_error)),
+                style: Style::Points,
+            },
+            Series {
+                name: "exact engine, own error (rounding)".into(),
+                points: pts(&|t| Some(t.exact_engine_max_abs_error)),
+                style: Style::Points,
+            },
+            Series {
+                name: "propagated bound (Frobenius, MATH.md 4)".into(),
+                points: pts(&|t| t.a_priori_fro_bound),
+                style: Style::Points,
+            },
+        ];
         LogLogChart {
             title: format!("Gradient errors, one point per tensor (n = {})", self.n),
             x_label: "max |exact| of the tensor".into(),
             y_label: "error".into(),
-            series: vec![
-                Series {
-                    name: run.into(),
-                    points: pts(&|t| Some(t.max_abs_error)),
-                    style: Style::Points,
-                },
-                Series {
-                    name: "exact engine, own error (rounding)".into(),
-                    points: pts(&|t| Some(t.exact_engine_max_abs_error)),
-                    style: Style::Points,
-                },
-                Series {
-                    name: "propagated bound (Frobenius, MATH.md 4)".into(),
-                    points: pts(&|t| t.a_priori_fro_bound),
-                    style: Style::Points,
-                },
-            ],
+            // A series without points (no propagated bound) would only crowd the legend.
+            series: series
+                .into_iter()
+                .filter(|s| !s.points.is_empty())
+                .collect(),
         }
         .write_svg(&path, 900, 560)?;
         Ok(path)
