@@ -46,10 +46,16 @@ const UP: f64 = 1.0 + pow2(-45);
 /// `1 - 2^-45`: shrinks a positive lower bound computed in round-to-nearest.
 const DOWN: f64 = 1.0 - pow2(-45);
 
-/// A radius expression rounded to nearest, made an upper bound.
+/// A radius expression rounded to nearest, made an upper bound: `x (1 + 2^-45)` plus
+/// the smallest normal (which also covers a few underflowing steps inside `x`); a NaN
+/// (`0 * inf` from an unbounded operand) becomes `+inf`, the honest radius.
 #[inline]
 fn up(x: f64) -> f64 {
-    x * UP + f64::from_bits(1)
+    if x.is_nan() {
+        f64::INFINITY
+    } else {
+        x * UP + f64::MIN_POSITIVE
+    }
 }
 
 /// A positive quantity rounded to nearest, made a lower bound (0 if it is tiny).
@@ -242,18 +248,27 @@ impl Ball {
             other.hi.abs() * (1.0 + f64::EPSILON),
         );
         let rad =
-            up(ma * other.rad + mb * self.rad + self.rad * other.rad + ROUND * ma * mb + TINY);
+            // (ma mb) ROUND, not ROUND ma mb: the allowance must not underflow first.
+            up(ma * other.rad + mb * self.rad + self.rad * other.rad + (ma * mb) * ROUND + TINY);
         Ball::norm(p, e, rad)
     }
 
-    /// `self * 2^k` (exact but for underflow, which the radius covers).
+    /// `self * 2^k` (exact but for underflow, which the radius covers): steps of
+    /// exact powers of two within the normal range (`2^-1022 .. 2^1022`), each losing
+    /// at most `2^-1075` per part to underflow, which `TINY` covers.
     pub fn scale_pow2(&self, k: i32) -> Ball {
-        let f = 2f64.powi(k);
-        Ball {
-            hi: self.hi * f,
-            lo: self.lo * f,
-            rad: up(self.rad * f + TINY),
+        let (mut b, mut k) = (*self, k);
+        while k != 0 {
+            let step = k.clamp(-1022, 1022);
+            let f = pow2(step as i64);
+            b = Ball {
+                hi: b.hi * f,
+                lo: b.lo * f,
+                rad: up(b.rad * f + TINY),
+            };
+            k -= step;
         }
+        b
     }
 
     /// `1 / self`; `None` when the ball may contain 0 (or its magnitude is tiny).
@@ -271,7 +286,8 @@ impl Ball {
         let q = q0b.add(&q0b.mul(&resid0.midpoint())).midpoint();
         // |1/m - q| = |1 - m q| / |m|; |1/x - 1/m| <= r / (|m| (|m| - r)).
         let resid = Ball::ONE.sub(&point.mul(&q));
-        let rad = up(resid.mag() / m_lo + self.rad / down(m_lo * gap));
+        // (r / m_lo) / gap, not r / (m_lo gap): the product may overflow to inf.
+        let rad = up(resid.mag() / m_lo + (self.rad / m_lo) / gap);
         let b = Ball { rad, ..q };
         b.is_finite().then_some(b)
     }
@@ -312,8 +328,8 @@ impl Ball {
         if !self.is_finite() || self.hi + self.rad > 709.0 {
             return None;
         }
-        // Far below: e^x < 2^-990 for every member; [0, 2^-990] encloses it.
-        if self.hi + self.rad < -686.0 {
+        // Far below: e^x < e^-690 < 2.3e-300 for every member; [0 +- 1e-298] encloses it.
+        if self.hi + self.rad < -690.0 {
             return Some(Ball {
                 hi: 0.0,
                 lo: 0.0,
@@ -343,7 +359,7 @@ impl Ball {
         let z = self.mul(&y0.neg().exp()?);
         let w = z.sub(&Ball::ONE).mul(&z.add(&Ball::ONE).recip()?);
         let wm = w.mag();
-        if wm >= 0.5 {
+        if wm.is_nan() || wm >= 0.5 {
             return None;
         }
         let w3 = w.mul(&w).mul(&w);
@@ -382,7 +398,8 @@ fn ln2() -> Ball {
     *LN2.get_or_init(|| {
         let lo = Float::with_val_round(256, rug::float::Constant::Log2, Round::Down).0;
         let hi = Float::with_val_round(256, rug::float::Constant::Log2, Round::Up).0;
-        Ball::from_interval(&Interval::point(lo).hull(&Interval::point(hi))).unwrap_or(Ball::ZERO)
+        Ball::from_interval(&Interval::point(lo).hull(&Interval::point(hi)))
+            .unwrap_or_else(Ball::whole)
     })
 }
 
@@ -436,7 +453,7 @@ fn exp_point(m: &Ball) -> Option<Ball> {
     let k = (m.hi * (EXP_TABLE as f64 / std::f64::consts::LN_2)).round();
     let r = m.sub(&ln2().scale_pow2(-6).mul(&Ball::from_f64(k)?));
     let rm = r.mag();
-    if rm > 0.006 {
+    if rm.is_nan() || rm > 0.006 {
         return None;
     }
     let inv = inv_factorials();
@@ -561,6 +578,46 @@ mod tests {
         let r = around0.relu();
         assert!(r.lo_f64() <= 0.0 && r.hi_f64() >= 0.2);
         assert_eq!(Ball::from_f64(-3.0).unwrap().relu(), Ball::ZERO);
+    }
+
+    /// The cases an independent review of this module found unsound (each failed
+    /// before its fix), kept as regressions.
+    #[test]
+    fn reviewed_edge_cases_enclose() {
+        // exp just above the "far below" cut-off: e^-686.1 = 1.07e-298.
+        let x = Ball::from_f64(-686.1).unwrap();
+        let e = x.exp().unwrap();
+        assert!(
+            e.to_interval()
+                .contains(&Interval::from_f64(-686.1, P).exp()),
+            "{e:?}"
+        );
+        // recip of a huge, wide ball: |m| (|m| - r) overflows.
+        for (m, r) in [(1e200, 5e199), (1.5e308, 5e307)] {
+            let b = Ball::from_f64(m).unwrap().widened(r);
+            let q = b.recip().unwrap();
+            let iv = b.to_interval();
+            for end in [iv.lo().clone(), iv.hi().clone()] {
+                let inv = Interval::point(end).recip();
+                assert!(q.to_interval().contains(&inv), "{m} +- {r}: {q:?}");
+            }
+        }
+        // mul: the rounding allowance must not underflow before it is scaled up.
+        let a = Ball::from_f64(1.2345e-300).unwrap();
+        let big = Rational::from((rug::ops::Pow::pow(rug::Integer::from(10), 290u32), 3));
+        let b = Ball::from_rational(&big).unwrap().midpoint();
+        let exact = &Interval::from_f64(1.2345e-300, P) * &b.to_interval();
+        assert!(a.mul(&b).to_interval().contains(&exact), "{:?}", a.mul(&b));
+        // scale_pow2 below 2^-1023 (powi would give 0 here).
+        let s = Ball::from_f64(2f64.powi(60))
+            .unwrap()
+            .scale_pow2(std::hint::black_box(-1030));
+        assert!(s.to_interval().contains_f64(2f64.powi(-970)), "{s:?}");
+        assert!(!Ball::whole().scale_pow2(-2000).rad().is_nan());
+        // An unbounded operand times zero: an infinite radius, never NaN.
+        let z = Ball::whole().mul(&Ball::ZERO);
+        assert!(z.rad().is_infinite(), "{z:?}");
+        assert!(Ball::whole().exp().is_none() && Ball::whole().ln().is_none());
     }
 
     #[test]

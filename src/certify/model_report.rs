@@ -180,6 +180,24 @@ fn ball_reference(
     batch: &Batch<f64>,
 ) -> Result<(BTreeMap<String, RefTensor>, f64)> {
     let (loss, grads) = super::model_ref::spec_balls(model, batch)?;
+    // A ball that left the f64 range certifies nothing: say so rather than report it.
+    if let Some((name, _)) = std::iter::once(("loss", &loss))
+        .chain(
+            grads
+                .iter()
+                .flat_map(|(n, m)| m.iter().map(move |b| (n.as_str(), b))),
+        )
+        .find(|(_, b)| !(b.is_finite() && b.lo_f64().is_finite() && b.hi_f64().is_finite()))
+    {
+        return Err(crate::error::Error::InvalidParameter {
+            name: "reference",
+            value: "ball".into(),
+            reason: format!(
+                "the double-double enclosure of {name} is not finite (values beyond the f64 \
+                 range); use --reference mpfr (small models) or f64"
+            ),
+        });
+    }
     let widest = grads
         .values()
         .map(|m| {
