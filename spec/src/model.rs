@@ -54,9 +54,12 @@
 //!
 //! # Two routes to the gradient
 //!
-//! The forward pass is written once, generically over [`Field`] (the lemma
-//! modules' arithmetic trait) extended by `sqrt`, `ln` and ReLU, and runs in
-//! [`Interval`] and in [`Dual`] arithmetic.
+//! The forward pass and the closed-form backward are written once, generically
+//! over [`Num`] ([`Field`], the lemma modules' arithmetic trait, extended by
+//! `sqrt`, `ln` and ReLU), and run in [`Interval`], [`Dual`] and [`Ball`]
+//! arithmetic. Attention never stores an `n x n` matrix: each head keeps its rows'
+//! softmax shifts and normalisers and the backward recomputes `P_h` row by row;
+//! rows run in parallel, with sums in a fixed order.
 //! * [`gradients`] runs it in intervals and applies the closed-form backward of
 //!   each piece (loss, layer norm, MLP, residual, multi-head attention through
 //!   the attention backward of MATH.md 1.1) to the recorded enclosures.
@@ -66,9 +69,11 @@
 //!   costs one forward pass per entry: meant for tiny instances (a few
 //!   hundred entries take about a second in a release build; the largest
 //!   sizes below would take hours).
+//! * [`loss_and_gradients_ball`] runs the closed-form route in double-double
+//!   balls: the enclosure for large models (n = 16 384 in minutes).
 //!
-//! The module is meant for `n <= 32`, `d_model <= 16`, `m <= 4` (larger inputs
-//! are accepted, only slow). Widths: the inputs are exact, so all width is
+//! The MPFR routes are meant for `n <= 32`, `d_model <= 16`, `m <= 4` (larger
+//! inputs are accepted, only slow). Widths: the inputs are exact, so all width is
 //! rounding, amplified layer by layer by interval arithmetic. At the default
 //! 128 bits a three-layer model of width 4 keeps gradient widths near `1e-24`
 //! relative, but at the largest sizes they reach `1e-5`; use a higher
