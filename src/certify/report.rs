@@ -173,7 +173,8 @@ impl Entries {
         let mut ends: Vec<usize> = (1..=PROFILE_BUCKETS)
             .map(|b| {
                 let t = b as f64 / PROFILE_BUCKETS as f64;
-                ((rows as f64).powf(t).round() as usize).clamp(1, rows)
+                // (rows >= 1 after the engine's checks; max(1) keeps clamp's range valid)
+                ((rows as f64).powf(t).round() as usize).clamp(1, rows.max(1))
             })
             .collect();
         ends.dedup();
