@@ -1,4 +1,4 @@
-//! Criterion benchmarks of the exact engine (MATH.md 1.1): forward and
+//! Criterion benchmarks of the exact engine (docs/math.md §2): forward and
 //! forward+backward, f32 vs f64, no mask vs causal, one head, head dims d in
 //! {8, 16, 64, 128} at n in {1024, 4096, 16384}, plus the two ceilings the kernels
 //! are measured against (docs/perf/profiles.md): the CPU's dense GEMM peak through the

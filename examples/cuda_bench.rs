@@ -1,4 +1,4 @@
-//! Timings of the f16 CUDA kernels with certified errors (issue #7): exact forward and
+//! Timings of the f16 CUDA kernels with certified errors: exact forward and
 //! backward at d = 64, 128 and n = 4k .. 64k (TFLOP/s, FlashAttention's flop count:
 //! forward 4 n_q n_k d, halved when causal, backward 2.5 x forward), and the
 //! polynomial engine at d = 8, 16 and n = 16k .. 256k. Each exact configuration gets

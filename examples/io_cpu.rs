@@ -1,4 +1,4 @@
-//! Does the two-level model (MATH.md 5, IO24) predict a real CPU cache?
+//! Does the two-level model (docs/math.md §8, IO24) predict a real CPU cache?
 //!
 //! Runs one attention forward in f32 (single thread) with tile shapes chosen from
 //! the model for a cache of `M` words, so that a cache simulator (cachegrind) or a

@@ -3,7 +3,7 @@
 
 Pure Python (standard library only): writes safetensors files by hand, runs the CLI,
 reads its output by hand, and compares O, lse, dQ, dK, dV with a float64 attention
-written here from the formulas (MATH.md 1.1), its sums done with math.fsum (correctly
+written here from the formulas (docs/math.md §2), its sums done with math.fsum (correctly
 rounded sums, so this reference is more accurate than any blocked float64 kernel).
 
 Also checks the polynomial engine: on inputs with R <= 2 its O, dQ, dK, dV differ from

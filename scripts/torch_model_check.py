@@ -3,7 +3,7 @@
 
 For each configuration below this script (another tool) writes the weights and the
 input with its own random generator, runs `polyattn model` on them, and rebuilds the
-same model in PyTorch from the README's definition (MATH.md 4):
+same model in PyTorch from the README's definition (docs/math.md §7.1):
 
     T_0 = X or E[tokens];  Z_l = T_{l-1} + MHA_l(LN1_l(T_{l-1}));
     T_l = Z_l + act(LN2_l(Z_l) W1_l + b1_l) W2_l + b2_l
@@ -18,7 +18,7 @@ with torch.autograd supplying every gradient. Pass criteria:
   as O(1).
 - polynomial engine (F64, bounded scores): ||grad.x - torch dX||_F is at most the
   propagated bound `dx_error_bound` polyattn writes in the output's metadata
-  (MATH.md 4), and for every layer l the Frobenius norm of the difference of all
+  (docs/math.md §7.3), and for every layer l the Frobenius norm of the difference of all
   `grad.layers.{l}.*` tensors is at most that layer's entry of `weight_error_bounds`;
   and `polyattn certify --weights` on the same files (the MPFR reference and the
   double-double balls) reports, for the loss and every gradient, a certified error

@@ -154,7 +154,7 @@ mod tests {
 /// The arithmetic the polynomial engine's low-rank algorithm needs: a field with
 /// exact integer constants. Implemented here for `f32` and `f64`; the tests implement
 /// it for exact rationals, so the one generic algorithm can be checked with `==`
-/// against the direct formula (MATH.md 2.6, question 1).
+/// against the direct formula (docs/math.md §5.1, question 1).
 ///
 /// Values are passed by `Clone` (free for floats), so non-`Copy` exact types work.
 pub trait Field:
@@ -181,9 +181,9 @@ pub trait Field:
         *self == Self::zero()
     }
     /// C = A B (C += A B with `accumulate`) for strided matrices: the dense products
-    /// the polynomial engine's contractions are made of (MATH.md 2.4, 2.5). The default
-    /// is a plain loop in the type's own arithmetic (exact for exact types); `f32` and
-    /// `f64` override it with packed SIMD kernels (the `gemm` crate).
+    /// the polynomial engine's contractions are made of (docs/math.md §3.4, §3.5). The
+    /// default is a plain loop in the type's own arithmetic (exact for exact types); `f32`
+    /// and `f64` override it with packed SIMD kernels (the `gemm` crate).
     fn matmul(
         c: crate::attention::poly::dense::StridedMut<'_, Self>,
         a: crate::attention::poly::dense::Strided<'_, Self>,

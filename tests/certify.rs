@@ -160,7 +160,7 @@ fn reports_are_consistent_and_references_agree() {
 /// The whole-model report (`polyattn certify --weights`): against the MPFR enclosure of
 /// the model, the exact engine's own certified error is rounding-sized, the polynomial
 /// run's certified error is its measured distance from the exact run up to that
-/// rounding, and grad.x's and every weight gradient's error lie below MATH.md 4's
+/// rounding, and grad.x's and every weight gradient's error lie below docs/math.md §7.3's
 /// propagated bounds; forcing the
 /// f64 reference is reported as measured, not certified.
 #[test]

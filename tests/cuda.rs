@@ -378,7 +378,7 @@ fn poly_check<B: Backend>(b: &B, p: &Prob, kind: GradientKind) -> f64 {
 }
 
 /// Bounded-entry problems (R about 0.5 to 1.5: the polynomial method's regime,
-/// MATH.md 2.1); the f16 bound's cancellation factor grows like e^{2R}.
+/// docs/math.md §3.1); the f16 bound's cancellation factor grows like e^{2R}.
 const POLY_CASES: [Spec; 4] = [
     (21, (150, 150, 4, 4), Mask::None, 0.15),
     (22, (200, 200, 4, 3), Mask::CausalTopLeft, 0.2),

@@ -1,4 +1,4 @@
-//! The two regimes of IO24 (MATH.md 5) in the simulator's counts, on the small
+//! The two regimes of IO24 (docs/math.md §8) in the simulator's counts, on the small
 //! preset's grid (`n = 512`, `d in {32, 64}`, `M` from `d^2 / 16` to `8 d^2`):
 //! constant ratio bands, the crossover near `M = d^2`, and every count above the
 //! bound. Expected values are the theory's, not the code's: the thresholds are

@@ -286,11 +286,11 @@ fn poly_model(cfg: ModelConfig, tokens: bool, seed: u64) -> Model<f64> {
 ///
 /// Layer l's attention is perturbed by at most e_l entrywise (the largest of its
 /// reported bounds on O~, dQ~, dK~, dV~ against exact attention on the same inputs,
-/// MATH.md 2.4-2.6). Two checks:
+/// docs/math.md §4). Two checks:
 ///
 /// 1. Size. To first order, a gradient moves by a sum over layers of e_l times the
 ///    norm of the linear map from that layer's attention to the loss's gradient
-///    (MATH.md 4: sum_l e_l prod_k kappa_k). Per layer we take
+///    (docs/math.md §7.3: sum_l e_l prod_k kappa_k). Per layer we take
 ///    kappa_l = (1 + |W_O|)(1 + L_act |W1| |W2|) (Frobenius norms, which bound the
 ///    operator norms; the 1 is the residual path, ML24 Lemma J.3; L_act = 1.13 bounds
 ///    |GELU'|, 1 for ReLU), and sqrt(n d_model) converts entrywise errors to Frobenius

@@ -1,11 +1,11 @@
 //! The production model's f64 exact-engine loss and gradients against the MPFR
-//! interval reference `polyattn_spec::model` (MATH.md 2.6 question 3: how much did
+//! interval reference `polyattn_spec::model` (docs/math.md §5.1, question 3: how much did
 //! rounding add), on the same parameters and inputs.
 //!
 //! Tolerance: the certified error of an f64 result y against the enclosure [lo, hi]
 //! of the exact real value is max(|y - lo|, |y - hi|). We require it to be at most
-//! 1e-10 (1 + max |g|) per tensor, the acceptance level of issue 5 ("match an
-//! independent float64 autodiff to ~1e-10"). An a priori f64 rounding bound for the
+//! 1e-10 (1 + max |g|) per tensor, the acceptance level for matching an
+//! independent float64 autodiff (~1e-10). An a priori f64 rounding bound for the
 //! whole model would be u = 1.1e-16 times sums of absolute values amplified by the
 //! layer norms' 1/sqrt(var + 1e-5) and the weights' norms, layer by layer; the FD
 //! test (tests/model.rs) shows such amplification is modest at these sizes, and the

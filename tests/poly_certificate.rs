@@ -1,5 +1,5 @@
-//! The certificate eps_P of the stored polynomial (MATH.md 2.2) against MPFR: at many
-//! points of [-R, R] (a dense grid, the end points, and seeded random points), the
+//! The certificate eps_P of the stored polynomial (docs/math.md §3.2) against MPFR: at
+//! many points of [-R, R] (a dense grid, the end points, and seeded random points), the
 //! relative error |P(x) - e^x| / e^x, evaluated in 128-bit interval arithmetic with
 //! the coefficients exactly as stored, never exceeds the certified eps_P; and the
 //! certificate is not loose by more than the sampling slack (its value is within 2x of

@@ -1,6 +1,6 @@
-//! MATH.md 2.6, questions 2 and 3: the polynomial engine's f64 and f32 results against
-//! the MPFR enclosure of *exact* (exp) attention. The measured error (certified, from
-//! the enclosure) must not exceed the bound the engine reports, entry by entry, for
+//! docs/math.md §5.1, questions 2 and 3: the polynomial engine's f64 and f32 results
+//! against the MPFR enclosure of *exact* (exp) attention. The measured error (certified,
+//! from the enclosure) must not exceed the bound the engine reports, entry by entry, for
 //! O, dQ, dK, dV, both gradient kinds, all masks, R from 0.1 to 4, d from 1 to 8, n
 //! up to 256. The tests print how tight the bound is (measured / bound).
 

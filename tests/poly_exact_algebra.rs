@@ -1,6 +1,6 @@
-//! MATH.md 2.6, question 1: is the algebra right? The polynomial engine's one generic
-//! low-rank algorithm, run on exact rationals with a rational polynomial, must equal
-//! the direct O(n^2) formula with P in place of exp (computed independently by the
+//! docs/math.md §5.1, question 1: is the algebra right? The polynomial engine's one
+//! generic low-rank algorithm, run on exact rationals with a rational polynomial, must
+//! equal the direct O(n^2) formula with P in place of exp (computed independently by the
 //! spec crate) with `==`: forward, both gradient kinds, every mask, n_q != n_k, chunk
 //! sizes that split the sequence unevenly.
 

@@ -61,7 +61,7 @@ fn model_sweeps_small_presets_run() {
     for r in &d.records {
         assert!(r.rel_dx > 0.0 && r.rel_dx < 1e-3, "{r:?}");
         assert_eq!(r.rel_layer.len(), r.layers);
-        // MATH.md 4: the propagated bound must not be below what happened.
+        // docs/math.md §7.3: the propagated bound must not be below what happened.
         assert!(r.predicted_dx >= r.fro_dx, "{r:?}");
         // The same for every layer's weight gradients (W_l, sensitivity.rs).
         assert_eq!(r.fro_weights.len(), r.layers);

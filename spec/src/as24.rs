@@ -1,6 +1,6 @@
 //! The lemmas of AS24 (Alman, Song, *The Fine-Grained Complexity of Gradient
 //! Computation for Training Large Language Models*, arXiv 2402.04497) as
-//! executable reference math (MATH.md 1.2, 3).
+//! executable reference math (docs/math.md §1.3, §6.3).
 //!
 //! AS24's single-layer problem (no score scale):
 //!
@@ -13,12 +13,12 @@
 //!
 //! Lemma B.1's eight parts are the derivative chain of `L` with respect to one
 //! entry `x_i = X_{ab}` of `X` (with `A_{j0,i} = d(A1 X A2^T)_{j0,*}/dX_{ab} =
-//! A1_{j0 a} A2_{*,b}^T`). MATH.md does not quote the parts; they are encoded
+//! A1_{j0 a} A2_{*,b}^T`). docs/math.md §6.3 does not quote the parts; they are encoded
 //! here as the standard chain `u -> alpha -> alpha^-1 -> f -> <f, h> -> c -> L`
 //! that the lemma establishes, each checked against the dual-number oracle.
 //!
-//! The low-rank lemmas D.2..D.5 and the algorithm of Theorem 1.6 (MATH.md 2.5
-//! and 3), with `f~ = U1 V1^T` from a polynomial `P`:
+//! The low-rank lemmas D.2..D.5 and the algorithm of Theorem 1.6 (docs/math.md §3.5
+//! and §6.3), with `f~ = U1 V1^T` from a polynomial `P`:
 //! ```text
 //! q~ = c~ h^T = U2 V2^T,  U2 = [U1, -E],  V2 = [h h^T V1, h]                  (D.3)
 //! p1~ = f~ o q~ = U3 V3^T,  U3 = U1 (x) U2,  V3 = V1 (x) V2                   (D.4)
@@ -26,7 +26,7 @@
 //!       r~_j = U1_j (V1^T V2) U2_j^T                                          (D.5)
 //! dL/dX ~ (A1^T U3)(V3^T A2) - (A1^T U4)(V4^T A2)                             (Thm 1.6)
 //! ```
-//! Errata (MATH.md Appendix): D.3 uses `q = h c^T` (built as
+//! Errata (docs/math.md §6.3): D.3 uses `q = h c^T` (built as
 //! `h (U1 V1^T h - E)^T`); D.5 scales the wrong side (`V4 = diag(r) V1`, that
 //! is `f~ diag(r)`) and prints `r_j = U1_j (V1 V2^T) U2_j^T`, whose dimensions
 //! do not match (a typo for `V1^T V2`, which is what is encoded).
@@ -268,7 +268,7 @@ pub fn lemma_b1_part8(p: &Problem, i: (usize, usize), prec: u32) -> Res<Mat<Inte
 }
 
 /// AS24 Lemma C.7: `dL/dX = A1^T p A2` with `p = f o q - diag(r) f`
-/// (`d1 x d2`). Correct (MATH.md 1.2).
+/// (`d1 x d2`). Correct (docs/math.md §1.3).
 pub fn lemma_c7_grad_x(p: &Problem, prec: u32) -> Res<Mat<Interval>> {
     let (t, fw) = exp_fwd(p, prec)?;
     t.grad(&fw)
@@ -367,7 +367,7 @@ fn exact(p: &Problem, poly: &Poly, which: Which) -> Res<Mat<Rational>> {
     low_rank_value(&t, &low_rank(&t, poly)?, which)
 }
 
-/// AS24 Lemma D.2: `f~ = U1 V1^T` (`U1 = D~^-1 U`, MATH.md 2.3) in exact
+/// AS24 Lemma D.2: `f~ = U1 V1^T` (`U1 = D~^-1 U`, docs/math.md §3.3) in exact
 /// rationals with `P` in place of `exp` (`n x n`, formed only for comparison).
 pub fn lemma_d2_low_rank_f(p: &Problem, poly: &Poly) -> Res<Mat<Rational>> {
     exact(p, poly, Which::F)
@@ -379,7 +379,7 @@ pub fn lemma_d3_low_rank_q(p: &Problem, poly: &Poly) -> Res<Mat<Rational>> {
     exact(p, poly, Which::Q)
 }
 
-/// AS24 Lemma D.3 as printed (MATH.md Appendix): `q = h c^T`, factors built as
+/// AS24 Lemma D.3 as printed (docs/math.md §6.3): `q = h c^T`, factors built as
 /// `h (U1 V1^T h - E)^T` (the transpose of the intended `q`), exact rationals.
 pub fn lemma_d3_low_rank_q_printed(p: &Problem, poly: &Poly) -> Res<Mat<Rational>> {
     exact(p, poly, Which::QPrinted)
@@ -397,7 +397,7 @@ pub fn lemma_d5_low_rank_p2(p: &Problem, poly: &Poly) -> Res<Mat<Rational>> {
     exact(p, poly, Which::P2)
 }
 
-/// AS24 Lemma D.5 as printed (MATH.md Appendix): `U4 = U1`, `V4 = diag(r~) V1`,
+/// AS24 Lemma D.5 as printed (docs/math.md §6.3): `U4 = U1`, `V4 = diag(r~) V1`,
 /// that is `f~ diag(r~)` (the scaling on the wrong side); `r~` as corrected
 /// (the printed `V1 V2^T` does not even have matching dimensions), exact
 /// rationals.

@@ -1,8 +1,8 @@
 //! Exact single-head attention, forward and backward, as interval enclosures
-//! (MATH.md section 1.1), and the dual-number gradient oracle (MATH.md
-//! section 3).
+//! (docs/math.md §2), and the dual-number gradient oracle (docs/math.md
+//! §5.2).
 //!
-//! Notation of MATH.md 1.1: `Q` is `n_q x d`, `K` is `n_k x d`, `V` is
+//! Notation of docs/math.md §1.1, §2.1: `Q` is `n_q x d`, `K` is `n_k x d`, `V` is
 //! `n_k x d_v`, and
 //!
 //! ```text
@@ -15,8 +15,8 @@
 //! # Fully masked rows
 //!
 //! With [`Mask::CausalBottomRight`] and `n_q > n_k`, the queries
-//! `i < n_q - n_k` see no key at all (and with `n_k = 0` no query does). MATH.md
-//! 1.1 asks for a decision; this crate defines such a row as a zero row: its
+//! `i < n_q - n_k` see no key at all (and with `n_k = 0` no query does). As in
+//! docs/math.md §1.2, this crate defines such a row as a zero row: its
 //! output row is exactly `[0, 0]`, its `lse` is `None` (the production engine
 //! reports `-inf`, the logarithm of the empty sum), and it contributes nothing
 //! to any gradient (its row of `dQ` is exactly zero, and its row of `dO` does
@@ -32,7 +32,7 @@
 //!
 //! The forward pass is written once, generically over a private arithmetic
 //! trait implemented by [`Interval`] and [`Dual`]; [`backward`] applies the
-//! closed-form gradient of MATH.md 1.1 to the interval forward, while
+//! closed-form gradient of docs/math.md §2.3 to the interval forward, while
 //! [`gradients_by_dual_numbers`] differentiates the very same forward code by
 //! forward-mode dual numbers, entry by entry. The two therefore differ only in
 //! how the derivative is obtained.
@@ -45,7 +45,7 @@ use nalgebra::DMatrix;
 use crate::dual::Dual;
 use crate::interval::Interval;
 
-/// Which key positions a query may attend to (MATH.md 1.1, causal mask).
+/// Which key positions a query may attend to (docs/math.md §1.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mask {
     /// Every query sees every key.
@@ -73,7 +73,7 @@ impl Mask {
     }
 }
 
-/// Inputs of one attention head (MATH.md 1.1). Every entry must be finite.
+/// Inputs of one attention head (docs/math.md §2.1). Every entry must be finite.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Problem {
     /// Queries, `n_q x d`.
@@ -82,7 +82,7 @@ pub struct Problem {
     pub k: DMatrix<f64>,
     /// Values, `n_k x d_v`.
     pub v: DMatrix<f64>,
-    /// Score scale `tau` (MATH.md 1.1: default `1/sqrt(d)`; any finite value).
+    /// Score scale `tau` (docs/math.md §1.1: default `1/sqrt(d)`; any finite value).
     pub tau: f64,
     /// Which scores are kept.
     pub mask: Mask,
@@ -342,7 +342,7 @@ impl<T: Arith> Inputs<T> {
         T::constant(Interval::zero(self.prec))
     }
 
-    /// `S_ij = tau <q_i, k_j>` (MATH.md 1.1).
+    /// `S_ij = tau <q_i, k_j>` (docs/math.md §2.1).
     fn score(&self, i: usize, j: usize) -> T {
         let dot = (0..self.q.ncols()).fold(self.zero(), |acc, c| {
             acc.plus(&self.q[(i, c)].times(&self.k[(j, c)]))
@@ -420,7 +420,7 @@ impl SoftmaxRow<Interval> {
     }
 }
 
-/// Enclosures of `O` and `lse` (MATH.md 1.1) at `prec` bits.
+/// Enclosures of `O` and `lse` (docs/math.md §2.1) at `prec` bits.
 ///
 /// Errors: [`SpecError::ShapeMismatch`] when `k` does not have `d` columns or
 /// `v` does not have `n_k` rows; [`SpecError::NonFinite`] for a NaN or infinite
@@ -437,7 +437,7 @@ pub fn forward(p: &Problem, prec: u32) -> Result<Forward, SpecError> {
 }
 
 /// Enclosure of the attention matrix `P = diag(A 1)^-1 A` (`n_q x n_k`,
-/// MATH.md 1.1). Masked entries, and whole fully masked rows, are exactly `0`.
+/// docs/math.md §2.1). Masked entries, and whole fully masked rows, are exactly `0`.
 /// Errors as for [`forward`].
 pub fn probabilities(p: &Problem, prec: u32) -> Result<DMatrix<Interval>, SpecError> {
     check(p, None, prec)?;
@@ -468,7 +468,7 @@ fn matmul(a: &DMatrix<Interval>, b: &DMatrix<Interval>, prec: u32) -> DMatrix<In
     })
 }
 
-/// Gradient enclosures by the closed-form backward of MATH.md 1.1, in interval
+/// Gradient enclosures by the closed-form backward of docs/math.md §2.3, in interval
 /// arithmetic at `prec` bits:
 ///
 /// ```text
@@ -532,7 +532,7 @@ fn seeded_derivative(
         .fold(Interval::zero(base.prec), |acc, (x, g)| acc + &x.der * g)
 }
 
-/// Gradient enclosures by the independent oracle (MATH.md section 3): for each
+/// Gradient enclosures by the independent oracle (docs/math.md §5.2): for each
 /// entry `x` of `Q`, `K` and `V`, one forward pass in [`Dual`] arithmetic seeded
 /// on `x` gives `d<dO, O>/dx = dL/dx`. Uses no closed-form gradient. Costs
 /// `O(n_q n_k (d + d_v))` per entry, for `(n_q + n_k) d + n_k d_v` entries:

@@ -1,6 +1,6 @@
 //! Double-double midpoint-radius balls: a fast enclosure type for references too large
-//! for MPFR (MATH.md 2.6: "an f64 exact computation plus a rigorous rounding bound is
-//! an enclosure too"; here the computation runs in about 106 bits and carries its
+//! for MPFR (docs/math.md §5.2: an f64 exact computation plus a rigorous rounding bound
+//! is an enclosure too; here the computation runs in about 106 bits and carries its
 //! bound along).
 //!
 //! A [`Ball`] `{hi, lo, rad}` stands for the real interval `[m - rad, m + rad]` with

@@ -1,5 +1,5 @@
 //! Forward-mode dual numbers over [`Interval`]s: the independent derivative
-//! oracle of MATH.md section 3.
+//! oracle of docs/math.md §5.2.
 //!
 //! A [`Dual`] `(val, der)` represents a function `u` of one real parameter `t`
 //! at a fixed `t0`: `val` encloses `u(t0)` and `der` encloses `u'(t0)`. Each

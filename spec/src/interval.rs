@@ -6,7 +6,7 @@
 //! operands (the *containment* guarantee). To keep that guarantee in finite
 //! precision, lower ends are always rounded towards minus infinity
 //! ([`Round::Down`]) and upper ends towards plus infinity ([`Round::Up`]).
-//! This is the enclosure arithmetic asked for in MATH.md section 2.6.
+//! This is the enclosure arithmetic described in docs/math.md §5.2.
 //!
 //! # Invariants
 //!

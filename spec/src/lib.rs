@@ -1,27 +1,35 @@
 //! `polyattn-spec`: the arbitrary-precision reference for `polyattn`.
 //!
-//! This crate states the mathematics of `/work/shared/design/MATH.md` as
-//! executable code whose answers are *certified*: every real-valued result is
-//! an [`Interval`] with MPFR end points, rounded outwards, that is guaranteed to
-//! contain the exact real value (MATH.md section 2.6). The production crate's
-//! fast `f16`/`f32`/`f64` results are judged against these enclosures.
+//! This crate states the mathematics of `docs/math.md` (in the repository
+//! root) as executable code whose answers are *certified*: every real-valued
+//! result is an [`Interval`] with MPFR end points, rounded outwards, that is
+//! guaranteed to contain the exact real value (docs/math.md §5.2). The
+//! production crate's fast `f16`/`f32`/`f64` results are judged against these
+//! enclosures.
 //!
 //! A reference is only useful if it is independent of what it checks, so this
 //! crate never depends on the production crate `polyattn` and shares no code
-//! with it: the formulas here are written from MATH.md directly, and gradients
+//! with it: the formulas here are written from docs/math.md directly, and gradients
 //! are checked against a second, formula-free route (forward-mode [`dual`]
 //! numbers over intervals) rather than against another closed form.
 //!
 //! Modules:
 //! * [`interval`]: the enclosure type [`Interval`] over `rug::Float`.
+//! * [`ball`]: double-double midpoint-radius balls, a faster enclosure type for
+//!   references too large for MPFR (docs/math.md §5.2).
 //! * [`dual`]: dual numbers over intervals, the derivative oracle.
 //! * [`attention`]: single-head attention forward, closed-form backward and
-//!   the dual-number gradient oracle (MATH.md section 1.1).
+//!   the dual-number gradient oracle (docs/math.md §2).
 //! * [`linalg`]: generic matrix algebra over intervals, dual numbers and exact
 //!   rationals (products, Hadamard and row-wise Kronecker products, the
 //!   polynomial kernel and its low-rank factors, enclosure comparison).
 //! * [`ml24`] and [`as24`]: one function per lemma of the two papers
-//!   (MATH.md section 3), corrected and, where misprinted, as printed.
+//!   (docs/math.md §6), corrected and, where misprinted, as printed.
+//! * [`poly_attention`]: attention and both approximate gradients with a
+//!   polynomial in place of `exp`, by the direct `O(n^2)` formulas in exact
+//!   rationals (docs/math.md §3.5, §5.1).
+//! * [`model`]: the multi-layer transformer, forward and every gradient, in
+//!   intervals, dual numbers and balls (docs/math.md §7).
 //! * [`instance`]: seeded random test instances with exact dyadic entries.
 //! * [`register`]: the lemma register, every status measured by running the
 //!   lemma functions against the oracle.

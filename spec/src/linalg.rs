@@ -5,14 +5,14 @@
 //! by three number types:
 //! * [`Interval`]: certified enclosures of real numbers (the `exp` world);
 //! * [`Dual`]: enclosures with a derivative (the oracle's arithmetic);
-//! * [`rug::Rational`]: exact rationals (the polynomial world of MATH.md 2.6,
-//!   question 1: a factored form must equal the direct form *exactly*).
+//! * [`rug::Rational`]: exact rationals (the polynomial world of docs/math.md
+//!   §5.1, question 1: a factored form must equal the direct form *exactly*).
 //!
 //! The helpers here are the matrix product, Hadamard product, row-wise
 //! Kronecker product (ML24 Fact C.2), diagonal scalings, row sums, the
 //! attention kernel (`exp` or a polynomial `P` with rational coefficients,
-//! MATH.md 2.2), the low-rank factors of MATH.md 2.3, and the comparison of two
-//! enclosure matrices ([`agreement`]) used by every test and by the register.
+//! docs/math.md §3.2), the low-rank factors of docs/math.md §3.3, and the comparison of
+//! two enclosure matrices ([`agreement`]) used by every test and by the register.
 //!
 //! All matrix helpers check shapes and answer [`SpecError::ShapeMismatch`]
 //! instead of panicking.
@@ -337,7 +337,7 @@ pub fn neg<T: Field>(a: &Mat<T>) -> Mat<T> {
     a.map(|x| x.negate())
 }
 
-/// Row-wise Kronecker product (ML24 Fact C.2, MATH.md 2.5):
+/// Row-wise Kronecker product (ML24 Fact C.2, docs/math.md §3.5):
 /// `(A (x) B)_{i, (a, b)} = A_ia B_ib`, column index `a * cols(B) + b`.
 pub fn row_kron<T: Field>(a: &Mat<T>, b: &Mat<T>) -> Res<Mat<T>> {
     if a.nrows() != b.nrows() {
@@ -430,14 +430,14 @@ pub fn recips<T: Field>(what: &str, v: &[T]) -> Res<Vec<T>> {
         .collect()
 }
 
-/// `diag(a 1)^-1 a`: row normalisation (the softmax of MATH.md 1.1 once the
+/// `diag(a 1)^-1 a`: row normalisation (the softmax of docs/math.md §2.1 once the
 /// kernel has been applied).
 pub fn normalise_rows<T: Field>(a: &Mat<T>, prec: u32) -> Res<Mat<T>> {
     let inv = recips("row sum", &row_sums(a, prec))?;
     diag_left(&inv, a)
 }
 
-/// The causal mask of MATH.md 1.1 (top-left aligned, square): keeps `a_ij`
+/// The causal mask of docs/math.md §1.2 (top-left aligned, square): keeps `a_ij`
 /// for `j <= i`, zero elsewhere.
 pub fn causal<T: Field>(a: &Mat<T>, prec: u32) -> Mat<T> {
     Mat::from_fn(a.nrows(), a.ncols(), |i, j| {
@@ -455,7 +455,7 @@ pub fn rational_to_intervals(m: &Mat<Rational>, prec: u32) -> Mat<Interval> {
 }
 
 /// A polynomial `P(x) = sum_t c_t x^t` with rational coefficients, the stand-in
-/// for `exp` in the polynomial method (MATH.md 2.2).
+/// for `exp` in the polynomial method (docs/math.md §3.2).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Poly {
     /// Coefficients `c_0, c_1, ..., c_g`.
@@ -464,7 +464,7 @@ pub struct Poly {
 
 impl Poly {
     /// The Taylor polynomial of `exp` at 0 of degree `g`: `c_t = 1 / t!`
-    /// (MATH.md 2.2). For even `g` it is positive on the whole line, so every
+    /// (docs/math.md §3.2). For even `g` it is positive on the whole line, so every
     /// normaliser built from it is positive.
     pub fn taylor_exp(g: u32) -> Poly {
         let mut fact = Integer::from(1);
@@ -492,7 +492,7 @@ impl Poly {
     }
 
     /// A certified upper bound on the relative error of the Taylor polynomial
-    /// of degree `g = self.degree()` on `|x| <= r` (MATH.md 2.2):
+    /// of degree `g = self.degree()` on `|x| <= r` (docs/math.md §3.2):
     /// `|P(x) - e^x| <= r^(g+1) e^(2r) / (g+1)! * e^x` (Lagrange remainder
     /// `|x|^(g+1) e^|x| / (g+1)!`, divided by `e^x >= e^-r`). Only valid for the
     /// Taylor polynomial ([`Poly::taylor_exp`]); the caller is responsible for
@@ -511,7 +511,7 @@ impl Poly {
     }
 }
 
-/// The kernel applied to a score: `exp` or a polynomial (MATH.md 1.1, 2.2).
+/// The kernel applied to a score: `exp` or a polynomial (docs/math.md §2.1, §3.2).
 pub type Kernel<'a, T> = &'a dyn Fn(&T) -> Res<T>;
 
 /// `x -> exp(x)`; for rationals, which have no `exp`, an error.
@@ -548,7 +548,7 @@ fn multi_indices(d: usize, g: usize) -> Vec<Vec<u32>> {
     out
 }
 
-/// The low-rank factors of MATH.md 2.3 for scores `tau q_i . k_j`:
+/// The low-rank factors of docs/math.md §3.3 for scores `tau q_i . k_j`:
 /// `U[i, alpha] = c_|alpha| tau^|alpha| (|alpha|! / alpha!) q_i^alpha`,
 /// `V[j, alpha] = k_j^alpha`, so that `(U V^T)_ij = P(tau q_i . k_j)` exactly
 /// (multinomial theorem). Rank `C(d + g, g)`.
@@ -742,7 +742,7 @@ mod tests {
 }
 
 /// The enclosure `P(x) [1/(1+eps), 1/(1-eps)]` of `exp(x)` for `|x| <= r`,
-/// valid when `|P(x) - e^x| <= eps e^x` there (MATH.md 2.2): `e^x` lies in
+/// valid when `|P(x) - e^x| <= eps e^x` there (docs/math.md §3.2): `e^x` lies in
 /// `[P/(1+eps), P/(1-eps)]`, and so does `P(x)` itself. Evaluating a direct
 /// formula with this kernel encloses both the exact (`exp`) value and the
 /// polynomial one, so its width bounds their distance: the "stated epsilon"
@@ -771,7 +771,7 @@ pub fn widened_kernel(
 }
 
 /// How a low-rank polynomial result compares with the exact (`exp`) value
-/// (MATH.md 2.6, question 2).
+/// (docs/math.md §5.1, question 2).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EpsCheck {
     /// The polynomial's relative error bound `eps_P` on the score range.
@@ -812,7 +812,7 @@ pub fn eps_check(
 }
 
 /// The largest magnitude among a matrix's enclosures (rounded up): the
-/// radius `R` of MATH.md 2.1 when applied to the scores.
+/// radius `R` of docs/math.md §3.1 when applied to the scores.
 pub fn max_mag(m: &Mat<Interval>) -> f64 {
     m.iter().map(Interval::mag).fold(0.0, f64::max)
 }

@@ -1,5 +1,5 @@
 //! Polynomial attention by the direct O(n^2) formulas, in exact rationals
-//! (MATH.md 2.4, 2.5 and 2.6 question 1).
+//! (docs/math.md §3.4, §3.5 and §5.1, question 1).
 //!
 //! With exp replaced by a polynomial P with rational coefficients, every quantity of
 //! attention and of both approximate gradients is a rational function of the inputs.
@@ -60,7 +60,7 @@ pub struct RationalGrads {
 }
 
 /// Which approximate gradient: the exact formula with P~ substituted, or the exact
-/// gradient of the polynomial model (MATH.md 2.5 (a) and (b)).
+/// gradient of the polynomial model (docs/math.md §3.5, both kinds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RationalGradient {
     /// dS = P~ o (dP - delta).

@@ -1,4 +1,4 @@
-//! The lemma register (issue 3, item 3; MATH.md section 3): every lemma of
+//! The lemma register (docs/math.md §6): every lemma of
 //! ML24 and AS24 that the spec encodes, with its paper, number, what it
 //! computes, the correction where the printed form is wrong, and a status
 //! that is *measured*, not asserted: [`rows`] runs every lemma function on a
@@ -242,7 +242,7 @@ pub fn to_markdown(rows: &[Row]) -> String {
          the largest oracle entry); *exact* says whether the factored form equals the \
          direct form with exp replaced by a rational polynomial, in exact rationals; \
          *eps bound* is the certified bound on the polynomial result's distance from the \
-         exp one, *eps measured* the observed distance. See MATH.md section 3.\n\n",
+         exp one, *eps measured* the observed distance. See docs/math.md §6.\n\n",
     );
     s.push_str(
         "| paper | lemma | function | computes | status | correction | checked entries | exact | printed margin | rel. | disjoint | margin if W symmetric | printed exact | eps bound | eps measured |\n",
@@ -1183,7 +1183,7 @@ pub fn entries() -> Vec<Entry> {
             "ML24",
             "Lemma E.1",
             "ml24::low_rank::lemma_e1_low_rank_f",
-            "f~ = D~^-1 U V^T = U~ V^T (polynomial kernel, MATH.md 2.3)",
+            "f~ = D~^-1 U V^T = U~ V^T (polynomial kernel, docs/math.md §3.3)",
             "-",
             probe_e1
         ),
@@ -1343,7 +1343,7 @@ pub fn entries() -> Vec<Entry> {
         ),
         entry!(
             "ML24",
-            "suffix-sum product (MATH.md 2.5)",
+            "suffix-sum product (docs/math.md §3.5)",
             "ml24::low_rank::lemma_causal_suffix_product",
             "(M o U V^T)^T Y by suffix states (needed by the corrected transposes)",
             "not in ML24",

@@ -1,4 +1,4 @@
-//! Attention enclosures (MATH.md 1.1): the closed-form backward agrees with
+//! Attention enclosures (docs/math.md §2): the closed-form backward agrees with
 //! the dual-number oracle, enclosures are tight, large scores stay finite,
 //! fully masked rows are zero rows, and the oracle rejects wrong formulas.
 

@@ -1,9 +1,9 @@
-//! One test per lemma of the register (MATH.md section 3): each runs the
+//! One test per lemma of the register (docs/math.md §6): each runs the
 //! lemma's probe (its functions against the independent dual-number oracle,
 //! the exact rational identities, and the epsilon check against `exp`) on
 //! several random instances of different non-square shapes with a
 //! non-symmetric `W`, and on a symmetric-`W` instance, and asserts the status
-//! that MATH.md 3 states for the lemma. Margins are printed
+//! that docs/math.md §6 states for the lemma. Margins are printed
 //! (`cargo test -- --nocapture`).
 //!
 //! Tolerances: none. Agreement means that the two enclosures of the same entry
@@ -16,7 +16,7 @@ use polyattn_spec::instance::{Instance, Shape};
 use polyattn_spec::register::{entries, Entry, Probe};
 use polyattn_spec::DEFAULT_PREC;
 
-/// What MATH.md section 3 says about a lemma.
+/// What docs/math.md §6 says about a lemma.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Expect {
     /// Correct as printed (or no separate printed form is encoded).
@@ -178,7 +178,7 @@ lemma_tests! {
     ml24_h1: "ML24 Lemma H.1" => Holds,
     ml24_h2: "ML24 Lemma H.2" => Holds,
     ml24_i3_alg2: "ML24 Lemma I.3 / Alg. 2" => Holds,
-    ml24_suffix_product: "ML24 suffix-sum product (MATH.md 2.5)" => Holds,
+    ml24_suffix_product: "ML24 suffix-sum product (docs/math.md §3.5)" => Holds,
     ml24_i6: "ML24 Lemma I.6" => Holds,
     ml24_j3: "ML24 Lemma J.3" => Holds,
     ml24_k2: "ML24 Lemma K.2" => Holds,
@@ -199,7 +199,7 @@ lemma_tests! {
     as24_theorem_1_6: "AS24 Theorem 1.6 (algorithm)" => Holds,
 }
 
-/// The register measures the statuses MATH.md expects, renders them, and its
+/// The register measures the statuses docs/math.md §6 records, renders them, and its
 /// JSON parses back with one object per row.
 #[test]
 fn register_renders_and_lists_the_known_errata() {

@@ -1,4 +1,4 @@
-//! The multi-layer reference (MATH.md 4): closed-form gradients against the
+//! The multi-layer reference (docs/math.md §7): closed-form gradients against the
 //! dual-number oracle, the forward pass against a plain `f64` transcription of
 //! the model's definition and against the single-head attention module, exact
 //! losses for degenerate weights, the seeded parameter generator, and error
@@ -188,7 +188,7 @@ fn the_oracle_tells_causal_from_non_causal() {
 }
 
 // ---------------------------------------------------------------------------
-// A plain f64 transcription of the model's definition (MATH.md 4), written
+// A plain f64 transcription of the model's definition (docs/math.md §7), written
 // without the spec's generic code.
 
 fn p<'a>(params: &'a Params, name: &str) -> &'a DMatrix<f64> {

@@ -1,6 +1,9 @@
-//! Attention for one head and for many, forward and backward (MATH.md section 1.1).
+//! Attention for one head and for many, forward and backward (docs/math.md §1.2, §2).
 //!
-//! - [`exact`]: the tiled exact engine with an online softmax.
+//! - [`exact`]: the tiled exact engine with an online softmax (docs/math.md §2);
+//! - [`poly`]: the polynomial engine, its plan and its error bounds (docs/math.md §3,
+//!   §4);
+//! - `problem`: the validated problem every engine takes ([`Problem`]).
 //!
 //! Masks and the scale are shared by every engine and live here.
 

@@ -89,8 +89,8 @@ impl<'a, T: Real> Problem<'a, T> {
         self.mask.first_query(j, self.n_q(), self.n_k())
     }
 
-    /// The rigorous exponent radius R = |tau| max_i ||q_i|| max_j ||k_j|| (MATH.md 2.1),
-    /// computed in f64 (rounded to nearest: a guard, not a certificate).
+    /// The rigorous exponent radius R = |tau| max_i ||q_i|| max_j ||k_j|| (docs/math.md
+    /// §3.1), computed in f64 (rounded to nearest: a guard, not a certificate).
     pub fn score_radius(&self) -> f64 {
         self.tau.to_f64().abs() * max_row_norm(self.q) * max_row_norm(self.k)
     }

@@ -1,5 +1,5 @@
 //! Certified errors: how far computed results are, provably, from the exact
-//! real-number answer (MATH.md 2.6).
+//! real-number answer (docs/math.md §5.3).
 //!
 //! - [`mod@reference`]: the exact engine in f64 plus an a priori rounding bound on every
 //!   entry: an enclosure of exact attention that scales to any n the exact engine can

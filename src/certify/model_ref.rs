@@ -1,5 +1,5 @@
 //! The bridge from a production [`Model`] and [`Batch`] to the MPFR interval reference
-//! of the whole model, `polyattn_spec::model` (MATH.md 2.6 question 3, MATH.md 4): the
+//! of the whole model, `polyattn_spec::model` (docs/math.md §5.3, §7): the
 //! same configuration, parameters and example in the spec's types, and its gradient
 //! enclosures under our gradient names (`grad.<parameter>`, `grad.x`).
 

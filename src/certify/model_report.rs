@@ -1,4 +1,4 @@
-//! A whole-model run certified tensor by tensor (issue 5; MATH.md 2.6 and 4): the loss
+//! A whole-model run certified tensor by tensor (docs/math.md §5.3 and §7): the loss
 //! and every gradient of the run through the requested engines, against the exact
 //! real-number gradients of the same model.
 //!
@@ -8,8 +8,8 @@
 //! * MPFR intervals (precision raised until every enclosure is narrower than 1e-30
 //!   relative) for small models (`n^2 d_model m <= `[`MPFR_MODEL_LIMIT`]);
 //! * double-double balls (`polyattn_spec::ball`: about 106 bits with the rounding
-//!   bound carried along, MATH.md 2.6's "f64 computation plus a rigorous rounding
-//!   bound" at twice the precision, because ball arithmetic's wrapping through a
+//!   bound carried along, docs/math.md §5.2's f64 computation plus a rigorous rounding
+//!   bound at twice the precision, because ball arithmetic's wrapping through a
 //!   transformer amplifies rounding by ~1e18 and would leave f64 balls wider than the
 //!   values) up to [`BALL_MODEL_LIMIT`], or at any size with `ReferenceChoice::Ball`:
 //!   attention streams its rows (no n x n matrix) in parallel, so n = 16 384 fits;
@@ -20,7 +20,7 @@
 //! against f64), the exact engine's own error against the same reference (the rounding
 //! part: both runs round alike outside attention), and max |run - exact f64| (the
 //! polynomial part, measured); for `grad.x` and every layer's parameter gradients also
-//! MATH.md 4's propagated bound ([`crate::model::sensitivity`], MSE loss, feature
+//! docs/math.md §7.3's propagated bound ([`crate::model::sensitivity`], MSE loss, feature
 //! input; a layer's bound covers all its tensors together). Per layer: the engine that
 //! ran and why, each head's R, B, sqrt(ln n), degree, rank, eps_P and its a priori
 //! bounds on O, dQ, dK, dV; and the time of each engine and of the reference.
@@ -83,7 +83,7 @@ pub struct ModelTensor {
     pub exact_engine_max_abs_error: f64,
     /// max |run - exact engine in f64| (the polynomial part, measured).
     pub poly_part_max_abs: f64,
-    /// MATH.md 4's propagated bound on the Frobenius error: `grad.x`'s, or for a
+    /// docs/math.md §7.3's propagated bound on the Frobenius error: `grad.x`'s, or for a
     /// tensor of layer l the bound on all of that layer's parameter gradients together
     /// (MSE, feature input, some layer on the polynomial engine; `None` otherwise).
     pub a_priori_fro_bound: Option<f64>,
@@ -265,7 +265,7 @@ pub fn certify_model(
     certify_model_with(model, batch, engines, choice, PROPAGATION_ITERS)
 }
 
-/// [`certify_model`] with `iters` power iterations per norm for MATH.md 4's
+/// [`certify_model`] with `iters` power iterations per norm for docs/math.md §7.3's
 /// propagated bound; `0` leaves the bound out (it costs some `iters` exact
 /// forward and backward passes per layer, minutes at n = 16 384).
 pub fn certify_model_with(
@@ -463,7 +463,7 @@ impl ModelReport {
                 style: Style::Points,
             },
             Series {
-                name: "propagated bound (Frobenius, MATH.md 4)".into(),
+                name: "propagated bound (Frobenius, docs/math.md §7.3)".into(),
                 points: pts(&|t| t.a_priori_fro_bound),
                 style: Style::Points,
             },

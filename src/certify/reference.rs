@@ -1,7 +1,7 @@
 //! Exact attention in f64 with an a priori bound on its rounding error, entry by entry:
 //! an enclosure `y_ref +- bound` of the exact real result for any size the exact
-//! engine can run (MATH.md 2.6: "an f64 exact computation plus a rigorous a priori
-//! rounding bound is an enclosure too").
+//! engine can run (docs/math.md §5.5: an f64 exact computation plus a rigorous a priori
+//! rounding bound is an enclosure too).
 //!
 //! The bound follows the exact engine's operation sequence (u = 2^-53,
 //! gamma_k = k u / (1 - k u), exp and ln within 1 ulp = 2u relative (the SIMD exp of
@@ -11,7 +11,7 @@
 //! ```text
 //! e_i   = |tau| gamma_d ||q_i|| max||k|| + u R_i                 scores
 //! eps_i = e_i + 4u R_i + 2u + 3u nb + gamma_{n_k + nb + 1}       each term of l and acc
-//! bO_ic = 2 eps_i / (1 - eps_i) (P|V|)_ic + 2u |O_ic|            ratio argument (MATH.md 2.4)
+//! bO_ic = 2 eps_i / (1 - eps_i) (P|V|)_ic + 2u |O_ic|            (docs/math.md §4.1)
 //! eta_i = eps_i / (1 - eps_i) + 2u ln n_k + u |lse_i|            lse
 //! rho_i = e_i + eta_i + u (2 R_i + ln n_k) + 2u                  recomputed P
 //! D_i   = sum_c |dO_ic| (Vmax_c + |O_ic|)  >= |dP_ij - delta_i|

@@ -1,5 +1,5 @@
-//! A polynomial-engine run certified tensor by tensor (MATH.md 2.6): for O, dQ, dK, dV
-//! the certified max-abs and relative (Frobenius) error against the exact real result,
+//! A polynomial-engine run certified tensor by tensor (docs/math.md §5.3): for O, dQ, dK,
+//! dV the certified max-abs and relative (Frobenius) error against the exact real result,
 //! the engine's a priori bound split into its polynomial and rounding parts, the
 //! reference used and its precision, the regime of every head, and the times.
 //!

@@ -2,7 +2,7 @@
 //!
 //! For a computed value `y` and an enclosure `[lo, hi]` of the exact real result, the
 //! certified error is `max(|y - lo|, |y - hi|)`, rounded up: the exact result lies in
-//! `[lo, hi]`, so `|y - exact|` cannot exceed it (MATH.md 2.6).
+//! `[lo, hi]`, so `|y - exact|` cannot exceed it (docs/math.md §5.3).
 //!
 //! [`certify_row`] checks one query row of one head at the cost of that row alone: a
 //! row's output, log-sum-exp and dQ depend only on that query, the keys it sees and

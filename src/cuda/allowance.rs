@@ -1,6 +1,6 @@
 //! Certified rounding allowances of the f16 kernels: f16 storage (u16 = 2^-11) of
 //! inputs, operands and outputs, f32 arithmetic (u32 = 2^-24) for every sum
-//! (MATH.md 2.6, question 3). Two parts:
+//! (docs/math.md §4.4, §5.6). Two parts:
 //!
 //! - [`exact_allowance`] (feature `certify`): per entry, for the exact kernels, the
 //!   counterpart of [`crate::fuzzing::enclosure::allowance`] (derivation below); an
@@ -223,7 +223,7 @@ pub struct PolyF16Bounds {
 /// Bounds on the distance of the f16 polynomial results `fwd` (and `grads`) to exact
 /// attention of the inputs the kernels saw (`u_in = 0`: `q`, `k`, `v`, `d_o` are
 /// f16-representable) or of the given f32 inputs (`u_in = U16`). The CPU engine's
-/// bound (MATH.md 2.4-2.6) with [`poly_rounding_rho`] for the rounding part and
+/// bound (docs/math.md §4) with [`poly_rounding_rho`] for the rounding part and
 /// u16 + 2 u32 (plus eta16 absolute) for the f16 outputs. Costs one f64 low-rank
 /// run, O(n r (d + d_v)).
 #[allow(clippy::too_many_arguments)]

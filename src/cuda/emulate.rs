@@ -11,7 +11,7 @@
 //! the two with a tolerance derived from that (tests/cuda.rs).
 //!
 //! Also here: [`plain_forward`] / [`plain_backward`], the "plain f16 implementation"
-//! of FlashAttention's acceptance rule (MATH.md 1.1 computed the textbook way in
+//! of FlashAttention's acceptance rule (docs/math.md §2 computed the textbook way in
 //! half precision; see their docs).
 
 use super::backend::{Backend, ContractGeom, ExactArgs, Factor, Payload};
@@ -509,7 +509,7 @@ pub struct Plain {
 }
 
 /// The "plain f16 implementation" of FlashAttention's acceptance rule: the textbook
-/// formulas of MATH.md 1.1 with every tensor stored in f16 and every product
+/// formulas of docs/math.md §2 with every tensor stored in f16 and every product
 /// accumulated in f32 (what a framework's half-precision matmuls and softmax do):
 /// inputs rounded to f16; S = f16(tau * f32-dot); per row m = max S,
 /// p = f16(exp(S - m)) (f32 exp), Z = f32 sum of p, P = f16(p / Z); O = f16(f32 P V).

@@ -1,5 +1,5 @@
 //! Host API of the f16 exact kernels: the CPU exact engine's shapes and types
-//! ([`AttentionConfig`], [`MultiHeadForward`], [`MultiHeadGradients`]; MATH.md 1.1),
+//! ([`AttentionConfig`], [`MultiHeadForward`], [`MultiHeadGradients`]; docs/math.md §2),
 //! run on any [`Backend`] (the device or the emulation).
 //!
 //! Inputs are f32 and are rounded once to f16 (the kernels' storage); outputs are the
@@ -131,7 +131,7 @@ pub fn forward_multihead<B: Backend>(
 }
 
 /// Exact attention backward in f16 for `[heads, n, d]` stacks, from the f16 forward's
-/// results (FlashAttention-2's algorithm, deterministic; MATH.md 1.1).
+/// results (FlashAttention-2's algorithm, deterministic; docs/math.md §2).
 pub fn backward_multihead<B: Backend>(
     b: &B,
     q: &Tensor3<f32>,

@@ -1,5 +1,5 @@
-//! The CUDA f16 path (feature `cuda`): exact attention (MATH.md 1.1) and the
-//! polynomial method (MATH.md 2.3-2.5), forward and backward, as CUDA C kernels
+//! The CUDA f16 path (feature `cuda`): exact attention (docs/math.md §2) and the
+//! polynomial method (docs/math.md §3.3-§3.5), forward and backward, as CUDA C kernels
 //! compiled at run time by NVRTC, with f16 storage and f32 arithmetic.
 //!
 //! - [`device`]: detection that never panics ([`CudaDevice::new`] returns
@@ -12,7 +12,7 @@
 //!   config types, same planner and monomials;
 //! - [`launch`]: block sizes, grids and chunk lengths (pure, unit-tested);
 //! - [`allowance`]: the certified rounding allowance for f16 storage with f32
-//!   accumulation (MATH.md 2.6).
+//!   accumulation (docs/math.md §5.6).
 //!
 //! The kernel sources live in `src/cuda/kernels/*.cu` and are embedded with
 //! `include_str!`. See `docs/cuda.md` for what has and has not run on a device.

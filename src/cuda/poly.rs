@@ -1,18 +1,18 @@
-//! Host API of the f16 polynomial kernels (MATH.md 2.3-2.5), mirroring the CPU engine
-//! [`crate::attention::poly`]: the same [`PolyConfig`], the same planner (radius,
+//! Host API of the f16 polynomial kernels (docs/math.md §3.3-§3.5), mirroring the CPU
+//! engine [`crate::attention::poly`]: the same [`PolyConfig`], the same planner (radius,
 //! degree, rank, coefficients: [`plan::plan`]), the same monomials
 //! ([`Monomials`]), the same formula; f16 features and inputs, f32 states and sums.
 //!
 //! Pipeline (every step a kernel, see `kernels/poly.cu`): features U (queries, with
 //! P's coefficients, multinomial weights and the per-degree scale s_t) and V (keys,
 //! scaled by 1/s_t); the forward is the prefix contraction of (U, V) with payload
-//! [v, 1], then O~ = num / D~. The backward ([`GradientKind`], MATH.md 2.5) is three
+//! [v, 1], then O~ = num / D~. The backward ([`GradientKind`], docs/math.md §3.5) is three
 //! contractions with Kronecker row factors, U~ = U / D~ applied in f32 (never stored):
 //! dQ = tau prefix(U~ (x) [dO, -delta], V (x) [v, 1]; K), dK = tau suffix(same; Q),
 //! dV = suffix(U~, V; dO). For the polynomial-model gradient the query factor of dQ
 //! and dK uses P' (degree g - 1) and V's first C(d + g - 1, g - 1) columns.
 //!
-//! The degree scaling (MATH.md 2.3, last paragraph): with X = max |a q_il|,
+//! The degree scaling (docs/math.md §3.3, last paragraph): with X = max |a q_il|,
 //! Y = max |b k_jl| and W_t the largest multinomial weight of degree t, query features
 //! of degree t are at most a_t = |c_t| W_t X^t and key features at most b_t = Y^t;
 //! s_t = 2^round(log2(b_t / a_t) / 2) makes both sides at most about sqrt(a_t b_t).
@@ -459,7 +459,7 @@ pub fn forward<B: Backend>(
 }
 
 /// Polynomial-method backward of one head in f16: the gradients of `kind` given `d_o`
-/// (MATH.md 2.5), from the f16 forward's O~ and D~.
+/// (docs/math.md §3.5), from the f16 forward's O~ and D~.
 #[allow(clippy::too_many_arguments)]
 pub fn backward<B: Backend>(
     b: &B,

@@ -312,8 +312,8 @@ fn gamma(k: usize, u: f64) -> f64 {
 ///   error <= eps_i = max_j e_ij + 4u R_i (rounded exp arguments, including the
 ///   telescoping rescale arguments m_old - m_new) + 2u (exp) + 3u nb (each rescale:
 ///   exp and two products) + gamma_{n_i + nb + 1} (the sums);
-/// - O = acc / l: |O^ - O| <= 2 eps_i / (1 - eps_i) sum_j P_ij |V_j| + 2u |O| (MATH.md
-///   2.4's ratio argument, plus the reciprocal and the product);
+/// - O = acc / l: |O^ - O| <= 2 eps_i / (1 - eps_i) sum_j P_ij |V_j| + 2u |O|
+///   (docs/math.md §4.1's ratio argument, plus the reciprocal and the product);
 /// - lse = m + ln l: |lse^ - lse| <= eps_i / (1 - eps_i) + 2u |lse - m| + u |lse|.
 ///
 /// Backward (rho_ij = e_ij + eta_i + u |S_ij - lse_i| + 2u the relative error of P^,

@@ -1,6 +1,6 @@
 //! `polyattn sweep error-n`: the polynomial engine's certified error against n, with
 //! the degree chosen for a target eps = 1/n on O (ML24/AS24's "error 1/poly(n)"
-//! claim, checked rather than assumed; MATH.md 2.6).
+//! claim, checked rather than assumed; docs/math.md §5).
 //!
 //! Inputs: Q, K with entries uniform in [-B, B] (B = 1), V and dO uniform in [-1, 1],
 //! no mask, tau = 1/d (the papers' scaling, so |S_ij| <= d tau B^2 = B^2). For each

@@ -1,5 +1,5 @@
 //! `polyattn sweep bits`: the polynomial algorithm evaluated in MPFR at p = c log2(n)
-//! bits (MATH.md 2.6: "the O(log n) bits hypothesis can be tested directly").
+//! bits (docs/math.md §5.7: the O(log n)-bit hypothesis, tested directly).
 //!
 //! The papers' algorithms are analysed in O(log n)-bit arithmetic. Here the one
 //! generic low-rank algorithm ([`crate::attention::poly::core`]) runs on MPFR floats of

@@ -1,5 +1,5 @@
 //! `polyattn sweep depth`: how the polynomial engine's gradient error grows with the
-//! number of layers (MATH.md 4; ML24's multi-layer claim).
+//! number of layers (docs/math.md §7.3; ML24's multi-layer claim).
 //!
 //! For m = 1 .. 8 layers of the bounded-score model of [`super::model_time`] at a fixed
 //! n, loss and gradients go through the exact and the polynomial engine; the sweep
@@ -8,7 +8,7 @@
 //! fits the growth per added layer. The reference is the exact engine in f64 (its
 //! rounding, ~1e-13 relative at these sizes, is far below the differences measured).
 //!
-//! Beside the measured side, each depth gets MATH.md 4's propagated bound on
+//! Beside the measured side, each depth gets docs/math.md §7.3's propagated bound on
 //! `||dX~ - dX||_F`, `sum_l e_l prod_{k<l} kappa_k` (plus the loss-gradient term), and
 //! on each layer's weight gradients (`W_l`, Frobenius over all the layer's tensors),
 //! computed from the actual activations by [`crate::model::sensitivity`]: the per-layer
@@ -39,7 +39,7 @@ pub struct Record {
     pub max_attention_bound: f64,
     /// Measured `||dX~ - dX||_F`.
     pub fro_dx: f64,
-    /// MATH.md 4's propagated bound on `||dX~ - dX||_F`.
+    /// docs/math.md §7.3's propagated bound on `||dX~ - dX||_F`.
     pub predicted_dx: f64,
     /// kappa_l per layer (the norms of the backward maps).
     pub kappa: Vec<f64>,
@@ -240,7 +240,7 @@ pub fn write_outputs(r: &Report, out: &Path) -> Result<()> {
     ensure_dir(out)?;
     write_json(&out.join("depth.json"), r)?;
     let md = format!(
-        "# Gradient difference against depth\n\nThe bounded-score causal model (d_model = 16, 4 heads of d_head = 4, W_Q, W_K scaled by {QK_SCALE}), n = {}, polynomial engine at eps = {} per head; differences against the exact engine in f64, relative to the largest exact entry, and the Frobenius norm of the dX difference beside MATH.md 4's propagated bound sum_l e_l prod_(k<l) kappa_l (plus the loss-gradient term; src/model/sensitivity.rs: first order in the errors, norms by power iteration at the exact activations, the heads' certified bounds as e_l's source), and per layer the Frobenius norm of the difference of all its parameter gradients beside the propagated bound W_l = beta_l G_l + chi_l D_(l-1) + w_l (the last two columns: the largest measured over the layers, and the smallest bound / measured ratio, which must be >= 1).\n\n{}\n{}\n![depth](depth.svg)\n",
+        "# Gradient difference against depth\n\nThe bounded-score causal model (d_model = 16, 4 heads of d_head = 4, W_Q, W_K scaled by {QK_SCALE}), n = {}, polynomial engine at eps = {} per head; differences against the exact engine in f64, relative to the largest exact entry, and the Frobenius norm of the dX difference beside docs/math.md §7.3's propagated bound sum_l e_l prod_(k<l) kappa_l (plus the loss-gradient term; src/model/sensitivity.rs: first order in the errors, norms by power iteration at the exact activations, the heads' certified bounds as e_l's source), and per layer the Frobenius norm of the difference of all its parameter gradients beside the propagated bound W_l = beta_l G_l + chi_l D_(l-1) + w_l (the last two columns: the largest measured over the layers, and the smallest bound / measured ratio, which must be >= 1).\n\n{}\n{}\n![depth](depth.svg)\n",
         r.n,
         r.eps,
         markdown_table(&HEADERS, &rows(r)),

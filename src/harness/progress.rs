@@ -1,4 +1,4 @@
-//! The progress bar of the long sweeps (issue 5: `polyattn sweep ... --preset full`
+//! The progress bar of the long sweeps (`polyattn sweep ... --preset full`
 //! runs for minutes): one line on stderr, redrawn in place before each grid point,
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! The formulas the simulated counts are compared with (MATH.md 5, IO24). All in
+//! The formulas the simulated counts are compared with (docs/math.md §8, IO24). All in
 //! words, as f64; `n` is the sequence length (`n_q = n_k = n`), `d` the head
 //! dimension, `m` the cache capacity `M`. IO24's bounds are `Theta`/`Omega` with
 //! constants that could not be read from the paper: the functions return the formulas
@@ -17,13 +17,13 @@ pub fn small_cache_scale(n: usize, d: usize, m: usize) -> f64 {
 }
 
 /// IO24's dense bound, forward and backward: `min{n^2 d^2 / M, n^2 d / sqrt(M)}`
-/// (MATH.md 5). The two terms are equal exactly at `M = d^2`.
+/// (docs/math.md §8). The two terms are equal exactly at `M = d^2`.
 pub fn dense_lower_bound(n: usize, d: usize, m: usize) -> f64 {
     large_cache_scale(n, d, m).min(small_cache_scale(n, d, m))
 }
 
 /// IO24 v2's backward form: `min{(n^2 d^2 + n d^3) / M, (n^2 d + n d^2) / sqrt(M)}`
-/// (MATH.md 5); within a factor `1 + d / n` of [`dense_lower_bound`].
+/// (docs/math.md §8); within a factor `1 + d / n` of [`dense_lower_bound`].
 pub fn backward_lower_bound_v2(n: usize, d: usize, m: usize) -> f64 {
     let (nf, df, mf) = (n as f64, d as f64, m as f64);
     ((nf * nf * df * df + nf * df * df * df) / mf).min((nf * nf * df + nf * df * df) / mf.sqrt())
@@ -41,7 +41,7 @@ pub fn compulsory(n: usize, d: usize, backward: bool) -> f64 {
     }
 }
 
-/// The sparse bound of MATH.md 5, a conjecture (not verified from IO24's text):
+/// The sparse bound of docs/math.md §8, a conjecture (not verified from IO24's text):
 /// `min{Z^2 / M, Z sqrt(Z_QK) / sqrt(M)}` with `Z` the input nonzeros (`n d` per
 /// dense `n x d` matrix) and `Z_QK` the visible scores. For a dense mask
 /// (`Z = n d`, `Z_QK = n^2`) it is [`dense_lower_bound`].

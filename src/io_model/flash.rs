@@ -1,4 +1,4 @@
-//! FlashAttention forward and backward through the simulated cache (MATH.md 5; the
+//! FlashAttention forward and backward through the simulated cache (docs/math.md §8; the
 //! tiling of Dao et al. 2022, Algorithms 1 and 2, whose optimality for `M >= d^2` is
 //! IO24's large-cache theorem).
 //!
@@ -24,7 +24,7 @@ pub struct FlashBlocks {
 }
 
 impl FlashBlocks {
-    /// FlashAttention's rule `B_c = ceil(M / 4d)`, `B_r = min(B_c, d)` (MATH.md 5),
+    /// FlashAttention's rule `B_c = ceil(M / 4d)`, `B_r = min(B_c, d)` (docs/math.md §8),
     /// clamped to the sequence lengths, then with `B_c` lowered one at a time until the
     /// pass's working set `ws(B_r, B_c)` fits the hard capacity `M`.
     fn fit(capacity: usize, dims: &Dims, ws: impl Fn(usize, usize) -> usize) -> Result<Self> {
@@ -80,7 +80,7 @@ fn row(b: &Buf, r: usize) -> &[f64] {
     &b.data()[r * b.cols()..(r + 1) * b.cols()]
 }
 
-/// The forward: `O` and `lse` in slow memory (MATH.md 1.1), FlashAttention-1 order.
+/// The forward: `O` and `lse` in slow memory (docs/math.md §2.2), FlashAttention-1 order.
 pub fn forward(sim: &mut Sim, x: &Inputs, pattern: &Pattern) -> Result<FwdIds> {
     let dims = x.dims(sim)?;
     let Dims { n_q, n_k, d, d_v } = dims;
@@ -197,7 +197,7 @@ pub fn forward(sim: &mut Sim, x: &Inputs, pattern: &Pattern) -> Result<FwdIds> {
     Ok(FwdIds { o, lse })
 }
 
-/// The backward (MATH.md 1.1): `dV = P^T dO`, `dS = P o (dO V^T - delta)`,
+/// The backward (docs/math.md §2.3): `dV = P^T dO`, `dS = P o (dO V^T - delta)`,
 /// `dQ = tau dS K`, `dK = tau dS^T Q`, with `P` recomputed tile by tile from `lse`
 /// and `delta = rowsum(dO o O)` computed first in one streaming pass (as
 /// FlashAttention-2 does). Outer loop over key blocks (their gradients stay resident),

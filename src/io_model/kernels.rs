@@ -1,6 +1,6 @@
 //! The building blocks every simulated algorithm shares: one blocked matrix product
 //! through the cache, one element-wise pass, and the two row reductions (log-sum-exp
-//! of scores, `delta_i = dO_i . O_i`) of MATH.md 1.1.
+//! of scores, `delta_i = dO_i . O_i`) of docs/math.md §2.
 //!
 //! Summation order: every dot product is accumulated left to right over the inner
 //! index, across tiles as within them, so a product computed here rounds exactly as
@@ -25,7 +25,7 @@ pub struct Tiles {
 
 impl Tiles {
     /// Square tiles of side `t = floor(sqrt(M / 3))`, the small-cache choice of
-    /// MATH.md 5 (IO24): a product costs `2 m p k / t + m p` transfers, which is
+    /// docs/math.md §8 (IO24): a product costs `2 m p k / t + m p` transfers, which is
     /// `O(m p k / sqrt(M))` (Hong-Kung's bound for standard matrix multiplication).
     pub fn square(capacity: usize) -> Result<Self> {
         let t = ((capacity / 3) as f64).sqrt() as usize;
@@ -94,7 +94,7 @@ impl Operand {
 /// `C = alpha op(A) op(B)`, blocked through the cache with tile shape `tiles` (each
 /// side clamped to the matrix). C is overwritten; each of its tiles is written once.
 ///
-/// Transfers (MATH.md 5): `ceil(m/t_m) ceil(p/t_p) (t_m k + k t_p)` reads, about
+/// Transfers (docs/math.md §8): `ceil(m/t_m) ceil(p/t_p) (t_m k + k t_p)` reads, about
 /// `m p k (1/t_p + 1/t_m)`, plus `m p` writes.
 pub fn matmul(
     sim: &mut Sim,
@@ -221,7 +221,7 @@ pub fn map_elementwise(
 
 /// `lse_i = log sum_{j visible} e^{S_ij}` for every row of the scores `s` (`-inf` for
 /// a row with no visible score), one streaming pass with the online maximum
-/// (MATH.md 1.1): reads `n_q n_k`, writes `n_q` words. Returns the `n_q x 1` array.
+/// (docs/math.md §2.1): reads `n_q n_k`, writes `n_q` words. Returns the `n_q x 1` array.
 pub fn row_lse(sim: &mut Sim, s: SlowId, pattern: &Pattern) -> Result<SlowId> {
     let [n_q, n_k] = sim.shape(s)?;
     let lse = sim.slow_zeros(n_q, 1)?;
@@ -264,7 +264,7 @@ pub fn row_lse(sim: &mut Sim, s: SlowId, pattern: &Pattern) -> Result<SlowId> {
     Ok(lse)
 }
 
-/// `delta_i = dO_i . O_i` (MATH.md 1.1), streamed by row chunks: reads `2 n_q d_v`,
+/// `delta_i = dO_i . O_i` (docs/math.md §2.3), streamed by row chunks: reads `2 n_q d_v`,
 /// writes `n_q` words. Returns the `n_q x 1` array.
 pub fn row_dots(sim: &mut Sim, d_o: SlowId, o: SlowId) -> Result<SlowId> {
     let [n_q, d_v] = sim.shape(o)?;

@@ -1,5 +1,5 @@
 //! Attention with the `n x n` intermediates (`S`, `P`, `dP`, `dS`) in slow memory,
-//! each product a blocked matrix product through the cache (MATH.md 5).
+//! each product a blocked matrix product through the cache (docs/math.md §8).
 //!
 //! One pipeline, two tile policies:
 //! - [`TilePolicy::Standard`]: standard attention as a GPU kernel author writes it
@@ -94,8 +94,8 @@ pub fn forward(sim: &mut Sim, x: &Inputs, pattern: &Pattern, policy: TilePolicy)
     Ok(FwdIds { o, lse })
 }
 
-/// The backward (MATH.md 1.1), every intermediate in slow memory: `P` recomputed from
-/// `lse`, `dV = P^T dO`, `dP = dO V^T`, `delta = rowsum(dO o O)`,
+/// The backward (docs/math.md §2.3), every intermediate in slow memory: `P` recomputed
+/// from `lse`, `dV = P^T dO`, `dP = dO V^T`, `delta = rowsum(dO o O)`,
 /// `dS = P o (dP - delta)`, `dQ = tau dS K`, `dK = tau dS^T Q`.
 pub fn backward(
     sim: &mut Sim,

@@ -1,4 +1,4 @@
-//! The I/O complexity of attention, simulated (MATH.md section 5; IO24: Li, Liang,
+//! The I/O complexity of attention, simulated (docs/math.md §8; IO24: Li, Liang,
 //! Shi, Song, Zhou, *Fine-grained Attention I/O Complexity*, arXiv 2410.09397).
 //!
 //! IO24 proves that exact attention, forward and backward, needs

@@ -1,5 +1,5 @@
 //! Which score entries an algorithm computes: a prefix mask of the exact engine
-//! ([`Mask`]) or a block-sparse mask (MATH.md 5, sparse attention).
+//! ([`Mask`]) or a block-sparse mask (docs/math.md §8, sparse attention).
 
 use crate::attention::Mask;
 use crate::error::{Error, Result};
@@ -114,7 +114,7 @@ impl Pattern {
         }
     }
 
-    /// The number of visible scores, `Z_QK` in the sparse bound of MATH.md 5.
+    /// The number of visible scores, `Z_QK` in the sparse bound of docs/math.md §8.
     pub fn nnz(&self, n_q: usize, n_k: usize) -> u64 {
         (0..n_q)
             .map(|i| match self {

@@ -1,4 +1,4 @@
-//! The two-level memory machine of MATH.md section 5 (IO24's model): a cache of `M`
+//! The two-level memory machine of docs/math.md §8 (IO24's model): a cache of `M`
 //! words, explicitly managed, and an unbounded slow memory.
 //!
 //! Every word an algorithm computes with lives in a [`Buf`], and a `Buf` can only be
@@ -85,7 +85,7 @@ struct SlowArray {
     data: Vec<f64>,
 }
 
-/// The simulator: capacity, resident words, counters and slow memory (MATH.md 5).
+/// The simulator: capacity, resident words, counters and slow memory (docs/math.md §8).
 #[derive(Debug)]
 pub struct Sim {
     capacity: usize,

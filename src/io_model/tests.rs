@@ -189,7 +189,7 @@ fn block_sparse_algorithms_agree() {
     assert!(runs[1].fwd.total() < dense.fwd.total() && runs[1].bwd.total() < dense.bwd.total());
 }
 
-/// FlashAttention's block sizes follow MATH.md 5's rule where it fits and shrink
+/// FlashAttention's block sizes follow docs/math.md §8's rule where it fits and shrink
 /// only as much as the hard capacity requires.
 #[test]
 fn flash_blocks_fit_the_capacity() {

@@ -1,4 +1,4 @@
-//! One pre-norm decoder block (MATH.md 4; ML24 Def 1.3 with Lemma J.3's residuals):
+//! One pre-norm decoder block (docs/math.md §7; ML24 Def 1.3 with Lemma J.3's residuals):
 //!
 //! ```text
 //! Z = T + MHA(LN1(T)),    T' = Z + MLP(LN2(Z))

@@ -1,5 +1,5 @@
 //! The model's hyper-parameters, their validation, and their form in a weights file's
-//! `__metadata__` (MATH.md 4; ML24 Def 1.3).
+//! `__metadata__` (docs/math.md §7; ML24 Def 1.3).
 
 use crate::attention::Mask;
 use crate::error::{Error, Result};

@@ -1,6 +1,6 @@
 //! Dense row-major products and reshapes the model's layers share (row-vector
-//! convention `y = x W + b`, MATH.md 4). Shapes are checked by the callers (the model
-//! validates every parameter once); sizes come from matrices that already exist, so
+//! convention `y = x W + b`, docs/math.md §7). Shapes are checked by the callers (the
+//! model validates every parameter once); sizes come from matrices that already exist, so
 //! the only possible failure is none, but allocation goes through [`Matrix::from_vec`].
 //!
 //! Every output entry is one fixed sequence of floating-point operations in `T`, so

@@ -1,5 +1,5 @@
-//! Which attention engine a layer runs, and the record of what it ran (MATH.md 1.1 for
-//! the exact engine, 2.4-2.6 for the polynomial one; ML24 Lemma K.2 for the heads).
+//! Which attention engine a layer runs, and the record of what it ran (docs/math.md §2
+//! for the exact engine, §3 and §4 for the polynomial one; ML24 Lemma K.2 for the heads).
 //!
 //! A layer's heads all run through one engine, in its forward and in its backward: the
 //! polynomial backward continues from the polynomial forward (ML24's ALTGrad, or the
@@ -91,7 +91,7 @@ impl LayerReport {
     }
 
     /// The largest of the per-head bounds on O, dQ, dK, dV (0 for the exact engine):
-    /// this layer's own attention error e_l of MATH.md 4, before propagation.
+    /// this layer's own attention error e_l of docs/math.md §7.3, before propagation.
     pub fn max_bound(&self) -> f64 {
         self.heads
             .iter()

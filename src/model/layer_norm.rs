@@ -1,5 +1,4 @@
-//! Layer norm, forward and backward, row by row (MATH.md 4: "MLP optionally with
-//! layer norm"):
+//! Layer norm, forward and backward, row by row (docs/math.md §7.1, §7.2):
 //!
 //! ```text
 //! mu_i = mean_j x_ij,  var_i = mean_j (x_ij - mu_i)^2   (biased),

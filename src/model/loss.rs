@@ -1,5 +1,5 @@
-//! The losses and their gradients with respect to their input (MATH.md 4: "loss any
-//! differentiable L (MSE, cross-entropy through an output head)").
+//! The losses and their gradients with respect to their input (docs/math.md §7.1,
+//! §7.2: MSE, or cross-entropy through an output head).
 //!
 //! ```text
 //! MSE:  L = 1/(2n) sum_ij (T_ij - Y_ij)^2,          dL/dT = (T - Y) / n

@@ -1,6 +1,6 @@
 //! Multi-head attention `MHA(x) = concat_c(Attn(x W_Q^c, x W_K^c, x W_V^c)) W_O` with
-//! heads splitting `d_model` column-wise and tau = 1/sqrt(d_head) per head (MATH.md 4;
-//! ML24 Lemma K.2). Backward (ML24 Lemma 3.4 / C.4 through the projections):
+//! heads splitting `d_model` column-wise and tau = 1/sqrt(d_head) per head (docs/math.md
+//! §7; ML24 Lemma K.2). Backward (ML24 Lemma 3.4 / C.4 through the projections):
 //!
 //! ```text
 //! dW_O = O_cat^T dy,  dO_cat = dy W_O^T  -> per head dO -> engine -> dQ, dK, dV

@@ -1,5 +1,5 @@
-//! The position-wise MLP `g(x) = act(x W1 + b1) W2 + b2` and its backward (MATH.md 4;
-//! ML24 Lemmas H.1, H.2 for the chain rule through `act`):
+//! The position-wise MLP `g(x) = act(x W1 + b1) W2 + b2` and its backward (docs/math.md
+//! §7; ML24 Lemmas H.1, H.2 for the chain rule through `act`):
 //!
 //! ```text
 //! forward:  H = x W1 + b1,  A = act(H),  y = A W2 + b2

@@ -1,5 +1,5 @@
 //! A multi-layer pre-norm transformer whose backward runs attention through the exact
-//! or the polynomial engine, layer by layer (MATH.md 4; ML24 Def 1.3, Lemmas 3.4,
+//! or the polynomial engine, layer by layer (docs/math.md §7; ML24 Def 1.3, Lemmas 3.4,
 //! J.3, K.2).
 //!
 //! The model, in the row-vector convention `x W + b`:
@@ -30,10 +30,11 @@
 //! one for all layers or one per layer. A layer's engine runs both its attention
 //! forward and backward; with the polynomial engine the loss and every downstream
 //! activation are those of the approximate forward, and the gradient is ML24's
-//! ALTGrad (P~ substituted, MATH.md 2.5) or the polynomial model's own gradient.
+//! ALTGrad (P~ substituted, docs/math.md §3.5) or the polynomial model's own gradient.
 //! [`LayerReport`] records per layer which engine ran, why, and the per-head plan and
-//! a priori bounds (MATH.md 2.6); [`sensitivity`] propagates those bounds through the
-//! layers (MATH.md 4's `sum_l e_l prod_{k<l} kappa_k`, from the actual activations).
+//! a priori bounds (docs/math.md §4); [`sensitivity`] propagates those bounds through the
+//! layers (docs/math.md §7.3's `sum_l e_l prod_{k<l} kappa_k`, from the actual
+//! activations).
 //!
 //! ```
 //! use polyattn::model::{Activation, Batch, EngineChoice, LossKind, Model, ModelConfig,

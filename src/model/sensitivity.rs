@@ -1,7 +1,7 @@
-//! How per-layer attention errors grow through the model: MATH.md 4's propagated bound
-//! `err_0 <= sum_l e_l prod_{k<l} kappa_k` (ML24 Def 3.3 and its multi-layer theorem,
-//! whose proof bounds `kappa_l` by poly(n)), computed here from the actual weights and
-//! activations instead.
+//! How per-layer attention errors grow through the model: docs/math.md §7.3's propagated
+//! bound `err_0 <= sum_l e_l prod_{k<l} kappa_k` (ML24 Def 3.3 and its multi-layer
+//! theorem, whose proof bounds `kappa_l` by poly(n)), computed here from the actual
+//! weights and activations instead.
 //!
 //! Notation (layers `l = 1..m`, `F_l` the block map `T_{l-1} -> T_l`, `J_l` its Jacobian
 //! at the exact model's activations, `g_l = dL/dT_l` the exact gradients, norms
@@ -17,9 +17,9 @@
 //! - `mu_l` the norm of the MLP half's Jacobian `I + MLP' LN2'` at `Z_l`, through which
 //!   the attention output error enters `T_l`;
 //! - `a_l = ||W_O||_F sqrt(sum_heads n d_h bound_O^2)`, the attention output error
-//!   (bound_O the polynomial engine's certified entrywise bound, MATH.md 2.4/2.6);
+//!   (bound_O the polynomial engine's certified entrywise bound, docs/math.md §4);
 //! - `b_l = ||LN1'||_2 sum_{X in Q,K,V} ||W_X||_F sqrt(sum_heads n d_h bound_dX^2)`, the
-//!   error the engine's gradient adds at `dT_{l-1}` (MATH.md 2.5's bounds);
+//!   error the engine's gradient adds at `dT_{l-1}` (docs/math.md §4.2's bounds);
 //! - `eta_l = ||Hess_T <g_l, F_l(T)>||_2`, how much the backward map applied to the
 //!   exact `g_l` moves when its input activations move (the forward error `D_{l-1}`
 //!   changes the point the backward is evaluated at);
@@ -29,7 +29,7 @@
 //!   half's (nu_l) carry it to `dT_{l-1}`.
 //!
 //! Unrolled, `G_0 = sum_l e_l prod_{k<l} kappa_k + G_m prod_k kappa_k` with
-//! `e_l = eta_l D_{l-1} + nu_l zeta_l a_l + b_l`: MATH.md 4's form plus the
+//! `e_l = eta_l D_{l-1} + nu_l zeta_l a_l + b_l`: docs/math.md §7.3's form plus the
 //! loss-gradient term.
 //!
 //! The weight gradients `dtheta_l = Phi_l(T_{l-1}, g_l)` (`Phi_l = d<g, F_l>/dtheta`,
@@ -383,7 +383,7 @@ fn layer_terms(
     })
 }
 
-/// MATH.md 4's propagated bounds on `||dX~ - dX||_F` and on each layer's weight
+/// docs/math.md §7.3's propagated bounds on `||dX~ - dX||_F` and on each layer's weight
 /// gradients' Frobenius error for a run whose per-layer engine
 /// reports (with their certified attention bounds; exact layers contribute none) are
 /// `reports`, evaluated at the exact model's activations on `batch` (see the module

@@ -1,5 +1,6 @@
-//! The vectorised e^x of the SIMD paths (MATH.md 1.1: every softmax weight is an
-//! `exp`; MATH.md 2.6: its error enters the enclosure allowance as "exp within 1 ulp").
+//! The vectorised e^x of the SIMD paths (docs/math.md §2: every softmax weight is an
+//! `exp`; docs/math.md §5.4: its error enters the enclosure allowance as an `exp`
+//! within 1 ulp).
 //!
 //! Algorithm (one for f32 and f64, constants per type):
 //!

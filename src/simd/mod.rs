@@ -1,5 +1,5 @@
-//! Portable SIMD for the exact engine's tile kernels (MATH.md 1.1) and a vectorised
-//! `exp` with a stated error bound (MATH.md 2.6, question 3: the rounding the
+//! Portable SIMD for the exact engine's tile kernels (docs/math.md §2) and a vectorised
+//! `exp` with a stated error bound (docs/math.md §5.4: the rounding the
 //! enclosure allowance must cover).
 //!
 //! One algorithm, several instruction sets: kernels are written once against the
@@ -17,7 +17,7 @@
 //! Determinism: a given instruction set produces the same bits for any thread count
 //! (every kernel has one fixed operation order). The SIMD paths and the scalar fallback
 //! may differ in the last bits (different summation orders within the bounds of
-//! MATH.md 2.6's gamma_k, and [`exp`](Lanes::exp) versus libm's), so results can
+//! docs/math.md §5.4's gamma_k, and [`exp`](Lanes::exp) versus libm's), so results can
 //! differ between CPUs with and without AVX-512/AVX2.
 
 mod exp;

@@ -1,5 +1,5 @@
-//! The one-lane fallback: plain `T` arithmetic and libm's `exp` (MATH.md 2.6: "exp
-//! within 1 ulp" is libm's own claim here).
+//! The one-lane fallback: plain `T` arithmetic and libm's `exp` (docs/math.md §5.4: exp
+//! within 1 ulp is libm's own claim here).
 
 use super::Lanes;
 use crate::scalar::Real;

@@ -1,6 +1,6 @@
 //! The layer-level lemmas of ML24: the gradient through the MLP block
 //! `g(Z) = phi(Z W_g)` (Lemmas H.1, H.2), through a residual connection
-//! (Lemma J.3) and through multi-head attention (Lemma K.2). MATH.md 3, 4.
+//! (Lemma J.3) and through multi-head attention (Lemma K.2). docs/math.md §6.2, §7.
 //!
 //! `phi` is `tanh` here (any differentiable activation would do; `tanh` is
 //! elementary in `exp`, so the same generic code runs in intervals and in the
@@ -66,8 +66,8 @@ pub fn lemma_h1_grad_through_mlp(m: &Mlp, gt: &Mat<f64>, prec: u32) -> Res<Mat<I
 }
 
 /// ML24 Lemma H.2: the MLP weight gradient `dL/dW_g = Z^T (dL/dT o phi'(Z W_g))`
-/// (`d_v x d_g`). (MATH.md 3 states only H.1's formula; H.2 is taken to be its
-/// weight counterpart.) Correct.
+/// (`d_v x d_g`). (H.2 is taken to be H.1's weight counterpart; docs/math.md
+/// §6.2.) Correct.
 pub fn lemma_h2_grad_w_g(m: &Mlp, gt: &Mat<f64>, prec: u32) -> Res<Mat<Interval>> {
     let (inner, z, _) = mlp_inner(m, gt, prec)?;
     matmul(&z.transpose(), &inner, prec)

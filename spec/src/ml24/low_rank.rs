@@ -2,16 +2,16 @@
 //! E.1..E.10, F.5, the low-rank `dL/dW_V` of Algorithm 1 line 22, Lemma I.3 /
 //! Algorithm 2 (causal prefix products), the suffix-sum product that the
 //! corrected transposed terms need under a causal mask, and Lemma I.6
-//! (masked normaliser, Hadamard case). MATH.md 2.3..2.5.
+//! (masked normaliser, Hadamard case). docs/math.md §3.3-§3.5.
 //!
 //! With `exp` replaced by a polynomial `P` with rational coefficients
-//! ([`Poly`]), `f~ = D~^-1 U V^T = U~ V^T` exactly (MATH.md 2.3), and every
+//! ([`Poly`]), `f~ = D~^-1 U V^T = U~ V^T` exactly (docs/math.md §3.3), and every
 //! factored form here equals the direct `O(n^2)` form with `P` in place of
-//! `exp` *exactly*, in [`Rational`] arithmetic (MATH.md 2.6, question 1). The
+//! `exp` *exactly*, in [`Rational`] arithmetic (docs/math.md §5.1, question 1). The
 //! functions return exact rationals; the generic versions are also run in
 //! interval arithmetic to compare with `exp` (the tests and the register).
 //!
-//! Corrected low-rank forms (MATH.md 2.5), with `s~ = U~ (V^T h)`,
+//! Corrected low-rank forms (docs/math.md §6.2), with `s~ = U~ (V^T h)`,
 //! `K~ = (G o s~) 1`:
 //! ```text
 //! D6 = -tau V (U~^T diag(K~) X W)            D7 = tau (V (x) h) ((U~ (x) G)^T X W)
@@ -31,7 +31,7 @@ use crate::linalg::{
 };
 use crate::ml24::{Eval, Layer, LayerT};
 
-/// The low-rank attention matrix `f~ = U~ V^T` (MATH.md 2.3, 2.5).
+/// The low-rank attention matrix `f~ = U~ V^T` (docs/math.md §3.3, §3.5).
 #[derive(Clone, Debug)]
 pub(crate) struct LowRank<T> {
     /// `U~ = D~^-1 U` (`n x r`).
@@ -60,7 +60,7 @@ pub(crate) fn poly_kernel<T: Field>(p: &Poly, prec: u32) -> impl Fn(&T) -> Res<T
     move |x: &T| Ok(p.eval(x, prec))
 }
 
-/// The direct evaluation with `P` in place of `exp` (MATH.md 2.6, question 1).
+/// The direct evaluation with `P` in place of `exp` (docs/math.md §5.1, question 1).
 pub(crate) fn direct<T: Field>(layer: &Layer, g: &Mat<f64>, p: &Poly, prec: u32) -> Res<Eval<T>> {
     Eval::new(layer, g, &poly_kernel(p, prec), prec)
 }
@@ -179,11 +179,10 @@ pub(crate) fn grad_wv_low_rank<T: Field>(b: &LowRankBack<T>, printed: bool) -> R
     )
 }
 
-/// ML24 Lemma E.1 (the low-rank attention matrix; MATH.md 3 lists E.1 without
-/// its statement, this is the factorisation the E-lemmas start from, MATH.md
-/// 2.3): `f~ = D~^-1 U V^T = U~ V^T` with `P` in place of `exp`, returned as
-/// the exact rational `n x n` matrix `U~ V^T` (formed here only to be
-/// compared; the algorithms never form it).
+/// ML24 Lemma E.1 (the low-rank attention matrix: the factorisation the E-lemmas
+/// start from, docs/math.md §3.3 and §6.2): `f~ = D~^-1 U V^T = U~ V^T` with `P` in place
+/// of `exp`, returned as the exact rational `n x n` matrix `U~ V^T` (formed here only to
+/// be compared; the algorithms never form it).
 pub fn lemma_e1_low_rank_f(layer: &Layer, p: &Poly) -> Res<Mat<Rational>> {
     let l = layer.lift::<Rational>(EXACT)?;
     let lr = factors(&l, p)?;
@@ -200,8 +199,8 @@ pub fn low_rank_factors(layer: &Layer, p: &Poly) -> Res<(Mat<Rational>, Mat<Rati
 macro_rules! e_lemma {
     ($name:ident, $field:ident, $doc:literal) => {
         #[doc = concat!("ML24 Lemmas E.2..E.10, the low-rank form of ", $doc,
-            " (MATH.md 2.5, corrected transposes), in exact rationals with `P` in place of `exp`. ",
-            "MATH.md 3 groups E.2..E.10 as the low-rank forms of D6, D7, D8, D2, D4 without ",
+            " (docs/math.md §6.2, corrected transposes), in exact rationals with `P` in place of `exp`. ",
+            "ML24 groups E.2..E.10 as the low-rank forms of D6, D7, D8, D2, D4 without ",
             "assigning numbers to each; the function is named after the term.")]
         pub fn $name(layer: &Layer, g: &Mat<f64>, p: &Poly) -> Res<Mat<Rational>> {
             let b = low_rank_back::<Rational>(layer, g, p, EXACT)?;
@@ -229,7 +228,7 @@ e_lemma!(
 );
 
 /// ML24 Lemmas E.2..E.10 assembled: the low-rank `dL/dX = D2 + D4 + D6 + D7 +
-/// D8` in `O(n r d d_v)` (MATH.md 2.5), exact rationals.
+/// D8` in `O(n r d d_v)` (docs/math.md §3.5), exact rationals.
 pub fn lemma_e_low_rank_grad_x(layer: &Layer, g: &Mat<f64>, p: &Poly) -> Res<Mat<Rational>> {
     d_terms_low_rank(&low_rank_back::<Rational>(layer, g, p, EXACT)?)?.total()
 }
@@ -240,7 +239,7 @@ pub fn lemma_f5_grad_w_low_rank(layer: &Layer, g: &Mat<f64>, p: &Poly) -> Res<Ma
     grad_w_low_rank(&low_rank_back::<Rational>(layer, g, p, EXACT)?, false)
 }
 
-/// ML24 Algorithm 1 line 19 as printed (MATH.md Appendix):
+/// ML24 Algorithm 1 line 19 as printed (docs/math.md §6.2):
 /// `gw = (X^T U3)(V3^T X)`, the `p1` part only; it forgets the `p2` part
 /// `-(X^T U4)(V4^T X)` that Lemma F.5 subtracts (`tau` inserted as in F.5).
 pub fn lemma_f5_grad_w_low_rank_printed(
@@ -257,7 +256,7 @@ pub fn lemma_g3_grad_wv_low_rank(layer: &Layer, g: &Mat<f64>, p: &Poly) -> Res<M
     grad_wv_low_rank(&low_rank_back::<Rational>(layer, g, p, EXACT)?, false)
 }
 
-/// ML24 Algorithm 1 line 22 as printed (MATH.md Appendix):
+/// ML24 Algorithm 1 line 22 as printed (docs/math.md §6.2):
 /// `gv = (X^T U1)(V1^T G) = X^T f~ G`, the low-rank form of the printed G.3.
 pub fn lemma_g3_grad_wv_low_rank_printed(
     layer: &Layer,
@@ -267,7 +266,7 @@ pub fn lemma_g3_grad_wv_low_rank_printed(
     grad_wv_low_rank(&low_rank_back::<Rational>(layer, g, p, EXACT)?, true)
 }
 
-/// ML24 Fact C.2 (row-wise Kronecker product, MATH.md 2.5): the right-hand
+/// ML24 Fact C.2 (row-wise Kronecker product, docs/math.md §3.5): the right-hand
 /// side `(U1 (x) U2)(V1 (x) V2)^T` of `(U1 V1^T) o (U2 V2^T) = (U1 (x) U2)(V1
 /// (x) V2)^T`, in exact rationals. `U1, V1` share a width, as do `U2, V2`;
 /// all have the same number of rows.
@@ -303,7 +302,7 @@ fn check_factors<T>(u: &Mat<T>, v: &Mat<T>, y: &Mat<T>) -> Res<()> {
 
 /// `(M o U V^T) Y` for the causal mask `M_ij = [j <= i]` by prefix states
 /// `Z_i = sum_{j <= i} V_j^T Y_j` (`r x k`): row `i` is `U_i Z_i`
-/// (ML24 Lemma I.3 / Algorithm 2; MATH.md 2.4). `O(n r k)`.
+/// (ML24 Lemma I.3 / Algorithm 2; docs/math.md §3.4). `O(n r k)`.
 pub(crate) fn prefix_product<T: Field>(
     u: &Mat<T>,
     v: &Mat<T>,
@@ -330,7 +329,7 @@ pub(crate) fn prefix_product<T: Field>(
 }
 
 /// `(M o U V^T)^T Y` for the causal mask by suffix states
-/// `Z'_j = sum_{i >= j} U_i^T Y_i`: row `j` is `V_j Z'_j` (MATH.md 2.5: the
+/// `Z'_j = sum_{i >= j} U_i^T Y_i`: row `j` is `V_j Z'_j` (docs/math.md §3.4: the
 /// transposed products run upper-triangular; ML24 does not spell this out).
 pub(crate) fn suffix_product<T: Field>(
     u: &Mat<T>,
@@ -377,7 +376,7 @@ pub fn lemma_i3_causal_prefix_product(
 }
 
 /// The suffix-sum product `(M o U V^T)^T Y` that the corrected transposed terms
-/// (D6, D7, D8 and `dK` under a causal mask) need (MATH.md 2.5), exact
+/// (D6, D7, D8 and `dK` under a causal mask) need (docs/math.md §3.5), exact
 /// rationals.
 pub fn lemma_causal_suffix_product(u: &Mat<f64>, v: &Mat<f64>, y: &Mat<f64>) -> Res<Mat<Rational>> {
     let [u, v, y] = rationals3(u, v, y)?;
@@ -413,7 +412,7 @@ pub fn lemma_i6_hadamard_prefix_product(
 }
 
 /// ML24 Lemma I.3 applied to attention: the causal low-rank forward
-/// `O~_i = U_i Z_i / (U_i . z_i)` (MATH.md 2.4) for the layer's scores, in
+/// `O~_i = U_i Z_i / (U_i . z_i)` (docs/math.md §3.4) for the layer's scores, in
 /// interval arithmetic with `P`'s rational coefficients enclosed (`n x d_v`).
 pub fn lemma_i3_causal_attention(layer: &Layer, p: &Poly, prec: u32) -> Res<Mat<Interval>> {
     let l = layer.lift::<Interval>(prec)?;

@@ -2,7 +2,7 @@
 //! Gradient Can be Approximated in Almost Linear Time*, arXiv 2408.13233 v2;
 //! lemma numbers are v2's) as executable reference math.
 //!
-//! Notation of MATH.md 1.2 (the paper's): one layer takes `X` (`n x d`),
+//! Notation of docs/math.md §1.3 (the paper's): one layer takes `X` (`n x d`),
 //! `W = W_Q W_K^T` (`d x d`, not symmetric in general) and `W_V` (`d x d_v`):
 //!
 //! ```text
@@ -37,7 +37,7 @@ use crate::linalg::{
     scale, sub, Field, Kernel, Mat, Res,
 };
 
-/// One attention layer in paper notation (MATH.md 1.2). Every entry is an
+/// One attention layer in paper notation (docs/math.md §1.3). Every entry is an
 /// exact `f64` (a dyadic rational).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Layer {
@@ -121,7 +121,7 @@ impl<T: Field> LayerT<T> {
     }
 }
 
-/// The forward quantities of MATH.md 1.2.
+/// The forward quantities of docs/math.md §1.3.
 #[derive(Clone, Debug)]
 pub(crate) struct Fwd<T> {
     pub f: Mat<T>,

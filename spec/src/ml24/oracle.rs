@@ -1,4 +1,4 @@
-//! The independent derivative oracle for the ML24 lemmas (MATH.md section 3):
+//! The independent derivative oracle for the ML24 lemmas (docs/math.md §6.1):
 //! forward-mode [`Dual`] numbers over intervals, run through the *forward*
 //! pass only. No closed-form gradient is used anywhere in this module.
 //!

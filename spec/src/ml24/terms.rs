@@ -2,7 +2,7 @@
 //! the input `X`, entry by entry (Lemma D.1), for one output entry (Lemmas
 //! D.3..D.8), and contracted with `G` (Lemmas D.9..D.14, D.17).
 //!
-//! Corrected forms (MATH.md 1.2 and 3; each checked against the dual-number
+//! Corrected forms (docs/math.md §1.3 and §6.2; each checked against the dual-number
 //! oracle of [`super::oracle`] in the tests):
 //!
 //! ```text
@@ -13,7 +13,7 @@
 //! dL/dX = D2 + D4 + D6 + D7 + D8            (Lemma D.17)
 //! ```
 //!
-//! The printed forms are those of MATH.md's Appendix, as far as ML24 v2's
+//! The printed forms are those of docs/math.md §6.2, as far as ML24 v2's
 //! text could be read (its display math was partly lost and rebuilt from the
 //! inline text): the query-side terms carry `W` where `W^T` belongs and the
 //! key/value-side terms carry `f_{i1 i0}` (a column of `f`) and `W^T` where
@@ -113,7 +113,7 @@ pub fn lemma_d1_ds_dx(
     d1(layer, [i0, j0, i1, j1], Form::Correct, prec)
 }
 
-/// ML24 Lemma D.1 as printed (MATH.md Appendix; v2's display math was rebuilt
+/// ML24 Lemma D.1 as printed (docs/math.md §6.2; v2's display math was rebuilt
 /// from its inline text): for `i0 = i1`,
 /// `C1 = -s f_{i0 i0} <W_{j1,*}, X_{i0,*}>`, `C2 = -s <f_{i0,*}, X W_{*,j1}>`,
 /// `C3 = f_{i0 i0} h_{i0 j0} <W_{j1,*}, X_{i0,*}>`,
@@ -135,12 +135,12 @@ pub fn lemma_d1_ds_dx_printed(
 macro_rules! b_lemma {
     ($name:ident, $printed:ident, $field:ident, $num:literal, $correct_doc:literal, $printed_doc:literal) => {
         #[doc = concat!("ML24 Lemma ", $num, ", corrected: ", $correct_doc,
-            " for one output entry `(i0, j0)` (MATH.md 3). `tau` as in the chain rule.")]
+            " for one output entry `(i0, j0)` (docs/math.md §6.2). `tau` as in the chain rule.")]
         pub fn $name(layer: &Layer, i0: usize, j0: usize, prec: u32) -> Res<Mat<Interval>> {
             let e = eval_exp(layer, &Mat::zeros(layer.n(), layer.d_v()), prec)?;
             Ok(b_terms(&e, i0, j0, Form::Correct)?.$field)
         }
-        #[doc = concat!("ML24 Lemma ", $num, " as printed (MATH.md Appendix, rebuilt from v2's inline text): ",
+        #[doc = concat!("ML24 Lemma ", $num, " as printed (docs/math.md §6.2, rebuilt from v2's inline text): ",
             $printed_doc, " (`tau` inserted where the corrected form has it).")]
         pub fn $printed(layer: &Layer, i0: usize, j0: usize, prec: u32) -> Res<Mat<Interval>> {
             let e = eval_exp(layer, &Mat::zeros(layer.n(), layer.d_v()), prec)?;
@@ -191,9 +191,8 @@ b_lemma!(
 );
 
 /// ML24 Lemma D.8, corrected: the whole `ds_{i0 j0}/dX = B6 + B7 + B8 +
-/// e_{i0} (B2 + B4)^T` (`n x d`) assembled from Lemmas D.3..D.7. (MATH.md
-/// section 3 names D.8 without its statement; this is the assembly that the
-/// chain of D.3..D.7 and D.9 implies.)
+/// e_{i0} (B2 + B4)^T` (`n x d`) assembled from Lemmas D.3..D.7. (This is the
+/// assembly that the chain of D.3..D.7 and D.9 implies; docs/math.md §6.2.)
 pub fn lemma_d8_ds_dx(layer: &Layer, i0: usize, j0: usize, prec: u32) -> Res<Mat<Interval>> {
     let e = eval_exp(layer, &Mat::zeros(layer.n(), layer.d_v()), prec)?;
     assemble(&b_terms(&e, i0, j0, Form::Correct)?, i0)
@@ -229,7 +228,7 @@ pub fn lemma_d9_grad_x(layer: &Layer, g: &Mat<f64>, prec: u32) -> Res<Mat<Interv
     d9(layer, g, Form::Correct, prec)
 }
 
-/// ML24 Lemma D.9 with the printed B-terms (MATH.md Appendix).
+/// ML24 Lemma D.9 with the printed B-terms (docs/math.md §6.2).
 pub fn lemma_d9_grad_x_printed(layer: &Layer, g: &Mat<f64>, prec: u32) -> Res<Mat<Interval>> {
     d9(layer, g, Form::Printed, prec)
 }
@@ -253,7 +252,7 @@ impl<T: Field> DTerms<T> {
     }
 }
 
-/// Builds D2..D8 (module docs; MATH.md 3 for the printed forms).
+/// Builds D2..D8 (module docs; docs/math.md §6.2 for the printed forms).
 pub(crate) fn d_terms<T: Field>(e: &Eval<T>, form: Form) -> Res<DTerms<T>> {
     let prec = e.prec();
     let (x, w, wv, tau) = (&e.l.x, &e.l.w, &e.l.wv, &e.l.tau);
@@ -294,11 +293,11 @@ pub(crate) fn d_terms<T: Field>(e: &Eval<T>, form: Form) -> Res<DTerms<T>> {
 
 macro_rules! d_lemma {
     ($name:ident, $printed:ident, $field:ident, $num:literal, $correct_doc:literal, $printed_doc:literal) => {
-        #[doc = concat!("ML24 Lemma ", $num, ", corrected (MATH.md 3): ", $correct_doc, " (`n x d`).")]
+        #[doc = concat!("ML24 Lemma ", $num, ", corrected (docs/math.md §6.2): ", $correct_doc, " (`n x d`).")]
         pub fn $name(layer: &Layer, g: &Mat<f64>, prec: u32) -> Res<Mat<Interval>> {
             Ok(d_terms(&eval_exp(layer, g, prec)?, Form::Correct)?.$field)
         }
-        #[doc = concat!("ML24 Lemma ", $num, " as printed (MATH.md 3, as far as v2's text could be read): ",
+        #[doc = concat!("ML24 Lemma ", $num, " as printed (docs/math.md §6.2, as far as v2's text could be read): ",
             $printed_doc, " (`tau` inserted where the corrected form has it).")]
         pub fn $printed(layer: &Layer, g: &Mat<f64>, prec: u32) -> Res<Mat<Interval>> {
             Ok(d_terms(&eval_exp(layer, g, prec)?, Form::Printed)?.$field)
@@ -347,14 +346,14 @@ d_lemma!(
     "`D4 = (f o (G h^T)) X W` (right when `W` is symmetric)"
 );
 
-/// ML24 Lemma D.17, corrected (MATH.md 1.2): `dL/dX = tau (p X W^T + p^T X W)
+/// ML24 Lemma D.17, corrected (docs/math.md §1.3): `dL/dX = tau (p X W^T + p^T X W)
 /// + f^T G W_V^T`, the sum of the corrected D2, D4, D6, D7, D8.
 pub fn lemma_d17_grad_x(layer: &Layer, g: &Mat<f64>, prec: u32) -> Res<Mat<Interval>> {
     d_terms(&eval_exp(layer, g, prec)?, Form::Correct)?.total()
 }
 
 /// ML24 Lemma D.17 as printed: the sum of the printed D2, D4, D6, D7, D8
-/// (MATH.md 3; misses `dL/dX` by O(1) for non-symmetric `W`).
+/// (docs/math.md §6.2; misses `dL/dX` by O(1) for non-symmetric `W`).
 pub fn lemma_d17_grad_x_printed(layer: &Layer, g: &Mat<f64>, prec: u32) -> Res<Mat<Interval>> {
     d_terms(&eval_exp(layer, g, prec)?, Form::Printed)?.total()
 }

@@ -1,5 +1,5 @@
 //! ML24 Lemma 3.4 / C.4 (the chain rule through `G`) and the weight gradients
-//! of Appendices F and G (MATH.md 1.2 and 3).
+//! of Appendices F and G (docs/math.md §1.3 and §6.2).
 //!
 //! ```text
 //! ds_{i0 j0}/dW_{ab}   = tau X_{i0 a} sum_l f_{i0 l} (h_{l j0} - s_{i0 j0}) X_{l b}    (F.3)
@@ -63,7 +63,7 @@ pub fn lemma_f3_ds_dw(layer: &Layer, i0: usize, j0: usize, prec: u32) -> Res<Mat
     ds_dw(&e, i0, j0)
 }
 
-/// ML24 Lemma F.4: `dL/dW = tau X^T p X` (`d x d`; correct as printed, MATH.md 1.2).
+/// ML24 Lemma F.4: `dL/dW = tau X^T p X` (`d x d`; correct as printed, docs/math.md §1.3).
 pub fn lemma_f4_grad_w(layer: &Layer, g: &Mat<f64>, prec: u32) -> Res<Mat<Interval>> {
     let e = eval_exp(layer, g, prec)?;
     Ok(scale(
@@ -92,13 +92,13 @@ pub fn lemma_g2_grad_wv(layer: &Layer, g: &Mat<f64>, prec: u32) -> Res<Mat<Inter
     Ok(acc)
 }
 
-/// ML24 Lemma G.3, corrected (MATH.md 1.2): `dL/dW_V = X^T f^T G` (`d x d_v`).
+/// ML24 Lemma G.3, corrected (docs/math.md §1.3): `dL/dW_V = X^T f^T G` (`d x d_v`).
 pub fn lemma_g3_grad_wv(layer: &Layer, g: &Mat<f64>, prec: u32) -> Res<Mat<Interval>> {
     let e = eval_exp(layer, g, prec)?;
     chain(&[&e.l.x.transpose(), &e.fw.f.transpose(), &e.g], prec)
 }
 
-/// ML24 Lemma G.3 as printed (MATH.md Appendix): `dL/dW_V = X^T f G`. Wrong:
+/// ML24 Lemma G.3 as printed (docs/math.md §6.2): `dL/dW_V = X^T f G`. Wrong:
 /// `f` is not symmetric, not even for symmetric `W` (its rows are normalised,
 /// its columns are not).
 pub fn lemma_g3_grad_wv_printed(layer: &Layer, g: &Mat<f64>, prec: u32) -> Res<Mat<Interval>> {

@@ -1,4 +1,4 @@
-//! Tiled backward pass (MATH.md 1.1): given dO, the forward's `O` and `lse`,
+//! Tiled backward pass (docs/math.md §2.3): given dO, the forward's `O` and `lse`,
 //!
 //! ```text
 //! P_ij  = e^{S_ij - lse_i}           (recomputed per tile; 0 where masked)

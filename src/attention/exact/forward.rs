@@ -1,4 +1,4 @@
-//! Tiled forward pass with an online softmax (MATH.md 1.1; FlashAttention's scheme).
+//! Tiled forward pass with an online softmax (docs/math.md §2.2; FlashAttention's scheme).
 //!
 //! For each block of `BLOCK_Q` query rows, key blocks are visited in increasing order.
 //! Each row keeps a running maximum `m`, a running denominator `l = sum_j e^{S_ij - m}`

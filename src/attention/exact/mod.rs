@@ -1,7 +1,7 @@
 //! The exact attention engine: tiled, online softmax, forward and backward, causal
 //! masks in both alignments, single head and multi-head, generic over f32/f64.
 //!
-//! Semantics (MATH.md 1.1): `O = softmax_rows(tau Q K^T + mask) V`, `lse_i =
+//! Semantics (docs/math.md §2.1): `O = softmax_rows(tau Q K^T + mask) V`, `lse_i =
 //! log sum_j e^{S_ij}` over visible keys; the backward returns `dQ, dK, dV` for a given
 //! `dO`. See [`Mask`](crate::attention::Mask) for fully masked rows.
 //!
@@ -21,8 +21,8 @@
 //! AVX-512, AVX2 or scalar code by what the CPU supports (`POLYATTN_SIMD=avx2|scalar`
 //! caps it). The same instruction set gives the same bits for any thread count;
 //! different instruction sets (e.g. a CPU without AVX-512) may differ in the last
-//! bits, all within the certified rounding allowance (MATH.md 2.6): the SIMD `exp` is
-//! within 1 ulp (`simd/exp.rs`), and the products sum in fixed orders covered by
+//! bits, all within the certified rounding allowance (docs/math.md §5.4): the SIMD `exp`
+//! is within 1 ulp (`simd/exp.rs`), and the products sum in fixed orders covered by
 //! gamma_k. Memory: besides the outputs, K (and V for the backward) packed once per
 //! call (O(n d)), per-block tiles, and for the backward `G - 1 <= 7` partial dQ buffers
 //! (`(G - 1) n_q d` values, at most 2^24 where that leaves `G >= 2`); never an
@@ -98,7 +98,7 @@ pub fn forward<T: Real>(
 
 /// Exact attention backward for one head, from the forward's results and `d_o`
 /// (`n_q x d_v`): `dV = P^T dO`, `dS = P o (dO V^T - rowsum(dO o O))`,
-/// `dQ = tau dS K`, `dK = tau dS^T Q` (MATH.md 1.1).
+/// `dQ = tau dS K`, `dK = tau dS^T Q` (docs/math.md §2.3).
 pub fn backward<T: Real>(
     q: MatRef<'_, T>,
     k: MatRef<'_, T>,

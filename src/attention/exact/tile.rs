@@ -1,4 +1,4 @@
-//! Tile kernels: the small dense products the tiled engine is made of (MATH.md 1.1:
+//! Tile kernels: the small dense products the tiled engine is made of (docs/math.md §2:
 //! `S = tau Q K^T`, `O += P V`, `dP = dO V^T`, `dV += P^T dO`, `dK += dS^T Q`,
 //! `dQ += dS K`).
 //!
@@ -7,7 +7,7 @@
 //! of the output times `NV` registers of columns, accumulated in registers over the
 //! inner dimension with fused multiply-adds and stored once. Every output element is
 //! a sum in one fixed order (inner index increasing), so results do not depend on how
-//! tiles are scheduled across threads; MATH.md 2.6's gamma_k bounds cover any order
+//! tiles are scheduled across threads; docs/math.md §5.4's gamma_k bounds cover any order
 //! and FMA, so the enclosure allowance is unchanged.
 //!
 //! Layouts are row-major. The key operand of `abt_packed` is a packed transpose

@@ -1,11 +1,11 @@
 //! A priori bounds on the polynomial engine's distance to exact attention, entry by
 //! entry, split into the polynomial part (from the certified eps_P alone) and the
-//! rounding part (MATH.md 2.4, 2.5, 2.6 questions 2 and 3).
+//! rounding part (docs/math.md §4; §5.1, questions 2 and 3).
 //!
 //! Let P be the exact attention matrix and P~ the polynomial one. With every
 //! A~_ij = P(S_ij) within relative eps_P of e^{S_ij}, |P~_ij - P_ij| <= rho P_ij with
-//! rho = 2 eps_P / (1 - eps_P) (MATH.md 2.4), and P_ij <= (1 + rho) P~_ij. Then, with
-//! W = P~ |V| (entrywise absolute values), Vmax_c = max_j |V_jc|:
+//! rho = 2 eps_P / (1 - eps_P) (docs/math.md §4.1), and P_ij <= (1 + rho) P~_ij. Then,
+//! with W = P~ |V| (entrywise absolute values), Vmax_c = max_j |V_jc|:
 //!
 //! ```text
 //! |O~_ic - O_ic|   <= rho sum_j P_ij |V_jc|             <= rho (1 + rho) W_ic =: bO_ic
@@ -122,7 +122,7 @@ pub fn output_with_rounding(
 /// when `poly` certifies nothing. Used only to skip a forward whose bound could not
 /// meet a target: a wrong answer costs time, never a bound.
 ///
-/// Derivation: every |S_ij| <= R (MATH.md 2.1) and A~_ij is within relative eps_P of
+/// Derivation: every |S_ij| <= R (docs/math.md §3.1) and A~_ij is within relative eps_P of
 /// e^{S_ij}, so A~_ij >= (1 - eps_P) e^{-R} and the m_i visible terms of D~_i sum to at
 /// most m_i (1 + eps_P) e^R; hence P~_ij >= (1 - eps_P) / (1 + eps_P) e^{-2R} / m_i and
 /// W_ic = (P~ |V|)_ic >= (1 - eps_P) / (1 + eps_P) e^{-2R} mean_{j visible} |V_jc|.

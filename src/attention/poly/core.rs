@@ -1,10 +1,11 @@
 //! The low-rank algorithm itself, written once over any [`Field`] (f32, f64, exact
-//! rationals in the tests): forward (MATH.md 2.4) and both backward kinds (MATH.md
-//! 2.5), for every prefix mask, through the contractions of [`super::lowrank`].
+//! rationals in the tests): forward (docs/math.md §3.4) and both backward kinds
+//! (docs/math.md §3.5), for every prefix mask, through the contractions of
+//! [`super::lowrank`].
 //!
 //! Notation: x_i = a q_i and y_j = b k_j with a b = tau (a = tau lambda, b = 1/lambda),
 //! U_i = query features of x_i with P's coefficients, V_j = powers of y_j, so
-//! U_i . V_j = P(tau q_i . k_j) exactly in exact arithmetic (MATH.md 2.3).
+//! U_i . V_j = P(tau q_i . k_j) exactly in exact arithmetic (docs/math.md §3.3).
 //!
 //! ```text
 //! forward:   [num_i, D~_i] = sum_{j visible} (U_i . V_j) [v_j, 1],   O~_i = num_i / D~_i
@@ -16,11 +17,11 @@
 //!                   Y' = transposed(F, V'; payload [(dO_i / D~_i) (x) q_i, (delta_i / D~_i) q_i])
 //!            dV = transposed(U, V; payload dO_i / D~_i)
 //! ```
-//! (the tensor trick of MATH.md 2.5 with the Kronecker factor moved into the payload:
-//! the kernel stays rank r, the payload is (d_v + 1) d wide, and the states are the
-//! r x d_v x d tensors T, T'). With the substituted gradient dV rides in dK's pass,
+//! (the tensor trick of docs/math.md §3.5 with the Kronecker factor moved into the
+//! payload: the kernel stays rank r, the payload is (d_v + 1) d wide, and the states are
+//! the r x d_v x d tensors T, T'). With the substituted gradient dV rides in dK's pass,
 //! and any extra payloads with P~'s kernel ([`SideProducts`]: the bound's weights,
-//! MATH.md 2.6) ride in dQ's and dK's passes.
+//! docs/math.md §4.2) ride in dQ's and dK's passes.
 //! The row scaling by 1/D~ is applied to outputs or payloads, never to the features.
 //! F = features with P's coefficients and V' = V gives the papers' gradient (P~ in
 //! place of P in the exact formula: [`GradientKind::Substituted`]); F = features with
@@ -36,7 +37,8 @@ use super::lowrank::{
 use crate::attention::Mask;
 use crate::scalar::Field;
 
-/// Which approximate gradient the backward computes (MATH.md 2.5: never confuse them).
+/// Which approximate gradient the backward computes (docs/math.md §3.5: never
+/// confuse them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum GradientKind {
     /// The exact gradient formula with P~ substituted for P (ML24's ALTGrad, AS24's
@@ -149,7 +151,7 @@ fn div_or_zero<S: Field>(x: S, den: &S) -> S {
     }
 }
 
-/// Forward (MATH.md 2.4): O~ and D~.
+/// Forward (docs/math.md §3.4): O~ and D~.
 pub fn forward<S: Field>(p: &LowRankProblem<'_, S>, mon: &Monomials) -> LowRankForward<S> {
     apply(p, mon, p.v, p.d_v)
 }
@@ -248,7 +250,7 @@ pub fn apply_transposed<S: Field>(
     )
 }
 
-/// Backward (MATH.md 2.5): dQ, dK, dV of the chosen [`GradientKind`], given the
+/// Backward (docs/math.md §3.5): dQ, dK, dV of the chosen [`GradientKind`], given the
 /// forward's O~ and D~ and dO (`n_q x d_v`).
 pub fn backward<S: Field>(
     p: &LowRankProblem<'_, S>,
@@ -261,7 +263,7 @@ pub fn backward<S: Field>(
 }
 
 /// Extra per-key and per-query payloads the backward's passes carry along (the
-/// bound's weights, MATH.md 2.6 question 2): `keys` (`n_k x key_width`) gives
+/// bound's weights, docs/math.md §4.2): `keys` (`n_k x key_width`) gives
 /// P~ X_keys (`n_q x key_width`, rows `sum_j A~_ij x_j / D~_i`, as [`apply`]) and
 /// `queries` (`n_q x query_width`) gives P~^T X_queries (`n_k x query_width`, as
 /// [`apply_transposed`]), both with P~ = (U / D~) V^T of P's own coefficients.

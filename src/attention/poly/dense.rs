@@ -1,11 +1,11 @@
 //! Dense matrix products, the building block of the chunked low-rank contractions
-//! (MATH.md 2.4, 2.5): chunk states R^T X, state applications L Z and the in-chunk
+//! (docs/math.md §3.4, §3.5): chunk states R^T X, state applications L Z and the in-chunk
 //! kernel blocks L R^T are all small GEMMs.
 //!
 //! One entry point, [`Field::matmul`]: its default is
 //! [`matmul_generic`], a plain triple loop in the type's own arithmetic (exact for
 //! exact types, which is what lets the algorithm be checked with `==` against the
-//! direct formulas, MATH.md 2.6 question 1); `f32` and `f64` override it with
+//! direct formulas, docs/math.md §5.1, question 1); `f32` and `f64` override it with
 //! [`matmul_gemm`] (packed SIMD kernels of the `gemm` crate, runtime CPU dispatch,
 //! single-threaded: the callers parallelise over independent products, so every result
 //! is the same for any thread count).

@@ -1,4 +1,4 @@
-//! Symmetric-monomial feature maps (MATH.md 2.3; ML24 Lemma C.13, AS23).
+//! Symmetric-monomial feature maps (docs/math.md §3.3; ML24 Lemma C.13, AS23).
 //!
 //! For multi-indices alpha in N^d with |alpha| <= g, listed by degree:
 //!
@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn ranks_match_math_md_table() {
-        // MATH.md 2.3's table of r = C(d + g, g).
+        // docs/math.md §3.3's table of r = C(d + g, g).
         let table = [
             (4, 2, 15),
             (4, 8, 495),

@@ -1,5 +1,5 @@
 //! The one low-rank primitive every polynomial-engine pass is made of: a masked
-//! contraction through a rank-w kernel, by chunked prefix states (MATH.md 2.4/2.5;
+//! contraction through a rank-w kernel, by chunked prefix states (docs/math.md §3.4, §3.5;
 //! ML24 Algorithm 2 / Lemma I.3 for the prefix form).
 //!
 //! For output rows a, source rows j, a kernel K_aj = L_a . R_j (L_a, R_j in S^w), a

@@ -1,6 +1,6 @@
 //! Choosing the polynomial for one head: the rigorous exponent radius, the degree that
 //! certifies a requested accuracy, the rank and cost, and the regime the input is in
-//! (MATH.md 2.1, 2.2; AS23's bounded-entry threshold).
+//! (docs/math.md §3.1, §3.2, §3.6; AS23's bounded-entry threshold).
 
 use super::features::{rank, Monomials};
 use super::polynomial::{ExpPoly, PolyKind};
@@ -91,7 +91,7 @@ pub struct Regime {
     /// Head dimension.
     pub d: usize,
     /// Certified exponent radius R = |tau| max_i ||q_i|| max_j ||k_j|| (rounded up):
-    /// every score satisfies |S_ij| <= R (MATH.md 2.1).
+    /// every score satisfies |S_ij| <= R (docs/math.md §3.1).
     pub radius: f64,
     /// The papers' entry bound B = max |entry| of Q and K.
     pub entry_bound: f64,
@@ -196,7 +196,7 @@ pub fn rounding_rho(poly: &ExpPoly, r: usize, n_k: usize) -> f64 {
 }
 
 /// rho = 2 eps / (1 - eps): |P~_ij - P_ij| <= rho P_ij when every A~_ij is within
-/// relative eps of A_ij (MATH.md 2.4).
+/// relative eps of A_ij (docs/math.md §4.1).
 pub fn rho_of(eps: f64) -> f64 {
     if eps >= 1.0 {
         f64::INFINITY

@@ -1,8 +1,8 @@
-//! The polynomial P ~ exp on [-R, R] and its certified relative error (MATH.md 2.2).
+//! The polynomial P ~ exp on [-R, R] and its certified relative error (docs/math.md §3.2).
 //!
 //! Two constructions: Chebyshev interpolation at the g + 1 first-kind nodes (about
-//! 2^g better than Taylor, MATH.md 2.2) and the Taylor polynomial at 0. Either way the
-//! coefficients are stored as f64 in the monomial basis, and [`certify`] bounds the
+//! 2^g better than Taylor, docs/math.md §3.2) and the Taylor polynomial at 0. Either way
+//! the coefficients are stored as f64 in the monomial basis, and [`certify`] bounds the
 //! relative error of *that stored polynomial*, not of an ideal one:
 //!
 //! ```text
@@ -301,8 +301,8 @@ mod tests {
 
     #[test]
     fn taylor_eps_matches_the_remainder_formula_order() {
-        // MATH.md 2.2: Taylor eps_P <= R^{g+1} e^{2R} / (g+1)!; the certificate must not
-        // exceed this analytic bound (plus f64 rounding) and must be positive.
+        // docs/math.md §3.2: Taylor eps_P <= R^{g+1} e^{2R} / (g+1)!; the certificate must
+        // not exceed this analytic bound (plus f64 rounding) and must be positive.
         for &(r, g) in &[(0.5, 3usize), (1.0, 6), (2.0, 10)] {
             let p = ExpPoly::new(PolyKind::Taylor, g, r);
             let fact: f64 = (1..=g + 1).map(|k| k as f64).product();
@@ -317,7 +317,7 @@ mod tests {
 
     #[test]
     fn certified_degrees_reproduce_math_md_table() {
-        // MATH.md 2.2: smallest degrees measured for relative error on [-R, R]
+        // docs/math.md §3.2: smallest degrees measured for relative error on [-R, R]
         // (Taylor / Chebyshev), from an independent measurement. A certificate that
         // is valid can never pick a lower degree than the true minimum for this
         // construction; one that is tight picks the same.

@@ -1,4 +1,4 @@
-// Shared helpers of the polyattn CUDA kernels (MATH.md 1.1 masks; f16 storage).
+// Shared helpers of the polyattn CUDA kernels (docs/math.md §1.2 masks; f16 storage).
 //
 // f16 values are stored as `unsigned short` and converted with the PTX `cvt`
 // instructions (round to nearest even), so no kernel needs <cuda_fp16.h>: a missing
@@ -46,7 +46,7 @@ __device__ __forceinline__ int first_query(int mask, int j, int n_q, int n_k) {
 }
 
 // delta_r = sum_c dO_rc O_rc in f32 (fmaf, c ascending), for every row r of every head
-// (MATH.md 1.1: delta = rowsum(dO o O)); O is the f16-stored forward output.
+// (docs/math.md §2.3: delta = rowsum(dO o O)); O is the f16-stored forward output.
 extern "C" __global__ void row_delta(const half_t* __restrict__ d_o,
                                      const half_t* __restrict__ o,
                                      float* __restrict__ delta,

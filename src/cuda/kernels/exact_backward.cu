@@ -1,4 +1,4 @@
-// Exact attention backward, FlashAttention-2 style, deterministic (MATH.md 1.1;
+// Exact attention backward, FlashAttention-2 style, deterministic (docs/math.md §2.3;
 // src/cuda/exact.rs). Constants: HEAD_D, HEAD_DV, BLOCK_Q, BLOCK_K (dQ pass, as in
 // the forward), BLOCK_Q2 (query rows per shared tile of the dK/dV pass), BLOCK_KV
 // (key rows per block of the dK/dV pass). delta = rowsum(dO o O) comes from

@@ -1,4 +1,5 @@
-// Exact attention forward, f16 storage, f32 arithmetic (MATH.md 1.1; src/cuda/exact.rs).
+// Exact attention forward, f16 storage, f32 arithmetic (docs/math.md §2.2;
+// src/cuda/exact.rs).
 //
 // Compile-time constants (NVRTC -D options from src/cuda/launch.rs): HEAD_D, HEAD_DV,
 // BLOCK_Q (threads per block = query rows per block), BLOCK_K (keys per shared tile).

@@ -1,7 +1,7 @@
-// Polynomial attention kernels (MATH.md 2.3-2.5; src/cuda/poly.rs). One head per
+// Polynomial attention kernels (docs/math.md §3.3-§3.5; src/cuda/poly.rs). One head per
 // launch (each head has its own plan: degree, rank, scaling).
 //
-// Features (MATH.md 2.3, with the per-degree scaling of 2.3's last paragraph):
+// Features (docs/math.md §3.3, with the per-degree scaling of its last paragraph):
 //   poly_features: out[row, m] = f16(coef[m] * prod_{t on m's chain} (scale * x[row, var[t]]))
 // where m's chain is m, parent[m], parent[parent[m]], ... > 0 (the Monomials table;
 // the product runs from m towards the root, one f32 rounding per factor). Query side:
@@ -17,7 +17,7 @@
 // cut into chunks of `chunk` rows: poly_chunk_states sums G_s^T X_s per chunk (f32),
 // poly_scan_states turns them into exclusive prefix (dir 0; slot nch = total) or
 // inclusive suffix (dir 1; slot nch = 0) states, and poly_apply adds the state of
-// the first chunk boundary to the rows inside the chunk directly (MATH.md 2.4's
+// the first chunk boundary to the rows inside the chunk directly (docs/math.md §3.4's
 // chunked form). Non-causal problems use the same kernels (key_end = n_k).
 
 __device__ __forceinline__ float factor_elem(const half_t* __restrict__ a, int lda,
