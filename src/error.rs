@@ -47,6 +47,19 @@ pub enum Error {
         /// Why it is rejected.
         reason: String,
     },
+    /// A tensor computed inside a model layer (the attention's q, k, v, the MLP's
+    /// activations) is not finite: the layer overflowed, the user's inputs were finite.
+    #[error("layer {layer} ({pass}): the computed {tensor} is {value}: the layer's activations overflowed; rescale the weights or the input, or compute in F64")]
+    LayerNonFinite {
+        /// The layer, from 0.
+        layer: usize,
+        /// `"forward"` or `"backward"`.
+        pass: &'static str,
+        /// The internal tensor and the index of its first non-finite entry.
+        tensor: String,
+        /// That entry.
+        value: f64,
+    },
     /// An intermediate quantity could leave the dtype's finite range.
     #[error("{quantity} may reach {bound:e}, beyond the finite range of {dtype}; rescale the inputs or compute in F64")]
     Overflow {
@@ -143,6 +156,39 @@ pub enum Error {
         dtype: String,
         /// The dtype of `q`.
         expected: String,
+    },
+    /// An output path that would destroy something: it is one of the run's inputs (the
+    /// same file, compared by device and inode), or it exists and is not what the run
+    /// writes (a device, a FIFO, a folder where a file is expected).
+    #[error("refusing to write {path}: {reason}")]
+    Output {
+        /// The output path as given.
+        path: PathBuf,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// Standard output could not be written. A closed pipe (the reader went away, as in
+    /// `polyattn demo | head`) is not a failure of the run: the binary ends quietly
+    /// with status 141, as a process ended by SIGPIPE; any other error is reported.
+    #[error("cannot write to standard output: {0}")]
+    Stdout(std::io::Error),
+    /// The run's estimated peak memory exceeds what may be used.
+    #[error(
+        "{what} needs about {needed} bytes ({needed_gib:.2} GiB) at its peak, more than the {limit} bytes ({limit_gib:.2} GiB) available ({source_of_limit}); use smaller sizes or raise --max-memory"
+    )]
+    OutOfMemory {
+        /// The run, e.g. `"model --init"`.
+        what: String,
+        /// The estimate, bytes.
+        needed: u64,
+        /// The estimate in GiB, for the message.
+        needed_gib: f64,
+        /// The limit, bytes.
+        limit: u64,
+        /// The limit in GiB, for the message.
+        limit_gib: f64,
+        /// Where the limit comes from (`--max-memory`, the cgroup, MemAvailable).
+        source_of_limit: String,
     },
     /// No usable CUDA device (feature `cuda`): the driver library `libcuda` or the
     /// run-time compiler `libnvrtc` is not installed, or the driver reports no device.

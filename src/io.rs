@@ -197,55 +197,61 @@ impl TensorFile {
     }
 }
 
-/// Writes `tensors` (name, tensor) and `metadata` to `path` as safetensors, atomically
-/// (temporary file in the same folder, then rename).
+/// The safetensors bytes of `tensors` (data laid out in the given order) and
+/// `metadata`: an 8-byte little-endian header length, the JSON header with its keys
+/// in sorted order (`__metadata__` included, its entries sorted too), padded with
+/// spaces to a multiple of 8, then the data. Same tensors and metadata, same bytes,
+/// whatever the hash order of `metadata`.
+pub fn safetensors_bytes(
+    tensors: &[(String, AnyTensor)],
+    metadata: &HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    use serde_json::{json, Value};
+    let mut header: BTreeMap<String, Value> = BTreeMap::new();
+    if !metadata.is_empty() {
+        let sorted: BTreeMap<&String, &String> = metadata.iter().collect();
+        header.insert("__metadata__".into(), json!(sorted));
+    }
+    let mut data = Vec::new();
+    for (name, t) in tensors {
+        if name == "__metadata__" || header.contains_key(name) {
+            return Err(Error::InvalidParameter {
+                name: "tensor name",
+                value: name.clone(),
+                reason: "reserved or repeated in one file".into(),
+            });
+        }
+        let begin = data.len();
+        data.extend_from_slice(&t.le_bytes());
+        header.insert(
+            name.clone(),
+            json!({"dtype": t.dtype().name(), "shape": t.shape(), "data_offsets": [begin, data.len()]}),
+        );
+    }
+    let mut head = serde_json::to_string(&header).map_err(|e| Error::InvalidParameter {
+        name: "safetensors header",
+        value: String::new(),
+        reason: e.to_string(),
+    })?;
+    while head.len() % 8 != 0 {
+        head.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + head.len() + data.len());
+    out.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(&data);
+    Ok(out)
+}
+
+/// Writes `tensors` (name, tensor) and `metadata` to `path` as safetensors
+/// ([`safetensors_bytes`]: reproducible bytes), atomically through
+/// [`crate::output::write_file`]: on failure the previous file is intact and no
+/// temporary is left.
 pub fn write_tensors(
     path: &Path,
     tensors: &[(String, AnyTensor)],
     metadata: &HashMap<String, String>,
 ) -> Result<()> {
-    let io_err = |source| Error::Io {
-        action: "write",
-        path: path.into(),
-        source,
-    };
-    let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, t)| t.le_bytes()).collect();
-    let mut views = Vec::with_capacity(tensors.len());
-    for ((name, t), b) in tensors.iter().zip(&bytes) {
-        let dtype = match t.dtype() {
-            DType::F32 => Dtype::F32,
-            DType::F64 => Dtype::F64,
-        };
-        let view =
-            safetensors::tensor::TensorView::new(dtype, t.shape().to_vec(), b).map_err(|e| {
-                Error::BadFile {
-                    path: path.into(),
-                    reason: format!("tensor `{name}`: {e}"),
-                }
-            })?;
-        views.push((name.clone(), view));
-    }
-    let meta = if metadata.is_empty() {
-        None
-    } else {
-        Some(metadata.clone())
-    };
-    let out = safetensors::serialize(views, meta).map_err(|e| Error::BadFile {
-        path: path.into(),
-        reason: e.to_string(),
-    })?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, out).map_err(io_err)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io_err(e)
-    })
+    let bytes = safetensors_bytes(tensors, metadata)?;
+    crate::output::write_file(path, &bytes)
 }

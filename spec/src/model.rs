@@ -1,4 +1,4 @@
-//! The multi-layer reference (MATH.md section 4; ML24 Def 1.3, Def 3.3,
+//! The multi-layer reference (docs/math.md §7; ML24 Def 1.3, Def 3.3,
 //! Appendices J and K): the forward pass and every gradient of a small
 //! pre-layer-norm transformer as interval enclosures, and an independent
 //! dual-number oracle for those gradients.
@@ -13,7 +13,7 @@
 //! for l = 1..m:
 //!     G   = LN1_l(T_{l-1})
 //!     Q = G Wq,  K = G Wk,  V = G Wv                       (each d_model x d_model)
-//!     O_h = softmax(tau Q_h K_h^T + mask) V_h              per head h (MATH.md 1.1),
+//!     O_h = softmax(tau Q_h K_h^T + mask) V_h              per head h (docs/math.md §2),
 //!                                                          Q_h = columns h*d_head.. of Q,
 //!                                                          tau = 1 / sqrt(d_head)
 //!     A   = [O_1, ..., O_h] Wo                             (ML24 Appendix K)
@@ -24,11 +24,11 @@
 //! CE:   L = mean_i -log softmax(LNf(T_m) W_out)_{i, y_i}
 //! ```
 //!
-//! In the paper notation of MATH.md 1.2, head `h` of layer `l` is ML24's
+//! In the paper notation of docs/math.md §1.3, head `h` of layer `l` is ML24's
 //! attention layer with `X = LN1_l(T_{l-1})`, `W = Wq_h Wk_h^T`,
 //! `W_V = Wv_h` and scale `tau`, so `s = O_h` and `G = dL/dO_h`; ML24 Def 1.3
 //! and Def 3.3 chain `m` such layers with the blocks `g_i`, here the MLP with
-//! its residual (MATH.md 4).
+//! its residual (docs/math.md §7.1).
 //!
 //! `LN(x) = (x - mean(x)) / sqrt(var(x) + 1e-5) * gain + bias` per row, with
 //! the biased variance (mean of squared deviations) and `1e-5` the exact
@@ -62,10 +62,10 @@
 //! rows run in parallel, with sums in a fixed order.
 //! * [`gradients`] runs it in intervals and applies the closed-form backward of
 //!   each piece (loss, layer norm, MLP, residual, multi-head attention through
-//!   the attention backward of MATH.md 1.1) to the recorded enclosures.
+//!   the attention backward of docs/math.md §2.3) to the recorded enclosures.
 //! * [`gradients_by_dual_numbers`] runs the *same* forward code once per
 //!   parameter entry in dual numbers seeded on that entry, and reads `dL/dθ`
-//!   off the loss. It uses no closed form (MATH.md section 3: the oracle), and
+//!   off the loss. It uses no closed form (docs/math.md §5.2: the oracle), and
 //!   costs one forward pass per entry: meant for tiny instances (a few
 //!   hundred entries take about a second in a release build; the largest
 //!   sizes below would take hours).
@@ -81,7 +81,7 @@
 //! gives `1e-25` at the largest sizes).
 //!
 //! Every `f64` input is converted exactly; every result encloses the exact
-//! real value (MATH.md 2.6). Softmax rows are shifted by a *point* (the
+//! real value (docs/math.md §5.2). Softmax rows are shifted by a *point* (the
 //! largest midpoint of the row's score enclosures), exact in real arithmetic,
 //! as in [`crate::attention`].
 
@@ -100,7 +100,7 @@ use crate::linalg::{
 };
 use crate::ml24::blocks::tanh;
 
-/// The MLP activation `act` (MATH.md 4; ML24 Appendix H's `phi`).
+/// The MLP activation `act` (docs/math.md §7; ML24 Appendix H's `phi`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
     /// GELU, tanh form: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
@@ -127,7 +127,7 @@ pub enum InputKind {
     Tokens,
 }
 
-/// The architecture (MATH.md 4). The sequence length `n` is not part of it: it
+/// The architecture (docs/math.md §7). The sequence length `n` is not part of it: it
 /// is the length of the [`Example`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -713,7 +713,7 @@ fn sum<T: Field>(terms: impl Iterator<Item = T>, prec: u32) -> T {
     terms.fold(T::zero(prec), |a, x| a.plus(&x))
 }
 
-/// `LN(x)` row by row (MATH.md 4): `xhat = (x - mean) rstd`, `out = xhat o
+/// `LN(x)` row by row (docs/math.md §7): `xhat = (x - mean) rstd`, `out = xhat o
 /// gain + bias`.
 fn layer_norm<T: Num>(x: &Mat<T>, gain: &Mat<T>, bias: &Mat<T>, k: &Consts<T>) -> Res<LnTrace<T>> {
     let (n, d) = x.shape();
@@ -916,7 +916,7 @@ fn add_row<T: Num>(x: &Mat<T>, b: &Mat<T>) -> Mat<T> {
     Mat::from_fn(x.nrows(), x.ncols(), |i, j| x[(i, j)].plus(&b[(0, j)]))
 }
 
-/// Multi-head attention of one layer on `g` (MATH.md 1.1 per head, ML24
+/// Multi-head attention of one layer on `g` (docs/math.md §2 per head, ML24
 /// Appendix K): returns `Q, K, V`, the heads' softmax records and
 /// `[O_1, ..., O_h]`. Rows run in parallel (each row's arithmetic is the same
 /// whatever the thread count).
@@ -956,6 +956,9 @@ fn attention<T: Num>(
                     .collect();
                 Ok((c, inv, o))
             })
+            .collect::<Vec<_>>()
+            // The first failing row in row order, whatever the scheduling.
+            .into_iter()
             .collect::<Res<Vec<_>>>()?;
         let mut rec = HeadTrace {
             shift: Vec::with_capacity(n),
@@ -973,7 +976,7 @@ fn attention<T: Num>(
     Ok((q, kk, v, records, heads))
 }
 
-/// The forward pass from `T_0`, recording everything (MATH.md 4).
+/// The forward pass from `T_0`, recording everything (docs/math.md §7).
 fn run<T: Num>(
     cfg: &Config,
     w: &Weights<T>,
@@ -1121,7 +1124,7 @@ impl Forward {
 }
 
 /// Enclosures of `L`, of every residual stream `T_l` (`T_m` the output), of
-/// every `Z_l` and of the logits, at `prec` bits (MATH.md 4).
+/// every `Z_l` and of the logits, at `prec` bits (docs/math.md §7).
 ///
 /// Errors: [`SpecError::ShapeMismatch`] for a bad configuration, a missing,
 /// extra or misshapen parameter, an input or targets of the wrong kind or
@@ -1232,7 +1235,7 @@ fn activation_slope<T: Num>(act: Activation, u: &T, k: &Consts<T>) -> Res<T> {
     }
 }
 
-/// One head's attention backward (MATH.md 1.1), streamed row by row with `P_h`
+/// One head's attention backward (docs/math.md §2.3), streamed row by row with `P_h`
 /// recomputed from its softmax record: `dV = P^T dO`, `dP = dO V^T`,
 /// `delta = rowsum(dO o O)`, `dS = P o (dP - delta 1^T)`, `dQ = tau dS K`,
 /// `dK = tau dS^T Q`. Row blocks ([`row_blocks`]) run in parallel; each keeps its
@@ -1298,6 +1301,8 @@ fn head_backward<T: Num>(
     let parts = row_blocks(n)
         .into_par_iter()
         .map(block)
+        .collect::<Vec<_>>()
+        .into_iter()
         .collect::<Res<Vec<_>>>()?;
     let mut dq = Vec::with_capacity(n * dh);
     let (mut dst_q, mut pt_do) = (vec![T::zero(prec); n * dh], vec![T::zero(prec); n * dh]);
@@ -1313,7 +1318,7 @@ fn head_backward<T: Num>(
     Ok((rows(dq), dk, rows(pt_do)))
 }
 
-/// Backward of one layer (MATH.md 4 and 1.1; ML24 Lemmas H.1/H.2 for the MLP,
+/// Backward of one layer (docs/math.md §7.2 and §2.3; ML24 Lemmas H.1/H.2 for the MLP,
 /// J.3 for the residuals, K.2 for the heads): given `dT = dL/dT_l`, records
 /// this layer's parameter gradients and returns `dL/dT_{l-1}`.
 fn layer_backward<T: Num>(
@@ -1444,7 +1449,7 @@ fn loss_and_gradients_in<T: Num>(
 /// applied to the interval forward pass at `prec` bits: the loss
 /// (`dT_m = (T_m - Y)/n`, or `d logits = (softmax - onehot)/n`), layer norm,
 /// the MLP (ML24 Lemmas H.1, H.2), the residual connections (ML24 Lemma J.3)
-/// and multi-head attention through the attention backward of MATH.md 1.1
+/// and multi-head attention through the attention backward of docs/math.md §2.3
 /// per head (ML24 Lemma K.2); ML24 Lemma 3.4/C.4 chains the layers. The
 /// embedding's gradient adds the rows of `dL/dT_0` of every occurrence of a
 /// token. Keys as in [`Gradients`]. Errors: as [`forward`].
@@ -1459,7 +1464,7 @@ pub fn gradients(
 
 /// The loss and every gradient as double-double [`Ball`]s: the same forward and
 /// closed-form backward as [`forward`] and [`gradients`], in about 106-bit
-/// arithmetic that carries a rigorous bound of its own rounding (MATH.md 2.6: an
+/// arithmetic that carries a rigorous bound of its own rounding (docs/math.md §5.2: an
 /// enclosure of the exact real values, like the MPFR one, but fast enough for
 /// `n` in the tens of thousands). Attention never stores an `n x n` matrix (each
 /// head keeps its rows' softmax shifts and normalisers and recomputes `P_h`), and
@@ -1477,7 +1482,7 @@ pub fn loss_and_gradients_ball(
     loss_and_gradients_in::<Ball>(cfg, params, ex, 256)
 }
 
-/// Gradient enclosures by the independent oracle (MATH.md section 3): for
+/// Gradient enclosures by the independent oracle (docs/math.md §5.2): for
 /// every entry of every parameter (and of `X` for a feature input), one run of
 /// the same generic forward pass as [`forward`] in [`Dual`] arithmetic, seeded
 /// on that entry, gives `dL/dθ` as the loss's derivative part. No closed-form

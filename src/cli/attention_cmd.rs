@@ -21,11 +21,13 @@ use crate::io::{AnyTensor, DType, TensorFile};
 use crate::scalar::Real;
 use crate::tensor::{check_finite, check_nonempty, Tensor3};
 use std::collections::HashMap;
+use std::io::Write;
 
 type Outputs = (Vec<(String, AnyTensor)>, HashMap<String, String>);
 
 /// Runs the subcommand: read, compute, write atomically.
 pub fn run(args: &AttentionArgs) -> Result<()> {
+    crate::output::check_output(&args.output, &[&args.input])?;
     let file = TensorFile::read(&args.input)?;
     let dtype = input_dtype(&file)?;
     let (tensors, mut metadata) = match dtype {
@@ -126,7 +128,7 @@ fn compute<T: Real>(file: &TensorFile, args: &AttentionArgs) -> Result<Outputs> 
         EngineArg::Poly => run_poly(&x, &poly_cfg, args)?,
         EngineArg::Auto => {
             // Poly only where certified and predicted faster than exact.
-            poly_cfg.max_cost_ratio = 1.0;
+            poly_cfg.max_cost_ratio = args.poly.max_cost_ratio.unwrap_or(1.0);
             poly_cfg.cost_floor_flops = 0.0;
             match run_poly(&x, &poly_cfg, args) {
                 Ok(r) => r,
@@ -222,7 +224,24 @@ fn run_poly<T: Real>(x: &Loaded<T>, cfg: &PolyConfig, args: &AttentionArgs) -> R
             "bound_o".into(),
             format!("{:e}", max(&|h| fwd[h].bound.max_total())),
         ),
+        (
+            "predicted_cost_ratio".into(),
+            format!(
+                "{:e}",
+                max(&|h| 1.0 / fwd[h].plan.regime.predicted_speedup())
+            ),
+        ),
     ]);
+    let ratio = max(&|h| 1.0 / fwd[h].plan.regime.predicted_speedup());
+    if ratio > 1.0 {
+        // Not an error: the user named the engine; say what it costs.
+        let _ = writeln!(
+            std::io::stderr(),
+            "polyattn: note: the polynomial engine's predicted cost is {ratio:.1}x the exact engine's (degree {}, rank {})",
+            max(&|h| fwd[h].plan.regime.degree as f64),
+            max(&|h| fwd[h].plan.regime.rank as f64)
+        );
+    }
     let mut heads: Vec<serde_json::Value> = fwd
         .iter()
         .map(|f| {

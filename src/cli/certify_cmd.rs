@@ -13,10 +13,11 @@ use super::{MaskArg, PolyArgs};
 use crate::certify::model_report::{certify_model_with, ModelReport};
 use crate::certify::report::{certify_attention, AttentionReport, ReferenceChoice};
 use crate::error::Result;
-use crate::harness::{ensure_dir, text_table, write_json, write_text};
+use crate::harness::{text_table, write_json, write_text};
 use crate::io::{DType, TensorFile};
 use crate::model::file::{read_batch, read_model};
 use crate::model::{EngineChoice, PolySettings};
+use crate::output::{check_output_dir, StagedDir};
 use crate::scalar::Real;
 use std::path::PathBuf;
 
@@ -38,14 +39,14 @@ pub struct CertifyArgs {
     #[arg(long, value_enum, default_value_t = MaskArg::None)]
     pub mask: MaskArg,
     /// The score scale tau (default 1/sqrt(d)).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_hyphen_values = true)]
     pub scale: Option<f64>,
     /// Which reference: auto (a head: MPFR when small, else f64 with its rounding
     /// bound; a model: MPFR when small, double-double balls up to n^2 d_model m =
     /// 2.2e9, else f64 exact, measured only).
     #[arg(long, value_enum, default_value_t = ReferenceChoice::Auto)]
     pub reference: ReferenceChoice,
-    /// Model reports: power iterations per norm for MATH.md 4's propagated bound
+    /// Model reports: power iterations per norm for docs/math.md §7.3's propagated bound
     /// (0 leaves it out; it costs that many exact passes per layer).
     #[arg(long, default_value_t = crate::certify::model_report::PROPAGATION_ITERS)]
     pub power_iters: usize,
@@ -59,20 +60,23 @@ pub fn run(args: &CertifyArgs) -> Result<()> {
     if let Some(w) = &args.weights {
         return run_model(args, w);
     }
+    check_output_dir(&args.out, &[&args.input])?;
     let file = TensorFile::read(&args.input)?;
     let report = match input_dtype(&file)? {
         DType::F32 => certify::<f32>(&file, args)?,
         DType::F64 => certify::<f64>(&file, args)?,
     };
-    ensure_dir(&args.out)?;
-    write_json(&args.out.join("report.json"), &report)?;
-    write_text(&args.out.join("report.md"), &report.to_markdown())?;
-    report.write_plot(&args.out)?;
-    print!(
+    // The report folder is complete or untouched (crate::output::StagedDir).
+    let staged = StagedDir::new(&args.out)?;
+    write_json(&staged.path().join("report.json"), &report)?;
+    write_text(&staged.path().join("report.md"), &report.to_markdown())?;
+    report.write_plot(staged.path())?;
+    staged.commit()?;
+    out!(
         "{}",
         text_table(&AttentionReport::TENSOR_HEADERS, &report.tensor_rows())
     );
-    println!(
+    outln!(
         "wrote report.json, report.md and rows.svg to {}",
         args.out.display()
     );
@@ -80,6 +84,7 @@ pub fn run(args: &CertifyArgs) -> Result<()> {
 }
 
 fn run_model(args: &CertifyArgs, weights: &std::path::Path) -> Result<()> {
+    check_output_dir(&args.out, &[&args.input, weights])?;
     let model = read_model::<f64>(&TensorFile::read(weights)?)?;
     let batch = read_batch(&TensorFile::read(&args.input)?, &model)?;
     let engine = EngineChoice::Auto(PolySettings {
@@ -87,19 +92,20 @@ fn run_model(args: &CertifyArgs, weights: &std::path::Path) -> Result<()> {
         kind: args.poly.gradient.into(),
     });
     let report = certify_model_with(&model, &batch, &[engine], args.reference, args.power_iters)?;
-    ensure_dir(&args.out)?;
-    write_json(&args.out.join("report.json"), &report)?;
-    write_text(&args.out.join("report.md"), &report.to_markdown())?;
-    report.write_plot(&args.out)?;
-    println!("reference: {}", report.reference_text());
-    print!(
+    let staged = StagedDir::new(&args.out)?;
+    write_json(&staged.path().join("report.json"), &report)?;
+    write_text(&staged.path().join("report.md"), &report.to_markdown())?;
+    report.write_plot(staged.path())?;
+    staged.commit()?;
+    outln!("reference: {}", report.reference_text());
+    out!(
         "{}",
         text_table(&ModelReport::TENSOR_HEADERS, &report.tensor_rows())
     );
     for (l, r) in report.layers.iter().enumerate() {
-        println!("layer {l}: {} ({})", r.engine, r.reason);
+        outln!("layer {l}: {} ({})", r.engine, r.reason);
     }
-    println!(
+    outln!(
         "wrote report.json, report.md and errors.svg to {}",
         args.out.display()
     );

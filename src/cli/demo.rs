@@ -62,6 +62,13 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     let len =
         crate::tensor::checked_alloc_len("the demo problem [heads, n, d]", &[a.heads, a.n, a.d])?;
     crate::tensor::checked_alloc_len("the demo model's input [n, d_model]", &[a.model_n, 16])?;
+    // Peak: q, k, v, dO in f64 plus their f32 copies, outputs and gradients of both
+    // dtypes and the reference's sums (about 16 f64 arrays of heads x n x d), or the
+    // model part's activations and gradients (about 40 values of d_model = 16 per
+    // token and layer, in f64, for each of the two engines' runs).
+    let head_peak = 16.0 * 8.0 * len as f64;
+    let model_peak = 2.0 * 8.0 * 40.0 * 16.0 * a.model_n as f64 * a.model_layers.max(1) as f64;
+    super::check_memory("polyattn demo", head_peak.max(model_peak))?;
     if !(MIN_PREC..=MAX_PREC).contains(&a.prec) {
         return Err(crate::error::Error::InvalidParameter {
             name: "--prec",
@@ -87,7 +94,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         scale: None,
         mask: Mask::CausalTopLeft,
     };
-    println!(
+    outln!(
         "polyattn demo: exact attention, {} heads x n = {} x d = {}, causal, tau = 1/sqrt(d), seed {}, {} threads",
         a.heads,
         a.n,
@@ -95,12 +102,14 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         a.seed,
         rayon::current_num_threads()
     );
-    println!(
-        "Q, K, V, dO entries ~ N(0, 1); FLOPs counted as FlashAttention does (causal: half).\n"
-    );
-    println!(
+    outln!("Q, K, V, dO entries ~ N(0, 1); FLOPs counted as FlashAttention does (causal: half).\n");
+    outln!(
         "{:<5} {:>10} {:>10} {:>12} {:>12}",
-        "dtype", "fwd ms", "bwd ms", "fwd GFLOP/s", "bwd GFLOP/s"
+        "dtype",
+        "fwd ms",
+        "bwd ms",
+        "fwd GFLOP/s",
+        "bwd GFLOP/s"
     );
     let r32 = run_dtype::<f32>(a, &inputs, &config)?;
     let r64 = run_dtype::<f64>(a, &inputs, &config)?;
@@ -137,7 +146,7 @@ fn run_dtype<T: Real>(a: &DemoArgs, x: &Inputs, config: &AttentionConfig) -> Res
     let g = exact::backward_multihead(&q, &k, &v, &fwd, &d_o, config)?;
     let t_bwd = t1.elapsed().as_secs_f64();
     let flops_fwd = 4.0 * (a.n as f64).powi(2) * a.d as f64 * a.heads as f64 / 2.0;
-    println!(
+    outln!(
         "{:<5} {:>10.1} {:>10.1} {:>12.2} {:>12.2}",
         T::DTYPE,
         t_fwd * 1e3,
@@ -175,29 +184,45 @@ fn run_dtype<T: Real>(a: &DemoArgs, x: &Inputs, config: &AttentionConfig) -> Res
 
 #[cfg(feature = "certify")]
 fn certify_table(a: &DemoArgs, runs: &[DtypeRun]) -> Result<()> {
-    println!(
+    outln!(
         "\nCertified errors of sampled rows against a {}-bit MPFR interval enclosure of the exact result",
         a.prec
     );
-    println!("(each figure is a proven upper bound on |computed - exact|, max over the row):\n");
-    println!(
+    outln!("(each figure is a proven upper bound on |computed - exact|, max over the row):\n");
+    outln!(
         "{:<5} {:>4} {:>6} {:>5} {:>11} {:>9} {:>11} {:>11} {:>9}",
-        "dtype", "head", "row", "keys", "O err", "max|O|", "lse err", "dQ err", "max|dQ|"
+        "dtype",
+        "head",
+        "row",
+        "keys",
+        "O err",
+        "max|O|",
+        "lse err",
+        "dQ err",
+        "max|dQ|"
     );
     for r in runs {
         for (h, c) in &r.certs {
-            println!(
+            outln!(
                 "{:<5} {:>4} {:>6} {:>5} {:>11.2e} {:>9.3} {:>11.2e} {:>11.2e} {:>9.3}",
-                r.dtype, h, c.row, c.keys, c.o_err, c.o_max, c.lse_err, c.dq_err, c.dq_max
+                r.dtype,
+                h,
+                c.row,
+                c.keys,
+                c.o_err,
+                c.o_max,
+                c.lse_err,
+                c.dq_err,
+                c.dq_max
             );
         }
     }
-    println!("\ndK and dV are certified in the test suite (they need every query row).");
+    outln!("\ndK and dV are certified in the test suite (they need every query row).");
     Ok(())
 }
 
 #[cfg(not(feature = "certify"))]
 fn certify_table(_: &DemoArgs, _: &[DtypeRun]) -> Result<()> {
-    println!("\n(built without feature `certify`: no MPFR reference, no certified errors)");
+    outln!("\n(built without feature `certify`: no MPFR reference, no certified errors)");
     Ok(())
 }

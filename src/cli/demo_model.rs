@@ -9,7 +9,7 @@
 //!    gradients (measured against the exact engine in f64; at this n the model is too
 //!    large for the MPFR reference, so this is not called certified).
 //! 3. The same model at n = 64, certified tensor by tensor against the MPFR enclosure
-//!    of the whole model ([`crate::certify::model_report`]), with MATH.md 4's
+//!    of the whole model ([`crate::certify::model_report`]), with docs/math.md §7.3's
 //!    propagated bound on dX.
 //! 4. The same model at n = 1024, certified against the double-double ball enclosure
 //!    of the whole model (`polyattn_spec::ball`, the reference that scales to
@@ -50,7 +50,7 @@ fn ball_certified_model(seed: u64, out: &Path) -> Result<()> {
         ReferenceChoice::Ball,
         0,
     )?;
-    println!(
+    outln!(
         "\nThe same model at n = {n}, eps = 1e-3 per head, against {} ({:.1} s for the enclosure, {:.1} s in all):\n",
         rep.reference_text(),
         rep.seconds_reference,
@@ -61,13 +61,13 @@ fn ball_certified_model(seed: u64, out: &Path) -> Result<()> {
         .into_iter()
         .filter(|r| r[0] == "loss" || r[0] == "grad.x" || r[0].contains("0.attn.wq"))
         .collect();
-    print!("{}", text_table(&ModelReport::TENSOR_HEADERS, &rows));
+    out!("{}", text_table(&ModelReport::TENSOR_HEADERS, &rows));
     let dir = out.join("model_n1024");
     ensure_dir(&dir)?;
     write_json(&dir.join("report.json"), &rep)?;
     write_text(&dir.join("report.md"), &rep.to_markdown())?;
     rep.write_plot(&dir)?;
-    println!(
+    outln!(
         "wrote report.json, report.md and errors.svg to {}",
         dir.display()
     );
@@ -80,8 +80,8 @@ fn certified_model(seed: u64, out: &Path) -> Result<()> {
     let n = 64;
     let (model, batch) = bounded_model(small_head_config(2), QK_SCALE, n, seed)?;
     let rep = certify_model(&model, &batch, &[poly_choice(1e-6)], ReferenceChoice::Auto)?;
-    println!(
-        "\nThe same model at n = {n}, eps = 1e-6 per head, every gradient against {}; a sample of the {} tensors (the bound is MATH.md 4's propagated bound on the Frobenius error: of dX, or for a weight tensor its layer's bound on all that layer's weight gradients together):\n",
+    outln!(
+        "\nThe same model at n = {n}, eps = 1e-6 per head, every gradient against {}; a sample of the {} tensors (the bound is docs/math.md §7.3's propagated bound on the Frobenius error: of dX, or for a weight tensor its layer's bound on all that layer's weight gradients together):\n",
         rep.reference_text(),
         rep.tensors.len()
     );
@@ -95,11 +95,11 @@ fn certified_model(seed: u64, out: &Path) -> Result<()> {
                 || r[0].contains("1.mlp.w2")
         })
         .collect();
-    print!("{}", text_table(&ModelReport::TENSOR_HEADERS, &rows));
+    out!("{}", text_table(&ModelReport::TENSOR_HEADERS, &rows));
     write_json(&out.join("model_report.json"), &rep)?;
     write_text(&out.join("model_report.md"), &rep.to_markdown())?;
     rep.write_plot(out)?;
-    println!(
+    outln!(
         "wrote {0}/model_report.md, {0}/model_report.json and {0}/errors.svg",
         out.display()
     );
@@ -127,7 +127,7 @@ fn certified_head(seed: u64, out: &Path) -> Result<()> {
         ReferenceChoice::F64,
     )?;
     let reg = &rep.heads[0].regime;
-    println!(
+    outln!(
         "\nPolynomial engine, one causal head n = {n}, d = {d}, eps = 1e-6 on O: R = {}, B = {} (sqrt(ln n) = {}), degree {}, rank {}",
         sig3(reg.radius),
         sig3(reg.entry_bound),
@@ -135,10 +135,8 @@ fn certified_head(seed: u64, out: &Path) -> Result<()> {
         reg.degree,
         reg.rank
     );
-    println!(
-        "certified against exact attention (f64 exact engine + its a priori rounding bound):\n"
-    );
-    print!(
+    outln!("certified against exact attention (f64 exact engine + its a priori rounding bound):\n");
+    out!(
         "{}",
         text_table(&AttentionReport::TENSOR_HEADERS, &rep.tensor_rows())
     );
@@ -150,7 +148,7 @@ fn certified_head(seed: u64, out: &Path) -> Result<()> {
 fn model_speed(n: usize, layers: usize, seed: u64, out: &Path) -> Result<()> {
     let cfg = small_head_config(layers);
     let (model, batch) = bounded_model(cfg.clone(), QK_SCALE, n, seed)?;
-    println!(
+    outln!(
         "\nA {layers}-layer causal model, n = {n}, d_model = {}, {} heads of d_head = {}, W_Q, W_K scaled by {QK_SCALE} (bounded scores); loss and every gradient:",
         cfg.d_model,
         cfg.n_heads,
@@ -162,7 +160,7 @@ fn model_speed(n: usize, layers: usize, seed: u64, out: &Path) -> Result<()> {
     let t1 = Instant::now();
     let (lp, gp) = model.loss_and_gradients(&batch, &[poly_choice(1e-3)])?;
     let tp = t1.elapsed().as_secs_f64();
-    println!("exact engine {te:.2} s, polynomial engine {tp:.2} s: speedup {:.1}x; loss {le:.9} vs {lp:.9}\n", te / tp);
+    outln!("exact engine {te:.2} s, polynomial engine {tp:.2} s: speedup {:.1}x; loss {le:.9} vs {lp:.9}\n", te / tp);
     let rows: Vec<Vec<String>> = gp
         .reports
         .iter()
@@ -188,7 +186,7 @@ fn model_speed(n: usize, layers: usize, seed: u64, out: &Path) -> Result<()> {
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         text_table(
             &[
@@ -220,11 +218,11 @@ fn model_speed(n: usize, layers: usize, seed: u64, out: &Path) -> Result<()> {
             ]);
         }
     }
-    println!(
+    outln!(
         "\ngradients, polynomial vs exact engine (f64; a sample of the {} tensors):",
         ne.len()
     );
-    print!(
+    out!(
         "{}",
         text_table(
             &["tensor", "max |exact|", "max |poly - exact|", "relative"],
@@ -239,7 +237,7 @@ fn model_speed(n: usize, layers: usize, seed: u64, out: &Path) -> Result<()> {
         })).collect::<Vec<_>>(),
     });
     write_json(&out.join("model_run.json"), &json)?;
-    println!(
+    outln!(
         "\nwrote {0}/head_report.md, {0}/head_report.json, {0}/rows.svg and {0}/model_run.json",
         out.display()
     );

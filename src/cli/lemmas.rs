@@ -1,6 +1,6 @@
-//! `polyattn lemmas`: the lemma register of the reference crate (issue 3).
+//! `polyattn lemmas`: the lemma register of the reference crate (docs/math.md §6).
 //!
-//! Runs every lemma function of `polyattn-spec` (ML24 and AS24, MATH.md section 3)
+//! Runs every lemma function of `polyattn-spec` (ML24 and AS24, docs/math.md §6)
 //! against the independent dual-number oracle on a fixed instance, prints the measured
 //! statuses as a table, and optionally writes the register as Markdown and JSON.
 
@@ -36,14 +36,14 @@ pub fn run(args: &LemmasArgs) -> Result<()> {
             value: format!("seed {}", register::REGISTER_SEED),
             reason: e.to_string(),
         })?;
-    print!("{}", register::to_text(&rows));
+    out!("{}", register::to_text(&rows));
     if let Some(p) = &args.markdown {
         write(p, &register::to_markdown(&rows))?;
-        println!("wrote {}", p.display());
+        outln!("wrote {}", p.display());
     }
     if let Some(p) = &args.json {
         write(p, &register::to_json(&rows))?;
-        println!("wrote {}", p.display());
+        outln!("wrote {}", p.display());
     }
     Ok(())
 }

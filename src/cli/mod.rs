@@ -1,8 +1,39 @@
 //! The `polyattn` command line: argument types and the subcommands.
 //!
 //! Each subcommand returns `Result<(), Error>`; `main` prints one line for an error and
-//! exits non-zero. Nothing here computes attention: it reads inputs, calls the library,
-//! and writes or prints results.
+//! exits with status 1 (usage errors: clap's message and status 2). Nothing here
+//! computes attention: it reads inputs, calls the library, and writes or prints
+//! results. Everything printed goes through `outln!`/`out!`, which return
+//! [`Error::Stdout`](crate::Error::Stdout) instead of panicking when standard output
+//! cannot be written (a closed pipe, a full device).
+
+/// Like `println!`, but a failed write returns `Err(Error::Stdout)` from the enclosing
+/// function (which must return `Result<_, Error>`) instead of panicking.
+macro_rules! outln {
+    () => {
+        $crate::cli::write_stdout(format_args!("\n"))?
+    };
+    ($($t:tt)*) => {
+        $crate::cli::write_stdout(format_args!("{}\n", format_args!($($t)*)))?
+    };
+}
+
+/// Like `print!`, with `outln!`'s error handling.
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::cli::write_stdout(format_args!($($t)*))?
+    };
+}
+
+/// Writes to standard output and flushes (so that a closed pipe is seen at once and
+/// the run stops instead of computing for nobody).
+pub fn write_stdout(args: std::fmt::Arguments) -> crate::Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    o.write_fmt(args)
+        .and_then(|()| o.flush())
+        .map_err(crate::Error::Stdout)
+}
 
 pub mod attention_cmd;
 pub mod certify_cmd;
@@ -25,6 +56,26 @@ pub struct Cli {
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
+    /// The most memory a run may use (e.g. 8G, 512M); a run whose estimated peak is
+    /// larger is refused before it starts. Default: the smaller of MemAvailable and
+    /// the cgroup's limit less its use.
+    #[arg(long, global = true, value_parser = crate::memory::parse_size)]
+    pub max_memory: Option<u64>,
+}
+
+/// The memory limit this process runs under (set once by the binary from
+/// `--max-memory`; else what the machine leaves).
+static MAX_MEMORY: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+
+/// Records `--max-memory` (the first call wins).
+pub fn set_max_memory(bytes: Option<u64>) {
+    let _ = MAX_MEMORY.set(bytes);
+}
+
+/// Refuses a run whose estimated peak, `bytes`, exceeds the limit in force.
+pub fn check_memory(what: &str, bytes: f64) -> crate::Result<()> {
+    let requested = MAX_MEMORY.get().copied().flatten();
+    crate::memory::check(what, bytes, crate::memory::limit(requested).as_ref())
 }
 
 /// The subcommands.
@@ -61,7 +112,7 @@ pub struct AttentionArgs {
     #[arg(long, value_enum, default_value_t = MaskArg::None)]
     pub mask: MaskArg,
     /// The score scale tau (default 1/sqrt(d)).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_hyphen_values = true)]
     pub scale: Option<f64>,
     /// The engine: exact, poly (polynomial method; refuses inputs it cannot certify),
     /// or auto (poly when it is certified and predicted faster, else exact).
@@ -76,7 +127,7 @@ pub struct AttentionArgs {
 #[derive(Debug, clap::Args)]
 pub struct PolyArgs {
     /// Polynomial engine: target bound on max |O~ - O| (absolute, entrywise).
-    #[arg(long, conflicts_with = "degree", allow_negative_numbers = true)]
+    #[arg(long, conflicts_with = "degree", allow_hyphen_values = true)]
     pub eps: Option<f64>,
     /// Polynomial engine: use this degree and report the bound it certifies.
     #[arg(long)]
@@ -84,6 +135,13 @@ pub struct PolyArgs {
     /// Polynomial engine: which approximate gradient (see the README).
     #[arg(long, value_enum, default_value_t = GradientArg::Substituted)]
     pub gradient: GradientArg,
+    /// Polynomial engine: refuse when its predicted FLOPs exceed this multiple of the
+    /// exact engine's. Default: no limit when the engine is named (`--engine poly`
+    /// runs whatever it can certify within the rank limit; the predicted cost is
+    /// printed on stderr and recorded), 1 for `--engine auto` (poly only where
+    /// predicted faster).
+    #[arg(long)]
+    pub max_cost_ratio: Option<f64>,
 }
 
 impl PolyArgs {
@@ -98,6 +156,7 @@ impl PolyArgs {
                 (Some(e), None) => Accuracy::Eps(e),
                 (None, None) => PolyConfig::default().accuracy,
             },
+            max_cost_ratio: self.max_cost_ratio.unwrap_or(f64::INFINITY),
             ..PolyConfig::default()
         }
     }

@@ -86,7 +86,7 @@ pub struct ModelArgs {
     #[arg(long, value_enum, value_delimiter = ',', default_value = "exact")]
     pub engine: Vec<EngineArg>,
     /// Polynomial engine: target bound on max |O~ - O| per head (default 1e-6).
-    #[arg(long, conflicts_with = "degree", allow_negative_numbers = true)]
+    #[arg(long, conflicts_with = "degree", allow_hyphen_values = true)]
     pub eps: Option<f64>,
     /// Polynomial engine: use this degree.
     #[arg(long)]
@@ -138,18 +138,30 @@ pub struct ModelArgs {
     pub seed: u64,
     /// --init: scale W_Q and W_K by this factor (below 1: bounded scores, the
     /// polynomial engine's regime; the demo and the sweeps use 0.25).
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
     pub qk_scale: f64,
 }
 
 /// Runs the subcommand.
 pub fn run(args: &ModelArgs) -> Result<()> {
     if args.init {
+        crate::output::check_output(&args.weights, &[])?;
+        crate::output::check_output(&args.input, &[])?;
+        crate::output::check_distinct_outputs(&args.weights, &args.input)?;
+    }
+    if let Some(output) = &args.output {
+        crate::output::check_output(output, &[&args.weights, &args.input])?;
+        if args.init {
+            crate::output::check_distinct_outputs(&args.weights, output)?;
+            crate::output::check_distinct_outputs(&args.input, output)?;
+        }
+    }
+    if args.init {
         match args.dtype.unwrap_or(DtypeArg::F64) {
             DtypeArg::F32 => init::<f32>(args)?,
             DtypeArg::F64 => init::<f64>(args)?,
         }
-        println!(
+        outln!(
             "wrote {} and {}",
             args.weights.display(),
             args.input.display()
@@ -212,6 +224,14 @@ fn init<T: Real>(args: &ModelArgs) -> Result<()> {
         });
     }
     crate::tensor::checked_alloc_len("--init's input x [n, d_model]", &[args.n, cfg.d_model])?;
+    // Peak: the parameters and x, y each held three times (the tensors, their
+    // little-endian bytes, the serialised file), in the dtype's width.
+    let values =
+        cfg.parameter_count(args.tokens)? as f64 + 2.0 * (args.n as f64) * cfg.d_model as f64;
+    super::check_memory(
+        "model --init",
+        3.0 * values * std::mem::size_of::<T>() as f64,
+    )?;
     if !(args.qk_scale.is_finite() && args.qk_scale > 0.0) {
         return Err(Error::InvalidParameter {
             name: "--qk-scale",
@@ -286,7 +306,7 @@ fn engines(args: &ModelArgs) -> Vec<EngineChoice> {
         .collect()
 }
 
-/// MATH.md 4's propagated bounds on `||grad.x - dX_exact||_F` and on each layer's
+/// docs/math.md §7.3's propagated bounds on `||grad.x - dX_exact||_F` and on each layer's
 /// weight gradients (see
 /// [`crate::model::sensitivity`]) for an f64 run in which some layer ran the
 /// polynomial engine, with the MSE loss and a feature input; `None` otherwise.
@@ -346,7 +366,7 @@ fn compute<T: Real>(
         );
     }
     write_tensors(output, &gradient_tensors(loss, &grads), &meta)?;
-    println!(
+    outln!(
         "loss = {:e}; engines per layer: {}; degrees: {}; wrote {}",
         loss.to_f64(),
         meta["engines"],

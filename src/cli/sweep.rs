@@ -1,6 +1,6 @@
 //! `polyattn sweep KIND`: parameter sweeps that write tables, JSON and plots.
 //!
-//! - `io`: the simulated I/O of attention against IO24's bounds (MATH.md 5); see
+//! - `io`: the simulated I/O of attention against IO24's bounds (docs/math.md §8); see
 //!   [`crate::harness::io`].
 
 use crate::error::Result;
@@ -21,7 +21,7 @@ pub struct SweepArgs {
 #[derive(Debug, Subcommand)]
 pub enum SweepKind {
     /// I/O of standard, FlashAttention and small-cache attention in the two-level
-    /// memory model, over n, d and M (MATH.md 5, IO24).
+    /// memory model, over n, d and M (docs/math.md §8, IO24).
     Io(IoArgs),
     /// The polynomial engine's certified error against n with eps = 1/n.
     ErrorN(PresetArgs),
@@ -67,9 +67,9 @@ pub fn run(args: &SweepArgs) -> Result<()> {
     match &args.kind {
         SweepKind::Io(a) => {
             let report = io::sweep(a.preset)?;
-            print!("{}", io::terminal_summary(&report));
+            out!("{}", io::terminal_summary(&report));
             io::write_outputs(&report, &a.out)?;
-            println!("wrote io.md, io.json and plots to {}", a.out.display());
+            outln!("wrote io.md, io.json and plots to {}", a.out.display());
             Ok(())
         }
         SweepKind::ErrorN(a) => {
@@ -78,9 +78,9 @@ pub fn run(args: &SweepArgs) -> Result<()> {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("results/error_n"));
             let report = accuracy::sweep(a.preset)?;
-            print!("{}", accuracy::terminal_summary(&report));
+            out!("{}", accuracy::terminal_summary(&report));
             accuracy::write_outputs(&report, &out)?;
-            println!(
+            outln!(
                 "wrote error_n.md, error_n.json and error_n.svg to {}",
                 out.display()
             );
@@ -92,9 +92,9 @@ pub fn run(args: &SweepArgs) -> Result<()> {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("results/seed"));
             let report = seed::sweep(a.preset)?;
-            print!("{}", seed::terminal_summary(&report));
+            out!("{}", seed::terminal_summary(&report));
             seed::write_outputs(&report, &out)?;
-            println!("wrote seed.md and seed.json to {}", out.display());
+            outln!("wrote seed.md and seed.json to {}", out.display());
             Ok(())
         }
         SweepKind::Depth(a) => {
@@ -103,9 +103,9 @@ pub fn run(args: &SweepArgs) -> Result<()> {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("results/depth"));
             let report = model_depth::sweep(a.preset)?;
-            print!("{}", model_depth::terminal_summary(&report));
+            out!("{}", model_depth::terminal_summary(&report));
             model_depth::write_outputs(&report, &out)?;
-            println!(
+            outln!(
                 "wrote depth.md, depth.json and depth.svg to {}",
                 out.display()
             );
@@ -117,9 +117,9 @@ pub fn run(args: &SweepArgs) -> Result<()> {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("results/time_n"));
             let report = model_time::sweep(a.preset)?;
-            print!("{}", model_time::terminal_summary(&report));
+            out!("{}", model_time::terminal_summary(&report));
             model_time::write_outputs(&report, &out)?;
-            println!(
+            outln!(
                 "wrote time_n.md, time_n.json and time_n.svg to {}",
                 out.display()
             );
@@ -131,9 +131,9 @@ pub fn run(args: &SweepArgs) -> Result<()> {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("results/bound"));
             let report = threshold::sweep(a.preset)?;
-            print!("{}", threshold::terminal_summary(&report));
+            out!("{}", threshold::terminal_summary(&report));
             threshold::write_outputs(&report, &out)?;
-            println!(
+            outln!(
                 "wrote bound.md, bound.json and bound.svg to {}",
                 out.display()
             );
@@ -146,9 +146,9 @@ pub fn run(args: &SweepArgs) -> Result<()> {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("results/bits"));
             let report = crate::harness::bits::sweep(a.preset)?;
-            print!("{}", crate::harness::bits::terminal_summary(&report));
+            out!("{}", crate::harness::bits::terminal_summary(&report));
             crate::harness::bits::write_outputs(&report, &out)?;
-            println!("wrote bits.md, bits.json and bits.svg to {}", out.display());
+            outln!("wrote bits.md, bits.json and bits.svg to {}", out.display());
             Ok(())
         }
     }

@@ -1,5 +1,5 @@
 //! `polyattn sweep io`: the simulated I/O of attention over grids of `n`, `d` and `M`
-//! (MATH.md 5, IO24).
+//! (docs/math.md §8, IO24).
 //!
 //! For every grid point and [`Algorithm`], the forward and the backward run through
 //! the two-level simulator on seeded inputs; each count is divided by the two orders
@@ -10,7 +10,7 @@
 //! - the *crossover*: the `M` where FlashAttention and the small-cache algorithm move
 //!   equally many words (log-linear interpolation between grid points), over `d^2`;
 //! - the *floor*: the smallest ratio to the bound and to the compulsory traffic;
-//! - the *sparse* check: FlashAttention with block masks against MATH.md 5's
+//! - the *sparse* check: FlashAttention with block masks against docs/math.md §8's
 //!   conjectured `min{Z^2 / M, Z sqrt(Z_QK) / sqrt(M)}` (`Z = n d`).
 //!
 //! Grids keep `M <= n d / 2`: beyond it the whole problem nearly fits in the cache and
@@ -417,6 +417,8 @@ pub fn sparse_records(grid: &Grid) -> Result<Vec<SparseRecord>> {
                 ratio_backward: r.bwd.total() as f64 / conj,
             })
         })
+        .collect::<Vec<_>>()
+        .into_iter()
         .collect()
 }
 
@@ -629,7 +631,7 @@ pub fn terminal_summary(report: &Report) -> String {
 pub fn markdown(report: &Report) -> String {
     let mut s = format!(
         "# Simulated I/O of attention ({:?} preset)\n\n\
-         Two-level model of MATH.md 5 (IO24): cache of M words, hard capacity, words read + \
+         Two-level model of docs/math.md §8 (IO24): cache of M words, hard capacity, words read + \
          written counted. `bound` = min{{n^2 d^2/M, n^2 d/sqrt(M)}} with constant 1. \
          Regenerate with `polyattn sweep io --preset {}`.\n\n## Ratio bands\n\n",
         report.preset,

@@ -2,7 +2,8 @@
 //! it, and writes Markdown, JSON and SVG plots to an output folder. Shared helpers for
 //! writing those files live here.
 //!
-//! - [`io`]: the I/O complexity of attention in the two-level model (MATH.md 5, IO24).
+//! - [`io`]: the I/O complexity of attention in the two-level model (docs/math.md §8,
+//!   IO24).
 //! - [`accuracy`]: the polynomial engine's certified error against n (eps = 1/n).
 //! - `bits` (feature `certify`): the algorithm in MPFR at p = c log2(n) bits.
 //! - [`fit`]: least-squares slopes on log-log data.
@@ -43,13 +44,9 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
     })
 }
 
-/// Writes `contents` to `path`.
+/// Writes `contents` to `path` atomically ([`crate::output::write_file`]).
 pub fn write_text(path: &Path, contents: &str) -> Result<()> {
-    std::fs::write(path, contents).map_err(|source| Error::Io {
-        action: "write",
-        path: path.to_path_buf(),
-        source,
-    })
+    crate::output::write_file(path, contents.as_bytes())
 }
 
 /// Serialises `value` as pretty JSON into `path`.

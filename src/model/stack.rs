@@ -1,6 +1,6 @@
 //! The whole model: input (embedding rows or given X), the blocks, the loss; forward
 //! keeping what the backward needs, and the backward to every parameter and to X
-//! (MATH.md 4; ML24 Lemma 3.4 / C.4, the chain rule through the layers).
+//! (docs/math.md §7; ML24 Lemma 3.4 / C.4, the chain rule through the layers).
 
 use super::block::{self, BlockCache};
 use super::config::{LossKind, ModelConfig};
@@ -297,7 +297,8 @@ impl<T: Real> Model<T> {
         let mut reports = Vec::with_capacity(self.config.n_layers);
         for (l, p) in self.params.layers.iter().enumerate() {
             let (next, cache, report) =
-                block::forward(&self.config, p, self.engine_for(engines, l)?, &t)?;
+                block::forward(&self.config, p, self.engine_for(engines, l)?, &t)
+                    .map_err(|e| inside_layer(e, l, "forward"))?;
             blocks.push(cache);
             reports.push(report);
             t = next;
@@ -371,7 +372,8 @@ impl<T: Real> Model<T> {
                 &fwd.blocks[l],
                 &dt,
                 &mut reports[l],
-            )?;
+            )
+            .map_err(|e| inside_layer(e, l, "backward"))?;
             grads.layers[l] = g;
             dt = d_prev;
             trace.push(dt.clone());
@@ -412,5 +414,30 @@ impl<T: Real> Model<T> {
         let fwd = self.forward(batch, engines)?;
         let g = self.backward(&fwd)?;
         Ok((fwd.loss, g))
+    }
+}
+
+/// An error raised on a tensor computed inside layer `l` (its attention's q, k, v, the
+/// MLP's activations): the names the attention engine checks (`q`, `k`, ...) are the
+/// layer's internal tensors, not the user's input, so the error says which layer and
+/// pass computed them.
+fn inside_layer(e: Error, layer: usize, pass: &'static str) -> Error {
+    match e {
+        Error::NonFinite { what, index, value } => Error::LayerNonFinite {
+            layer,
+            pass,
+            tensor: format!("{what}{index}"),
+            value,
+        },
+        Error::Overflow {
+            quantity,
+            bound,
+            dtype,
+        } => Error::Overflow {
+            quantity: format!("layer {layer} ({pass}): {quantity}"),
+            bound,
+            dtype,
+        },
+        other => other,
     }
 }

@@ -1,14 +1,14 @@
-//! The polynomial method (MATH.md section 2): attention and its gradients in
+//! The polynomial method (docs/math.md §3): attention and its gradients in
 //! O(n r d d_v) time through exp(S) ~ P(S) = U V^T, with a certified degree choice
 //! and an a priori error bound on every output entry.
 //!
-//! - [`polynomial`]: P and its certified relative error eps_P (MATH.md 2.2);
-//! - [`features`]: the symmetric-monomial factors U, V (MATH.md 2.3);
-//! - [`lowrank`]: the masked contractions by chunked prefix states (MATH.md 2.4);
+//! - [`polynomial`]: P and its certified relative error eps_P (docs/math.md §3.2);
+//! - [`features`]: the symmetric-monomial factors U, V (docs/math.md §3.3);
+//! - [`lowrank`]: the masked contractions by chunked prefix states (docs/math.md §3.4);
 //! - [`dense`]: the small GEMMs those are made of (generic loop, or SIMD for floats);
-//! - [`core`]: the algorithm, generic over the number type (MATH.md 2.4, 2.5);
+//! - [`core`]: the algorithm, generic over the number type (docs/math.md §3.4, §3.5);
 //! - [`plan`]: radius, degree, rank, cost and the regime report; refusals;
-//! - [`bound`]: the a priori bounds on |O~ - O|, |dQ~ - dQ|, ... (MATH.md 2.4-2.6).
+//! - [`bound`]: the a priori bounds on |O~ - O|, |dQ~ - dQ|, ... (docs/math.md §4).
 //!
 //! Precision: f32 and f64 inputs are both computed in f64 internally and rounded
 //! once to the input dtype on output, so the rounding part of the bound is f64's.
@@ -369,7 +369,7 @@ pub fn backward<T: Real>(
         u_out: T::UNIT_ROUNDOFF,
     };
     // The bound's weights ride in the gradient passes as side products (one set of
-    // passes for gradients and bounds; MATH.md 2.5, 2.6).
+    // passes for gradients and bounds; docs/math.md §3.5, §4).
     let weights =
         bound::GradWeights::new(&lr, &fwd.norm, &ctx, bound::gradient_rounding(plan, &lr));
     let side = weights
@@ -416,6 +416,10 @@ pub fn forward_multihead<T: Real>(
     (0..q.heads())
         .into_par_iter()
         .map(|h| forward(q.head(h), k.head(h), v.head(h), cfg))
+        .collect::<Vec<_>>()
+        // Sequentially: the error reported is the first refusing head's in head order,
+        // whatever the scheduling (a parallel collect keeps whichever failed first).
+        .into_iter()
         .collect()
 }
 
@@ -452,6 +456,8 @@ pub fn backward_multihead<T: Real>(
                 cfg,
             )
         })
+        .collect::<Vec<_>>()
+        .into_iter()
         .collect()
 }
 
