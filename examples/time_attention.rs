@@ -19,54 +19,42 @@ use polyattn::scalar::Real;
 use polyattn::tensor::Tensor3;
 use std::time::Instant;
 
+/// Times one attention shape (see the module doc).
+#[derive(Debug, clap::Parser)]
 struct Args {
+    /// exact or poly.
+    #[arg(long, default_value = "exact", value_parser = ["exact", "poly"])]
     engine: String,
+    /// Sequence length.
+    #[arg(long, default_value_t = 1024)]
     n: usize,
+    /// Head dimension.
+    #[arg(long, default_value_t = 64)]
     d: usize,
+    /// Heads.
+    #[arg(long, default_value_t = 1)]
     heads: usize,
+    /// Top-left causal mask.
+    #[arg(long)]
     causal: bool,
+    /// Compute in f64 (default f32).
+    #[arg(long)]
     f64: bool,
-    reps: usize,
+    /// Timed repetitions after the warm-up.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    reps: u64,
+    /// Polynomial engine: target bound on max |O~ - O|.
+    #[arg(long, default_value_t = 1e-3)]
     eps: f64,
+    /// Polynomial engine: a fixed degree instead of --eps.
+    #[arg(long)]
     degree: Option<usize>,
+    /// Scale of Q and K's entries.
+    #[arg(long, default_value_t = 1.0)]
     qk_scale: f64,
+    /// Polynomial engine: chunk length.
+    #[arg(long)]
     chunk: Option<usize>,
-}
-
-fn parse() -> Result<Args, String> {
-    let mut a = Args {
-        engine: "exact".into(),
-        n: 1024,
-        d: 64,
-        heads: 1,
-        causal: false,
-        f64: false,
-        reps: 5,
-        eps: 1e-3,
-        degree: None,
-        qk_scale: 1.0,
-        chunk: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().ok_or(format!("{flag} needs a value"));
-        let num = |s: String| s.parse::<f64>().map_err(|e| format!("{s}: {e}"));
-        match flag.as_str() {
-            "--engine" => a.engine = val()?,
-            "--n" => a.n = num(val()?)? as usize,
-            "--d" => a.d = num(val()?)? as usize,
-            "--heads" => a.heads = num(val()?)? as usize,
-            "--reps" => a.reps = (num(val()?)? as usize).max(1),
-            "--eps" => a.eps = num(val()?)?,
-            "--degree" => a.degree = Some(num(val()?)? as usize),
-            "--qk-scale" => a.qk_scale = num(val()?)?,
-            "--causal" => a.causal = true,
-            "--chunk" => a.chunk = Some(num(val()?)? as usize),
-            "--f64" => a.f64 = true,
-            other => return Err(format!("unknown flag {other}")),
-        }
-    }
-    Ok(a)
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -74,29 +62,27 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-fn tensor<T: Real>(r: &mut SplitMix64, a: &Args, scale: f64) -> Tensor3<T> {
+fn tensor<T: Real>(r: &mut SplitMix64, a: &Args, scale: f64) -> polyattn::Result<Tensor3<T>> {
+    polyattn::tensor::checked_alloc_len("the inputs [heads, n, d]", &[a.heads, a.n, a.d])?;
     let data = r
         .normal_vec(a.heads * a.n * a.d, scale)
         .into_iter()
         .map(T::from_f64)
         .collect();
-    Tensor3::from_vec(a.heads, a.n, a.d, data).expect("shape")
+    Tensor3::from_vec(a.heads, a.n, a.d, data)
 }
 
-fn run<T: Real>(a: &Args) -> Result<String, String> {
+fn run<T: Real>(a: &Args) -> Result<serde_json::Value, String> {
     let mut r = SplitMix64::new(7);
-    let (q, k) = (
-        tensor::<T>(&mut r, a, a.qk_scale),
-        tensor::<T>(&mut r, a, a.qk_scale),
-    );
-    let (v, d_o) = (tensor::<T>(&mut r, a, 1.0), tensor::<T>(&mut r, a, 1.0));
+    let mut gen = |scale| tensor::<T>(&mut r, a, scale).map_err(|e| e.to_string());
+    let (q, k, v, d_o) = (gen(a.qk_scale)?, gen(a.qk_scale)?, gen(1.0)?, gen(1.0)?);
     let mask = if a.causal {
         Mask::CausalTopLeft
     } else {
         Mask::None
     };
     let (mut fwd_s, mut both_s, mut bwd_s) = (Vec::new(), Vec::new(), Vec::new());
-    let mut extra = String::new();
+    let mut extra = serde_json::Map::new();
     for rep in 0..=a.reps {
         let (tf, tb) = match a.engine.as_str() {
             "exact" => {
@@ -123,10 +109,12 @@ fn run<T: Real>(a: &Args) -> Result<String, String> {
                 let tb = t.elapsed().as_secs_f64();
                 let p = &f[0].plan.regime;
                 let bound = f.iter().map(|h| h.bound.max_total()).fold(0.0, f64::max);
-                extra = format!(
-                    ", \"degree\": {}, \"rank\": {}, \"radius\": {:.4}, \"bound_o\": {:e}",
-                    p.degree, p.rank, p.radius, bound
-                );
+                extra = serde_json::json!({
+                    "degree": p.degree, "rank": p.rank, "radius": p.radius, "bound_o": bound,
+                })
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
                 (tf, tb)
             }
             e => return Err(format!("unknown engine {e}")),
@@ -138,35 +126,33 @@ fn run<T: Real>(a: &Args) -> Result<String, String> {
         }
     }
     let fwd_flops = 4.0 * (a.n * a.n * a.d * a.heads) as f64 * if a.causal { 0.5 } else { 1.0 };
-    Ok(format!(
-        "{{\"engine\": \"{}\", \"dtype\": \"{}\", \"n\": {}, \"d\": {}, \"heads\": {}, \"causal\": {}, \"fwd_ms\": {:.4}, \"fwd_bwd_ms\": {:.4}, \"bwd_ms\": {:.4}, \"fwd_gflops\": {:.2}, \"fwd_bwd_gflops\": {:.2}{extra}}}",
-        a.engine,
-        T::DTYPE,
-        a.n,
-        a.d,
-        a.heads,
-        a.causal,
-        1e3 * median(fwd_s.clone()),
-        1e3 * median(both_s.clone()),
-        1e3 * median(bwd_s),
-        fwd_flops / median(fwd_s) / 1e9,
-        3.5 * fwd_flops / median(both_s) / 1e9,
-    ))
+    let (fwd, both) = (median(fwd_s), median(both_s));
+    // serde_json writes a non-finite number as null, never as `inf`.
+    let mut out = serde_json::json!({
+        "engine": a.engine, "dtype": T::DTYPE, "n": a.n, "d": a.d, "heads": a.heads,
+        "causal": a.causal, "fwd_ms": 1e3 * fwd, "fwd_bwd_ms": 1e3 * both,
+        "bwd_ms": 1e3 * median(bwd_s), "fwd_gflops": fwd_flops / fwd / 1e9,
+        "fwd_bwd_gflops": 3.5 * fwd_flops / both / 1e9,
+    });
+    if let Some(o) = out.as_object_mut() {
+        o.extend(extra);
+    }
+    Ok(out)
 }
 
 fn main() {
-    let out = parse().and_then(|a| {
-        if a.f64 {
-            run::<f64>(&a)
-        } else {
-            run::<f32>(&a)
-        }
-    });
+    use clap::Parser;
+    let a = Args::parse();
+    let out = if a.f64 {
+        run::<f64>(&a)
+    } else {
+        run::<f32>(&a)
+    };
     match out {
         Ok(line) => println!("{line}"),
         Err(e) => {
             eprintln!("time_attention: {e}");
-            std::process::exit(2);
+            std::process::exit(1);
         }
     }
 }

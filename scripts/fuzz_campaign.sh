@@ -3,7 +3,7 @@
 #
 #   scripts/fuzz_campaign.sh [SECONDS_PER_TARGET] [TARGET...]
 #
-# SECONDS_PER_TARGET defaults to 60; targets default to all four. Each target runs
+# SECONDS_PER_TARGET defaults to 60; targets default to all five. Each target runs
 # under libFuzzer (stable toolchain, `--sanitizer none`, fork mode so one crash, OOM or
 # timeout does not end the run: every one is kept under fuzz/artifacts/<target>/).
 # New inputs go to fuzz/corpus-run/<target>/ (git-ignored); the committed seeds in
@@ -19,7 +19,7 @@ SECS="${1:-60}"
 shift || true
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
-    TARGETS=(poly_bound exact_vs_reference safetensors_input model_config)
+    TARGETS=(poly_bound exact_vs_reference safetensors_input model_config report_plot)
 fi
 JOBS="${FUZZ_JOBS:-1}"
 RSS="${FUZZ_RSS_MB:-2048}"

@@ -341,7 +341,10 @@ fn failed_and_killed_writes_leave_the_previous_outputs_and_no_temporaries() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(listing(&report), ["report.json", "report.md", "rows.svg"]);
+    assert_eq!(
+        listing(&report),
+        ["report.json", "report.md", "rows.svg", "timings.json"]
+    );
 
     // A temporary left by a killed run (its PID is gone) is removed by the next run.
     let stale = dir.join(format!(".out.st.polyattn-tmp-{}", 0x7fff_fff0u32));
@@ -523,6 +526,42 @@ fn output_files_are_byte_identical_across_runs_and_threads() {
     let g1 = bytes_with_threads(&grads, &g, 1);
     for t in [2, 3] {
         assert!(bytes_with_threads(&grads, &g, t) == g1, "{t} threads");
+    }
+    // Reports: everything but timings.json is the same bytes.
+    let small = dir.join("small.st");
+    write(
+        &small,
+        vec![
+            ("q", tensor(&[2, 48, 4], 1, 0.3)),
+            ("k", tensor(&[2, 48, 4], 2, 0.3)),
+            ("v", tensor(&[2, 48, 4], 3, 1.0)),
+            ("do", tensor(&[2, 48, 4], 4, 1.0)),
+        ],
+    );
+    let rep = dir.join("rep");
+    let args = [
+        "certify",
+        "--input",
+        s(&small),
+        "--out",
+        s(&rep),
+        "--eps",
+        "1e-4",
+        "--mask",
+        "causal",
+    ];
+    let files = ["report.json", "report.md", "rows.svg"];
+    let first: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| bytes_with_threads(&args, &rep.join(f), 1))
+        .collect();
+    for t in [2, 3] {
+        for (f, want) in files.iter().zip(&first) {
+            assert!(
+                &bytes_with_threads(&args, &rep.join(f), t) == want,
+                "{f}, {t} threads"
+            );
+        }
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -111,11 +111,16 @@ pub struct AttentionReport {
     pub heads: Vec<HeadReport>,
     /// Per-tensor results (o, then dq, dk, dv with a dO).
     pub tensors: Vec<TensorReport>,
-    /// Seconds: polynomial forward, polynomial backward, reference.
+    /// Seconds: polynomial forward, polynomial backward, reference. Not in the report's
+    /// JSON or Markdown (which are reproducible to the byte): see
+    /// [`AttentionReport::timings`].
+    #[serde(skip)]
     pub seconds_poly_forward: f64,
     /// See `seconds_poly_forward`.
+    #[serde(skip)]
     pub seconds_poly_backward: f64,
     /// See `seconds_poly_forward`.
+    #[serde(skip)]
     pub seconds_reference: f64,
     /// Per tensor, the errors along the rows (for the plot; not in the JSON).
     #[serde(skip)]
@@ -483,13 +488,13 @@ impl AttentionReport {
         "consistent",
     ];
 
-    /// Writes `rows.svg` into `dir`: each tensor's certified error along the rows (log
-    /// x: row index, so a causal mask's early rows stand apart) with its a priori
-    /// bound beside it; returns the file's path.
-    pub fn write_plot(&self, dir: &std::path::Path) -> Result<std::path::PathBuf> {
+    /// The rows chart: each tensor's certified error along the rows (log x: row
+    /// index, so a causal mask's early rows stand apart) with its a priori bound.
+    pub fn rows_chart(&self) -> crate::plot::LogLogChart {
         use crate::plot::{LogLogChart, Series, Style};
         let mut series = Vec::new();
         for p in &self.row_profiles {
+            // Bucket ends (exclusive), so at least 1 on the log axis.
             let pts = |v: &[f64]| {
                 p.rows
                     .iter()
@@ -508,7 +513,6 @@ impl AttentionReport {
                 style: Style::Reference,
             });
         }
-        let path = dir.join("rows.svg");
         LogLogChart {
             title: format!(
                 "Certified error along the rows ({} heads, n = {}, mask {})",
@@ -518,8 +522,27 @@ impl AttentionReport {
             y_label: "max |y - exact|".into(),
             series,
         }
-        .write_svg(&path, 900, 560)?;
+    }
+
+    /// [`AttentionReport::rows_chart`] as an SVG document.
+    pub fn render_plot(&self) -> Result<String> {
+        self.rows_chart().render_svg(900, 560)
+    }
+
+    /// Writes `rows.svg` ([`AttentionReport::rows_chart`]) into `dir`; returns its path.
+    pub fn write_plot(&self, dir: &std::path::Path) -> Result<std::path::PathBuf> {
+        let path = dir.join("rows.svg");
+        self.rows_chart().write_svg(&path, 900, 560)?;
         Ok(path)
+    }
+
+    /// The wall times, kept apart from the reproducible report (`timings.json`).
+    pub fn timings(&self) -> serde_json::Value {
+        serde_json::json!({
+            "seconds_poly_forward": self.seconds_poly_forward,
+            "seconds_poly_backward": self.seconds_poly_backward,
+            "seconds_reference": self.seconds_reference,
+        })
     }
 
     /// The report as Markdown.
@@ -532,13 +555,10 @@ impl AttentionReport {
             }
         };
         let mut s = format!(
-            "# Certified error report\n\nPolynomial engine, {} inputs, {h} head(s), n_q = {n_q}, n_k = {n_k}, d = {d}, d_v = {d_v}, mask {}, gradient {}.\nReference: {reference}.\nTimes: poly forward {:.3} s, poly backward {:.3} s, reference {:.3} s.\n\n",
+            "# Certified error report\n\nPolynomial engine, {} inputs, {h} head(s), n_q = {n_q}, n_k = {n_k}, d = {d}, d_v = {d_v}, mask {}, gradient {}.\nReference: {reference}.\nWall times are in `timings.json` (everything else here is the same for the same inputs, flags and version).\n\n",
             self.dtype,
             self.mask,
             self.gradient.as_deref().unwrap_or("(forward only)"),
-            self.seconds_poly_forward,
-            self.seconds_poly_backward,
-            self.seconds_reference
         );
         s.push_str("Every error is certified: an upper bound on the distance to the exact real result. *Consistent* means no entry's certified lower bound on its error exceeds its a priori bound.\n\n");
         s.push_str(&markdown_table(&Self::TENSOR_HEADERS, &self.tensor_rows()));

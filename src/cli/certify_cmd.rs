@@ -2,6 +2,7 @@
 //! certified against exact attention ([`crate::certify::report`]). Writes
 //! `report.json` (schema `polyattn.certify.attention/1`), `report.md` and the plot
 //! `rows.svg` (each tensor's certified error along the rows, with its a priori bound)
+//! and `timings.json` (wall times: the only part that differs between two runs)
 //! to `--out`, and prints the summary table. With `--weights`, a whole model run instead
 //! ([`crate::certify::model_report`], schema `polyattn.certify.model/1`): `--input` is
 //! then the model's input file, every layer runs the polynomial engine where it
@@ -70,6 +71,7 @@ pub fn run(args: &CertifyArgs) -> Result<()> {
     let staged = StagedDir::new(&args.out)?;
     write_json(&staged.path().join("report.json"), &report)?;
     write_text(&staged.path().join("report.md"), &report.to_markdown())?;
+    write_json(&staged.path().join("timings.json"), &report.timings())?;
     report.write_plot(staged.path())?;
     staged.commit()?;
     out!(
@@ -77,7 +79,7 @@ pub fn run(args: &CertifyArgs) -> Result<()> {
         text_table(&AttentionReport::TENSOR_HEADERS, &report.tensor_rows())
     );
     outln!(
-        "wrote report.json, report.md and rows.svg to {}",
+        "wrote report.json, report.md, timings.json and rows.svg to {}",
         args.out.display()
     );
     Ok(())
@@ -95,6 +97,7 @@ fn run_model(args: &CertifyArgs, weights: &std::path::Path) -> Result<()> {
     let staged = StagedDir::new(&args.out)?;
     write_json(&staged.path().join("report.json"), &report)?;
     write_text(&staged.path().join("report.md"), &report.to_markdown())?;
+    write_json(&staged.path().join("timings.json"), &report.timings())?;
     report.write_plot(staged.path())?;
     staged.commit()?;
     outln!("reference: {}", report.reference_text());
@@ -106,7 +109,7 @@ fn run_model(args: &CertifyArgs, weights: &std::path::Path) -> Result<()> {
         outln!("layer {l}: {} ({})", r.engine, r.reason);
     }
     outln!(
-        "wrote report.json, report.md and errors.svg to {}",
+        "wrote report.json, report.md, timings.json and errors.svg to {}",
         args.out.display()
     );
     Ok(())

@@ -8,7 +8,8 @@
 //!   mse|cross-entropy, `vocab` for cross-entropy or token input);
 //! - `--input X.safetensors`: `x` `[n, d_model]` or `tokens` `[n]`; `y` `[n, d_model]`
 //!   (MSE) or `labels` `[n]` (cross-entropy); ids as F64/F32 integers;
-//! - `--output G.safetensors`: `loss` `[1]`, `grad.<name>` for every parameter and
+//! - `--output G.safetensors`: `loss` `[1]`, `grad.<name>` for every parameter and, for a
+//!   feature input (not tokens: their gradient is `grad.embedding`),
 //!   `grad.x` (dL/dT_0), in the compute dtype; metadata `engines`, `degrees`,
 //!   `attention_bounds`, `engines_json` (per layer: engine, reason, per-head plan and
 //!   bounds), `engine_requested`, `gradient`, `dtype`, the model configuration and

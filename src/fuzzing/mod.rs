@@ -23,6 +23,7 @@
 pub mod enclosure;
 pub mod files;
 pub mod poly_bound;
+pub mod report_plot;
 
 use arbitrary::{Arbitrary, Unstructured};
 use serde::Serialize;
@@ -57,11 +58,12 @@ pub struct Outcome {
 }
 
 /// The fuzz targets, by the names of their `fuzz/fuzz_targets/*.rs` files.
-pub const TARGETS: [&str; 4] = [
+pub const TARGETS: [&str; 5] = [
     "poly_bound",
     "exact_vs_reference",
     "safetensors_input",
     "model_config",
+    "report_plot",
 ];
 
 /// Decodes `bytes` as `T` the way libFuzzer's `fuzz_target!` does; `None` when the
@@ -88,6 +90,9 @@ pub fn run_target(target: &str, bytes: &[u8]) -> Result<Option<Outcome>, Violati
         "model_config" => decode::<files::ModelInput>(bytes)
             .map(|x| files::check_model(&x))
             .transpose(),
+        "report_plot" => decode::<report_plot::ReportPlotInput>(bytes)
+            .map(|x| report_plot::check(&x))
+            .transpose(),
         #[cfg(not(feature = "certify"))]
         "exact_vs_reference" => Ok(None), // needs the MPFR reference (feature `certify`)
         other => Err(Violation(format!("unknown fuzz target `{other}`"))),
@@ -106,6 +111,7 @@ pub fn describe(target: &str, bytes: &[u8]) -> String {
         "exact_vs_reference" => show::<enclosure::ExactInput>(bytes),
         "safetensors_input" => show::<files::SafetensorsInput>(bytes),
         "model_config" => show::<files::ModelInput>(bytes),
+        "report_plot" => show::<report_plot::ReportPlotInput>(bytes),
         other => format!("unknown target {other}"),
     }
 }
