@@ -199,6 +199,50 @@ fn runs_larger_than_memory_are_refused_before_they_start() {
             listing(&dir)
         );
     }
+    // attention and a model run estimate their peak from the files.
+    let inp = dir.join("in.st");
+    attention_input(&inp);
+    let o = dir.join("o.st");
+    let out = run(&[
+        "--max-memory",
+        "1K",
+        "attention",
+        "--input",
+        s(&inp),
+        "--output",
+        s(&o),
+    ]);
+    one_line_error(&out, "at its peak");
+    assert!(!o.exists());
+    let init = [
+        "model",
+        "--init",
+        "--weights",
+        s(&w),
+        "--input",
+        s(&x),
+        "--n",
+        "16",
+    ];
+    assert!(
+        run(&[&init[..], &["--d-model", "8", "--heads", "2"]].concat())
+            .status
+            .success()
+    );
+    let g = dir.join("g.st");
+    let out = run(&[
+        "--max-memory",
+        "1K",
+        "model",
+        "--weights",
+        s(&w),
+        "--input",
+        s(&x),
+        "--output",
+        s(&g),
+    ]);
+    one_line_error(&out, "at its peak");
+    assert!(!g.exists());
     let out = run(&["--max-memory", "lots", "demo"]);
     assert_eq!(
         out.status.code(),

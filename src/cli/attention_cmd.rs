@@ -30,6 +30,16 @@ pub fn run(args: &AttentionArgs) -> Result<()> {
     crate::output::check_output(&args.output, &[&args.input])?;
     let file = TensorFile::read(&args.input)?;
     let dtype = input_dtype(&file)?;
+    // Peak: the inputs and the outputs of the same sizes (o like v, dq/dk/dv like
+    // q/k/v), each held about four times (the file's values, the head stacks, the
+    // output tensors, the serialised file).
+    let values: usize = ["q", "k", "v", "do"]
+        .iter()
+        .filter_map(|n| file.get(n).ok())
+        .map(|t| t.shape().iter().product::<usize>())
+        .sum();
+    let width = if dtype == DType::F32 { 4.0 } else { 8.0 };
+    super::check_memory("polyattn attention", 8.0 * values as f64 * width)?;
     let (tensors, mut metadata) = match dtype {
         DType::F32 => compute::<f32>(&file, args)?,
         DType::F64 => compute::<f64>(&file, args)?,

@@ -336,6 +336,19 @@ fn compute<T: Real>(
 ) -> Result<()> {
     let model = read_model::<T>(weights)?;
     let batch = read_batch(input, &model)?;
+    // Peak of the exact path: parameters, gradients and the output's copies (3x the
+    // parameters), each layer's cached activations (LN outputs, q, k, v, o, the
+    // residual and the MLP's hidden pre- and post-activation: about 8 d_model + 3 d_ff
+    // values per token) and the input, target and top gradient. The polynomial
+    // engine's features (n x rank per head, rank <= its limit) come on top for the
+    // layer being computed.
+    let c = model.config();
+    let n = batch.len() as f64;
+    let tokens = matches!(batch.source, crate::model::Source::Tokens(_));
+    let values = 3.0 * c.parameter_count(tokens)? as f64
+        + n * c.n_layers as f64 * (8 * c.d_model + 3 * c.d_ff) as f64
+        + 4.0 * n * c.d_model as f64;
+    super::check_memory("polyattn model", values * std::mem::size_of::<T>() as f64)?;
     let (loss, grads) = model.loss_and_gradients(&batch, &engines(args))?;
     let mut meta = engine_metadata(&grads.reports);
     meta.extend(model.config().to_metadata());
