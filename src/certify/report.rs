@@ -354,6 +354,14 @@ pub fn certify_attention<T: Real>(
     let t_bwd = t1.elapsed().as_secs_f64();
     let (h, n_q, n_k, d, d_v) = (q.heads(), q.rows(), k.rows(), q.cols(), v.cols());
     let work = (h * n_q * n_k * (d + d_v)) as f64;
+    if matches!(reference, ReferenceChoice::Mpfr) && !cfg!(feature = "certify") {
+        // Never a silent downgrade: the user asked for MPFR by name.
+        return Err(crate::error::Error::InvalidParameter {
+            name: "reference",
+            value: "mpfr".into(),
+            reason: "this build has no MPFR reference (feature `certify`); use auto or f64".into(),
+        });
+    }
     let use_mpfr = cfg!(feature = "certify")
         && match reference {
             ReferenceChoice::Mpfr => true,
