@@ -353,6 +353,10 @@ pub fn certify_attention<T: Real>(
     };
     let t_bwd = t1.elapsed().as_secs_f64();
     let (h, n_q, n_k, d, d_v) = (q.heads(), q.rows(), k.rows(), q.cols(), v.cols());
+    // Grouped-query heads: each query head is certified with the key/value head it
+    // reads; its dK, dV are that query head's share (the poly engine's per-head
+    // results), certified against the exact share.
+    let group = crate::attention::kv_group(h, k.heads())?;
     let work = (h * n_q * n_k * (d + d_v)) as f64;
     if matches!(reference, ReferenceChoice::Mpfr) && !cfg!(feature = "certify") {
         // Never a silent downgrade: the user asked for MPFR by name.
@@ -386,8 +390,8 @@ pub fn certify_attention<T: Real>(
     for head in 0..h {
         let (q64, k64, v64) = (
             to64(q.head(head))?,
-            to64(k.head(head))?,
-            to64(v.head(head))?,
+            to64(k.head(head / group))?,
+            to64(v.head(head / group))?,
         );
         let g64 = match d_o {
             Some(g) => Some(to64(g.head(head))?),

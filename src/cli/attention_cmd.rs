@@ -107,8 +107,8 @@ pub(crate) fn load_all<T: Real>(file: &TensorFile) -> Result<Loaded<T>> {
     let (sq, q) = load::<T>(file, "q")?;
     let (sk, k) = load::<T>(file, "k")?;
     let (sv, v) = load::<T>(file, "v")?;
-    sq.same_lead("k", &sk)?;
-    sq.same_lead("v", &sv)?;
+    sq.same_lead_grouped("k", &sk)?;
+    sk.same_lead("v", &sv)?;
     let d_o = if file.contains("do") {
         let (sdo, d_o) = load::<T>(file, "do")?;
         sq.same_lead("do", &sdo)?;
@@ -193,6 +193,49 @@ fn run_exact<T: Real>(x: &Loaded<T>, cfg: &AttentionConfig) -> Result<Outputs> {
         out,
         HashMap::from([("engine".to_string(), "exact".to_string())]),
     ))
+}
+
+/// Grouped-query heads: the per-query-head gradients of `k` or `v` summed over each
+/// group of `g` query heads, in head order, with their bounds: the sum of the heads'
+/// bounds plus the rounding of the `g - 1` additions in `T`
+/// (`gamma_{g-1} sum_i |y_i|`, `gamma_k = k u / (1 - k u)`), rounded up.
+fn sum_groups_with_bounds<T: Real>(
+    vals: Vec<Vec<T>>,
+    bounds: Vec<poly::Bounds>,
+    g: usize,
+) -> (Vec<Vec<T>>, Vec<poly::Bounds>) {
+    let u = if T::DTYPE == "F32" {
+        f64::from(f32::EPSILON) / 2.0
+    } else {
+        f64::EPSILON / 2.0
+    };
+    let ku = (g as f64 - 1.0) * u;
+    let gamma = ku / (1.0 - ku);
+    let up = 1.0 + 4.0 * f64::EPSILON;
+    let mut out_v = Vec::new();
+    let mut out_b = Vec::new();
+    for (vs, bs) in vals.chunks(g).zip(bounds.chunks(g)) {
+        let len = vs[0].len();
+        let mut sum = vec![T::from_f64(0.0); len];
+        let mut abs = vec![0.0f64; len];
+        let mut total = vec![0.0f64; len];
+        let mut polyb = vec![0.0f64; len];
+        for (v, b) in vs.iter().zip(bs) {
+            for e in 0..len {
+                sum[e] += v[e];
+                abs[e] += v[e].to_f64().abs();
+                total[e] += b.total[e];
+                polyb[e] += b.poly[e];
+            }
+        }
+        for e in 0..len {
+            total[e] = (total[e] + gamma * abs[e] * up) * up;
+            polyb[e] *= up;
+        }
+        out_v.push(sum);
+        out_b.push(poly::Bounds { total, poly: polyb });
+    }
+    (out_v, out_b)
 }
 
 fn concat<T: Clone>(parts: impl Iterator<Item = Vec<T>>) -> Vec<T> {
@@ -285,6 +328,7 @@ fn run_poly<T: Real>(x: &Loaded<T>, cfg: &PolyConfig, args: &AttentionArgs) -> R
     if let Some(d_o) = &x.d_o {
         let kind = args.poly.gradient.into();
         let g = poly::backward_multihead(&x.q, &x.k, &x.v, &fwd, d_o, kind, cfg)?;
+        let group = x.q.heads() / x.k.heads().max(1);
         meta.insert("gradient".into(), kind.name().into());
         for (name, shape) in [("dq", sdq), ("dk", sdk), ("dv", sdv)] {
             let pick = |h: &'_ poly::PolyGradients<T>| match name {
@@ -292,7 +336,11 @@ fn run_poly<T: Real>(x: &Loaded<T>, cfg: &PolyConfig, args: &AttentionArgs) -> R
                 "dk" => (h.dk.as_slice().to_vec(), h.bound_dk.clone()),
                 _ => (h.dv.as_slice().to_vec(), h.bound_dv.clone()),
             };
-            let (vals, bounds): (Vec<Vec<T>>, Vec<poly::Bounds>) = g.iter().map(pick).unzip();
+            let (mut vals, mut bounds): (Vec<Vec<T>>, Vec<poly::Bounds>) =
+                g.iter().map(pick).unzip();
+            if name != "dq" && group > 1 {
+                (vals, bounds) = sum_groups_with_bounds(vals, bounds, group);
+            }
             out.push((
                 name.into(),
                 AnyTensor::from_real(shape.clone(), concat(vals.into_iter())),

@@ -57,4 +57,26 @@ impl HeadShape {
         }
         Ok(())
     }
+
+    /// Like [`HeadShape::same_lead`] for `k` and `v` under grouped-query attention:
+    /// the same leading dimensions but the last (the heads), which must divide
+    /// `q`'s (query head `h` reads key/value head `h / g`).
+    pub fn same_lead_grouped(&self, name: &str, other: &HeadShape) -> Result<()> {
+        let (m, o) = (&self.lead, &other.lead);
+        let divides = m.len() == o.len()
+            && m.split_last()
+                .zip(o.split_last())
+                .is_none_or(|((a, ra), (b, rb))| ra == rb && *b > 0 && a % b == 0);
+        if !divides {
+            return Err(Error::ShapeMismatch {
+                what: format!("leading (batch/head) dimensions of `{name}`"),
+                expected: format!(
+                    "{:?} (from `q`), or fewer heads dividing q's (grouped-query attention)",
+                    self.lead
+                ),
+                got: format!("{:?}", other.lead),
+            });
+        }
+        Ok(())
+    }
 }

@@ -130,41 +130,43 @@ pub fn backward<T: Real>(
     Ok(g)
 }
 
-/// Validates a stack of heads and returns one [`Problem`] per head.
+/// Validates a stack of heads and returns one [`Problem`] per query head (query head
+/// `h` paired with key/value head `h / g`, [`super::kv_group`]) and the group size `g`.
 fn head_problems<'a, T: Real>(
     q: &'a Tensor3<T>,
     k: &'a Tensor3<T>,
     v: &'a Tensor3<T>,
     config: &AttentionConfig,
-) -> Result<Vec<Problem<'a, T>>> {
-    for (name, t) in [("k", k), ("v", v)] {
-        if t.heads() != q.heads() {
-            return Err(Error::ShapeMismatch {
-                what: format!("{name} heads"),
-                expected: q.heads().to_string(),
-                got: t.heads().to_string(),
-            });
-        }
+) -> Result<(Vec<Problem<'a, T>>, usize)> {
+    if v.heads() != k.heads() {
+        return Err(Error::ShapeMismatch {
+            what: "v heads".into(),
+            expected: format!("{} (from k)", k.heads()),
+            got: v.heads().to_string(),
+        });
     }
+    let g = super::kv_group(q.heads(), k.heads())?;
     for (name, t) in [("q", q), ("k", k), ("v", v)] {
         check_nonempty(name, &t.shape())?;
         check_finite(name, &t.shape(), t.as_slice())?;
     }
-    (0..q.heads())
-        .map(|h| Problem::new(q.head(h), k.head(h), v.head(h), config))
-        .collect()
+    let probs = (0..q.heads())
+        .map(|h| Problem::new(q.head(h), k.head(h / g), v.head(h / g), config))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((probs, g))
 }
 
 /// Exact attention forward for `[heads, n, d]` stacks (`q`: `[h, n_q, d]`, `k`:
-/// `[h, n_k, d]`, `v`: `[h, n_k, d_v]`); heads run in parallel. A batch dimension
-/// folds into `heads` (`[b, h, n, d]` is `[b * h, n, d]`).
+/// `[h_kv, n_k, d]`, `v`: `[h_kv, n_k, d_v]`, `h_kv` dividing `h`: grouped-query
+/// attention, [`super::kv_group`]); heads run in parallel. A batch dimension folds
+/// into `heads` (`[b, h, n, d]` is `[b * h, n, d]`).
 pub fn forward_multihead<T: Real>(
     q: &Tensor3<T>,
     k: &Tensor3<T>,
     v: &Tensor3<T>,
     config: &AttentionConfig,
 ) -> Result<MultiHeadForward<T>> {
-    let probs = head_problems(q, k, v, config)?;
+    let (probs, _) = head_problems(q, k, v, config)?;
     let (n_q, d_v) = (q.rows(), v.cols());
     let mut o = Tensor3::zeros(q.heads(), n_q, d_v)?;
     let mut lse = Matrix::zeros(q.heads(), n_q)?;
@@ -176,7 +178,9 @@ pub fn forward_multihead<T: Real>(
     Ok(MultiHeadForward { o, lse })
 }
 
-/// Exact attention backward for `[heads, n, d]` stacks; see [`backward`].
+/// Exact attention backward for `[heads, n, d]` stacks; see [`backward`]. With
+/// grouped-query heads, dK and dV of a key/value head are the sums over the query
+/// heads that read it ([`super::sum_groups`], in head order).
 pub fn backward_multihead<T: Real>(
     q: &Tensor3<T>,
     k: &Tensor3<T>,
@@ -185,7 +189,7 @@ pub fn backward_multihead<T: Real>(
     d_o: &Tensor3<T>,
     config: &AttentionConfig,
 ) -> Result<MultiHeadGradients<T>> {
-    let probs = head_problems(q, k, v, config)?;
+    let (probs, g) = head_problems(q, k, v, config)?;
     let (h, n_q, n_k, d, d_v) = (q.heads(), q.rows(), k.rows(), q.cols(), v.cols());
     for (name, shape) in [("o", fwd.o.shape()), ("do", d_o.shape())] {
         if shape != [h, n_q, d_v] {
@@ -207,15 +211,18 @@ pub fn backward_multihead<T: Real>(
     for (i, p) in probs.iter().enumerate() {
         p.check_backward_inputs(fwd.o.head(i), fwd.lse.row(i), d_o.head(i))?;
     }
-    let mut g = MultiHeadGradients {
+    // Per query head first; grouped heads are summed afterwards.
+    let mut grads = MultiHeadGradients {
         dq: Tensor3::zeros(h, n_q, d)?,
         dk: Tensor3::zeros(h, n_k, d)?,
         dv: Tensor3::zeros(h, n_k, d_v)?,
     };
-    g.dq.as_mut_slice()
+    grads
+        .dq
+        .as_mut_slice()
         .par_chunks_mut(n_q * d)
-        .zip(g.dk.as_mut_slice().par_chunks_mut(n_k * d))
-        .zip(g.dv.as_mut_slice().par_chunks_mut(n_k * d_v))
+        .zip(grads.dk.as_mut_slice().par_chunks_mut(n_k * d))
+        .zip(grads.dv.as_mut_slice().par_chunks_mut(n_k * d_v))
         .enumerate()
         .for_each(|(i, ((dq, dk), dv))| {
             let d_o = d_o.head(i).as_slice();
@@ -227,5 +234,9 @@ pub fn backward_multihead<T: Real>(
             };
             backward::backward_into(&probs[i], &up, dq, dk, dv);
         });
-    Ok(g)
+    if g > 1 {
+        grads.dk = super::sum_groups(&grads.dk, g)?;
+        grads.dv = super::sum_groups(&grads.dv, g)?;
+    }
+    Ok(grads)
 }

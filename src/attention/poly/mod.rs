@@ -404,7 +404,8 @@ pub fn backward<T: Real>(
 }
 
 /// [`forward`] for each head of `[heads, n, d]` stacks, heads in parallel; each head
-/// gets its own plan (its own radius, degree and bound).
+/// gets its own plan (its own radius, degree and bound). `k` and `v` may have fewer
+/// heads than `q` (grouped-query attention, [`crate::attention::kv_group`]).
 pub fn forward_multihead<T: Real>(
     q: &crate::tensor::Tensor3<T>,
     k: &crate::tensor::Tensor3<T>,
@@ -412,10 +413,11 @@ pub fn forward_multihead<T: Real>(
     cfg: &PolyConfig,
 ) -> Result<Vec<PolyForward<T>>> {
     use rayon::prelude::*;
-    same_heads(q.heads(), &[("k", k.heads()), ("v", v.heads())])?;
+    same_heads(k.heads(), &[("v", v.heads())])?;
+    let g = crate::attention::kv_group(q.heads(), k.heads())?;
     (0..q.heads())
         .into_par_iter()
-        .map(|h| forward(q.head(h), k.head(h), v.head(h), cfg))
+        .map(|h| forward(q.head(h), k.head(h / g), v.head(h / g), cfg))
         .collect::<Vec<_>>()
         // Sequentially: the error reported is the first refusing head's in head order,
         // whatever the scheduling (a parallel collect keeps whichever failed first).
@@ -423,7 +425,10 @@ pub fn forward_multihead<T: Real>(
         .collect()
 }
 
-/// [`backward`] for each head, given the heads' forwards.
+/// [`backward`] for each query head, given the heads' forwards. With grouped-query
+/// heads each result's `dk`, `dv` (and their bounds) are that query head's share:
+/// a key/value head's gradient is the sum over its group
+/// ([`crate::attention::sum_groups`]; the bounds add).
 pub fn backward_multihead<T: Real>(
     q: &crate::tensor::Tensor3<T>,
     k: &crate::tensor::Tensor3<T>,
@@ -436,20 +441,17 @@ pub fn backward_multihead<T: Real>(
     use rayon::prelude::*;
     same_heads(
         q.heads(),
-        &[
-            ("k", k.heads()),
-            ("v", v.heads()),
-            ("do", d_o.heads()),
-            ("forward results", fwd.len()),
-        ],
+        &[("do", d_o.heads()), ("forward results", fwd.len())],
     )?;
+    same_heads(k.heads(), &[("v", v.heads())])?;
+    let g = crate::attention::kv_group(q.heads(), k.heads())?;
     (0..q.heads())
         .into_par_iter()
         .map(|h| {
             backward(
                 q.head(h),
-                k.head(h),
-                v.head(h),
+                k.head(h / g),
+                v.head(h / g),
                 &fwd[h],
                 d_o.head(h),
                 kind,
