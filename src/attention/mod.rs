@@ -87,6 +87,45 @@ impl AttentionConfig {
     }
 }
 
+/// Grouped-query attention: the number of query heads sharing one key/value head,
+/// `g = q_heads / kv_heads` (1 for ordinary multi-head attention, `q_heads` for
+/// multi-query). Query head `h` reads key/value head `h / g`, PyTorch's
+/// `enable_gqa` and FlashAttention's convention; a batch folded into the heads keeps
+/// that mapping (`[b, h_q]` flattened to `b h_q + h` reads `b h_kv + h / g`, which is
+/// `(b h_q + h) / g`). An error names both counts when `kv_heads` does not divide
+/// `q_heads`.
+pub fn kv_group(q_heads: usize, kv_heads: usize) -> crate::Result<usize> {
+    if kv_heads == 0 || !q_heads.is_multiple_of(kv_heads) {
+        return Err(crate::Error::ShapeMismatch {
+            what: "k/v heads (grouped-query attention needs them to divide q's heads)".into(),
+            expected: format!("a divisor of {q_heads}"),
+            got: kv_heads.to_string(),
+        });
+    }
+    Ok(q_heads / kv_heads)
+}
+
+/// Sums `[q_heads, rows, cols]` per-query-head gradients over each group of `g`
+/// consecutive heads into `[q_heads / g, rows, cols]`, in head order (so the result
+/// is the same bits whatever the thread count): how dK and dV reach a key/value head
+/// that several query heads read.
+pub fn sum_groups<T: crate::Real>(
+    per_query: &crate::tensor::Tensor3<T>,
+    g: usize,
+) -> crate::Result<crate::tensor::Tensor3<T>> {
+    let (h, r, c) = (per_query.heads(), per_query.rows(), per_query.cols());
+    let mut out = crate::tensor::Tensor3::zeros(h / g.max(1), r, c)?;
+    let len = r * c;
+    for (j, dst) in out.as_mut_slice().chunks_mut(len.max(1)).enumerate() {
+        for i in j * g..(j + 1) * g {
+            for (d, s) in dst.iter_mut().zip(per_query.head(i).as_slice()) {
+                *d += *s;
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,43 +164,4 @@ mod tests {
             .collect();
         assert_eq!(ends, vec![1, 2, 3]);
     }
-}
-
-/// Grouped-query attention: the number of query heads sharing one key/value head,
-/// `g = q_heads / kv_heads` (1 for ordinary multi-head attention, `q_heads` for
-/// multi-query). Query head `h` reads key/value head `h / g`, PyTorch's
-/// `enable_gqa` and FlashAttention's convention; a batch folded into the heads keeps
-/// that mapping (`[b, h_q]` flattened to `b h_q + h` reads `b h_kv + h / g`, which is
-/// `(b h_q + h) / g`). An error names both counts when `kv_heads` does not divide
-/// `q_heads`.
-pub fn kv_group(q_heads: usize, kv_heads: usize) -> crate::Result<usize> {
-    if kv_heads == 0 || q_heads % kv_heads != 0 {
-        return Err(crate::Error::ShapeMismatch {
-            what: "k/v heads (grouped-query attention needs them to divide q's heads)".into(),
-            expected: format!("a divisor of {q_heads}"),
-            got: kv_heads.to_string(),
-        });
-    }
-    Ok(q_heads / kv_heads)
-}
-
-/// Sums `[q_heads, rows, cols]` per-query-head gradients over each group of `g`
-/// consecutive heads into `[q_heads / g, rows, cols]`, in head order (so the result
-/// is the same bits whatever the thread count): how dK and dV reach a key/value head
-/// that several query heads read.
-pub fn sum_groups<T: crate::Real>(
-    per_query: &crate::tensor::Tensor3<T>,
-    g: usize,
-) -> crate::Result<crate::tensor::Tensor3<T>> {
-    let (h, r, c) = (per_query.heads(), per_query.rows(), per_query.cols());
-    let mut out = crate::tensor::Tensor3::zeros(h / g.max(1), r, c)?;
-    let len = r * c;
-    for (j, dst) in out.as_mut_slice().chunks_mut(len.max(1)).enumerate() {
-        for i in j * g..(j + 1) * g {
-            for (d, s) in dst.iter_mut().zip(per_query.head(i).as_slice()) {
-                *d += *s;
-            }
-        }
-    }
-    Ok(out)
 }
