@@ -1181,7 +1181,7 @@ pub fn entries() -> Vec<Entry> {
         ),
         entry!(
             "ML24",
-            "Lemma E.1",
+            "Lemma C.13",
             "ml24::low_rank::lemma_e1_low_rank_f",
             "f~ = D~^-1 U V^T = U~ V^T (polynomial kernel, docs/math.md §3.3)",
             "-",
@@ -1319,7 +1319,7 @@ pub fn entries() -> Vec<Entry> {
         ),
         entry!(
             "ML24",
-            "Lemma H.1",
+            "Lemma H.2",
             "ml24::blocks::lemma_h1_grad_through_mlp",
             "G_i = (dL/dT o phi'(Z W_g)) W_g^T",
             "-",
@@ -1327,7 +1327,7 @@ pub fn entries() -> Vec<Entry> {
         ),
         entry!(
             "ML24",
-            "Lemma H.2",
+            "dL/dW_g (H.2's weight counterpart; not in ML24)",
             "ml24::blocks::lemma_h2_grad_w_g",
             "dL/dW_g = Z^T (dL/dT o phi'(Z W_g))",
             "-",
@@ -1383,7 +1383,7 @@ pub fn entries() -> Vec<Entry> {
         ),
         entry!(
             "AS24",
-            "Lemma B.1 part 1",
+            "Lemma B.1 part 2",
             "as24::lemma_b1_part1",
             "d(A1 X A2^T)_{j0}/dx_i",
             "-",
@@ -1391,7 +1391,7 @@ pub fn entries() -> Vec<Entry> {
         ),
         entry!(
             "AS24",
-            "Lemma B.1 part 2",
+            "Lemma B.1 part 3",
             "as24::lemma_b1_part2",
             "du_{j0}/dx_i",
             "-",
@@ -1399,7 +1399,7 @@ pub fn entries() -> Vec<Entry> {
         ),
         entry!(
             "AS24",
-            "Lemma B.1 part 3",
+            "Lemma B.1 part 4",
             "as24::lemma_b1_part3",
             "d alpha_{j0}/dx_i",
             "-",
@@ -1407,7 +1407,7 @@ pub fn entries() -> Vec<Entry> {
         ),
         entry!(
             "AS24",
-            "Lemma B.1 part 4",
+            "Lemma B.1 part 5 (its proof's d alpha^-1 step)",
             "as24::lemma_b1_part4",
             "d alpha_{j0}^-1/dx_i",
             "-",
@@ -1439,7 +1439,7 @@ pub fn entries() -> Vec<Entry> {
         ),
         entry!(
             "AS24",
-            "Lemma B.1 part 8",
+            "Lemma B.1 part 8 (summed over j0, i0)",
             "as24::lemma_b1_part8",
             "dL/dx_i",
             "-",
@@ -1455,7 +1455,7 @@ pub fn entries() -> Vec<Entry> {
         ),
         entry!(
             "AS24",
-            "Lemma D.2",
+            "Lemma D.1",
             "as24::lemma_d2_low_rank_f",
             "f~ = U1 V1^T",
             "-",
