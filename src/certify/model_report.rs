@@ -310,7 +310,7 @@ pub fn certify_model_with(
             return Err(needs_certify("ball"));
         }
     } else {
-        let refs = exact
+        let refs: BTreeMap<String, RefTensor> = exact
             .iter()
             .map(|(n, d)| {
                 (

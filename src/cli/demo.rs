@@ -110,6 +110,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
 
 /// What one dtype's run produced, for the certification table.
 struct DtypeRun {
+    #[cfg_attr(not(feature = "certify"), allow(dead_code))]
     dtype: &'static str,
     #[cfg_attr(not(feature = "certify"), allow(dead_code))]
     certs: Vec<(usize, RowCert)>,
@@ -145,6 +146,7 @@ fn run_dtype<T: Real>(a: &DemoArgs, x: &Inputs, config: &AttentionConfig) -> Res
         flops_fwd / t_fwd / 1e9,
         2.5 * flops_fwd / t_bwd / 1e9
     );
+    #[cfg_attr(not(feature = "certify"), allow(unused_mut))]
     let mut certs = Vec::new();
     #[cfg(feature = "certify")]
     for s in 0..a.samples {
