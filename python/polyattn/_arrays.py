@@ -155,6 +155,8 @@ def _fmt(x: float) -> str:
 def check_finite(name: str, a: np.ndarray) -> None:
     """Raises ``PolyattnError`` (kind ``non_finite``) naming the first NaN/infinity of
     ``a`` by its index in the array as the caller shaped it."""
+    if a.size == 0 or (np.isfinite(a.min()) and np.isfinite(a.max())):
+        return  # NaN propagates through min/max and an infinity is an extreme: no temporaries
     finite = np.isfinite(a)
     if not finite.all():
         idx = tuple(int(i) for i in np.argwhere(~finite)[0])
