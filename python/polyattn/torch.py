@@ -77,6 +77,9 @@ class _Attention(torch.autograd.Function):
                 f"q, k, v must share one dtype (got {q.dtype}, {k.dtype}, {v.dtype})",
             )
         fw = run_forward([("q", qa), ("k", ka), ("v", va)], dtype=dt, **opts["forward"])
+        # The native state borrows q, k, v's memory again in the backward: saving them
+        # lets autograd's version counters catch an in-place change in between.
+        ctx.save_for_backward(q, k, v)
         ctx.fw = fw
         ctx.dtype_kw = dt
         ctx.gradient = opts["gradient"]
@@ -87,6 +90,7 @@ class _Attention(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_o: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:  # type: ignore[override]
         fw = ctx.fw
+        ctx.saved_tensors  # raises if q, k or v was modified in place since the forward
         g = grad_o.to(ctx.torch_dtype)
         ga, _ = _to_numpy("grad_output", g)
         do3 = fold([("do", ga)], ctx.dtype_kw)

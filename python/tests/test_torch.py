@@ -156,6 +156,15 @@ def test_loss_backward_poly_within_certified_bound():
     assert np.all(np.abs(q.grad.numpy() - ref.dq) <= r.dq_bound + ref.dq_bound)
 
 
+def test_in_place_change_after_forward_is_caught():
+    q, k, v = inputs((4, 8), seed=9)
+    out = pt.scaled_dot_product_attention(q, k, v)
+    with torch.no_grad():
+        v.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
 def test_unsupported_arguments():
     q, k, v = inputs((4, 8), seed=8)
     with pytest.raises(NotImplementedError, match="dropout"):
