@@ -1,16 +1,16 @@
-//! Times one attention shape through the exact or the polynomial engine and prints one
-//! JSON line: median forward, forward+backward and backward wall times over `--reps`
-//! runs (after one warm-up; `bwd_ms` is the median of each run's backward time), the
-//! FLOPs as FlashAttention counts them (forward 4 n^2 d per head, half when causal;
-//! backward 2.5x forward), and for the polynomial engine its degree, rank and
-//! certified bound on max |O~ - O|. Used by `benches/torch_side_by_side.py`
-//! (which times PyTorch on the same shapes in the same run); threads: `RAYON_NUM_THREADS`.
-//!
-//! ```sh
-//! cargo run --release --example time_attention -- --engine exact --n 4096 --d 64 --causal
-//! cargo run --release --example time_attention -- --engine poly --n 65536 --d 8 --eps 1e-3
-//! ```
-//! Inputs: Q, K, V, dO with N(0, 1) entries (seeded), scaled by `--qk-scale` for Q and K.
+// Times one attention shape through the exact or the polynomial engine and prints one
+// JSON line: median forward, forward+backward and backward wall times over `--reps`
+// runs (after one warm-up; `bwd_ms` is the median of each run's backward time), the
+// FLOPs as FlashAttention counts them (forward 4 n^2 d per head, half when causal;
+// backward 2.5x forward), and for the polynomial engine its degree, rank and
+// certified bound on max |O~ - O|. Used by `benches/torch_side_by_side.py`
+// (which times PyTorch on the same shapes in the same run); threads: `RAYON_NUM_THREADS`.
+//
+// ```sh
+// cargo run --release --example time_attention -- --engine exact --n 4096 --d 64 --causal
+// cargo run --release --example time_attention -- --engine poly --n 65536 --d 8 --eps 1e-3
+// ```
+// Inputs: Q, K, V, dO with N(0, 1) entries (seeded), scaled by `--qk-scale` for Q and K.
 
 use polyattn::attention::poly::{self, Accuracy, GradientKind, PolyConfig};
 use polyattn::attention::{exact, AttentionConfig, Mask};

@@ -1,0 +1,327 @@
+"""Attention forward and backward on NumPy arrays in PyTorch's ``[..., n, d]`` layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from . import _native
+from ._arrays import Folded, error, fold, from_compute, unfold, widen_bound
+
+ENGINES = ("exact", "poly", "auto")
+GRADIENTS = ("substituted", "polynomial-model")
+
+
+def mask_name(is_causal: bool, causal_alignment: str) -> str:
+    """The engine's mask name for SDPA-style arguments."""
+    if causal_alignment not in ("top-left", "bottom-right"):
+        raise error(
+            "invalid_parameter",
+            f"causal_alignment={causal_alignment!r}: expected 'top-left' (PyTorch's "
+            "is_causal) or 'bottom-right' (FlashAttention-2's, for decoding with a cache)",
+        )
+    if not is_causal:
+        return "none"
+    return "causal" if causal_alignment == "top-left" else "causal-bottom-right"
+
+
+def check_unsupported(attn_mask: Any, dropout_p: float, enable_gqa: bool, window: Any) -> None:
+    """Raises for the SDPA options the engine does not have (never emulated)."""
+    if attn_mask is not None:
+        raise NotImplementedError(
+            "attn_mask: polyattn computes unmasked or causal attention only (is_causal=True, "
+            "causal_alignment='top-left' or 'bottom-right'); arbitrary masks are not implemented"
+        )
+    if dropout_p != 0.0:
+        raise NotImplementedError(
+            f"dropout_p={dropout_p}: attention dropout is not implemented (polyattn's "
+            "results are deterministic and certified); use dropout_p=0.0"
+        )
+    if enable_gqa:
+        raise NotImplementedError(
+            "enable_gqa: grouped-query attention is not implemented; repeat k and v "
+            "along the head dimension to q's head count instead"
+        )
+    if window is not None:
+        raise NotImplementedError("window: sliding-window attention is not implemented")
+
+
+def check_engine(engine: str, eps: Optional[float], degree: Optional[int]) -> None:
+    """Validates engine, eps and degree together."""
+    if engine not in ENGINES:
+        raise error("invalid_parameter", f"engine={engine!r}: expected one of {ENGINES}")
+    if engine == "exact" and (eps is not None or degree is not None):
+        raise error(
+            "invalid_parameter",
+            "eps and degree configure the polynomial engine; engine='exact' takes neither",
+        )
+    if eps is not None and degree is not None:
+        raise error("invalid_parameter", "give eps or degree, not both")
+
+
+@dataclass
+class AttentionResult:
+    """The result of :func:`polyattn.attention`.
+
+    Attributes:
+        o: the output ``[..., n_q, d_v]`` in the input dtype.
+        lse: the row log-sum-exp ``[..., n_q]`` (``-inf`` for a fully masked row); for
+            the polynomial engine the log of its normaliser (exact rows: the exact lse).
+        engine: ``"exact"`` or ``"poly"``: the engine that ran.
+        engine_reason: ``"requested"``, or for ``engine="auto"`` why that engine ran.
+        o_bound: polynomial engine only: float64 ``[..., n_q, d_v]``, a certified bound
+            on ``|o - O_exact|`` entry by entry (exact attention of the same inputs, in
+            real arithmetic), including the final rounding to the input dtype.
+        plans: polynomial engine only: one dict per head (flattened leading dims) with
+            ``R``, ``B``, ``sqrt_ln_n``, ``degree``, ``rank``, ``eps_poly``,
+            ``predicted_speedup``, ``bound_o``, ...
+        R, B, degree, rank, sqrt_ln_n: polynomial engine only: the maxima over heads of
+            the certified exponent radius, the entry bound max|q|,|k|, the degree and the
+            rank r = C(d + g, g); sqrt(ln n) is the theory's threshold for B.
+    """
+
+    o: np.ndarray
+    lse: np.ndarray
+    engine: str
+    engine_reason: str
+    o_bound: Optional[np.ndarray] = None
+    plans: Optional[List[Dict[str, Any]]] = None
+    R: Optional[float] = None
+    B: Optional[float] = None
+    degree: Optional[int] = None
+    rank: Optional[int] = None
+    sqrt_ln_n: Optional[float] = None
+
+
+@dataclass
+class BackwardResult:
+    """The result of :func:`polyattn.attention_backward`: the forward's fields plus the
+    gradients.
+
+    Attributes:
+        dq, dk, dv: the gradients, shaped and typed like q, k, v.
+        gradient: polynomial engine only: the gradient kind computed
+            (``"substituted"`` or ``"polynomial-model"``).
+        dq_bound, dk_bound, dv_bound: polynomial engine only: float64 certified bounds
+            on the distance to the *exact* gradients of exact attention, entry by entry.
+        o, lse, engine, engine_reason, o_bound, plans, R, B, degree, rank, sqrt_ln_n:
+            as in :class:`AttentionResult`.
+    """
+
+    dq: np.ndarray
+    dk: np.ndarray
+    dv: np.ndarray
+    o: np.ndarray
+    lse: np.ndarray
+    engine: str
+    engine_reason: str
+    gradient: Optional[str] = None
+    dq_bound: Optional[np.ndarray] = None
+    dk_bound: Optional[np.ndarray] = None
+    dv_bound: Optional[np.ndarray] = None
+    o_bound: Optional[np.ndarray] = None
+    plans: Optional[List[Dict[str, Any]]] = None
+    R: Optional[float] = None
+    B: Optional[float] = None
+    degree: Optional[int] = None
+    rank: Optional[int] = None
+    sqrt_ln_n: Optional[float] = None
+
+
+@dataclass
+class _Forward:
+    """A forward call's outputs in the compute dtype, and the native state."""
+
+    folded: Folded
+    out: Dict[str, Any]
+    state: Any
+    fields: Dict[str, Any] = field(default_factory=dict)
+
+
+def run_forward(
+    named: List[Tuple[str, Any]],
+    *,
+    is_causal: bool,
+    causal_alignment: str,
+    scale: Optional[float],
+    engine: str,
+    eps: Optional[float],
+    degree: Optional[int],
+    dtype: Optional[str],
+    polynomial: str = "chebyshev",
+) -> _Forward:
+    """Folds the inputs (q, k, v first, then any others) and runs the native forward."""
+    mask = mask_name(is_causal, causal_alignment)
+    check_engine(engine, eps, degree)
+    if scale is not None:
+        scale = float(scale)
+    f = fold(named, dtype)
+    q, k, v = f.arrays[:3]
+    out, state = _native.forward(
+        q, k, v, mask=mask, scale=scale, engine=engine, eps=eps, degree=degree, polynomial=polynomial
+    )
+    s = f.storage
+    o = from_compute(out["o"], s)
+    fields: Dict[str, Any] = {
+        "o": unfold(o, f.lead),
+        "lse": unfold(from_compute(out["lse"], s), f.lead),
+        "engine": out["engine"],
+        "engine_reason": out["engine_reason"],
+    }
+    if out["engine"] == "poly":
+        plans = out["plans"]
+        fields.update(
+            o_bound=unfold(widen_bound(out["o_bound"], o, out["o"], s), f.lead),
+            plans=plans,
+            R=max(p["R"] for p in plans),
+            B=max(p["B"] for p in plans),
+            degree=max(p["degree"] for p in plans),
+            rank=max(p["rank"] for p in plans),
+            sqrt_ln_n=plans[0]["sqrt_ln_n"],
+        )
+    return _Forward(f, out, state, fields)
+
+
+def run_backward(fw: _Forward, do3: np.ndarray, gradient: str) -> Dict[str, Any]:
+    """The native backward from a forward, ``do3`` folded in the compute dtype; results
+    in the storage dtype, unfolded."""
+    if gradient not in GRADIENTS:
+        raise error("invalid_parameter", f"gradient={gradient!r}: expected one of {GRADIENTS}")
+    q, k, v = fw.folded.arrays[:3]
+    g = _native.backward(fw.state, q, k, v, do3, gradient=gradient)
+    s, lead = fw.folded.storage, fw.folded.lead
+    res: Dict[str, Any] = {}
+    for name in ("dq", "dk", "dv"):
+        stored = from_compute(g[name], s)
+        res[name] = unfold(stored, lead)
+        if name + "_bound" in g:
+            res[name + "_bound"] = unfold(widen_bound(g[name + "_bound"], stored, g[name], s), lead)
+    if "gradient" in g:
+        res["gradient"] = g["gradient"]
+    return res
+
+
+def attention(
+    q: Any,
+    k: Any,
+    v: Any,
+    *,
+    is_causal: bool = False,
+    causal_alignment: str = "top-left",
+    scale: Optional[float] = None,
+    engine: str = "exact",
+    eps: Optional[float] = None,
+    degree: Optional[int] = None,
+    polynomial: str = "chebyshev",
+    dtype: Optional[str] = None,
+    attn_mask: Any = None,
+    dropout_p: float = 0.0,
+    enable_gqa: bool = False,
+    window: Any = None,
+) -> AttentionResult:
+    """Attention forward, ``O = softmax(scale * q k^T + mask) v``, with its row log-sum-exp.
+
+    Args:
+        q: ``[..., n_q, d]``; k: ``[..., n_k, d]``; v: ``[..., n_k, d_v]``: NumPy arrays
+            (or array-likes) with the same leading (batch/head) dims, which fold into
+            heads. float32 and float64 are computed natively; float16 and bfloat16
+            (``ml_dtypes.bfloat16``, or uint16 bits with ``dtype=``) are converted
+            exactly to float32, computed in float32, and the results rounded back to the
+            input dtype, round to nearest even (PyTorch's math-backend convention).
+            C-contiguous float32/float64 inputs are not copied; others are copied once.
+        is_causal: causal mask; ``causal_alignment`` ``"top-left"`` (PyTorch's:
+            key j visible to query i iff j <= i) or ``"bottom-right"`` (j <= i + n_k - n_q).
+        scale: tau in ``tau q k^T``; None means ``1/sqrt(d)``. It is rounded once to the
+            compute dtype.
+        engine: ``"exact"`` (tiled exact engine), ``"poly"`` (polynomial method with a
+            certified entrywise bound, or :class:`polyattn.RefusedError`) or ``"auto"``
+            (poly where certified and predicted faster, else exact; see
+            ``engine_reason``).
+        eps: polynomial engine: target on max |o - O_exact| (default 1e-6).
+        degree: polynomial engine: use this degree instead (certified bound reported).
+        polynomial: polynomial engine: ``"chebyshev"`` (default; interpolates exp on
+            [-R, R], R = tau max||q|| max||k||, so the polynomial depends on R) or
+            ``"taylor"`` (at 0; the same polynomial for every input).
+        dtype: ``"bfloat16"`` or ``"float16"`` when the arrays are uint16 bit patterns.
+        attn_mask, dropout_p, enable_gqa, window: not implemented; anything but the
+            default raises ``NotImplementedError``.
+
+    Returns:
+        :class:`AttentionResult`.
+
+    Raises:
+        polyattn.PolyattnError: bad shapes, dtypes, non-finite entries, parameters, or
+            intermediates that could overflow the dtype (``kind`` names which).
+        polyattn.RefusedError: the polynomial engine cannot certify this input.
+
+    The GIL is released while the engine computes.
+    """
+    check_unsupported(attn_mask, dropout_p, enable_gqa, window)
+    fw = run_forward(
+        [("q", q), ("k", k), ("v", v)],
+        is_causal=is_causal,
+        causal_alignment=causal_alignment,
+        scale=scale,
+        engine=engine,
+        eps=eps,
+        degree=degree,
+        dtype=dtype,
+        polynomial=polynomial,
+    )
+    return AttentionResult(**fw.fields)
+
+
+def attention_backward(
+    q: Any,
+    k: Any,
+    v: Any,
+    do: Any,
+    *,
+    is_causal: bool = False,
+    causal_alignment: str = "top-left",
+    scale: Optional[float] = None,
+    engine: str = "exact",
+    eps: Optional[float] = None,
+    degree: Optional[int] = None,
+    polynomial: str = "chebyshev",
+    gradient: str = "substituted",
+    dtype: Optional[str] = None,
+    attn_mask: Any = None,
+    dropout_p: float = 0.0,
+    enable_gqa: bool = False,
+    window: Any = None,
+) -> BackwardResult:
+    """Attention forward and backward: the gradients of ``sum(do * O)`` with respect to
+    q, k, v, for an upstream gradient ``do`` ``[..., n_q, d_v]``.
+
+    Arguments as in :func:`attention`, plus:
+
+    Args:
+        do: the upstream gradient dL/dO, same dtype and leading dims as q.
+        gradient: polynomial engine only: ``"substituted"`` (default: the exact gradient
+            formula with the polynomial attention matrix substituted, the papers'
+            ALTGrad/AS24 gradient) or ``"polynomial-model"`` (the exact derivative of
+            the polynomial forward, what autodiff of it would give). Both come with
+            certified bounds against the exact gradients.
+
+    Returns:
+        :class:`BackwardResult` (gradients, o, lse, and for poly the bounds and plan).
+    """
+    check_unsupported(attn_mask, dropout_p, enable_gqa, window)
+    if gradient not in GRADIENTS:
+        raise error("invalid_parameter", f"gradient={gradient!r}: expected one of {GRADIENTS}")
+    fw = run_forward(
+        [("q", q), ("k", k), ("v", v), ("do", do)],
+        is_causal=is_causal,
+        causal_alignment=causal_alignment,
+        scale=scale,
+        engine=engine,
+        eps=eps,
+        degree=degree,
+        dtype=dtype,
+        polynomial=polynomial,
+    )
+    g = run_backward(fw, fw.folded.arrays[3], gradient)
+    return BackwardResult(**g, **fw.fields)

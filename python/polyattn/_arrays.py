@@ -1,0 +1,221 @@
+"""Array plumbing: dtypes, exact float16/bfloat16 conversion, folding of leading dims.
+
+The engine computes in float32 or float64. float16 and bfloat16 inputs are converted
+*exactly* to float32 (every float16 and bfloat16 value is a float32 value), computed in
+float32, and the results are rounded back to the input dtype once at the end, round to
+nearest, ties to even: PyTorch's math-backend convention for half-precision SDPA.
+
+bfloat16 arrives as an ``ml_dtypes.bfloat16`` array, or as a ``uint16`` array of bit
+patterns with ``dtype="bfloat16"`` (PyTorch: ``t.view(torch.uint16).numpy()``);
+float16 as a NumPy ``float16`` array or as ``uint16`` bits with ``dtype="float16"``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ._native import PolyattnError
+
+STORAGE_DTYPES = ("float32", "float64", "float16", "bfloat16")
+
+
+def error(kind: str, msg: str) -> PolyattnError:
+    """A ``PolyattnError`` of ``kind`` (as the native module raises them)."""
+    e = PolyattnError(msg)
+    e.kind = kind  # type: ignore[attr-defined]
+    return e
+
+
+def _bf16_type() -> Any:
+    try:
+        import ml_dtypes  # type: ignore[import-not-found]
+    except ImportError:  # pragma: no cover - exercised only without ml_dtypes
+        return None
+    return ml_dtypes.bfloat16
+
+
+@dataclass(frozen=True)
+class Storage:
+    """How a tensor is stored: its logical dtype, and whether it came as raw uint16 bits."""
+
+    name: str  # one of STORAGE_DTYPES
+    raw: bool  # uint16 bit patterns (returned as uint16 too)
+
+    @property
+    def compute(self) -> np.dtype:
+        """The dtype the engine computes in."""
+        return np.dtype(np.float64 if self.name == "float64" else np.float32)
+
+
+def storage_of(name: str, a: np.ndarray, dtype: Optional[str]) -> Storage:
+    """The storage dtype of array ``a`` (called ``name`` in messages)."""
+    if dtype is not None:
+        if dtype not in ("float16", "bfloat16"):
+            raise error(
+                "invalid_parameter",
+                f"dtype={dtype!r}: the dtype keyword names the format of uint16 bit "
+                "patterns and must be 'float16' or 'bfloat16'",
+            )
+        if a.dtype != np.uint16:
+            raise error(
+                "mixed_dtype",
+                f"`{name}` has dtype {a.dtype} but dtype={dtype!r} expects uint16 bit patterns",
+            )
+        return Storage(dtype, True)
+    dt = a.dtype
+    if dt == np.float32:
+        return Storage("float32", False)
+    if dt == np.float64:
+        return Storage("float64", False)
+    if dt == np.float16:
+        return Storage("float16", False)
+    if dt.name == "bfloat16":
+        return Storage("bfloat16", False)
+    if dt == np.uint16:
+        raise error(
+            "unsupported_dtype",
+            f"`{name}` is a uint16 array: pass dtype='bfloat16' or dtype='float16' to say "
+            "which format its bit patterns are",
+        )
+    raise error(
+        "unsupported_dtype",
+        f"`{name}` has dtype {dt}; supported: float32, float64, float16, bfloat16 "
+        "(ml_dtypes.bfloat16, or uint16 bits with dtype=...)",
+    )
+
+
+def to_compute(a: np.ndarray, s: Storage) -> np.ndarray:
+    """``a`` as a C-contiguous float32/float64 array: no copy when ``a`` is already a
+    C-contiguous float32/float64 array, one copy otherwise; half formats exactly."""
+    if s.name in ("float32", "float64"):
+        return np.ascontiguousarray(a)
+    bits = np.ascontiguousarray(a).view(np.uint16)
+    if s.name == "float16":
+        return bits.view(np.float16).astype(np.float32)
+    # bfloat16 is the upper half of a float32.
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def round_bf16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bit patterns (uint16), round to nearest, ties to even;
+    NaN stays a quiet NaN, overflow goes to +-inf as IEEE rounding says."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    lsb = (bits >> 16) & 1
+    rounded = ((bits + np.uint32(0x7FFF) + lsb) >> 16).astype(np.uint16)
+    nan = np.isnan(x)
+    if nan.any():
+        rounded[nan] = ((bits[nan] >> 16) | 0x0040).astype(np.uint16)
+    return rounded
+
+
+def from_compute(x: np.ndarray, s: Storage) -> np.ndarray:
+    """A float32/float64 result in the storage dtype ``s`` (rounded to nearest even for
+    the half formats; raw storage gets uint16 bits back)."""
+    if s.name in ("float32", "float64"):
+        return x
+    if s.name == "float16":
+        with np.errstate(over="ignore"):  # overflow to +-inf is the IEEE result
+            y = x.astype(np.float16)  # NumPy's conversion rounds to nearest even
+        return y.view(np.uint16) if s.raw else y
+    bits = round_bf16_bits(x)
+    if s.raw:
+        return bits
+    bf16 = _bf16_type()
+    if bf16 is None:  # pragma: no cover - an ml_dtypes input implies ml_dtypes
+        return bits
+    return bits.view(bf16)
+
+
+def to_f64(a: np.ndarray, s: Storage) -> np.ndarray:
+    """Exact float64 values of ``a`` (every supported format embeds in float64)."""
+    return to_compute(a, s).astype(np.float64, copy=False)
+
+
+def widen_bound(bound: np.ndarray, stored: np.ndarray, computed: np.ndarray, s: Storage) -> np.ndarray:
+    """A bound on |computed - exact| made a bound on |stored - exact| where ``stored`` is
+    ``computed`` rounded to the half format: add |stored - computed| (exact in float64:
+    both are float32 values within a factor 2 of each other, Sterbenz) and round the sum
+    up by one ulp."""
+    if s.name in ("float32", "float64"):
+        return bound
+    st = to_f64(stored, s)
+    return np.nextafter(bound + np.abs(st - computed.astype(np.float64)), np.inf)
+
+
+def _fmt(x: float) -> str:
+    if math.isnan(x):
+        return "NaN"
+    return "inf" if x > 0 else "-inf"
+
+
+def check_finite(name: str, a: np.ndarray) -> None:
+    """Raises ``PolyattnError`` (kind ``non_finite``) naming the first NaN/infinity of
+    ``a`` by its index in the array as the caller shaped it."""
+    if a.size == 0 or (np.isfinite(a.min()) and np.isfinite(a.max())):
+        return  # NaN propagates through min/max and an infinity is an extreme: no temporaries
+    finite = np.isfinite(a)
+    if not finite.all():
+        idx = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise error(
+            "non_finite",
+            f"{name}{list(idx)} is {_fmt(float(a[idx]))}: inputs must be finite",
+        )
+
+
+@dataclass
+class Folded:
+    """Inputs folded to ``[heads, rows, cols]`` in the compute dtype."""
+
+    arrays: Tuple[np.ndarray, ...]
+    lead: Tuple[int, ...]
+    storage: Storage
+
+
+def fold(named: Sequence[Tuple[str, Any]], dtype: Optional[str]) -> Folded:
+    """Checks that the tensors share one storage dtype and the same leading dims, and
+    folds each ``[..., rows, cols]`` to ``[prod(...), rows, cols]`` in the compute
+    dtype (zero-copy when C-contiguous float32/float64)."""
+    arrays = [(n, np.asarray(a)) for n, a in named]
+    first = arrays[0]
+    s0 = storage_of(first[0], first[1], dtype)
+    out = []
+    lead: Optional[Tuple[int, ...]] = None
+    for name, a in arrays:
+        s = storage_of(name, a, dtype)
+        if s != s0:
+            raise error(
+                "mixed_dtype",
+                f"tensor `{name}` has dtype {s.name} but `{first[0]}` has {s0.name}; all "
+                "inputs must share one dtype",
+            )
+        if a.ndim < 2:
+            raise error(
+                "shape_mismatch",
+                f"shape mismatch for {name}: expected [..., rows, cols] (at least 2 "
+                f"dimensions), got {list(a.shape)}",
+            )
+        this = tuple(a.shape[:-2])
+        if lead is None:
+            lead = this
+        elif this != lead:
+            raise error(
+                "shape_mismatch",
+                f"shape mismatch for {name} leading (batch/head) dimensions: expected "
+                f"{list(lead)}, got {list(this)} (no broadcasting; grouped-query "
+                "attention is not supported)",
+            )
+        c = to_compute(a, s)
+        check_finite(name, c)
+        heads = math.prod(this)
+        out.append(c.reshape((heads,) + c.shape[-2:]))
+    assert lead is not None
+    return Folded(tuple(out), lead, s0)
+
+
+def unfold(x: np.ndarray, lead: Tuple[int, ...]) -> np.ndarray:
+    """``[heads, ...]`` back to ``[*lead, ...]``."""
+    return x.reshape(lead + x.shape[1:])

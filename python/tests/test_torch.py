@@ -1,0 +1,184 @@
+"""polyattn.torch: autograd, gradcheck, and agreement with torch's own SDPA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import polyattn  # noqa: E402
+import polyattn.torch as pt  # noqa: E402
+from conftest import F32_FACTOR  # noqa: E402
+
+F = torch.nn.functional
+
+
+def inputs(shape, seed=0, dtype=torch.float64, scale=1.0, n_k=None):
+    g = torch.Generator().manual_seed(seed)
+    *lead, n, d = shape
+    n_k = n if n_k is None else n_k
+    q = (torch.randn(*lead, n, d, generator=g, dtype=torch.float64) * scale).to(dtype)
+    k = (torch.randn(*lead, n_k, d, generator=g, dtype=torch.float64) * scale).to(dtype)
+    v = torch.randn(*lead, n_k, d, generator=g, dtype=torch.float64).to(dtype)
+    return [t.requires_grad_() for t in (q, k, v)]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_gradcheck_exact(causal):
+    q, k, v = inputs((2, 6, 4), seed=1)
+    f = lambda a, b, c: pt.scaled_dot_product_attention(a, b, c, is_causal=causal)
+    assert torch.autograd.gradcheck(f, (q, k, v))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_gradcheck_poly_polynomial_model_taylor_fixed_degree(causal):
+    q, k, v = inputs((2, 6, 3), seed=2, scale=0.5)
+    f = lambda a, b, c: pt.scaled_dot_product_attention(
+        a, b, c, is_causal=causal, engine="poly", degree=4, polynomial="taylor"
+    )
+    assert torch.autograd.gradcheck(f, (q, k, v))
+
+
+def numerical_jacobian(f, args, idx, h=1e-6):
+    x = args[idx].detach()
+    cols = []
+    for i in range(x.numel()):
+        out = []
+        for s in (h, -h):
+            xp = x.clone().view(-1)
+            xp[i] += s
+            a = [t.detach() for t in args]
+            a[idx] = xp.view(x.shape)
+            out.append(f(*a).detach().reshape(-1))
+        cols.append((out[0] - out[1]) / (2 * h))
+    return torch.stack(cols, dim=1)
+
+
+def test_chebyshev_jacobian_matches_except_the_rows_that_set_R():
+    """Chebyshev P is fit on [-R, R], R = tau max||q_i|| max||k_j||: the P-fixed
+    derivative misses dP/dR, which only the largest-norm rows of q and k feel."""
+    q, k, v = inputs((2, 6, 3), seed=2, scale=0.5)
+    f = lambda a, b, c: pt.scaled_dot_product_attention(a, b, c, engine="poly", degree=3)
+    jac = torch.autograd.functional.jacobian(f, (q, k, v))
+    for idx, x in enumerate((q, k, v)):
+        num = numerical_jacobian(f, (q, k, v), idx)
+        ana = jac[idx].reshape(num.shape)
+        diff = (num - ana).abs().amax(dim=0).view(x.shape).amax(dim=-1)  # per (head, row)
+        top = x.detach().norm(dim=-1).argmax(dim=-1)  # the row setting R, per head
+        for h in range(2):
+            for r in range(6):
+                # central differences at h = 1e-6: truncation ~1e-12, rounding ~1e-10
+                if idx < 2 and r == top[h]:
+                    assert diff[h, r] > 1e-6, (idx, h, r)  # the missing dP/dR term
+                else:
+                    assert diff[h, r] < 1e-7, (idx, h, r, diff[h, r])
+
+
+def test_substituted_gradient_is_not_the_derivative_of_the_forward():
+    q, k, v = inputs((1, 6, 3), seed=3, scale=0.5)
+    f = lambda a, b, c: pt.scaled_dot_product_attention(
+        a, b, c, engine="poly", degree=2, polynomial="taylor", gradient="substituted"
+    )
+    assert not torch.autograd.gradcheck(f, (q, k, v), raise_exception=False)
+
+
+def certified(q, k, v, out, causal):
+    return polyattn.certify_outputs(*(t.detach().numpy() for t in (q, k, v)), o=out.detach().numpy(), is_causal=causal)["o"]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_forward_and_backward_match_torch_sdpa(causal):
+    q, k, v = inputs((2, 3, 50, 16), seed=4)
+    ours = pt.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    theirs = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    # both within their certified distance of exact attention
+    dist = certified(q, k, v, ours, causal).max_abs_error_upper + certified(q, k, v, theirs, causal).max_abs_error_upper
+    assert (ours - theirs).abs().max().item() <= dist
+    go = torch.randn_like(ours)
+    g1 = torch.autograd.grad(ours, (q, k, v), go)
+    g2 = torch.autograd.grad(theirs, (q, k, v), go)
+    qn, kn, vn, gn = (t.detach().numpy() for t in (q, k, v, go))
+    rep_ours = polyattn.certify_outputs(qn, kn, vn, do=gn, is_causal=causal, **{n: t.numpy() for n, t in zip(("dq", "dk", "dv"), g1)})
+    rep_theirs = polyattn.certify_outputs(qn, kn, vn, do=gn, is_causal=causal, **{n: t.numpy() for n, t in zip(("dq", "dk", "dv"), g2)})
+    for i, n in enumerate(("dq", "dk", "dv")):
+        assert (g1[i] - g2[i]).abs().max().item() <= rep_ours[n].max_abs_error_upper + rep_theirs[n].max_abs_error_upper
+        # and ours is within the float64 rounding bound (the exact engine is what
+        # reference() runs): upper <= 2 x the reference bound
+        assert rep_ours[n].max_abs_error_upper <= 2 * rep_ours[n].max_reference_bound
+
+
+def test_float32_against_torch_float64():
+    q, k, v = inputs((2, 40, 8), seed=5, dtype=torch.float32)
+    ours = pt.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert ours.dtype == torch.float32
+    ref64 = F.scaled_dot_product_attention(*(t.double() for t in (q, k, v)), is_causal=True)
+    qn, kn, vn = (t.detach().numpy() for t in (q, k, v))
+    ref = polyattn.reference(qn, kn, vn, is_causal=True)
+    rep64 = certified(q.double(), k.double(), v.double(), ref64, True)
+    # |ours - torch64| <= |ours - exact| + |torch64 - exact|: the float32 engine's a
+    # priori bound (the float64 one scaled, see conftest) plus torch's certified distance
+    tol = torch.from_numpy(ref.o_bound * F32_FACTOR) + rep64.max_abs_error_upper
+    assert torch.all((ours.double() - ref64).abs() <= tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_dtypes_round_once_and_backprop(dtype):
+    q, k, v = inputs((2, 32, 8), seed=6, dtype=dtype)
+    ours = pt.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert ours.dtype == dtype
+    # the same as float32 compute on the exact float32 values, rounded once
+    f32 = pt.scaled_dot_product_attention(*(t.detach().float() for t in (q, k, v)), is_causal=True)
+    assert torch.equal(ours, f32.to(dtype))  # torch's .to() rounds to nearest even
+    # Within one rounding of exact attention: |o - exact| <= u |f32 o| + the float32
+    # engine's error (the float64 bound scaled by 2^29, see conftest); u = 2^-8 for
+    # bfloat16, 2^-11 for float16 (unit roundoff of 8- and 11-bit significands).
+    u = 2.0 ** -(8 if dtype == torch.bfloat16 else 11)
+    qn, kn, vn = (t.detach().float().numpy() for t in (q, k, v))
+    ref = polyattn.reference(qn, kn, vn, is_causal=True)
+    rep = polyattn.certify_outputs(qn, kn, vn, o=ours.detach().float().numpy(), is_causal=True)["o"]
+    limit = u * np.abs(f32.detach().numpy()).max() + (ref.o_bound * F32_FACTOR).max()
+    assert rep.max_abs_error_upper <= limit * 1.01
+    ours.sum().backward()
+    assert q.grad.dtype == dtype and torch.isfinite(q.grad.double()).all()
+
+
+def test_loss_backward_poly_within_certified_bound():
+    q, k, v = inputs((2, 64, 8), seed=7, scale=0.3)
+    out = pt.scaled_dot_product_attention(q, k, v, engine="poly", eps=1e-8)
+    out.pow(2).sum().backward()
+    do = 2 * out.detach().numpy()
+    qn, kn, vn = (t.detach().numpy() for t in (q, k, v))
+    r = polyattn.attention_backward(qn, kn, vn, do, engine="poly", eps=1e-8, gradient="polynomial-model")
+    np.testing.assert_array_equal(out.detach().numpy(), r.o)
+    np.testing.assert_array_equal(q.grad.numpy(), r.dq)
+    ref = polyattn.reference(qn, kn, vn, do)
+    assert np.all(np.abs(q.grad.numpy() - ref.dq) <= r.dq_bound + ref.dq_bound)
+
+
+def test_in_place_change_after_forward_is_caught():
+    q, k, v = inputs((4, 8), seed=9)
+    out = pt.scaled_dot_product_attention(q, k, v)
+    with torch.no_grad():
+        v.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
+def test_unsupported_arguments():
+    q, k, v = inputs((4, 8), seed=8)
+    with pytest.raises(NotImplementedError, match="dropout"):
+        pt.scaled_dot_product_attention(q, k, v, dropout_p=0.1)
+    with pytest.raises(NotImplementedError, match="attn_mask"):
+        pt.scaled_dot_product_attention(q, k, v, attn_mask=torch.ones(4, 4, dtype=torch.bool))
+    with pytest.raises(NotImplementedError, match="grouped-query"):
+        pt.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    meta = [torch.empty(4, 8, device="meta") for _ in range(3)]
+    with pytest.raises(ValueError, match="CPU tensors only"):
+        pt.scaled_dot_product_attention(*meta)
+    with pytest.raises(polyattn.PolyattnError, match="dtype"):
+        pt.scaled_dot_product_attention(*(t.detach().to(torch.int32) for t in (q, k, v)))
+    with pytest.raises(polyattn.PolyattnError, match="share one dtype"):
+        pt.scaled_dot_product_attention(q, k.float(), v)
+    with pytest.raises(polyattn.RefusedError):
+        pt.scaled_dot_product_attention(*(t * 20 for t in (q, k)), v, engine="poly")
