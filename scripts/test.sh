@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, then runs every test of the workspace in
 # release mode (the numeric tests are heavy), the benches once each as a smoke test,
-# and the doc tests. PROPTEST_CASES bounds the property tests (default 24 here).
+# the doc tests, and the Python package's pytest suite (scripts/python_test.sh).
+# PROPTEST_CASES bounds the property tests (default 24 here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -19,3 +20,6 @@ POLYATTN_SIMD=scalar cargo test --release --test exact_enclosure --test exact_pr
 # The vectorised exp against f64 exp at every f32 in [-104, 0] (about a minute; ignored
 # in plain `cargo test` so local runs stay quick, run here so CI holds the 1 ulp claim).
 cargo test --release --lib exhaustive -- --ignored
+# The Python package (python/, PyO3 + maturin): a venv with maturin, numpy, pytest and
+# ml_dtypes, the package built in release mode and installed, then pytest.
+bash scripts/python_test.sh

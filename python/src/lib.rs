@@ -76,6 +76,10 @@ fn kind_name(e: &Error) -> &'static str {
         Error::MixedDtype { .. } => "mixed_dtype",
         Error::NoCudaDevice(_) => "no_cuda_device",
         Error::Cuda(_) => "cuda",
+        Error::LayerNonFinite { .. } => "layer_non_finite",
+        Error::Output { .. } => "output",
+        Error::Stdout(_) => "stdout",
+        Error::OutOfMemory { .. } => "out_of_memory",
     }
 }
 
