@@ -61,7 +61,7 @@ pub fn run(args: &CertifyArgs) -> Result<()> {
     }
     let file = TensorFile::read(&args.input)?;
     let report = match input_dtype(&file)? {
-        DType::F32 => certify::<f32>(&file, args)?,
+        DType::F16 | DType::BF16 | DType::F32 => certify::<f32>(&file, args)?,
         DType::F64 => certify::<f64>(&file, args)?,
     };
     ensure_dir(&args.out)?;
