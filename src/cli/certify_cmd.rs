@@ -7,9 +7,14 @@
 //! then the model's input file, every layer runs the polynomial engine where it
 //! certifies (else exact, with the reason), computed in f64; its plot is `errors.svg`
 //! (one point per tensor: the run's error, the exact engine's, the propagated bound).
+//! With `--candidate`, someone else's results instead
+//! ([`crate::certify::candidate`], schema `polyattn.certify.candidate/1`): `report.json`,
+//! `report.md`, `bias_rows.csv` (every row's certified mean error) and `rows.svg`
+//! (unless every error is zero); everything is computed before anything is written.
 
 use super::attention_cmd::{input_dtype, load_all};
 use super::{MaskArg, PolyArgs};
+use crate::certify::candidate::{certify_candidate, CandidateOptions, CandidateReport, Layout};
 use crate::certify::model_report::{certify_model_with, ModelReport};
 use crate::certify::report::{certify_attention, AttentionReport, ReferenceChoice};
 use crate::error::Result;
@@ -34,6 +39,15 @@ pub struct CertifyArgs {
     /// Output folder for report.json, report.md and the plot (rows.svg or errors.svg).
     #[arg(long, default_value = "results/certify")]
     pub out: PathBuf,
+    /// Someone else's results to certify (any of `o`, `lse`, `dq`, `dk`, `dv`; F16,
+    /// BF16, F32 or F64) against exact attention of --input's q, k, v (do), with
+    /// FlashAttention's acceptance rule.
+    #[arg(long, conflicts_with = "weights")]
+    pub candidate: Option<PathBuf>,
+    /// Layout of 4-d tensors (--candidate): bhsd = [batch, heads, seq, dim] (PyTorch),
+    /// bshd = [batch, seq, heads, dim] (FlashAttention); lse is [batch, heads, seq].
+    #[arg(long, value_enum, default_value_t = Layout::Bhsd)]
+    pub layout: Layout,
     /// The mask.
     #[arg(long, value_enum, default_value_t = MaskArg::None)]
     pub mask: MaskArg,
@@ -59,6 +73,9 @@ pub fn run(args: &CertifyArgs) -> Result<()> {
     if let Some(w) = &args.weights {
         return run_model(args, w);
     }
+    if let Some(c) = &args.candidate {
+        return run_candidate(args, c);
+    }
     let file = TensorFile::read(&args.input)?;
     let report = match input_dtype(&file)? {
         DType::F16 | DType::BF16 | DType::F32 => certify::<f32>(&file, args)?,
@@ -74,6 +91,48 @@ pub fn run(args: &CertifyArgs) -> Result<()> {
     );
     println!(
         "wrote report.json, report.md and rows.svg to {}",
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn run_candidate(args: &CertifyArgs, candidate: &std::path::Path) -> Result<()> {
+    let input = TensorFile::read(&args.input)?;
+    let cand = TensorFile::read(candidate)?;
+    let opts = CandidateOptions {
+        mask: args.mask.into(),
+        scale: args.scale,
+        layout: args.layout,
+        reference: args.reference,
+    };
+    let report = certify_candidate(&input, &cand, &opts)?;
+    // Everything rendered first: a failure leaves nothing behind.
+    let json = serde_json::to_string_pretty(&report).map_err(|e| crate::error::Error::Io {
+        action: "write",
+        path: args.out.join("report.json"),
+        source: std::io::Error::other(e),
+    })?;
+    let md = report.to_markdown();
+    let csv = report.row_bias_csv();
+    ensure_dir(&args.out)?;
+    write_text(&args.out.join("report.json"), &json)?;
+    write_text(&args.out.join("report.md"), &md)?;
+    write_text(&args.out.join("bias_rows.csv"), &csv)?;
+    let plotted = report.has_plot();
+    if plotted {
+        report.write_plot(&args.out)?;
+    }
+    println!("reference: {}", report.reference_text());
+    print!(
+        "{}",
+        text_table(&CandidateReport::HEADERS, &report.tensor_rows())
+    );
+    for h in report.hint_lines() {
+        println!("hint: {h}");
+    }
+    println!(
+        "wrote report.json, report.md, bias_rows.csv{} to {}",
+        if plotted { " and rows.svg" } else { "" },
         args.out.display()
     );
     Ok(())
