@@ -310,10 +310,25 @@ pub struct CandidateReport {
     pub seconds_statistics: f64,
     /// Per tensor: certified error along the rows (plot data, not in the JSON).
     #[serde(skip)]
-    pub row_profiles: Vec<(String, Vec<usize>, Vec<f64>, Vec<f64>)>,
+    pub row_profiles: Vec<RowProfile>,
     /// Every row's bias interval: (tensor, position, interval) (CSV, not in the JSON).
     #[serde(skip)]
     pub row_biases: Vec<(String, RowBias)>,
+}
+
+/// One tensor's certified errors along its rows: bucket `b` covers the rows up to
+/// `rows[b]` (1-based, log-spaced), maximised over batch, heads, columns and the
+/// bucket's rows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowProfile {
+    /// The tensor.
+    pub name: String,
+    /// Last row (1-based) of each bucket.
+    pub rows: Vec<usize>,
+    /// The candidate's certified error.
+    pub candidate: Vec<f64>,
+    /// The baseline's certified error.
+    pub baseline: Vec<f64>,
 }
 
 /// The rule's statement, as written in reports.
@@ -679,12 +694,12 @@ fn lower(c: f64, mid: f64, r: f64) -> f64 {
 /// skipping `skip` entries.
 fn max_errors(vals: &[f64], e: &Entries<'_>) -> (f64, f64) {
     let (mut hi, mut lo) = (0.0f64, 0.0f64);
-    for i in 0..vals.len() {
+    for (i, &y) in vals.iter().enumerate() {
         if e.skip[i] {
             continue;
         }
-        hi = hi.max(upper(vals[i], e.mid[i], e.rad[i]));
-        lo = lo.max(lower(vals[i], e.mid[i], e.rad[i]));
+        hi = hi.max(upper(y, e.mid[i], e.rad[i]));
+        lo = lo.max(lower(y, e.mid[i], e.rad[i]));
     }
     (hi, lo)
 }
@@ -740,7 +755,7 @@ fn tensor_stats(
                 bucket += 1;
             }
             let mut row_acc = MeanAcc::default();
-            for c in 0..cols {
+            for (c, col) in col_acc.iter_mut().enumerate() {
                 let i = (s * rows + r) * cols + c;
                 if e.skip[i] {
                     continue;
@@ -779,7 +794,7 @@ fn tensor_stats(
                 let d = y - mid;
                 diff2 += d * d;
                 row_acc.add(d, rad);
-                col_acc[c].add(d, rad);
+                col.add(d, rad);
                 overall.add(d, rad);
                 if worst.len() < 5 || u > worst[worst.len() - 1].0 {
                     worst.push((u, i));
@@ -1231,7 +1246,12 @@ pub fn certify_candidate(
         if st.cert.baseline.verdict != "pass" && st.cert.certified_max_abs.is_finite() {
             st.cert.hints = hints(&e, ti, &x, (tau, mask))?;
         }
-        row_profiles.push((name.to_string(), st.profile.0, st.profile.1, st.profile.2));
+        row_profiles.push(RowProfile {
+            name: name.to_string(),
+            rows: st.profile.0,
+            candidate: st.profile.1,
+            baseline: st.profile.2,
+        });
         row_biases.extend(st.row_biases.into_iter().map(|b| (name.to_string(), b)));
         tensors.push(st.cert);
     }
@@ -1466,9 +1486,10 @@ impl CandidateReport {
     /// Whether [`Self::write_plot`] has something to draw (a positive, normal, finite
     /// error somewhere).
     pub fn has_plot(&self) -> bool {
-        self.row_profiles.iter().any(|(_, _, c, b)| {
-            c.iter()
-                .chain(b)
+        self.row_profiles.iter().any(|p| {
+            p.candidate
+                .iter()
+                .chain(&p.baseline)
                 .any(|&y| y.is_finite() && y >= f64::MIN_POSITIVE)
         })
     }
@@ -1478,9 +1499,11 @@ impl CandidateReport {
     pub fn write_plot(&self, dir: &std::path::Path) -> Result<std::path::PathBuf> {
         use crate::plot::{LogLogChart, Series, Style};
         let mut series = Vec::new();
-        for (name, rows, c, b) in &self.row_profiles {
+        for p in &self.row_profiles {
+            let (name, c, b) = (&p.name, &p.candidate, &p.baseline);
             let pts = |v: &[f64]| -> Vec<(f64, f64)> {
-                rows.iter()
+                p.rows
+                    .iter()
                     .map(|&r| r as f64)
                     .zip(v.iter().copied())
                     .filter(|&(_, y)| y.is_finite() && y >= f64::MIN_POSITIVE)

@@ -34,6 +34,9 @@ use crate::attention::Mask;
 use crate::io::DType;
 use half::{bf16, f16};
 
+/// One head's `q`, `k`, `v` and optional `dO`, row-major f64 values.
+pub type HeadInputs<'a> = (&'a [f64], &'a [f64], &'a [f64], Option<&'a [f64]>);
+
 /// Which plain computation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlainRule {
@@ -112,7 +115,7 @@ impl Acc for f64 {
 /// doc); `dims = (n_q, n_k, d, d_v)`; `d_o` adds the backward. Slices must hold
 /// `n_q d`, `n_k d`, `n_k d_v` and `n_q d_v` values (the caller's shapes are checked).
 pub fn plain_head(
-    (q, k, v, d_o): (&[f64], &[f64], &[f64], Option<&[f64]>),
+    (q, k, v, d_o): HeadInputs<'_>,
     dims: (usize, usize, usize, usize),
     tau: f64,
     mask: Mask,
@@ -135,7 +138,7 @@ fn dot<A: Acc>(a: impl Iterator<Item = (A, A)>) -> A {
 }
 
 fn run<A: Acc>(
-    (q, k, v, d_o): (&[f64], &[f64], &[f64], Option<&[f64]>),
+    (q, k, v, d_o): HeadInputs<'_>,
     (n_q, n_k, d, d_v): (usize, usize, usize, usize),
     tau: f64,
     mask: Mask,
