@@ -582,7 +582,7 @@ fn independent_plain(
                 pm[i * n_k + j] = st(r32(e[j] / z));
             }
         }
-        lse[i] = out(r32(m + r32(z.ln())));
+        lse[i] = r32(m + r32(z.ln())); // kept in f32
         for c in 0..d_v {
             let mut acc = 0.0;
             for j in 0..n_k {

@@ -46,7 +46,10 @@
 //! For a candidate tensor of dtype `X` (unit roundoff `u_X`: 2^-11 F16, 2^-8 BF16,
 //! 2^-24 F32, 2^-53 F64), the baseline is plain attention in `X` as FlashAttention's
 //! tests compute it ([`super::plain`], `attention_ref(upcast=False,
-//! reorder_ops=True)`), certified against the same reference:
+//! reorder_ops=True)`), certified against the same reference. An `lse` is usually
+//! stored in f32 whatever the run's dtype: its baseline is that of the run's dtype
+//! (`o`'s, else a gradient's; lse's own when it is alone), rounded to lse's dtype,
+//! while its `atol` uses lse's own `u`.
 //! ```text
 //! atol = 2 u_X max_e (|mid_e| + r_e)          (twice X's rounding of the exact answer)
 //! pass      iff  upper(candidate) <= 2 lower(baseline) + atol   (certified: true err <= 2 true baseline err + atol)
@@ -224,6 +227,9 @@ pub struct Bias {
 pub struct Baseline {
     /// `attention_ref(upcast=False, reorder_ops=True)` or `upcast (f32)`.
     pub kind: String,
+    /// The dtype it computes in: the candidate tensor's, and for `lse` the run's (o's,
+    /// else a gradient's), its values then rounded to lse's own dtype.
+    pub dtype: String,
     /// The baseline's certified max error (upper bound).
     pub certified_max_abs: f64,
     /// Its certified lower bound.
@@ -727,7 +733,7 @@ struct Stats {
 fn tensor_stats(
     e: &Entries<'_>,
     geom: &Geom,
-    dtype: DType,
+    (dtype, base_dtype): (DType, DType),
     file_shape: Vec<usize>,
     conventions: Vec<Convention>,
     baseline: &[f64],
@@ -850,6 +856,7 @@ fn tensor_stats(
         };
         Baseline {
             kind: kind.into(),
+            dtype: base_dtype.name().into(),
             certified_max_abs: b_hi,
             certified_lower_max_abs: b_lo,
             ratio: if b_hi > 0.0 {
@@ -1118,7 +1125,17 @@ pub fn certify_candidate(
     let t_ref = t0.elapsed().as_secs_f64();
     // Baselines, per dtype present and rule.
     let t1 = Instant::now();
-    let mut dtypes: Vec<DType> = present.iter().map(|p| p.1).collect();
+    // The run's dtype: o's, else a gradient's; an lse (usually f32 whatever the run)
+    // gets the baseline of the run's dtype, rounded to its own.
+    let run_dtype = present
+        .iter()
+        .find(|p| p.0 != 1)
+        .or(present.first())
+        .map_or(DType::F32, |p| p.1);
+    let mut dtypes: Vec<DType> = present
+        .iter()
+        .map(|p| if p.0 == 1 { run_dtype } else { p.1 })
+        .collect();
     dtypes.sort();
     dtypes.dedup();
     let mut baselines: Vec<(DType, PlainRule, Vec<PlainHead>)> = Vec::new();
@@ -1162,10 +1179,11 @@ pub fn certify_candidate(
         };
         let mid = gather(&|h| &h.t[ti].0);
         let rad = gather(&|h| &h.t[ti].1);
+        let base_dt = if ti == 1 { run_dtype } else { dt };
         let pick = |rule: PlainRule| -> Vec<f64> {
             baselines
                 .iter()
-                .find(|b| b.0 == dt && b.1 == rule)
+                .find(|b| b.0 == base_dt && b.1 == rule)
                 .map(|b| {
                     b.2.iter()
                         .flat_map(|p| {
@@ -1174,7 +1192,7 @@ pub fn certify_candidate(
                                 1 => &p.lse,
                                 _ => p.grads.as_ref().map_or(&[][..], |gr| &gr[ti - 2][..]),
                             };
-                            v.iter().copied()
+                            v.iter().map(move |&x| dt.round(x))
                         })
                         .collect()
                 })
@@ -1242,7 +1260,7 @@ pub fn certify_candidate(
             skip,
         };
         let shape = if ti == 1 { gq.lse_shape() } else { g.shape() };
-        let mut st = tensor_stats(&e, g, dt, shape, conv, &base, &upc);
+        let mut st = tensor_stats(&e, g, (dt, base_dt), shape, conv, &base, &upc);
         if st.cert.baseline.verdict != "pass" && st.cert.certified_max_abs.is_finite() {
             st.cert.hints = hints(&e, ti, &x, (tau, mask))?;
         }

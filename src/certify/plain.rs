@@ -12,7 +12,7 @@
 //! K'   = st(tau K)                       (attention_ref scales K: reorder_ops=True)
 //! S    = st(Q K'^T)                      sums in A, one rounding to storage
 //! m_i  = max_j S_ij,  z_i = sum_j e(S_ij - m_i),  P_ij = st(e(S_ij - m_i) / z_i)
-//! O    = st(P V),     lse_i = m_i + ln z_i (in A)
+//! O    = st(P V),     lse_i = m_i + ln z_i (in A, not rounded: lse is kept in f32)
 //! dV   = st(P^T dO),  dP = st(dO V^T)
 //! dS_ij = st(P_ij (dP_ij - sum_j' P_ij' dP_ij'))   (autograd's softmax backward)
 //! dQ   = st(dS K'),   dK = st(st(dS^T Q) tau)
@@ -51,7 +51,8 @@ pub enum PlainRule {
 pub struct PlainHead {
     /// O, `n_q x d_v`.
     pub o: Vec<f64>,
-    /// lse, `n_q` (`-inf` for a row that sees no key), rounded to the dtype.
+    /// lse, `n_q` (`-inf` for a row that sees no key), in the accumulation type A
+    /// (f32, or f64 for F64): frameworks keep lse in f32 even for 16-bit runs.
     pub lse: Vec<f64>,
     /// (dQ, dK, dV) when a dO was given.
     pub grads: Option<[Vec<f64>; 3]>,
@@ -183,7 +184,7 @@ fn run<A: Acc>(
         for j in 0..ke {
             p[i * n_k + j] = e[j].div(z).store(st);
         }
-        lse[i] = out(m + A::of(z.wide().ln()));
+        lse[i] = (m + A::of(z.wide().ln())).wide();
         for c in 0..d_v {
             let acc = dot((0..ke).map(|j| (p[i * n_k + j], v[j * d_v + c])));
             o[i * d_v + c] = out(acc.store(st));
