@@ -1199,6 +1199,20 @@ pub fn certify_candidate(
                 .unwrap_or_default()
         };
         let (base, upc) = (pick(PlainRule::Storage), pick(PlainRule::Upcast));
+        for (what, len) in [
+            ("reference", mid.len()),
+            ("baseline", base.len()),
+            ("upcast baseline", upc.len()),
+        ] {
+            if len != cand.len() {
+                // Cannot happen after the shape checks; a typed error rather than a panic.
+                return Err(Error::ShapeMismatch {
+                    what: format!("{what} of `{name}`"),
+                    expected: format!("{} entries (the candidate's)", cand.len()),
+                    got: len.to_string(),
+                });
+            }
+        }
         // Rows that see no key (only query-indexed tensors have them).
         let mut skip = vec![false; cand.len()];
         let mut conv: Vec<Convention> = Vec::new();
