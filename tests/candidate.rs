@@ -255,6 +255,21 @@ fn f64_reference_brackets_the_bf16_rounding_too() {
     let c = tensor(&r, "o");
     assert!(c.certified_max_abs >= err && c.certified_lower_max_abs <= err);
     assert!(c.certified_max_abs <= err + 1e-12);
+    // lse through the f64 reference's new per-row bound: an f32 rounding bracketed.
+    let lse: Vec<f64> = ex[1].iter().map(|&x| r32(x)).collect();
+    let err = lse
+        .iter()
+        .zip(&ex[1])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    let cand = vec![(
+        "lse".to_string(),
+        AnyTensor::from_f64_rounded(DType::F32, vec![p.heads, p.n_q], &lse),
+    )];
+    let r = certify_candidate(&input_file(&p, DType::F32), &file_of(&cand), &op).unwrap();
+    let c = tensor(&r, "lse");
+    assert!(err > 0.0 && c.certified_max_abs >= err && c.certified_lower_max_abs <= err);
+    assert!(c.reference_radius > 0.0 && c.reference_radius < 1e-12);
 }
 
 /// +delta on one entry: found as the worst entry, lower bound >= delta - radius.
