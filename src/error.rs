@@ -115,7 +115,7 @@ pub enum Error {
         present: String,
     },
     /// A tensor's element type is not one the engine computes in.
-    #[error("tensor `{name}` has dtype {dtype}; supported: F32, F64")]
+    #[error("tensor `{name}` has dtype {dtype}; supported: F16, BF16, F32, F64")]
     UnsupportedDtype {
         /// The tensor's name.
         name: String,

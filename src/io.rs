@@ -1,19 +1,27 @@
 //! Tensors in and out of safetensors files, the interface PyTorch and JAX users have.
 //!
-//! Only F32 and F64 tensors are read; any other dtype, a missing tensor, or a file that
+//! F16, BF16, F32 and F64 tensors are read (every value converts to f64 exactly,
+//! [`crate::storage`]); any other dtype, a missing tensor, or a file that
 //! is not valid safetensors gives a typed [`Error`] naming the problem. Writes go to a
 //! temporary file in the same folder that is renamed into place, so a failed run never
 //! leaves a partial file under the output's name.
 
 use crate::error::{Error, Result};
 use crate::scalar::Real;
+use crate::storage::Storage;
+use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-/// A tensor's element type, as far as this crate computes in it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A tensor's element type. The engines compute in F32 and F64; F16 and BF16 are
+/// storage formats (read exactly, written rounded to nearest even).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DType {
+    /// IEEE binary16.
+    F16,
+    /// bfloat16 (8 significand bits, f32's exponent range).
+    BF16,
     /// IEEE binary32.
     F32,
     /// IEEE binary64.
@@ -24,15 +32,64 @@ impl DType {
     /// The safetensors name.
     pub fn name(self) -> &'static str {
         match self {
-            DType::F32 => "F32",
-            DType::F64 => "F64",
+            DType::F16 => f16::NAME,
+            DType::BF16 => bf16::NAME,
+            DType::F32 => f32::NAME,
+            DType::F64 => f64::NAME,
+        }
+    }
+
+    /// The unit roundoff `2^-p` (p significand bits: 11, 8, 24, 53).
+    pub fn unit_roundoff(self) -> f64 {
+        match self {
+            DType::F16 => f16::unit_roundoff(),
+            DType::BF16 => bf16::unit_roundoff(),
+            DType::F32 => f32::unit_roundoff(),
+            DType::F64 => f64::unit_roundoff(),
+        }
+    }
+
+    /// `x` rounded to this dtype (nearest even), as an exact f64.
+    pub fn round(self, x: f64) -> f64 {
+        match self {
+            DType::F16 => Storage::to_f64(<f16 as Storage>::round(x)),
+            DType::BF16 => Storage::to_f64(<bf16 as Storage>::round(x)),
+            DType::F32 => Storage::to_f64(<f32 as Storage>::round(x)),
+            DType::F64 => x,
         }
     }
 }
 
-/// A tensor of either supported dtype with its shape (row-major data).
+/// Decodes little-endian values of one storage format.
+fn decode<E: Storage>(bytes: &[u8]) -> Vec<E> {
+    bytes
+        .chunks_exact(std::mem::size_of::<E>())
+        .map(E::read_le)
+        .collect()
+}
+
+/// Rounds f64 values into one storage format.
+fn encode<E: Storage>(data: &[f64]) -> Vec<E> {
+    data.iter().map(|&x| E::round(x)).collect()
+}
+
+/// A tensor of a supported dtype with its shape (row-major data).
 #[derive(Clone, Debug, PartialEq)]
 pub enum AnyTensor {
+    /// F16 data.
+    F16 {
+        /// Dimensions.
+        shape: Vec<usize>,
+        /// Row-major values.
+        data: Vec<f16>,
+    },
+    /// BF16 data.
+    BF16 {
+        /// Dimensions.
+        shape: Vec<usize>,
+        /// Row-major values.
+        data: Vec<bf16>,
+    },
     /// F32 data.
     F32 {
         /// Dimensions.
@@ -53,6 +110,8 @@ impl AnyTensor {
     /// The dtype.
     pub fn dtype(&self) -> DType {
         match self {
+            AnyTensor::F16 { .. } => DType::F16,
+            AnyTensor::BF16 { .. } => DType::BF16,
             AnyTensor::F32 { .. } => DType::F32,
             AnyTensor::F64 { .. } => DType::F64,
         }
@@ -60,7 +119,10 @@ impl AnyTensor {
     /// The shape.
     pub fn shape(&self) -> &[usize] {
         match self {
-            AnyTensor::F32 { shape, .. } | AnyTensor::F64 { shape, .. } => shape,
+            AnyTensor::F16 { shape, .. }
+            | AnyTensor::BF16 { shape, .. }
+            | AnyTensor::F32 { shape, .. }
+            | AnyTensor::F64 { shape, .. } => shape,
         }
     }
     /// A tensor of `T`'s dtype from a shape and data.
@@ -78,9 +140,46 @@ impl AnyTensor {
             }
         }
     }
-    /// The data as `T` if the dtype is `T`'s; `None` otherwise.
+    /// Every value as f64 (exact for every dtype).
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        fn wide<E: Storage>(d: &[E]) -> Vec<f64> {
+            d.iter().map(|x| x.to_f64()).collect()
+        }
+        match self {
+            AnyTensor::F16 { data, .. } => wide(data),
+            AnyTensor::BF16 { data, .. } => wide(data),
+            AnyTensor::F32 { data, .. } => wide(data),
+            AnyTensor::F64 { data, .. } => data.clone(),
+        }
+    }
+    /// A tensor of `dtype` holding `data` rounded to it (nearest even).
+    pub fn from_f64_rounded(dtype: DType, shape: Vec<usize>, data: &[f64]) -> Self {
+        match dtype {
+            DType::F16 => AnyTensor::F16 {
+                shape,
+                data: encode(data),
+            },
+            DType::BF16 => AnyTensor::BF16 {
+                shape,
+                data: encode(data),
+            },
+            DType::F32 => AnyTensor::F32 {
+                shape,
+                data: encode(data),
+            },
+            DType::F64 => AnyTensor::F64 {
+                shape,
+                data: data.to_vec(),
+            },
+        }
+    }
+    /// The data as `T` if the dtype is `T`'s, or a narrower storage format (F16, BF16:
+    /// exact in f32 and f64); `None` otherwise.
     pub fn to_real<T: Real>(&self) -> Option<Vec<T>> {
         match self {
+            AnyTensor::F16 { .. } | AnyTensor::BF16 { .. } => {
+                Some(self.to_f64_vec().into_iter().map(T::from_f64).collect())
+            }
             AnyTensor::F32 { data, .. } if T::DTYPE == "F32" => {
                 Some(data.iter().map(|&x| T::from_f64(x as f64)).collect())
             }
@@ -93,8 +192,10 @@ impl AnyTensor {
     fn le_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
-            AnyTensor::F32 { data, .. } => data.iter().for_each(|x| x.write_le(&mut out)),
-            AnyTensor::F64 { data, .. } => data.iter().for_each(|x| x.write_le(&mut out)),
+            AnyTensor::F16 { data, .. } => data.iter().for_each(|x| x.write_le(&mut out)),
+            AnyTensor::BF16 { data, .. } => data.iter().for_each(|x| x.write_le(&mut out)),
+            AnyTensor::F32 { data, .. } => data.iter().for_each(|x| Real::write_le(*x, &mut out)),
+            AnyTensor::F64 { data, .. } => data.iter().for_each(|x| Real::write_le(*x, &mut out)),
         }
         out
     }
@@ -112,7 +213,7 @@ pub struct TensorFile {
 }
 
 impl TensorFile {
-    /// Reads and parses `path`. Tensors of dtypes other than F32/F64 are kept as
+    /// Reads and parses `path`. Tensors of dtypes other than F16/BF16/F32/F64 are kept as
     /// names only; asking for one gives [`Error::UnsupportedDtype`].
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|source| Error::Io {
@@ -137,13 +238,21 @@ impl TensorFile {
             let shape = view.shape().to_vec();
             let data = view.data();
             let t = match view.dtype() {
+                Dtype::F16 => AnyTensor::F16 {
+                    shape,
+                    data: decode(data),
+                },
+                Dtype::BF16 => AnyTensor::BF16 {
+                    shape,
+                    data: decode(data),
+                },
                 Dtype::F32 => AnyTensor::F32 {
                     shape,
-                    data: data.chunks_exact(4).map(f32::read_le).collect(),
+                    data: decode(data),
                 },
                 Dtype::F64 => AnyTensor::F64 {
                     shape,
-                    data: data.chunks_exact(8).map(f64::read_le).collect(),
+                    data: decode(data),
                 },
                 other => {
                     unsupported.insert(name.clone(), format!("{other:?}"));
@@ -177,6 +286,11 @@ impl TensorFile {
             path: self.path.clone(),
             present: self.names().join(", "),
         })
+    }
+
+    /// The path the file was read from (for messages).
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Whether a tensor called `name` exists (of any dtype).

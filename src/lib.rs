@@ -53,6 +53,7 @@ pub mod plot;
 pub mod rng;
 pub mod scalar;
 pub mod simd;
+pub mod storage;
 pub mod tensor;
 
 pub use error::{Error, Result};

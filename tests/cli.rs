@@ -228,7 +228,18 @@ fn bad_inputs_give_one_clear_line() {
         vec![("q", f64t(&[3, 2], 1)), ("k", k32), ("v", f64t(&[3, 2], 3))],
     );
     expect_error(&p("mixed.st"), &[], "all inputs must share one dtype");
-    // Unsupported dtype (F16 written by hand: 2 bytes per element).
+    // Unsupported dtype (I64 written by hand: 8 bytes per element).
+    std::fs::write(
+        p("i64.st"),
+        safetensors_bytes(&[
+            ("q", "I64", &[2, 2], 32),
+            ("k", "I64", &[2, 2], 32),
+            ("v", "I64", &[2, 2], 32),
+        ]),
+    )
+    .unwrap();
+    expect_error(&p("i64.st"), &[], "dtype I64");
+    // F16 is read (computed in f32) and the results are written in F16.
     std::fs::write(
         p("f16.st"),
         safetensors_bytes(&[
@@ -238,7 +249,21 @@ fn bad_inputs_give_one_clear_line() {
         ]),
     )
     .unwrap();
-    expect_error(&p("f16.st"), &[], "dtype F16");
+    let f16_out = p("f16.out.safetensors");
+    let out = run(&[
+        "attention",
+        "--input",
+        p("f16.st").to_str().unwrap(),
+        "--output",
+        f16_out.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let o = TensorFile::read(&f16_out).unwrap();
+    assert_eq!(o.get("o").unwrap().dtype(), polyattn::io::DType::F16);
     // Not a safetensors file.
     std::fs::write(p("junk.st"), b"this is not a tensor file at all").unwrap();
     expect_error(&p("junk.st"), &[], "not a valid safetensors file");

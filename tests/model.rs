@@ -447,10 +447,7 @@ fn write_model(dir: &Path, model: &Model<f64>, b: &Batch<f64>) -> (PathBuf, Path
 }
 
 fn f64_data(t: &AnyTensor) -> Vec<f64> {
-    match t {
-        AnyTensor::F64 { data, .. } => data.clone(),
-        AnyTensor::F32 { data, .. } => data.iter().map(|&x| x as f64).collect(),
-    }
+    t.to_f64_vec()
 }
 
 /// Files written by the library, run by the binary: the output holds the loss and

@@ -9,13 +9,18 @@
 //! - [`report`]: a polynomial-engine run certified tensor by tensor against the best
 //!   available reference, split into the polynomial and rounding parts, as JSON and
 //!   Markdown (`polyattn certify`).
+//! - [`candidate`]: anyone's attention results (a candidate file) certified against
+//!   exact attention, with FlashAttention's acceptance rule against the plain
+//!   low-precision baseline of [`plain`] (`polyattn certify --candidate`).
 //! - [`model_report`]: a whole model run (loss and every gradient) against the MPFR
 //!   enclosure of the model ([`model_ref`], feature `certify`) or the f64 exact engine
 //!   (`polyattn certify --weights`).
 
+pub mod candidate;
 #[cfg(feature = "certify")]
 pub mod model_ref;
 pub mod model_report;
+pub mod plain;
 pub mod reference;
 pub mod report;
 #[cfg(feature = "certify")]

@@ -12,7 +12,7 @@
 //! e_i   = |tau| gamma_d ||q_i|| max||k|| + u R_i                 scores
 //! eps_i = e_i + 4u R_i + 2u + 3u nb + gamma_{n_k + nb + 1}       each term of l and acc
 //! bO_ic = 2 eps_i / (1 - eps_i) (P|V|)_ic + 2u |O_ic|            (docs/math.md §4.1)
-//! eta_i = eps_i / (1 - eps_i) + 2u ln n_k + u |lse_i|            lse
+//! eta_i = eps_i / (1 - eps_i) + 2u ln n_k + u |lse_i|            lse (bound_lse)
 //! rho_i = e_i + eta_i + u (2 R_i + ln n_k) + 2u                  recomputed P
 //! D_i   = sum_c |dO_ic| (Vmax_c + |O_ic|)  >= |dP_ij - delta_i|
 //! H_i   = (rho_i + 2u) D_i + gamma_dv sum_c |dO_ic| (Vmax_c + |O_ic|) + sum_c |dO_ic| bO_ic
@@ -43,6 +43,9 @@ pub struct ExactReference {
     pub bound_o: Vec<f64>,
     /// The row log-sum-exp.
     pub lse: Vec<f64>,
+    /// Bound on |lse - lse_exact| per row (`2 (1 + 2 eps_max) eta_i`; 0 for a fully
+    /// masked row, whose lse is `-inf` by definition).
+    pub bound_lse: Vec<f64>,
     /// Gradients and their bounds, when `d_o` was given: (dQ, dK, dV).
     pub grads: Option<ReferenceGrads>,
 }
@@ -104,6 +107,16 @@ pub fn exact_reference(
     }
     let eps_max = eps.iter().cloned().fold(0.0, f64::max);
     let infl = 2.0 * (1.0 + 2.0 * eps_max); // second order and the weights' own rounding
+    let bound_lse: Vec<f64> = (0..n_q)
+        .map(|i| {
+            let l = fwd.lse[i];
+            if l == f64::NEG_INFINITY {
+                return 0.0;
+            }
+            let ep = eps[i];
+            infl * (ep / (1.0 - ep) + 2.0 * u * ln_nk + u * l.abs())
+        })
+        .collect();
     let abs_v = abs_matrix(v)?;
     let w_v = exact::forward(q, k, abs_v.view(), cfg)?.o; // P |V|
     let o = fwd.o.as_slice();
@@ -171,6 +184,7 @@ pub fn exact_reference(
         o: fwd.o.into_vec(),
         bound_o,
         lse: fwd.lse,
+        bound_lse,
         grads,
     })
 }

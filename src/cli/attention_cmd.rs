@@ -1,7 +1,8 @@
 //! `polyattn attention`: forward (and backward) on tensors from a safetensors file.
 //!
 //! Input tensors: `q` `[.., n_q, d]`, `k` `[.., n_k, d]`, `v` `[.., n_k, d_v]`, optional
-//! `do` `[.., n_q, d_v]`, all F32 or all F64, with the same leading dimensions (none,
+//! `do` `[.., n_q, d_v]`, all of one dtype (F16, BF16, F32 or F64; F16 and BF16 are
+//! computed in f32), with the same leading dimensions (none,
 //! `[heads]` or `[batch, heads]`). Output tensors, in the input's dtype: `o`
 //! `[.., n_q, d_v]`, `lse` `[.., n_q]`, and with `do`: `dq`, `dk`, `dv` shaped like
 //! `q`, `k`, `v`. With the polynomial engine, also F64 entrywise bounds `o_bound` (and
@@ -38,12 +39,23 @@ pub fn run(args: &AttentionArgs) -> Result<()> {
         .filter_map(|n| file.get(n).ok())
         .map(|t| t.shape().iter().product::<usize>())
         .sum();
-    let width = if dtype == DType::F32 { 4.0 } else { 8.0 };
+    // Half-precision inputs are computed in f32.
+    let width = if dtype == DType::F64 { 8.0 } else { 4.0 };
     super::check_memory("polyattn attention", 8.0 * values as f64 * width)?;
-    let (tensors, mut metadata) = match dtype {
+    let (mut tensors, mut metadata) = match dtype {
+        DType::F16 | DType::BF16 => compute::<f32>(&file, args)?,
         DType::F32 => compute::<f32>(&file, args)?,
         DType::F64 => compute::<f64>(&file, args)?,
     };
+    if matches!(dtype, DType::F16 | DType::BF16) {
+        // Computed in f32 (the inputs convert exactly); results stored in the input's
+        // dtype, rounded to nearest even (the `_bound` tensors stay F64).
+        for (name, t) in tensors.iter_mut() {
+            if !name.ends_with("_bound") {
+                *t = AnyTensor::from_f64_rounded(dtype, t.shape().to_vec(), &t.to_f64_vec());
+            }
+        }
+    }
     metadata.insert(
         "mask".into(),
         crate::attention::Mask::from(args.mask).name().into(),

@@ -8,9 +8,14 @@
 //! then the model's input file, every layer runs the polynomial engine where it
 //! certifies (else exact, with the reason), computed in f64; its plot is `errors.svg`
 //! (one point per tensor: the run's error, the exact engine's, the propagated bound).
+//! With `--candidate`, someone else's results instead
+//! ([`crate::certify::candidate`], schema `polyattn.certify.candidate/1`): `report.json`,
+//! `report.md`, `bias_rows.csv` (every row's certified mean error) and `rows.svg`
+//! (unless every error is zero); everything is computed before anything is written.
 
 use super::attention_cmd::{input_dtype, load_all};
 use super::{MaskArg, PolyArgs};
+use crate::certify::candidate::{certify_candidate, CandidateOptions, CandidateReport, Layout};
 use crate::certify::model_report::{certify_model_with, ModelReport};
 use crate::certify::report::{certify_attention, AttentionReport, ReferenceChoice};
 use crate::error::Result;
@@ -36,6 +41,15 @@ pub struct CertifyArgs {
     /// Output folder for report.json, report.md and the plot (rows.svg or errors.svg).
     #[arg(long, default_value = "results/certify")]
     pub out: PathBuf,
+    /// Someone else's results to certify (any of `o`, `lse`, `dq`, `dk`, `dv`; F16,
+    /// BF16, F32 or F64) against exact attention of --input's q, k, v (do), with
+    /// FlashAttention's acceptance rule.
+    #[arg(long, conflicts_with = "weights")]
+    pub candidate: Option<PathBuf>,
+    /// Layout of 4-d tensors (--candidate): bhsd = [batch, heads, seq, dim] (PyTorch),
+    /// bshd = [batch, seq, heads, dim] (FlashAttention); lse is [batch, heads, seq].
+    #[arg(long, value_enum, default_value_t = Layout::Bhsd)]
+    pub layout: Layout,
     /// The mask.
     #[arg(long, value_enum, default_value_t = MaskArg::None)]
     pub mask: MaskArg,
@@ -61,10 +75,13 @@ pub fn run(args: &CertifyArgs) -> Result<()> {
     if let Some(w) = &args.weights {
         return run_model(args, w);
     }
+    if let Some(c) = &args.candidate {
+        return run_candidate(args, c);
+    }
     check_output_dir(&args.out, &[&args.input])?;
     let file = TensorFile::read(&args.input)?;
     let report = match input_dtype(&file)? {
-        DType::F32 => certify::<f32>(&file, args)?,
+        DType::F16 | DType::BF16 | DType::F32 => certify::<f32>(&file, args)?,
         DType::F64 => certify::<f64>(&file, args)?,
     };
     // The report folder is complete or untouched (crate::output::StagedDir).
@@ -80,6 +97,44 @@ pub fn run(args: &CertifyArgs) -> Result<()> {
     );
     outln!(
         "wrote report.json, report.md, timings.json and rows.svg to {}",
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn run_candidate(args: &CertifyArgs, candidate: &std::path::Path) -> Result<()> {
+    check_output_dir(&args.out, &[&args.input, candidate])?;
+    let input = TensorFile::read(&args.input)?;
+    let cand = TensorFile::read(candidate)?;
+    let opts = CandidateOptions {
+        mask: args.mask.into(),
+        scale: args.scale,
+        layout: args.layout,
+        reference: args.reference,
+    };
+    let report = certify_candidate(&input, &cand, &opts)?;
+    // The report folder is complete or untouched (crate::output::StagedDir).
+    let staged = StagedDir::new(&args.out)?;
+    write_json(&staged.path().join("report.json"), &report)?;
+    write_text(&staged.path().join("report.md"), &report.to_markdown())?;
+    write_text(&staged.path().join("bias_rows.csv"), &report.row_bias_csv())?;
+    write_json(&staged.path().join("timings.json"), &report.timings())?;
+    let plotted = report.has_plot();
+    if plotted {
+        report.write_plot(staged.path())?;
+    }
+    staged.commit()?;
+    outln!("reference: {}", report.reference_text());
+    out!(
+        "{}",
+        text_table(&CandidateReport::HEADERS, &report.tensor_rows())
+    );
+    for h in report.hint_lines() {
+        outln!("hint: {h}");
+    }
+    outln!(
+        "wrote report.json, report.md, bias_rows.csv, timings.json{} to {}",
+        if plotted { " and rows.svg" } else { "" },
         args.out.display()
     );
     Ok(())

@@ -87,6 +87,8 @@ pub enum Command {
     Attention(AttentionArgs),
     /// Certify the polynomial engine on a file: certified errors of O (and dQ, dK, dV)
     /// against exact attention, a priori bounds, regimes; JSON, Markdown and a plot.
+    /// With --candidate: certify someone else's results (FlashAttention, PyTorch, ...)
+    /// against exact attention, with FlashAttention's acceptance rule.
     Certify(certify_cmd::CertifyArgs),
     /// Loss and gradients of a multi-layer transformer (every parameter and the input),
     /// attention through the exact or the polynomial engine; `--init` writes starting

@@ -189,7 +189,7 @@ pub fn run(args: &ModelArgs) -> Result<()> {
             .unwrap_or(DType::F64),
     };
     match dtype {
-        DType::F32 => compute::<f32>(args, &weights, &input, output),
+        DType::F16 | DType::BF16 | DType::F32 => compute::<f32>(args, &weights, &input, output),
         DType::F64 => compute::<f64>(args, &weights, &input, output),
     }
 }

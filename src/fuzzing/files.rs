@@ -28,6 +28,8 @@ pub fn serialize(
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|(_, t)| match t {
+            AnyTensor::F16 { data, .. } => data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            AnyTensor::BF16 { data, .. } => data.iter().flat_map(|x| x.to_le_bytes()).collect(),
             AnyTensor::F32 { data, .. } => data.iter().flat_map(|x| x.to_le_bytes()).collect(),
             AnyTensor::F64 { data, .. } => data.iter().flat_map(|x| x.to_le_bytes()).collect(),
         })
@@ -39,6 +41,8 @@ pub fn serialize(
     let mut views = Vec::with_capacity(tensors.len());
     for ((name, t), b) in tensors.iter().zip(&bytes) {
         let dtype = match t.dtype() {
+            DType::F16 => Dtype::F16,
+            DType::BF16 => Dtype::BF16,
             DType::F32 => Dtype::F32,
             DType::F64 => Dtype::F64,
         };
@@ -152,7 +156,7 @@ pub fn check_safetensors(x: &SafetensorsInput) -> std::result::Result<Outcome, V
         }
     };
     match input_dtype(&file) {
-        Ok(DType::F32) => attention_on::<f32>(&file, x.mask, &mut out)?,
+        Ok(DType::F16 | DType::BF16 | DType::F32) => attention_on::<f32>(&file, x.mask, &mut out)?,
         Ok(DType::F64) => attention_on::<f64>(&file, x.mask, &mut out)?,
         Err(e) => out.refused = Some(e.to_string()),
     }
@@ -319,13 +323,13 @@ pub fn model_files(x: &ModelInput) -> Result<(Vec<u8>, Vec<u8>)> {
             let mut shape = t.shape().to_vec();
             let per_row: usize = shape[1..].iter().product();
             shape[0] += 1;
-            let data = match t {
+            let data = match &*t {
                 AnyTensor::F64 { data, .. } => {
                     let mut d = data.clone();
                     d.extend(std::iter::repeat_n(0.5, per_row));
                     d
                 }
-                AnyTensor::F32 { data, .. } => data.iter().map(|&v| v as f64).collect(),
+                other => other.to_f64_vec(),
             };
             *t = AnyTensor::from_real::<f64>(shape, data);
         }

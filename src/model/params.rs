@@ -309,13 +309,10 @@ impl<T: Real> Params<T> {
     }
 }
 
-/// A tensor's values as `T`, from either stored dtype (through f64: exact for F32 and
-/// F64 to f64, one rounding for F64 to f32).
+/// A tensor's values as `T`, from any stored dtype (through f64: exact for every dtype
+/// to f64, one rounding for F64 to f32).
 pub fn to_real<T: Real>(t: &AnyTensor) -> Vec<T> {
-    match t {
-        AnyTensor::F32 { data, .. } => data.iter().map(|&x| T::from_f64(x as f64)).collect(),
-        AnyTensor::F64 { data, .. } => data.iter().map(|&x| T::from_f64(x)).collect(),
-    }
+    t.to_f64_vec().into_iter().map(T::from_f64).collect()
 }
 
 #[cfg(test)]

@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Certify PyTorch's scaled_dot_product_attention with `polyattn certify --candidate`.
+
+Runs torch SDPA on the CPU with autograd, causal, batch 2, 8 heads of dimension 64,
+n = 1024 (--n), in float32 and in bfloat16; writes the inputs (the exact values the
+candidate consumed: the bf16 run gets bf16 inputs) and the candidate files (o, dq, dk,
+dv in the run's dtype; lse from torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+when this torch has it, in f32), then runs `polyattn certify --candidate` on each and
+prints one Markdown table of the results (certified max error of each tensor, the
+baseline's, the ratio and FlashAttention's rule).
+
+Needs torch and safetensors; without torch it prints a message and exits 0.
+
+    python3 scripts/torch_candidate.py [--polyattn target/release/polyattn] [--n 1024] [--out results/torch_candidate]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--polyattn", default="target/release/polyattn")
+    ap.add_argument("--n", type=int, default=1024)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--d", type=int, default=64)
+    ap.add_argument("--out", default="results/torch_candidate")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    try:
+        import torch
+        import torch.nn.functional as F
+        from safetensors.torch import save_file
+    except ImportError as e:
+        print(f"torch_candidate.py: skipped ({e}); install torch and safetensors to run it")
+        return 0
+    os.makedirs(args.out, exist_ok=True)
+    g = torch.Generator().manual_seed(args.seed)
+    shape = (args.batch, args.heads, args.n, args.d)
+    base = {name: torch.randn(shape, generator=g, dtype=torch.float32) for name in ("q", "k", "v", "do")}
+    rows = []
+    for dtype, dname in ((torch.float32, "f32"), (torch.bfloat16, "bf16")):
+        x = {name: t.to(dtype).contiguous() for name, t in base.items()}
+        inp = os.path.join(args.out, f"in_{dname}.safetensors")
+        save_file(x, inp)
+        q, k, v = (x[n].clone().requires_grad_(True) for n in ("q", "k", "v"))
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        o.backward(x["do"])
+        cand = {"o": o.detach().contiguous(), "dq": q.grad.contiguous(), "dk": k.grad.contiguous(), "dv": v.grad.contiguous()}
+        lse_note = "no lse (this torch lacks _scaled_dot_product_flash_attention_for_cpu)"
+        fa = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+        if fa is not None:
+            with torch.no_grad():
+                res = fa(x["q"], x["k"], x["v"], 0.0, True)
+            cand["lse"] = res[1].float().contiguous()
+            lse_note = "lse from aten._scaled_dot_product_flash_attention_for_cpu"
+        cpath = os.path.join(args.out, f"cand_{dname}.safetensors")
+        save_file(cand, cpath)
+        rep = os.path.join(args.out, f"report_{dname}")
+        cmd = [args.polyattn, "certify", "--input", inp, "--candidate", cpath, "--out", rep, "--mask", "causal"]
+        print("$", " ".join(cmd), f"  # {lse_note}", flush=True)
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        print(r.stdout, end="")
+        if r.returncode != 0:
+            print(r.stderr, file=sys.stderr)
+            return r.returncode
+        with open(os.path.join(rep, "report.json")) as f:
+            report = json.load(f)
+        for t in report["tensors"]:
+            rows.append((dname, t))
+    print()
+    print(f"torch {torch.__version__}, CPU SDPA, causal, batch {args.batch}, {args.heads} heads, n = {args.n}, d = {args.d}")
+    print()
+    print("| run | tensor | dtype | certified max error | certified lower bound | rel. Frobenius | baseline error | ratio | rule | upcast error | rule (upcast) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---|---:|---|")
+    for dname, t in rows:
+        b, u = t["baseline"], t["upcast"]
+        print(
+            f"| {dname} | {t['name']} | {t['dtype']} | {t['certified_max_abs']:.3g} | {t['certified_lower_max_abs']:.3g} | "
+            f"{t['certified_rel_fro']:.3g} | {b['certified_max_abs']:.3g} | {b['ratio']:.3g} | {b['verdict']} | "
+            f"{u['certified_max_abs']:.3g} | {u['verdict']} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
