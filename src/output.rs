@@ -17,10 +17,10 @@
 //!   a folder where a file is expected), is refused with [`Error::Output`] before any
 //!   work starts ([`check_output`]). Overwriting an earlier output is the normal case.
 //!
-//! A report folder is complete or untouched: its files are written into a staged
-//! sibling folder, which then replaces the target (the old folder is moved aside,
-//! the staged one renamed into place, the old one removed; a failure between the two
-//! renames moves the old one back).
+//! A report is complete or untouched: its files are written into a staged sibling
+//! folder; only when every file is written are they renamed into the target (the
+//! staged folder itself when the target does not exist). Other files in the target
+//! folder are never touched.
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -312,27 +312,25 @@ impl StagedDir {
         f.sync_all().map_err(io_err("write", &p))
     }
 
-    /// Puts the staged folder in place of the target.
+    /// Puts the staged folder in place of the target: renamed into place when the
+    /// target does not exist; otherwise each staged file is renamed over its
+    /// namesake in the target, so that files of the user's in that folder are never
+    /// touched (every report file is replaced atomically, the folder as a whole is
+    /// not).
     pub fn commit(mut self) -> Result<()> {
-        let old = temporary_for(&self.target, "old-");
-        let had_old = self.target.exists();
-        if had_old {
-            register(&old);
-            std::fs::rename(&self.target, &old).map_err(io_err("replace", &self.target))?;
-        }
-        if let Err(e) = std::fs::rename(&self.staged, &self.target) {
-            if had_old {
-                let _ = std::fs::rename(&old, &self.target);
-                unregister(&old);
+        if !self.target.exists() {
+            std::fs::rename(&self.staged, &self.target).map_err(io_err("write", &self.target))?;
+        } else {
+            let entries = std::fs::read_dir(&self.staged).map_err(io_err("read", &self.staged))?;
+            for e in entries {
+                let e = e.map_err(io_err("read", &self.staged))?;
+                let dst = self.target.join(e.file_name());
+                std::fs::rename(e.path(), &dst).map_err(io_err("write", &dst))?;
             }
-            return Err(io_err("write", &self.target)(e));
+            let _ = std::fs::remove_dir_all(&self.staged);
         }
         self.committed = true;
         unregister(&self.staged);
-        if had_old {
-            let _ = std::fs::remove_dir_all(&old);
-            unregister(&old);
-        }
         Ok(())
     }
 }
@@ -434,7 +432,8 @@ mod tests {
         s.write("report.json", b"{}").unwrap();
         s.write("report.md", b"new").unwrap();
         s.commit().unwrap();
-        assert_eq!(listing(&target), ["report.json", "report.md"]);
+        // The user's own file stays; the report's files are added.
+        assert_eq!(listing(&target), ["old.md", "report.json", "report.md"]);
         assert_eq!(listing(&d), ["report"]);
         std::fs::remove_dir_all(&d).unwrap();
     }

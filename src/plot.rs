@@ -85,7 +85,8 @@ fn log_axis(vals: impl Iterator<Item = f64>) -> LogAxis {
     let lf = ll - 1.0;
     let span = (lh - lf).max(1.0);
     let pad = 0.05 * span;
-    let (a, b) = (lf - pad, lh + pad);
+    // Both ends finite: 10^b overflows past 10^308.25.
+    let (a, b) = (lf - pad, (lh + pad).min(f64::MAX.log10() - 1e-3));
     LogAxis {
         range: 10f64.powf(a)..10f64.powf(b),
         floor: 10f64.powf(lf),
@@ -399,6 +400,8 @@ mod tests {
                 (1e-300, 1e-300),
             ],
             vec![(1.0, -1.0)],
+            vec![(1.0, f64::MAX)],
+            vec![(1.0, 1e306), (2.0, 1e200)],
             vec![],
         ];
         for pts in cases {

@@ -679,6 +679,10 @@ impl MeanAcc {
 /// The certified error of candidate `c` against `mid +- r`: 0 when both are the same
 /// infinity (an lse of `-inf` where no key is seen), `inf` when either is not finite.
 fn upper(c: f64, mid: f64, r: f64) -> f64 {
+    // A radius that is negative, NaN or infinite certifies nothing.
+    if !(r >= 0.0 && r.is_finite()) {
+        return f64::INFINITY;
+    }
     if c == mid {
         return r;
     }
@@ -691,11 +695,11 @@ fn upper(c: f64, mid: f64, r: f64) -> f64 {
 /// The certified lower bound matching [`upper`] (`inf` for a finite value against an
 /// infinite exact one or the reverse; 0 for NaN).
 fn lower(c: f64, mid: f64, r: f64) -> f64 {
-    if c == mid || c.is_nan() {
+    if c == mid || c.is_nan() || !(r >= 0.0 && r.is_finite()) {
         return 0.0;
     }
     if !c.is_finite() || !mid.is_finite() {
-        return f64::INFINITY;
+        return if mid.is_finite() { f64::INFINITY } else { 0.0 };
     }
     down(down((c - mid).abs()) - r)
 }
