@@ -3,7 +3,7 @@
 
 For each shape: torch.nn.functional.scaled_dot_product_attention forward and
 forward+backward (median of --reps after a warm-up, torch.set_num_threads(THREADS)),
-then `examples/time_attention.rs` (polyattn, RAYON_NUM_THREADS=THREADS, same medians) on
+then `tools/examples/time_attention.rs` (polyattn, RAYON_NUM_THREADS=THREADS, same medians) on
 the same shape, and the ratio torch time / polyattn time (> 1: polyattn faster). FLOPs
 as FlashAttention counts them (forward 4 n^2 d per head, half when causal; backward
 2.5x forward). Not run by CI.

@@ -19,14 +19,14 @@ QUICK="${QUICK:-}"
   echo "== CUDA_PATH=${CUDA_PATH:-unset}"; ls -d /usr/local/cuda*/include 2>/dev/null
 } 2>&1 | tee "$OUT_DIR/environment.txt"
 
-cargo build --release --features cuda --examples 2>&1 | tail -5 | tee "$OUT_DIR/build.txt"
-cargo test --release --features cuda --test cuda -- --nocapture --test-threads 1 2>&1 | tee "$OUT_DIR/tests.txt"
+cargo build --locked --release -p polyattn-tools --features cuda --examples 2>&1 | tail -5 | tee "$OUT_DIR/build.txt"
+cargo test --locked --release -p polyattn-tools --features cuda --test cuda -- --nocapture --test-threads 1 2>&1 | tee "$OUT_DIR/tests.txt"
 status=${PIPESTATUS[0]}
 
 if [ -n "$QUICK" ]; then
-  cargo run --release --features cuda --example cuda_bench -- --quick 2>&1 | tee "$OUT_DIR/bench.txt"
+  cargo run --locked --release -p polyattn-tools --features cuda --example cuda_bench -- --quick 2>&1 | tee "$OUT_DIR/bench.txt"
 else
-  cargo run --release --features cuda --example cuda_bench 2>&1 | tee "$OUT_DIR/bench.txt"
+  cargo run --locked --release -p polyattn-tools --features cuda --example cuda_bench 2>&1 | tee "$OUT_DIR/bench.txt"
 fi
 cp results/cuda/bench.json "$OUT_DIR/" 2>/dev/null || true
 

@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo run --release --quiet -- demo "$@"
+cargo run --locked --release --quiet -- demo "$@"

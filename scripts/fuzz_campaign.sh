@@ -8,7 +8,7 @@
 # timeout does not end the run: every one is kept under fuzz/artifacts/<target>/).
 # New inputs go to fuzz/corpus-run/<target>/ (git-ignored); the committed seeds in
 # fuzz/corpus/<target>/ are read only. Afterwards every input of both folders is
-# replayed through the same property (`examples/fuzz_corpus.rs stats`) to record the
+# replayed through the same property (`tools/examples/fuzz_corpus.rs stats`) to record the
 # ranges of n, B and R explored, and the report is written to
 # fuzz/reports/campaign-<UTC time>.{md,json} (and copied to fuzz/reports/latest.*).
 # Environment: FUZZ_JOBS (libFuzzer -jobs in fork mode, default 1), FUZZ_RSS_MB (memory
@@ -30,7 +30,7 @@ WORK="fuzz/reports/.work-$STAMP"
 mkdir -p "$WORK" fuzz/reports
 # The same build the runs use (stable: no sanitizer, so no nightly -Z flags).
 (cd fuzz && cargo fuzz build --sanitizer none -O)
-cargo build --release --example fuzz_corpus
+cargo build --locked --release --example fuzz_corpus
 for t in "${TARGETS[@]}"; do
     mkdir -p "fuzz/corpus-run/$t" "fuzz/artifacts/$t"
     before=$(ls "fuzz/artifacts/$t" | wc -l)

@@ -66,7 +66,7 @@ def fmt(x, digits=3):
 md = [f"# Fuzz campaign {stamp}", "",
       f"{secs} s per target; {report['engine']}. Produced by `scripts/fuzz_campaign.sh "
       f"{secs}`. Replay: every input of `fuzz/corpus/<target>` and the run's new corpus "
-      "re-checked through `polyattn::fuzzing` (`examples/fuzz_corpus.rs stats`).", "",
+      "re-checked through `polyattn_tools::fuzzing` (`tools/examples/fuzz_corpus.rs stats`).", "",
       "| target | wall s | executions | coverage (edges) | features | corpus | crashes | OOMs | timeouts | replayed | refused | replay failures |",
       "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
 for r in report["targets"]:

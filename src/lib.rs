@@ -1,28 +1,31 @@
 //! # polyattn
 //!
-//! Transformer attention, forward and backward, computed exactly (tiled, online
-//! softmax, never an `n x n` matrix) and approximately in almost linear time by the
-//! polynomial method, with error bounds certified against an arbitrary-precision
-//! reference (the `polyattn-spec` crate).
+//! The engine: transformer attention, forward and backward, computed exactly (tiled,
+//! online softmax, never an `n x n` matrix) and approximately in almost linear time by
+//! the polynomial method, each with an a priori bound on its error; a multi-layer
+//! transformer whose attention runs through either engine. No command line, plots or
+//! arbitrary-precision arithmetic live here: the `polyattn` binary, the sweeps and the
+//! certification reports are the `polyattn-tools` crate (`tools/`), and the
+//! arbitrary-precision reference everything is checked against is `polyattn-spec`
+//! (`spec/`), which this crate never depends on (it is only a dev-dependency of the
+//! tests).
 //!
 //! The formulas are those of `docs/math.md`; each module cites its section.
 //!
 //! Modules:
-//! - `attention`: the exact engine and the polynomial engine, one head or many, and
-//!   their error bounds (docs/math.md §1-§4);
+//! - `attention`: the exact engine (with its f64 enclosure of exact attention,
+//!   `attention::exact::reference`) and the polynomial engine, one head or many, and
+//!   their error bounds (docs/math.md §1-§4, §5.3);
 //! - `model`: a multi-layer transformer whose attention runs through either engine,
 //!   and the propagated error bound (docs/math.md §7);
-//! - `certify`: certified errors against enclosures of the exact result
-//!   (docs/math.md §5);
 //! - `io_model`: attention's I/O complexity in a simulated two-level memory
 //!   (docs/math.md §8);
 //! - `cuda` (feature `cuda`): the f16 GPU kernels and their rounding allowances;
 //! - `simd`: the vectorised tile kernels and `exp` of the exact engine;
 //! - `scalar`, `tensor`: the number types and the matrices everything works on;
-//! - `io`, `output`, `memory`: safetensors files, safe file writing, memory limits;
-//! - `cli`, `harness`, `plot`: the command line, the sweeps and their charts;
-//! - `fuzzing`: the properties the fuzz targets check; `rng`: a seeded generator;
-//! - `error`: the crate's one error type.
+//! - `io`, `storage`, `output`: safetensors files (f64, f32, f16, bf16), and writing
+//!   files atomically;
+//! - `rng`: a seeded generator; `error`: the crate's one error type.
 //!
 //! ```
 //! use polyattn::attention::{exact, AttentionConfig, Mask};
@@ -37,19 +40,13 @@
 //! ```
 
 pub mod attention;
-pub mod certify;
-pub mod cli;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod error;
-pub mod fuzzing;
-pub mod harness;
 pub mod io;
 pub mod io_model;
-pub mod memory;
 pub mod model;
 pub mod output;
-pub mod plot;
 pub mod rng;
 pub mod scalar;
 pub mod simd;

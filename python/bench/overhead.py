@@ -2,7 +2,7 @@
 
 Times ``polyattn.attention`` (forward) and ``polyattn.attention_backward`` (forward +
 backward) on float32 ``[8, 4096, 64]`` inputs (N(0, 1) entries), exact engine, and the
-Rust API on the same shape through ``examples/time_attention.rs`` (which builds its own
+Rust API on the same shape through ``tools/examples/time_attention.rs`` (which builds its own
 seeded N(0, 1) inputs; the exact engine's time does not depend on the values). The two
 alternate for ``--rounds`` rounds (machine load drifts); printed: medians over all
 repetitions (Rust: median of its per-round medians), the Python/Rust ratios, the fixed

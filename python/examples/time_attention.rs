@@ -1,4 +1,4 @@
-//! The repository's `examples/time_attention.rs`, built against this crate's engine
+//! The repository's `tools/examples/time_attention.rs`, built against this crate's engine
 //! dependency (`polyattn` without default features, release): no dev-dependencies, so
 //! no GMP/MPFR build, and the same compiled engine as the extension module. Used by
 //! `bench/overhead.py` to time the Rust API next to the Python binding:
@@ -7,4 +7,4 @@
 //! cd python && cargo build --release --example time_attention
 //! ```
 
-include!("../../examples/time_attention.rs");
+include!("../../tools/examples/time_attention.rs");

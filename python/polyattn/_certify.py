@@ -1,7 +1,7 @@
 """The certified reference (exact f64 + a priori rounding bound) and certified distances.
 
 The reference is the exact engine run in float64 plus a rigorous a priori bound on its
-rounding error, entry by entry (Rust: ``polyattn::certify::reference::exact_reference``,
+rounding error, entry by entry (Rust: ``polyattn::attention::exact::reference::exact_reference``,
 MATH.md 2.6): the exact real-number result of attention on the given inputs lies in
 ``value +- bound``. It is not an arbitrary-precision (MPFR) reference; those are left
 out of the Python package (see python/README.md).

@@ -16,7 +16,7 @@
 use numpy::{Element, PyArray1, PyArray3, PyArrayMethods, PyReadonlyArray3, PyUntypedArrayMethods};
 use polyattn::attention::poly::{self, Accuracy, GradientKind, PolyConfig, PolyForward, PolyKind};
 use polyattn::attention::{exact, AttentionConfig, Mask};
-use polyattn::certify::reference::exact_reference;
+use polyattn::attention::exact::reference::exact_reference;
 use polyattn::io::TensorFile;
 use polyattn::model::file::{read_batch, read_model};
 use polyattn::model::{EngineChoice, ModelConfig, PolySettings};
@@ -753,7 +753,7 @@ fn backward<'py>(
 /// reference(q, k, v, do=None, *, mask="none", scale=None) -> dict
 ///
 /// The exact engine in float64 with its a priori rounding bound on every entry
-/// (`polyattn::certify::reference::exact_reference`): `o`, `o_bound`, `lse`, and with
+/// (`polyattn::attention::exact::reference::exact_reference`): `o`, `o_bound`, `lse`, and with
 /// `do`: `dq`, `dk`, `dv`, `dq_bound`, `dk_bound`, `dv_bound`. The exact real-number
 /// result lies within value +- bound entrywise. float64 `[h, n, d]` inputs only.
 #[pyfunction]

@@ -23,7 +23,7 @@
 //! Modules, one job each: [`config`] (hyper-parameters and metadata), [`params`]
 //! (names, shapes, initialiser, loading), [`dense`] (products), [`layer_norm`],
 //! [`mlp`], [`engine`] (engine choice and report), [`mha`], [`loss`], [`block`],
-//! [`stack`] (the model), [`sensitivity`] (error propagation through the layers),
+//! [`stack`] (the model), [`fixtures`] (the seeded example model of the demo, sweeps and tests), [`sensitivity`] (error propagation through the layers),
 //! [`mod@file`] (safetensors in and out).
 //!
 //! Engines: [`EngineChoice::Exact`], [`EngineChoice::Poly`] or [`EngineChoice::Auto`],
@@ -57,6 +57,7 @@ pub mod config;
 pub mod dense;
 pub mod engine;
 pub mod file;
+pub mod fixtures;
 pub mod layer_norm;
 pub mod loss;
 pub mod mha;

@@ -456,7 +456,7 @@ pub fn propagated_bound(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::harness::model_time::{bounded_model, small_head_config, QK_SCALE};
+    use crate::model::fixtures::{bounded_model, small_head_config, QK_SCALE};
 
     /// The largest singular value of the matrix whose `cols` columns are `column(e_j)`,
     /// built explicitly (so its transpose is exact indexing, not the adjoint code the

@@ -209,7 +209,6 @@ mod tests {
 
     /// f64 against 128-bit MPFR: random x over [-746, 0] and [0, 709], tiny |x|, and
     /// the special values.
-    #[cfg(feature = "certify")]
     #[test]
     fn f64_exp_within_stated_ulps() {
         use rug::Float;

@@ -30,6 +30,7 @@
 
 mod backward;
 mod forward;
+pub mod reference;
 pub mod tile;
 
 use super::{AttentionConfig, Problem};

@@ -32,8 +32,8 @@ pub use plan::{Accuracy, Plan, PolyConfig, Regime};
 pub use polynomial::PolyKind;
 
 use self::core::LowRankProblem;
+use crate::attention::exact::reference::exact_reference;
 use crate::attention::Problem;
-use crate::certify::reference::exact_reference;
 use crate::error::{Error, Result};
 use crate::scalar::Real;
 use crate::tensor::{MatRef, Matrix};
@@ -115,7 +115,7 @@ fn exact_on_block<T: Real>(
     inputs: &Inputs,
     (rows, keys): (usize, usize),
     d_o: Option<&[f64]>,
-) -> Result<crate::certify::reference::ExactReference> {
+) -> Result<crate::attention::exact::reference::ExactReference> {
     let (d, d_v) = (p.d(), p.d_v());
     let q = Matrix::from_vec(rows, d, inputs.q[..rows * d].to_vec())?;
     let k = Matrix::from_vec(keys, d, inputs.k[..keys * d].to_vec())?;

@@ -1,0 +1,1705 @@
+//! Certifying anyone's attention: a *candidate* file of results computed elsewhere
+//! (FlashAttention, PyTorch SDPA, a custom kernel) against exact attention of the
+//! input file's `q`, `k`, `v` (and `do`), with FlashAttention's acceptance rule beside
+//! it (`polyattn certify --candidate`).
+//!
+//! # Inputs
+//! `q` `[.., n_q, d]`, `k` `[.., n_k, d]`, `v` `[.., n_k, d_v]`, optional `do`
+//! `[.., n_q, d_v]`, each of F16, BF16, F32 or F64 (mixed dtypes allowed): their values
+//! are the exact inputs. Layout `bhsd` (PyTorch: `[batch, heads, seq, dim]`, or
+//! `[heads, seq, dim]`, `[seq, dim]`) or `bshd` (FlashAttention: `[batch, seq, heads,
+//! dim]` or `[seq, heads, dim]`). The candidate holds any of `o` (shaped like `q` with
+//! `d_v` columns), `lse` (`[batch, heads, n_q]` in both layouts), `dq`, `dk`, `dv`
+//! (like `q`, `k`, `v`; they need `do`), each in any of the four dtypes. Semantics:
+//! `S = tau Q K^T` (tau = `--scale`, default `1/sqrt(d)`, as an f64), the mask, `O =
+//! softmax(S) V`, `lse_i = ln sum_j exp(S_ij)`, gradients of `<dO, O>`.
+//!
+//! # Reference
+//! Every exact value `y` is enclosed as `mid +- r`: by 128-bit MPFR interval
+//! arithmetic ([`super::rows`]' `polyattn-spec`, feature `certify`) when
+//! `heads n_q n_k (d + d_v) <= 4e6`, else by the f64 exact engine with its a priori
+//! rounding bound ([`polyattn::attention::exact::reference`]). The report names the one used.
+//!
+//! # Certified quantities, per candidate tensor `c` (entries `e`, `m` of them)
+//! ```text
+//! upper_e = |c_e - mid_e| + r_e   >= |c_e - y_e|          certified max error: max_e upper_e
+//! lower_e = max(|c_e - mid_e| - r_e, 0) <= |c_e - y_e|    certified lower bound: max_e lower_e
+//! rel_F   = (||c - mid||_F + ||r||_F) / (||mid||_F - ||r||_F)  >= ||c - y||_F / ||y||_F
+//!           (when ||mid||_F <= ||r||_F: the absolute ||c - mid||_F + ||r||_F >= ||c - y||_F)
+//! bias over a set E (a row of one head, a column over all heads and rows, everything):
+//!   mean_E(c - y) in [mean_E(c - mid) - mean_E(r) - s, mean_E(c - mid) + mean_E(r) + s]
+//!   s = gamma_{|E|+2} (sum_E |c - mid| + sum_E r) / |E|   (the f64 summation's rounding)
+//! ```
+//! every sum and difference rounded outward (one step up, or the `(1 + 4 eps)` factor
+//! on the Frobenius ratio). A bias is *certifiably nonzero* when its interval excludes 0.
+//! The `up`/`down` steps make each f64 result a bound despite its own rounding.
+//!
+//! Non-finite candidate entries are findings: counted, the first positions listed, the
+//! certified max error and the Frobenius bound `inf`; the other statistics use the
+//! finite entries. Rows that see no key (bottom-right causal with `n_q > n_k`) are
+//! defined here as `O = 0`, `lse = -inf`, zero dQ; a candidate's `lse = +inf`
+//! (FlashAttention), `NaN` or `0` (PyTorch), and `NaN` outputs or dQ rows (PyTorch's
+//! math backend) there are recognised as convention differences, reported apart and
+//! left out of the statistics.
+//!
+//! # FlashAttention's rule
+//! For a candidate tensor of dtype `X` (unit roundoff `u_X`: 2^-11 F16, 2^-8 BF16,
+//! 2^-24 F32, 2^-53 F64), the baseline is plain attention in `X` as FlashAttention's
+//! tests compute it ([`super::plain`], `attention_ref(upcast=False,
+//! reorder_ops=True)`), certified against the same reference. An `lse` is usually
+//! stored in f32 whatever the run's dtype: its baseline is that of the run's dtype
+//! (`o`'s, else a gradient's; lse's own when it is alone), rounded to lse's dtype,
+//! while its `atol` uses lse's own `u`.
+//! ```text
+//! atol = 2 u_X max_e (|mid_e| + r_e)          (twice X's rounding of the exact answer)
+//! pass      iff  upper(candidate) <= 2 lower(baseline) + atol   (certified: true err <= 2 true baseline err + atol)
+//! fail      iff  lower(candidate) >  2 upper(baseline) + atol
+//! undecided otherwise (only when the reference's radii matter)
+//! ```
+//! and the same against the upcast baseline (PyTorch's math backend: every
+//! intermediate in f32, the results rounded to `X`).
+//!
+//! # Hints
+//! When a tensor fails, the report tests what would explain it: every entry off by
+//! one factor (least squares), an lse whose rows all differ from the exact lse by a
+//! common factor (`log2 e = 1.4427`: a base-2 lse; `1/tau`: the scale folded
+//! differently), an `o` that matches exact attention with another scale (1, 1/d) or
+//! another mask (`none`, `causal`, `causal-bottom-right`) within a tenth of its error.
+//!
+//! JSON schema `polyattn.certify.candidate/1`: the serialised [`CandidateReport`]
+//! (fields in declaration order).
+
+use super::plain::{plain_head, PlainHead, PlainRule};
+use super::report::{ReferenceChoice, ReferenceUsed};
+use crate::table::{markdown_table, sig3};
+use polyattn::attention::exact::reference::exact_reference;
+use polyattn::attention::{exact, AttentionConfig, Mask};
+use polyattn::error::{Error, Result};
+use polyattn::io::{AnyTensor, DType, TensorFile};
+use polyattn::tensor::{check_finite, check_nonempty, MatRef};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::time::Instant;
+
+/// Where the head axis sits in 4-d files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// `[batch, heads, seq, dim]` (PyTorch).
+    Bhsd,
+    /// `[batch, seq, heads, dim]` (FlashAttention).
+    Bshd,
+}
+
+impl Layout {
+    /// `bhsd` or `bshd`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Bhsd => "bhsd",
+            Layout::Bshd => "bshd",
+        }
+    }
+}
+
+/// Options of [`certify_candidate`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CandidateOptions {
+    /// The mask.
+    pub mask: Mask,
+    /// tau (`None`: `1/sqrt(d)`).
+    pub scale: Option<f64>,
+    /// The files' layout.
+    pub layout: Layout,
+    /// The reference (`Auto`: MPFR when small, else f64 with its bound; `Ball` is
+    /// refused: it is for model reports).
+    pub reference: ReferenceChoice,
+}
+
+/// The largest `heads n_q n_k (d + d_v)` certified by MPFR under `Auto`.
+pub const MPFR_WORK_LIMIT: f64 = 4e6;
+
+/// Tensor names a candidate may hold, in report order.
+pub const CANDIDATE_TENSORS: [&str; 5] = ["o", "lse", "dq", "dk", "dv"];
+
+/// A position in a tensor: batch, head, row, column (0 for lse).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Position {
+    /// Batch index (0 without a batch dimension).
+    pub batch: usize,
+    /// Head index within the batch.
+    pub head: usize,
+    /// Row (query or key index).
+    pub row: usize,
+    /// Column (0 for lse).
+    pub col: usize,
+}
+
+/// An interval `[lo, hi]`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Interval {
+    /// Lower end.
+    pub lo: f64,
+    /// Upper end.
+    pub hi: f64,
+}
+
+impl Interval {
+    /// Whether 0 lies outside.
+    pub fn excludes_zero(&self) -> bool {
+        self.lo > 0.0 || self.hi < 0.0
+    }
+    /// The distance of the interval from 0 (0 if it contains 0).
+    pub fn magnitude_lower(&self) -> f64 {
+        if self.excludes_zero() {
+            self.lo.abs().min(self.hi.abs())
+        } else {
+            0.0
+        }
+    }
+}
+
+/// One of the worst entries.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WorstEntry {
+    /// Where.
+    pub at: Position,
+    /// The candidate's value.
+    pub candidate: f64,
+    /// The reference midpoint.
+    pub reference: f64,
+    /// The reference radius.
+    pub radius: f64,
+    /// Certified upper bound on this entry's error.
+    pub certified: f64,
+}
+
+/// A non-finite candidate entry.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NonFiniteEntry {
+    /// Where.
+    pub at: Position,
+    /// `NaN`, `inf` or `-inf`.
+    pub value: String,
+}
+
+/// Rows that see no key, by the candidate's convention.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Convention {
+    /// `polyattn (lse -inf)`, `flashattention (lse +inf)`, `pytorch (NaN)`,
+    /// `pytorch (lse 0)`.
+    pub convention: String,
+    /// How many such rows (over batch and heads).
+    pub rows: usize,
+    /// The first such row.
+    pub first: Position,
+}
+
+/// One row's certified mean error.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RowBias {
+    /// Where (col = 0).
+    pub at: Position,
+    /// The certified interval for mean_c (c - y) over the row.
+    pub mean: Interval,
+}
+
+/// Certified signed mean errors.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Bias {
+    /// Over every finite entry.
+    pub overall: Interval,
+    /// Whether `overall` excludes 0: the mean error is certifiably nonzero.
+    pub overall_nonzero: bool,
+    /// Rows (of one head) whose interval excludes 0.
+    pub rows_nonzero: usize,
+    /// Rows counted.
+    pub rows: usize,
+    /// The rows with the largest certified |bias| (up to 5).
+    pub top_rows: Vec<RowBias>,
+    /// Per column (over batch, heads and rows): one interval per column.
+    pub columns: Vec<Interval>,
+    /// Columns whose interval excludes 0.
+    pub columns_nonzero: usize,
+}
+
+/// FlashAttention's rule against one baseline.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Baseline {
+    /// `attention_ref(upcast=False, reorder_ops=True)` or `upcast (f32)`.
+    pub kind: String,
+    /// The dtype it computes in: the candidate tensor's, and for `lse` the run's (o's,
+    /// else a gradient's), its values then rounded to lse's own dtype.
+    pub dtype: String,
+    /// The baseline's certified max error (upper bound).
+    pub certified_max_abs: f64,
+    /// Its certified lower bound.
+    pub certified_lower_max_abs: f64,
+    /// candidate upper / baseline upper.
+    pub ratio: f64,
+    /// `pass`, `fail` or `undecided`.
+    pub verdict: String,
+}
+
+/// One candidate tensor certified.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TensorCertificate {
+    /// `o`, `lse`, `dq`, `dk` or `dv`.
+    pub name: String,
+    /// The candidate's dtype.
+    pub dtype: String,
+    /// Its file shape.
+    pub shape: Vec<usize>,
+    /// Entries certified (convention rows excluded).
+    pub entries: usize,
+    /// Certified upper bound on max |c - y| (`inf` with non-finite entries).
+    pub certified_max_abs: f64,
+    /// Certified lower bound on max |c - y| over the finite entries.
+    pub certified_lower_max_abs: f64,
+    /// Certified bound on ||c - y||_F / ||y||_F, or on ||c - y||_F (see `rel_fro_kind`).
+    pub certified_rel_fro: f64,
+    /// `relative`, or `absolute` where the exact tensor is (indistinguishable from) 0.
+    pub rel_fro_kind: String,
+    /// max (|mid| + r): an upper bound on max |y|.
+    pub max_abs_exact: f64,
+    /// The reference's largest radius.
+    pub reference_radius: f64,
+    /// The entries with the largest certified error (up to 5).
+    pub worst: Vec<WorstEntry>,
+    /// Count of NaN/inf entries (outside convention rows).
+    pub nonfinite: usize,
+    /// The first of them (up to 10).
+    pub nonfinite_first: Vec<NonFiniteEntry>,
+    /// Rows that see no key, by convention.
+    pub conventions: Vec<Convention>,
+    /// Certified mean errors.
+    pub bias: Bias,
+    /// `2 u_X max(|mid| + r)`.
+    pub atol: f64,
+    /// `u_X`.
+    pub unit_roundoff: f64,
+    /// Against `attention_ref(upcast=False, reorder_ops=True)` in the candidate's dtype.
+    pub baseline: Baseline,
+    /// Against the upcast baseline.
+    pub upcast: Baseline,
+    /// Convention-mismatch hints (empty when nothing suspicious).
+    pub hints: Vec<String>,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CandidateReport {
+    /// `polyattn.certify.candidate/1`.
+    pub schema: String,
+    /// The layout.
+    pub layout: Layout,
+    /// Input dtypes: q, k, v, do.
+    pub input_dtypes: Vec<String>,
+    /// batch, heads (per batch), n_q, n_k, d, d_v.
+    pub shape: [usize; 6],
+    /// The mask.
+    pub mask: String,
+    /// tau.
+    pub scale: f64,
+    /// The reference.
+    pub reference: ReferenceUsed,
+    /// The rule, in words.
+    pub rule: String,
+    /// Per candidate tensor.
+    pub tensors: Vec<TensorCertificate>,
+    /// Candidate tensors that were not certified (unknown names).
+    pub ignored: Vec<String>,
+    /// Seconds: reference, baselines, statistics. Not in the JSON or Markdown (which
+    /// are reproducible to the byte): see [`CandidateReport::timings`].
+    #[serde(skip)]
+    pub seconds_reference: f64,
+    /// See `seconds_reference`.
+    #[serde(skip)]
+    pub seconds_baselines: f64,
+    /// See `seconds_reference`.
+    #[serde(skip)]
+    pub seconds_statistics: f64,
+    /// Per tensor: certified error along the rows (plot data, not in the JSON).
+    #[serde(skip)]
+    pub row_profiles: Vec<RowProfile>,
+    /// Every row's bias interval: (tensor, position, interval) (CSV, not in the JSON).
+    #[serde(skip)]
+    pub row_biases: Vec<(String, RowBias)>,
+}
+
+/// One tensor's certified errors along its rows: bucket `b` covers the rows up to
+/// `rows[b]` (1-based, log-spaced), maximised over batch, heads, columns and the
+/// bucket's rows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowProfile {
+    /// The tensor.
+    pub name: String,
+    /// Last row (1-based) of each bucket.
+    pub rows: Vec<usize>,
+    /// The candidate's certified error.
+    pub candidate: Vec<f64>,
+    /// The baseline's certified error.
+    pub baseline: Vec<f64>,
+}
+
+/// The rule's statement, as written in reports.
+pub const RULE: &str = "pass iff certified_max_abs(candidate) <= 2 * certified_lower(baseline) + atol, atol = 2 * u_dtype * max|exact|; fail iff certified_lower(candidate) > 2 * certified_max_abs(baseline) + atol; else undecided";
+
+// ---------------------------------------------------------------------------------
+// Geometry
+
+/// A file tensor's shape in a layout: leading batch dims, heads (bshd only), rows, cols.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Geom {
+    /// bhsd: every leading dim (heads included); bshd: the batch dims.
+    lead: Vec<usize>,
+    /// bshd: the head dim; bhsd: `None`.
+    heads: Option<usize>,
+    rows: usize,
+    cols: usize,
+}
+
+impl Geom {
+    fn of(name: &str, shape: &[usize], layout: Layout) -> Result<Self> {
+        let r = shape.len();
+        match layout {
+            Layout::Bhsd if (2..=4).contains(&r) => Ok(Geom {
+                lead: shape[..r - 2].to_vec(),
+                heads: None,
+                rows: shape[r - 2],
+                cols: shape[r - 1],
+            }),
+            Layout::Bshd if (3..=4).contains(&r) => Ok(Geom {
+                lead: shape[..r - 3].to_vec(),
+                heads: Some(shape[r - 2]),
+                rows: shape[r - 3],
+                cols: shape[r - 1],
+            }),
+            _ => Err(Error::ShapeMismatch {
+                what: format!("rank of `{name}` (layout {})", layout.name()),
+                expected: match layout {
+                    Layout::Bhsd => "[seq, dim], [heads, seq, dim] or [batch, heads, seq, dim]",
+                    Layout::Bshd => "[seq, heads, dim] or [batch, seq, heads, dim]",
+                }
+                .into(),
+                got: format!("{shape:?}"),
+            }),
+        }
+    }
+
+    /// Matrices in the stack.
+    fn stack(&self) -> usize {
+        self.lead.iter().product::<usize>() * self.heads.unwrap_or(1)
+    }
+
+    /// (batch count, heads per batch) for positions.
+    fn batch_heads(&self) -> (usize, usize) {
+        match self.heads {
+            Some(h) => (self.lead.iter().product(), h),
+            None => match self.lead.split_last() {
+                Some((h, b)) => (b.iter().product(), *h),
+                None => (1, 1),
+            },
+        }
+    }
+
+    fn with(&self, rows: usize, cols: usize) -> Geom {
+        Geom {
+            lead: self.lead.clone(),
+            heads: self.heads,
+            rows,
+            cols,
+        }
+    }
+
+    fn shape(&self) -> Vec<usize> {
+        let mut s = self.lead.clone();
+        match self.heads {
+            Some(h) => s.extend([self.rows, h, self.cols]),
+            None => s.extend([self.rows, self.cols]),
+        }
+        s
+    }
+
+    /// The lse shape: `[.., heads, rows]` in both layouts.
+    fn lse_shape(&self) -> Vec<usize> {
+        let mut s = self.lead.clone();
+        if let Some(h) = self.heads {
+            s.push(h);
+        }
+        s.push(self.rows);
+        s
+    }
+
+    /// Row-major file data to the stack `[stack][rows][cols]`.
+    fn to_stack(&self, data: &[f64]) -> Vec<f64> {
+        let Some(h) = self.heads else {
+            return data.to_vec();
+        };
+        let (r, c) = (self.rows, self.cols);
+        let b = self.lead.iter().product::<usize>();
+        let mut out = vec![0.0; data.len()];
+        for bi in 0..b {
+            for s in 0..r {
+                for hi in 0..h {
+                    let src = ((bi * r + s) * h + hi) * c;
+                    let dst = ((bi * h + hi) * r + s) * c;
+                    out[dst..dst + c].copy_from_slice(&data[src..src + c]);
+                }
+            }
+        }
+        out
+    }
+
+    fn position(&self, stack_index: usize, row: usize, col: usize) -> Position {
+        let (_, hpb) = self.batch_heads();
+        Position {
+            batch: stack_index / hpb.max(1),
+            head: stack_index % hpb.max(1),
+            row,
+            col,
+        }
+    }
+}
+
+/// The other layout's reading of a shape, for messages.
+fn other_layout(layout: Layout) -> Layout {
+    match layout {
+        Layout::Bhsd => Layout::Bshd,
+        Layout::Bshd => Layout::Bhsd,
+    }
+}
+
+/// An input tensor as an f64 stack, checked finite and non-empty.
+fn load_input(file: &TensorFile, name: &str, layout: Layout) -> Result<(Geom, Vec<f64>, DType)> {
+    let t = file.get(name)?;
+    let g = Geom::of(name, t.shape(), layout)?;
+    check_nonempty(name, t.shape())?;
+    let data = t.to_f64_vec();
+    check_finite(name, t.shape(), &data)?;
+    Ok((g.clone(), g.to_stack(&data), t.dtype()))
+}
+
+fn expect_shape(name: &str, t: &AnyTensor, want: Vec<usize>, layout: Layout) -> Result<()> {
+    if t.shape() == want.as_slice() {
+        return Ok(());
+    }
+    let mut what = format!("candidate `{name}` (layout {})", layout.name());
+    if name != "lse" && t.shape().len() == 4 && want.len() == 4 {
+        let (a, b) = (t.shape(), &want);
+        if a[0] == b[0] && a[1] == b[2] && a[2] == b[1] && a[3] == b[3] {
+            what.push_str(&format!(
+                "; it is shaped for --layout {}",
+                other_layout(layout).name()
+            ));
+        }
+    }
+    Err(Error::ShapeMismatch {
+        what,
+        expected: format!("{want:?}"),
+        got: format!("{:?}", t.shape()),
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Reference
+
+/// Midpoints and radii of one head's exact o, lse, dq, dk, dv.
+struct HeadRef {
+    t: [(Vec<f64>, Vec<f64>); 5],
+}
+
+#[cfg(feature = "certify")]
+fn mpfr_head(
+    (q, k, v, d_o): (
+        MatRef<'_, f64>,
+        MatRef<'_, f64>,
+        MatRef<'_, f64>,
+        Option<MatRef<'_, f64>>,
+    ),
+    tau: f64,
+    mask: Mask,
+) -> Result<HeadRef> {
+    use nalgebra::DMatrix;
+    use polyattn_spec::attention as spec;
+    let dm = |m: MatRef<'_, f64>| DMatrix::from_row_slice(m.rows(), m.cols(), m.as_slice());
+    let sp = spec::Problem {
+        q: dm(q),
+        k: dm(k),
+        v: dm(v),
+        tau,
+        mask: match mask {
+            Mask::None => spec::Mask::None,
+            Mask::CausalTopLeft => spec::Mask::CausalTopLeft,
+            Mask::CausalBottomRight => spec::Mask::CausalBottomRight,
+        },
+    };
+    let err = |e: spec::SpecError| Error::InvalidParameter {
+        name: "reference problem",
+        value: "MPFR".into(),
+        reason: e.to_string(),
+    };
+    let mid_rad = |iv: &polyattn_spec::Interval| {
+        let (lo, hi) = (iv.lo_f64(), iv.hi_f64());
+        let c = 0.5 * (lo + hi);
+        (c, up((hi - c).max(c - lo)))
+    };
+    let split = |m: &DMatrix<polyattn_spec::Interval>| {
+        let mut out = (Vec::with_capacity(m.len()), Vec::with_capacity(m.len()));
+        for i in 0..m.nrows() {
+            for j in 0..m.ncols() {
+                let (c, r) = mid_rad(&m[(i, j)]);
+                out.0.push(c);
+                out.1.push(r);
+            }
+        }
+        out
+    };
+    let f = spec::forward(&sp, 128).map_err(err)?;
+    let lse = f
+        .lse
+        .iter()
+        .map(|iv| match iv {
+            Some(iv) => mid_rad(iv),
+            None => (f64::NEG_INFINITY, 0.0),
+        })
+        .unzip();
+    let mut t = [split(&f.o), lse, empty(), empty(), empty()];
+    if let Some(g) = d_o {
+        let b = spec::backward(&sp, &dm(g), 128).map_err(err)?;
+        t[2] = split(&b.dq);
+        t[3] = split(&b.dk);
+        t[4] = split(&b.dv);
+    }
+    Ok(HeadRef { t })
+}
+
+fn empty() -> (Vec<f64>, Vec<f64>) {
+    (Vec::new(), Vec::new())
+}
+
+fn f64_head(
+    (q, k, v, d_o): (
+        MatRef<'_, f64>,
+        MatRef<'_, f64>,
+        MatRef<'_, f64>,
+        Option<MatRef<'_, f64>>,
+    ),
+    tau: f64,
+    mask: Mask,
+) -> Result<HeadRef> {
+    let cfg = AttentionConfig {
+        scale: Some(tau),
+        mask,
+    };
+    let r = exact_reference(q, k, v, d_o, &cfg)?;
+    let mut t = [
+        (r.o, r.bound_o),
+        (r.lse, r.bound_lse),
+        empty(),
+        empty(),
+        empty(),
+    ];
+    if let Some(g) = r.grads {
+        t[2] = (g.dq, g.bound_dq);
+        t[3] = (g.dk, g.bound_dk);
+        t[4] = (g.dv, g.bound_dv);
+    }
+    Ok(HeadRef { t })
+}
+
+// ---------------------------------------------------------------------------------
+// Statistics
+
+/// `x` one step up (0 stays 0).
+fn up(x: f64) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        x
+    } else {
+        x.next_up()
+    }
+}
+
+/// `x` one step down toward 0 for positive `x` (a lower bound), 0 stays 0.
+fn down(x: f64) -> f64 {
+    if x <= 0.0 || !x.is_finite() {
+        x.max(0.0)
+    } else {
+        x.next_down()
+    }
+}
+
+fn gamma(k: usize) -> f64 {
+    let ku = k as f64 * (f64::EPSILON / 2.0);
+    ku / (1.0 - ku)
+}
+
+/// One tensor's data in stack order, with which entries are excluded (conventions).
+struct Entries<'a> {
+    name: &'a str,
+    /// Stack size, rows, cols.
+    dims: (usize, usize, usize),
+    cand: Vec<f64>,
+    mid: Vec<f64>,
+    rad: Vec<f64>,
+    /// Entries in rows that see no key, set apart by convention.
+    skip: Vec<bool>,
+}
+
+/// Accumulates running sums for a certified mean.
+#[derive(Clone, Copy, Default)]
+struct MeanAcc {
+    diff: f64,
+    abs_diff: f64,
+    rad: f64,
+    n: usize,
+}
+
+impl MeanAcc {
+    fn add(&mut self, diff: f64, rad: f64) {
+        self.diff += diff;
+        self.abs_diff += diff.abs();
+        self.rad += rad;
+        self.n += 1;
+    }
+    fn interval(&self) -> Interval {
+        if self.n == 0 {
+            return Interval { lo: 0.0, hi: 0.0 };
+        }
+        let n = self.n as f64;
+        let slack = up(up(gamma(self.n + 2) * up(self.abs_diff + self.rad)) / n);
+        let w = up(up(self.rad / n) * (1.0 + 2.0 * f64::EPSILON) + slack);
+        let m = self.diff / n;
+        Interval {
+            lo: (m - w).next_down(),
+            hi: (m + w).next_up(),
+        }
+    }
+}
+
+/// The certified error of candidate `c` against `mid +- r`: 0 when both are the same
+/// infinity (an lse of `-inf` where no key is seen), `inf` when either is not finite.
+fn upper(c: f64, mid: f64, r: f64) -> f64 {
+    // A radius that is negative, NaN or infinite certifies nothing.
+    if !(r >= 0.0 && r.is_finite()) {
+        return f64::INFINITY;
+    }
+    if c == mid {
+        return r;
+    }
+    if !c.is_finite() || !mid.is_finite() {
+        return f64::INFINITY;
+    }
+    up(up((c - mid).abs()) + r)
+}
+
+/// The certified lower bound matching [`upper`] (`inf` for a finite value against an
+/// infinite exact one or the reverse; 0 for NaN).
+fn lower(c: f64, mid: f64, r: f64) -> f64 {
+    if c == mid || c.is_nan() || !(r >= 0.0 && r.is_finite()) {
+        return 0.0;
+    }
+    if !c.is_finite() || !mid.is_finite() {
+        return if mid.is_finite() { f64::INFINITY } else { 0.0 };
+    }
+    down(down((c - mid).abs()) - r)
+}
+
+/// (certified max error, certified lower bound) of `vals` against the reference,
+/// skipping `skip` entries.
+fn max_errors(vals: &[f64], e: &Entries<'_>) -> (f64, f64) {
+    let (mut hi, mut lo) = (0.0f64, 0.0f64);
+    for (i, &y) in vals.iter().enumerate() {
+        if e.skip[i] {
+            continue;
+        }
+        hi = hi.max(upper(y, e.mid[i], e.rad[i]));
+        lo = lo.max(lower(y, e.mid[i], e.rad[i]));
+    }
+    (hi, lo)
+}
+
+/// Log-spaced row buckets (as in the certify report's profile): last row of each.
+fn row_buckets(rows: usize) -> Vec<usize> {
+    let nb = 200usize;
+    let mut ends: Vec<usize> = (1..=nb)
+        .map(|b| {
+            let t = b as f64 / nb as f64;
+            ((rows as f64).powf(t).round() as usize).clamp(1, rows.max(1))
+        })
+        .collect();
+    ends.dedup();
+    ends
+}
+
+struct Stats {
+    cert: TensorCertificate,
+    profile: (Vec<usize>, Vec<f64>, Vec<f64>),
+    row_biases: Vec<RowBias>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn tensor_stats(
+    e: &Entries<'_>,
+    geom: &Geom,
+    (dtype, base_dtype): (DType, DType),
+    file_shape: Vec<usize>,
+    conventions: Vec<Convention>,
+    baseline: &[f64],
+    upcast: &[f64],
+) -> Stats {
+    let (stack, rows, cols) = e.dims;
+    let m = e.cand.len();
+    let (mut cert_max, mut lower_max) = (0.0f64, 0.0f64);
+    let (mut diff2, mut rad2, mut mid2) = (0.0f64, 0.0f64, 0.0f64);
+    let mut max_exact = 0.0f64;
+    let mut nonfinite = 0usize;
+    let mut nonfinite_first = Vec::new();
+    let mut worst: Vec<(f64, usize)> = Vec::new();
+    let mut overall = MeanAcc::default();
+    let mut col_acc = vec![MeanAcc::default(); cols];
+    let mut row_biases = Vec::with_capacity(stack * rows);
+    let ends = row_buckets(rows);
+    let mut prof_c = vec![0.0f64; ends.len()];
+    let mut prof_b = vec![0.0f64; ends.len()];
+    let mut entries = 0usize;
+    for s in 0..stack {
+        let mut bucket = 0usize;
+        for r in 0..rows {
+            while ends[bucket] < r + 1 {
+                bucket += 1;
+            }
+            let mut row_acc = MeanAcc::default();
+            for (c, col) in col_acc.iter_mut().enumerate() {
+                let i = (s * rows + r) * cols + c;
+                if e.skip[i] {
+                    continue;
+                }
+                entries += 1;
+                let (y, mid, rad) = (e.cand[i], e.mid[i], e.rad[i]);
+                prof_b[bucket] = prof_b[bucket].max(upper(baseline[i], mid, rad));
+                if y == mid && !mid.is_finite() {
+                    continue; // lse -inf where no key is seen, as defined: no error
+                }
+                if !y.is_finite() || !mid.is_finite() {
+                    // NaN/inf, or a finite lse where the exact one is -inf.
+                    nonfinite += 1;
+                    if nonfinite_first.len() < 10 {
+                        nonfinite_first.push(NonFiniteEntry {
+                            at: geom.position(s, r, c),
+                            value: if mid.is_finite() {
+                                format!("{y}")
+                            } else {
+                                format!("{y} (exact {mid})")
+                            },
+                        });
+                    }
+                    cert_max = f64::INFINITY;
+                    lower_max = lower_max.max(lower(y, mid, rad));
+                    prof_c[bucket] = f64::INFINITY;
+                    continue;
+                }
+                max_exact = max_exact.max(up(mid.abs() + rad));
+                rad2 += rad * rad;
+                mid2 += mid * mid;
+                let u = upper(y, mid, rad);
+                cert_max = cert_max.max(u);
+                lower_max = lower_max.max(lower(y, mid, rad));
+                prof_c[bucket] = prof_c[bucket].max(u);
+                let d = y - mid;
+                diff2 += d * d;
+                row_acc.add(d, rad);
+                col.add(d, rad);
+                overall.add(d, rad);
+                if worst.len() < 5 || u > worst[worst.len() - 1].0 {
+                    worst.push((u, i));
+                    worst.sort_by(|a, b| b.0.total_cmp(&a.0));
+                    worst.truncate(5);
+                }
+            }
+            if row_acc.n > 0 {
+                row_biases.push(RowBias {
+                    at: geom.position(s, r, 0),
+                    mean: row_acc.interval(),
+                });
+            }
+        }
+    }
+    // Frobenius: sqrt of sums rounded to nearest; (1 + 4 eps) and the steps up/down
+    // cover them (each sum's relative error is far below 1e-10 at any size here).
+    let slack = 1.0 + 4.0 * f64::EPSILON + gamma(m + 2);
+    let (num, den) = (
+        up(diff2.sqrt() * slack + rad2.sqrt() * slack),
+        down(mid2.sqrt() / slack - rad2.sqrt() * slack),
+    );
+    let (rel, kind) = if nonfinite > 0 {
+        (f64::INFINITY, "relative")
+    } else if den > 0.0 {
+        (up(num / den) * (1.0 + 2.0 * f64::EPSILON), "relative")
+    } else {
+        (num, "absolute")
+    };
+    let col_iv: Vec<Interval> = col_acc.iter().map(MeanAcc::interval).collect();
+    let mut top_rows: Vec<RowBias> = row_biases
+        .iter()
+        .filter(|b| b.mean.excludes_zero())
+        .cloned()
+        .collect();
+    top_rows.sort_by(|a, b| {
+        b.mean
+            .magnitude_lower()
+            .total_cmp(&a.mean.magnitude_lower())
+    });
+    top_rows.truncate(5);
+    let overall_iv = overall.interval();
+    let u_x = dtype.unit_roundoff();
+    let atol = up(2.0 * u_x * max_exact);
+    let judge = |kind: &str, vals: &[f64]| {
+        let (b_hi, b_lo) = max_errors(vals, e);
+        let verdict = if cert_max <= down(2.0 * b_lo + atol) {
+            "pass"
+        } else if nonfinite > 0 || lower_max > up(2.0 * b_hi + atol) {
+            "fail"
+        } else {
+            "undecided"
+        };
+        Baseline {
+            kind: kind.into(),
+            dtype: base_dtype.name().into(),
+            certified_max_abs: b_hi,
+            certified_lower_max_abs: b_lo,
+            ratio: if b_hi > 0.0 {
+                cert_max / b_hi
+            } else {
+                f64::INFINITY
+            },
+            verdict: verdict.into(),
+        }
+    };
+    let baseline_rule = judge(
+        "attention_ref(upcast=False, reorder_ops=True) in the candidate's dtype",
+        baseline,
+    );
+    let upcast_rule = judge("upcast: intermediates in f32, results rounded", upcast);
+    Stats {
+        cert: TensorCertificate {
+            name: e.name.into(),
+            dtype: dtype.name().into(),
+            shape: file_shape,
+            entries,
+            certified_max_abs: cert_max,
+            certified_lower_max_abs: lower_max,
+            certified_rel_fro: rel,
+            rel_fro_kind: kind.into(),
+            max_abs_exact: max_exact,
+            reference_radius: e.rad.iter().cloned().fold(0.0, f64::max),
+            worst: worst
+                .into_iter()
+                .map(|(u, i)| WorstEntry {
+                    at: geom.position(i / (rows * cols), (i / cols) % rows, i % cols),
+                    candidate: e.cand[i],
+                    reference: e.mid[i],
+                    radius: e.rad[i],
+                    certified: u,
+                })
+                .collect(),
+            nonfinite,
+            nonfinite_first,
+            conventions,
+            bias: Bias {
+                overall: overall_iv,
+                overall_nonzero: overall_iv.excludes_zero(),
+                rows_nonzero: row_biases.iter().filter(|b| b.mean.excludes_zero()).count(),
+                rows: row_biases.len(),
+                top_rows,
+                columns_nonzero: col_iv.iter().filter(|c| c.excludes_zero()).count(),
+                columns: col_iv,
+            },
+            atol,
+            unit_roundoff: u_x,
+            baseline: baseline_rule,
+            upcast: upcast_rule,
+            hints: Vec::new(),
+        },
+        profile: (ends, prof_c, prof_b),
+        row_biases,
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The run
+
+/// The inputs as stacks.
+struct Inputs {
+    geoms: [Geom; 3],
+    q: Vec<f64>,
+    k: Vec<f64>,
+    v: Vec<f64>,
+    d_o: Option<Vec<f64>>,
+    dtypes: Vec<String>,
+}
+
+/// One head's q, k, v and dO.
+type HeadViews<'a> = (
+    MatRef<'a, f64>,
+    MatRef<'a, f64>,
+    MatRef<'a, f64>,
+    Option<MatRef<'a, f64>>,
+);
+
+impl Inputs {
+    /// Head `h`'s matrices (the stack lengths were checked when loading; a view that
+    /// does not fit is still a typed error).
+    fn head(&self, h: usize) -> Result<HeadViews<'_>> {
+        let [gq, gk, gv] = &self.geoms;
+        fn part(x: &[f64], h: usize, r: usize, c: usize) -> Result<MatRef<'_, f64>> {
+            MatRef::new(r, c, x.get(h * r * c..(h + 1) * r * c).unwrap_or(&[]))
+        }
+        let view = |x, r, c| part(x, h, r, c);
+        let g = match &self.d_o {
+            Some(g) => Some(view(g, gq.rows, gv.cols)?),
+            None => None,
+        };
+        Ok((
+            view(&self.q, gq.rows, gq.cols)?,
+            view(&self.k, gk.rows, gk.cols)?,
+            view(&self.v, gv.rows, gv.cols)?,
+            g,
+        ))
+    }
+}
+
+fn load_inputs(file: &TensorFile, layout: Layout) -> Result<Inputs> {
+    let (gq, q, tq) = load_input(file, "q", layout)?;
+    let (gk, k, tk) = load_input(file, "k", layout)?;
+    let (gv, v, tv) = load_input(file, "v", layout)?;
+    let same = |name: &str, g: &Geom| -> Result<()> {
+        if g.lead != gq.lead || g.heads != gq.heads {
+            return Err(Error::ShapeMismatch {
+                what: format!(
+                    "batch/head dimensions of `{name}` (layout {})",
+                    layout.name()
+                ),
+                expected: format!("those of `q` {:?}", gq.shape()),
+                got: format!("{:?}", g.shape()),
+            });
+        }
+        Ok(())
+    };
+    same("k", &gk)?;
+    same("v", &gv)?;
+    let dim = |what: &str, want: usize, got: usize| -> Result<()> {
+        if want != got {
+            return Err(Error::ShapeMismatch {
+                what: what.into(),
+                expected: want.to_string(),
+                got: got.to_string(),
+            });
+        }
+        Ok(())
+    };
+    dim("`k` head dimension d (must equal `q`'s)", gq.cols, gk.cols)?;
+    dim(
+        "`v` sequence length n_k (must equal `k`'s)",
+        gk.rows,
+        gv.rows,
+    )?;
+    let mut dtypes = vec![tq.name().into(), tk.name().into(), tv.name().into()];
+    let d_o = if file.contains("do") {
+        let (gdo, d_o, tdo) = load_input(file, "do", layout)?;
+        let want = gq.with(gq.rows, gv.cols);
+        if gdo != want {
+            return Err(Error::ShapeMismatch {
+                what: format!("`do` (layout {})", layout.name()),
+                expected: format!("{:?}", want.shape()),
+                got: format!("{:?}", gdo.shape()),
+            });
+        }
+        dtypes.push(tdo.name().into());
+        Some(d_o)
+    } else {
+        None
+    };
+    Ok(Inputs {
+        geoms: [gq, gk, gv],
+        q,
+        k,
+        v,
+        d_o,
+        dtypes,
+    })
+}
+
+/// Certifies the candidate's tensors against exact attention of `input`'s `q`, `k`,
+/// `v` (`do`): see the module doc for every quantity.
+pub fn certify_candidate(
+    input: &TensorFile,
+    candidate: &TensorFile,
+    opts: &CandidateOptions,
+) -> Result<CandidateReport> {
+    let layout = opts.layout;
+    let x = load_inputs(input, layout)?;
+    let [gq, gk, gv] = x.geoms.clone();
+    let (stack, n_q, n_k, d, d_v) = (gq.stack(), gq.rows, gk.rows, gq.cols, gv.cols);
+    let tau = opts.scale.unwrap_or(1.0 / (d as f64).sqrt());
+    if !tau.is_finite() {
+        return Err(Error::InvalidParameter {
+            name: "scale",
+            value: format!("{tau}"),
+            reason: "the score scale must be finite".into(),
+        });
+    }
+    // The candidate's tensors: shape and dtype checked before any work.
+    let shapes = [
+        gq.with(n_q, d_v).shape(),
+        gq.lse_shape(),
+        gq.shape(),
+        gk.shape(),
+        gv.shape(),
+    ];
+    let geoms = [
+        gq.with(n_q, d_v),
+        gq.with(n_q, 1),
+        gq.clone(),
+        gk.clone(),
+        gv.clone(),
+    ];
+    let mut present: Vec<(usize, DType, Vec<f64>)> = Vec::new();
+    for (ti, name) in CANDIDATE_TENSORS.iter().enumerate() {
+        if !candidate.contains(name) {
+            continue;
+        }
+        let t = candidate.get(name)?;
+        expect_shape(name, t, shapes[ti].clone(), layout)?;
+        if ti >= 2 && x.d_o.is_none() {
+            return Err(Error::MissingTensor {
+                name: "do".into(),
+                path: input_path(input),
+                present: format!(
+                    "{} (the candidate's `{name}` is a gradient: certifying it needs the dO it was computed with)",
+                    input.names().join(", ")
+                ),
+            });
+        }
+        let data = t.to_f64_vec();
+        let stacked = if ti == 1 {
+            data
+        } else {
+            geoms[ti].to_stack(&data)
+        };
+        present.push((ti, t.dtype(), stacked));
+    }
+    if present.is_empty() {
+        return Err(Error::MissingTensor {
+            name: "o, lse, dq, dk or dv".into(),
+            path: input_path(candidate),
+            present: candidate.names().join(", "),
+        });
+    }
+    let ignored: Vec<String> = candidate
+        .names()
+        .into_iter()
+        .filter(|n| !CANDIDATE_TENSORS.contains(&n.as_str()))
+        .collect();
+    let need_grads = present.iter().any(|p| p.0 >= 2);
+    let work = (stack * n_q * n_k * (d + d_v)) as f64;
+    if matches!(opts.reference, ReferenceChoice::Mpfr) && !cfg!(feature = "certify") {
+        return Err(Error::InvalidParameter {
+            name: "reference",
+            value: "mpfr".into(),
+            reason: "this build has no MPFR reference (feature `certify` of polyattn-tools is off); use --reference f64 or auto".into(),
+        });
+    }
+    let use_mpfr = cfg!(feature = "certify")
+        && match opts.reference {
+            ReferenceChoice::Mpfr => true,
+            ReferenceChoice::F64 => false,
+            ReferenceChoice::Auto => work <= MPFR_WORK_LIMIT,
+            ReferenceChoice::Ball => {
+                return Err(Error::InvalidParameter {
+                    name: "reference",
+                    value: "ball".into(),
+                    reason: "a candidate is certified against MPFR or the f64 exact engine with its rounding bound (auto, mpfr or f64)".into(),
+                })
+            }
+        };
+    let mask = opts.mask;
+    // Reference, per head, in parallel.
+    let t0 = Instant::now();
+    let heads: Vec<HeadRef> = (0..stack)
+        .into_par_iter()
+        .map(|h| {
+            let (q, k, v, g) = x.head(h)?;
+            let g = if need_grads { g } else { None };
+            #[cfg(feature = "certify")]
+            if use_mpfr {
+                return mpfr_head((q, k, v, g), tau, mask);
+            }
+            f64_head((q, k, v, g), tau, mask)
+        })
+        .collect::<Result<_>>()?;
+    let t_ref = t0.elapsed().as_secs_f64();
+    // Baselines, per dtype present and rule.
+    let t1 = Instant::now();
+    // The run's dtype: o's, else a gradient's; an lse (usually f32 whatever the run)
+    // gets the baseline of the run's dtype, rounded to its own.
+    let run_dtype = present
+        .iter()
+        .find(|p| p.0 != 1)
+        .or(present.first())
+        .map_or(DType::F32, |p| p.1);
+    let mut dtypes: Vec<DType> = present
+        .iter()
+        .map(|p| if p.0 == 1 { run_dtype } else { p.1 })
+        .collect();
+    dtypes.sort();
+    dtypes.dedup();
+    let mut baselines: Vec<(DType, PlainRule, Vec<PlainHead>)> = Vec::new();
+    for &dt in &dtypes {
+        for rule in [PlainRule::Storage, PlainRule::Upcast] {
+            let hs: Vec<PlainHead> = (0..stack)
+                .into_par_iter()
+                .map(|h| {
+                    let (q, k, v, g) = x.head(h)?;
+                    let g = if need_grads { g } else { None };
+                    Ok(plain_head(
+                        (
+                            q.as_slice(),
+                            k.as_slice(),
+                            v.as_slice(),
+                            g.map(|g| g.as_slice()),
+                        ),
+                        (n_q, n_k, d, d_v),
+                        tau,
+                        mask,
+                        dt,
+                        rule,
+                    ))
+                })
+                .collect::<Result<_>>()?;
+            baselines.push((dt, rule, hs));
+        }
+    }
+    let t_base = t1.elapsed().as_secs_f64();
+    let t2 = Instant::now();
+    let key_end: Vec<usize> = (0..n_q).map(|i| mask.key_end(i, n_q, n_k)).collect();
+    let mut tensors = Vec::new();
+    let mut row_profiles = Vec::new();
+    let mut row_biases = Vec::new();
+    for (ti, dt, cand) in present {
+        let name = CANDIDATE_TENSORS[ti];
+        let g = &geoms[ti];
+        let (rows, cols) = (g.rows, g.cols);
+        let gather = |f: &dyn Fn(&HeadRef) -> &Vec<f64>| -> Vec<f64> {
+            heads.iter().flat_map(|h| f(h).iter().copied()).collect()
+        };
+        let mid = gather(&|h| &h.t[ti].0);
+        let rad = gather(&|h| &h.t[ti].1);
+        let base_dt = if ti == 1 { run_dtype } else { dt };
+        let pick = |rule: PlainRule| -> Vec<f64> {
+            baselines
+                .iter()
+                .find(|b| b.0 == base_dt && b.1 == rule)
+                .map(|b| {
+                    b.2.iter()
+                        .flat_map(|p| {
+                            let v: &[f64] = match ti {
+                                0 => &p.o,
+                                1 => &p.lse,
+                                _ => p.grads.as_ref().map_or(&[][..], |gr| &gr[ti - 2][..]),
+                            };
+                            v.iter().map(move |&x| dt.round(x))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let (base, upc) = (pick(PlainRule::Storage), pick(PlainRule::Upcast));
+        for (what, len) in [
+            ("reference", mid.len()),
+            ("baseline", base.len()),
+            ("upcast baseline", upc.len()),
+        ] {
+            if len != cand.len() {
+                // Cannot happen after the shape checks; a typed error rather than a panic.
+                return Err(Error::ShapeMismatch {
+                    what: format!("{what} of `{name}`"),
+                    expected: format!("{} entries (the candidate's)", cand.len()),
+                    got: len.to_string(),
+                });
+            }
+        }
+        // Rows that see no key (only query-indexed tensors have them).
+        let mut skip = vec![false; cand.len()];
+        let mut conv: Vec<Convention> = Vec::new();
+        if matches!(ti, 0..=2) {
+            for s in 0..stack {
+                for r in 0..rows {
+                    if key_end[r] != 0 {
+                        continue;
+                    }
+                    let row = &cand[(s * rows + r) * cols..(s * rows + r + 1) * cols];
+                    let label = if ti == 1 {
+                        let l = row[0];
+                        if l == f64::NEG_INFINITY {
+                            Some("polyattn (lse -inf)")
+                        } else if l == f64::INFINITY {
+                            Some("flashattention (lse +inf)")
+                        } else if l.is_nan() {
+                            Some("pytorch (lse NaN)")
+                        } else if l == 0.0 {
+                            Some("pytorch (lse 0)")
+                        } else {
+                            None
+                        }
+                    } else if row.iter().any(|v| v.is_nan()) {
+                        Some("pytorch (NaN row)")
+                    } else {
+                        None
+                    };
+                    match label {
+                        Some(label) => {
+                            for sk in &mut skip[(s * rows + r) * cols..(s * rows + r + 1) * cols] {
+                                *sk = true;
+                            }
+                            match conv.iter_mut().find(|c| c.convention == label) {
+                                Some(c) => c.rows += 1,
+                                None => conv.push(Convention {
+                                    convention: label.into(),
+                                    rows: 1,
+                                    first: g.position(s, r, 0),
+                                }),
+                            }
+                        }
+                        None if ti == 1 => {
+                            // A finite lse where the exact one is -inf: an infinite error.
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+        // lse rows with exact -inf that are not set apart: the error is infinite
+        // unless the candidate is -inf too (handled as a convention above).
+        let e = Entries {
+            name,
+            dims: (stack, rows, cols),
+            cand,
+            mid,
+            rad,
+            skip,
+        };
+        let shape = if ti == 1 { gq.lse_shape() } else { g.shape() };
+        let mut st = tensor_stats(&e, g, (dt, base_dt), shape, conv, &base, &upc);
+        if st.cert.baseline.verdict != "pass" && st.cert.certified_max_abs.is_finite() {
+            st.cert.hints = hints(&e, ti, &x, (tau, mask))?;
+        }
+        row_profiles.push(RowProfile {
+            name: name.to_string(),
+            rows: st.profile.0,
+            candidate: st.profile.1,
+            baseline: st.profile.2,
+        });
+        row_biases.extend(st.row_biases.into_iter().map(|b| (name.to_string(), b)));
+        tensors.push(st.cert);
+    }
+    let (batch, hpb) = gq.batch_heads();
+    Ok(CandidateReport {
+        schema: "polyattn.certify.candidate/1".into(),
+        layout,
+        input_dtypes: x.dtypes.clone(),
+        shape: [batch, hpb, n_q, n_k, d, d_v],
+        mask: mask.name().into(),
+        scale: tau,
+        reference: if use_mpfr {
+            ReferenceUsed::Mpfr { prec: 128 }
+        } else {
+            ReferenceUsed::F64WithBound
+        },
+        rule: RULE.into(),
+        tensors,
+        ignored,
+        seconds_reference: t_ref,
+        seconds_baselines: t_base,
+        seconds_statistics: t2.elapsed().as_secs_f64(),
+        row_profiles,
+        row_biases,
+    })
+}
+
+fn input_path(f: &TensorFile) -> std::path::PathBuf {
+    f.path().to_path_buf()
+}
+
+/// Hints for a failing tensor (module doc, "Hints").
+fn hints(e: &Entries<'_>, ti: usize, x: &Inputs, (tau, mask): (f64, Mask)) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let idx: Vec<usize> = (0..e.cand.len())
+        .filter(|&i| !e.skip[i] && e.cand[i].is_finite() && e.mid[i].is_finite())
+        .collect();
+    if idx.is_empty() {
+        return Ok(out);
+    }
+    let dist = |other: &dyn Fn(usize) -> f64| {
+        idx.iter()
+            .map(|&i| (e.cand[i] - other(i)).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let err = dist(&|i| e.mid[i]);
+    if err == 0.0 {
+        return Ok(out);
+    }
+    // One factor for everything.
+    let (cm, mm) = idx.iter().fold((0.0, 0.0), |(a, b), &i| {
+        (a + e.cand[i] * e.mid[i], b + e.mid[i] * e.mid[i])
+    });
+    if mm > 0.0 {
+        let alpha = cm / mm;
+        if (alpha - 1.0).abs() > 1e-3 && dist(&|i| alpha * e.mid[i]) <= 0.1 * err {
+            out.push(format!(
+                "`{}`: every entry is about {alpha:.5} x the exact value (a constant factor{})",
+                e.name,
+                factor_name(alpha, tau)
+            ));
+        }
+    }
+    // lse: a common ratio per row.
+    if ti == 1 {
+        let mut ratios: Vec<f64> = idx
+            .iter()
+            .filter(|&&i| e.mid[i].abs() > 1e-3)
+            .map(|&i| e.cand[i] / e.mid[i])
+            .collect();
+        if !ratios.is_empty() {
+            ratios.sort_by(f64::total_cmp);
+            let med = ratios[ratios.len() / 2];
+            let spread = ratios
+                .iter()
+                .map(|r| (r / med - 1.0).abs())
+                .fold(0.0, f64::max);
+            if (med - 1.0).abs() > 1e-3 && spread < 0.02 && out.is_empty() {
+                out.push(format!(
+                    "`lse`: every row is about {med:.5} x the exact lse{}",
+                    factor_name(med, tau)
+                ));
+            }
+        }
+    }
+    // o: another scale or mask explains it.
+    if ti == 0 {
+        let [gq, gk, gv] = &x.geoms;
+        let d = gq.cols;
+        let mut alts: Vec<(String, f64, Mask)> = vec![
+            ("scale 1 (no scaling)".into(), 1.0, mask),
+            (
+                format!("scale 1/d = {}", 1.0 / d as f64),
+                1.0 / d as f64,
+                mask,
+            ),
+            (
+                format!("scale 1/sqrt(d) = {:.6}", 1.0 / (d as f64).sqrt()),
+                1.0 / (d as f64).sqrt(),
+                mask,
+            ),
+        ];
+        for m in [Mask::None, Mask::CausalTopLeft, Mask::CausalBottomRight] {
+            if m != mask {
+                alts.push((format!("mask {}", m.name()), tau, m));
+            }
+        }
+        for (what, t, m) in alts {
+            if (t - tau).abs() <= 1e-12 * tau.abs() && m == mask {
+                continue;
+            }
+            let cfg = AttentionConfig {
+                scale: Some(t),
+                mask: m,
+            };
+            let mut alt = Vec::with_capacity(e.cand.len());
+            let stack = gq.stack();
+            for h in 0..stack {
+                let (q, k, v, _) = x.head(h)?;
+                match exact::forward(q, k, v, &cfg) {
+                    Ok(f) => alt.extend(f.o.into_vec()),
+                    Err(_) => break,
+                }
+            }
+            let _ = (gk, gv);
+            if alt.len() != e.cand.len() {
+                continue;
+            }
+            let dd = dist(&|i| alt[i]);
+            if dd <= 0.1 * err {
+                out.push(format!(
+                    "`o` matches exact attention with {what} (Frobenius distance {} against {} from the requested one): a scale or mask convention mismatch?",
+                    sig3(dd),
+                    sig3(err)
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn factor_name(f: f64, tau: f64) -> String {
+    let near = |a: f64, b: f64| (a / b - 1.0).abs() < 0.01;
+    if near(f, std::f64::consts::LOG2_E) {
+        "; log2 e = 1.4427: a base-2 log?".into()
+    } else if near(f, std::f64::consts::LN_2) {
+        "; ln 2 = 0.6931: natural log expected, base-2 given the other way?".into()
+    } else if near(f, 1.0 / tau) {
+        format!("; 1/tau = {:.5}: the scale folded differently?", 1.0 / tau)
+    } else if near(f, tau) {
+        format!("; tau = {tau:.5}: the scale folded differently?")
+    } else if near(f, std::f64::consts::LOG2_E / tau) || near(f, tau * std::f64::consts::LOG2_E) {
+        "; log2 e with the scale folded (FlashAttention's base-2 softmax)?".into()
+    } else {
+        String::new()
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Rendering
+
+impl CandidateReport {
+    /// Column names of [`Self::tensor_rows`].
+    pub const HEADERS: [&'static str; 11] = [
+        "tensor",
+        "dtype",
+        "certified max error",
+        "certified lower bound",
+        "rel. Frobenius",
+        "baseline error",
+        "ratio",
+        "rule",
+        "upcast error",
+        "ratio (upcast)",
+        "rule (upcast)",
+    ];
+
+    /// One row per candidate tensor.
+    pub fn tensor_rows(&self) -> Vec<Vec<String>> {
+        self.tensors
+            .iter()
+            .map(|t| {
+                vec![
+                    t.name.clone(),
+                    t.dtype.clone(),
+                    sig3(t.certified_max_abs),
+                    sig3(t.certified_lower_max_abs),
+                    if t.rel_fro_kind == "absolute" {
+                        format!("{} (abs.)", sig3(t.certified_rel_fro))
+                    } else {
+                        sig3(t.certified_rel_fro)
+                    },
+                    sig3(t.baseline.certified_max_abs),
+                    sig3(t.baseline.ratio),
+                    t.baseline.verdict.clone(),
+                    sig3(t.upcast.certified_max_abs),
+                    sig3(t.upcast.ratio),
+                    t.upcast.verdict.clone(),
+                ]
+            })
+            .collect()
+    }
+
+    /// Every hint line of every tensor.
+    pub fn hint_lines(&self) -> Vec<String> {
+        self.tensors.iter().flat_map(|t| t.hints.clone()).collect()
+    }
+
+    /// The reference in words.
+    pub fn reference_text(&self) -> String {
+        match self.reference {
+            ReferenceUsed::Mpfr { prec } => format!("MPFR interval enclosures at {prec} bits"),
+            ReferenceUsed::F64WithBound => {
+                "the exact engine in f64 with its a priori rounding bound".into()
+            }
+        }
+    }
+
+    /// Every row's bias interval as CSV: `tensor,batch,head,row,lo,hi`.
+    pub fn row_bias_csv(&self) -> String {
+        let mut s = String::from("tensor,batch,head,row,lo,hi\n");
+        for (name, b) in &self.row_biases {
+            s.push_str(&format!(
+                "{name},{},{},{},{:e},{:e}\n",
+                b.at.batch, b.at.head, b.at.row, b.mean.lo, b.mean.hi
+            ));
+        }
+        s
+    }
+
+    /// Whether [`Self::write_plot`] has something to draw (a positive, normal, finite
+    /// error somewhere).
+    pub fn has_plot(&self) -> bool {
+        self.row_profiles.iter().any(|p| {
+            p.candidate
+                .iter()
+                .chain(&p.baseline)
+                .any(|&y| y.is_finite() && y >= f64::MIN_POSITIVE)
+        })
+    }
+
+    /// Writes `rows.svg`: each tensor's certified error along the rows (maximum over
+    /// batch, heads, columns and a log-spaced bucket of rows) and its baseline's.
+    pub fn write_plot(&self, dir: &std::path::Path) -> Result<std::path::PathBuf> {
+        use crate::plot::{LogLogChart, Series, Style};
+        let mut series = Vec::new();
+        for p in &self.row_profiles {
+            let (name, c, b) = (&p.name, &p.candidate, &p.baseline);
+            let pts = |v: &[f64]| -> Vec<(f64, f64)> {
+                p.rows
+                    .iter()
+                    .map(|&r| r as f64)
+                    .zip(v.iter().copied())
+                    .filter(|&(_, y)| y.is_finite() && y >= f64::MIN_POSITIVE)
+                    .collect()
+            };
+            series.push(Series {
+                name: format!("{name}: candidate (certified)"),
+                points: pts(c),
+                style: Style::Line,
+            });
+            series.push(Series {
+                name: format!("{name}: baseline (certified)"),
+                points: pts(b),
+                style: Style::Reference,
+            });
+        }
+        let [b, h, n_q, _, _, _] = self.shape;
+        let path = dir.join("rows.svg");
+        LogLogChart {
+            title: format!(
+                "Candidate's certified error along the rows ({b} x {h} heads, n = {n_q}, mask {})",
+                self.mask
+            ),
+            x_label: "row (max over heads, columns and a log-spaced bucket of rows)".into(),
+            y_label: "max |candidate - exact|".into(),
+            series,
+        }
+        .write_svg(&path, 900, 560)?;
+        Ok(path)
+    }
+
+    /// The wall times, kept apart from the reproducible report (`timings.json`).
+    pub fn timings(&self) -> serde_json::Value {
+        serde_json::json!({
+            "seconds_reference": self.seconds_reference,
+            "seconds_baselines": self.seconds_baselines,
+            "seconds_statistics": self.seconds_statistics,
+        })
+    }
+
+    /// The report as Markdown.
+    pub fn to_markdown(&self) -> String {
+        let [b, h, n_q, n_k, d, d_v] = self.shape;
+        let mut s = format!(
+            "# Certified error of a candidate attention\n\n{b} x {h} head(s), n_q = {n_q}, n_k = {n_k}, d = {d}, d_v = {d_v}, mask {}, scale {:e}, layout {}; inputs {}.\nReference: {}.\nWall times are in `timings.json`.\n\n",
+            self.mask,
+            self.scale,
+            self.layout.name(),
+            self.input_dtypes.join("/"),
+            self.reference_text(),
+        );
+        s.push_str("Every error is certified: an upper (or lower) bound on the distance to the exact real result. *Baseline*: plain attention in the candidate's dtype as FlashAttention's tests compute it (`attention_ref(upcast=False, reorder_ops=True)`); *upcast*: the same in f32, rounded at the end. Rule: ");
+        s.push_str(RULE);
+        s.push_str(".\n\n");
+        s.push_str(&markdown_table(&Self::HEADERS, &self.tensor_rows()));
+        if self.has_plot() {
+            s.push_str("\n![certified error along the rows](rows.svg)\n");
+        }
+        for t in &self.tensors {
+            s.push_str(&format!(
+                "\n## `{}` ({}, shape {:?})\n\n- entries: {}; max |exact| <= {}; reference radius <= {}; atol = 2 u max|exact| = {} (u = {:e})\n",
+                t.name,
+                t.dtype,
+                t.shape,
+                t.entries,
+                sig3(t.max_abs_exact),
+                sig3(t.reference_radius),
+                sig3(t.atol),
+                t.unit_roundoff
+            ));
+            let bias = &t.bias;
+            s.push_str(&format!(
+                "- mean error (bias) over everything in [{:e}, {:e}]: {}\n- rows with a certifiably nonzero bias: {} of {}; columns: {} of {}\n",
+                bias.overall.lo,
+                bias.overall.hi,
+                if bias.overall_nonzero {
+                    "certifiably nonzero"
+                } else {
+                    "not certifiably nonzero"
+                },
+                bias.rows_nonzero,
+                bias.rows,
+                bias.columns_nonzero,
+                bias.columns.len()
+            ));
+            for r in &bias.top_rows {
+                s.push_str(&format!(
+                    "  - batch {}, head {}, row {}: bias in [{:e}, {:e}]\n",
+                    r.at.batch, r.at.head, r.at.row, r.mean.lo, r.mean.hi
+                ));
+            }
+            if t.nonfinite > 0 {
+                s.push_str(&format!("- **{} non-finite entries**, first:", t.nonfinite));
+                for n in &t.nonfinite_first {
+                    s.push_str(&format!(
+                        " ({}, {}, {}, {}) = {};",
+                        n.at.batch, n.at.head, n.at.row, n.at.col, n.value
+                    ));
+                }
+                s.push('\n');
+            }
+            for c in &t.conventions {
+                s.push_str(&format!(
+                    "- rows that see no key: {} row(s) follow the {} convention (first: batch {}, head {}, row {}); exact: O = 0, lse = -inf\n",
+                    c.rows, c.convention, c.first.batch, c.first.head, c.first.row
+                ));
+            }
+            for hnt in &t.hints {
+                s.push_str(&format!("- hint: {hnt}\n"));
+            }
+            if !t.worst.is_empty() {
+                s.push_str("\nWorst entries:\n\n");
+                let rows: Vec<Vec<String>> = t
+                    .worst
+                    .iter()
+                    .map(|w| {
+                        vec![
+                            w.at.batch.to_string(),
+                            w.at.head.to_string(),
+                            w.at.row.to_string(),
+                            w.at.col.to_string(),
+                            format!("{:e}", w.candidate),
+                            format!("{:e}", w.reference),
+                            sig3(w.radius),
+                            sig3(w.certified),
+                        ]
+                    })
+                    .collect();
+                s.push_str(&markdown_table(
+                    &[
+                        "batch",
+                        "head",
+                        "row",
+                        "col",
+                        "candidate",
+                        "reference",
+                        "radius",
+                        "certified error",
+                    ],
+                    &rows,
+                ));
+            }
+        }
+        if !self.ignored.is_empty() {
+            s.push_str(&format!(
+                "\nNot certified (unknown names): {}\n",
+                self.ignored.join(", ")
+            ));
+        }
+        s
+    }
+}

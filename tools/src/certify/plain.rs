@@ -1,0 +1,235 @@
+//! Plain (textbook, non-fused) attention in a low-precision dtype on the CPU: the
+//! *baseline* of FlashAttention's acceptance rule, forward and backward, generic over
+//! the storage format.
+//!
+//! FlashAttention's tests accept a kernel when its error is at most twice that of
+//! `attention_ref(upcast=False, reorder_ops=True)` (plain PyTorch attention in the
+//! kernel's dtype) plus a small tolerance. [`plain_head`] computes that reference
+//! operation for operation, for one head (`q` `n_q x d`, `k` `n_k x d`, `v` `n_k x d_v`,
+//! row-major, values given as f64 and first rounded to the storage dtype `X`):
+//!
+//! ```text
+//! K'   = st(tau K)                       (attention_ref scales K: reorder_ops=True)
+//! S    = st(Q K'^T)                      sums in A, one rounding to storage
+//! m_i  = max_j S_ij,  z_i = sum_j e(S_ij - m_i),  P_ij = st(e(S_ij - m_i) / z_i)
+//! O    = st(P V),     lse_i = m_i + ln z_i (in A, not rounded: lse is kept in f32)
+//! dV   = st(P^T dO),  dP = st(dO V^T)
+//! dS_ij = st(P_ij (dP_ij - sum_j' P_ij' dP_ij'))   (autograd's softmax backward)
+//! dQ   = st(dS K'),   dK = st(st(dS^T Q) tau)
+//! ```
+//! `st` rounds to the storage dtype (nearest even), A is the accumulation type: f32,
+//! or f64 when `X` is F64; every sum is sequential in A (each `+` and `*` rounded to
+//! A), `e` and `ln` are evaluated in f64 and rounded to A (PyTorch's f32 `exp` is
+//! within about 1 ulp of that). Masked scores are excluded; a row that sees no key
+//! has `O = 0`, `lse = -inf` and no gradient (attention_ref fills it with 0).
+//! attention_ref divides K by `sqrt(d)` where this multiplies by `tau`: identical
+//! when `1/tau` is a power of two (d = 4, 16, 64, 256), otherwise one rounding apart.
+//!
+//! [`PlainRule::Storage`] is that baseline (for an F32 candidate it is plain f32
+//! attention); [`PlainRule::Upcast`] is `attention_ref(upcast=True)` / PyTorch's math
+//! backend on upcast inputs: the same operations with every intermediate in f32 (f64
+//! for F64) and only the results rounded to `X`.
+
+use half::{bf16, f16};
+use polyattn::attention::Mask;
+use polyattn::io::DType;
+
+/// One head's `q`, `k`, `v` and optional `dO`, row-major f64 values.
+pub type HeadInputs<'a> = (&'a [f64], &'a [f64], &'a [f64], Option<&'a [f64]>);
+
+/// Which plain computation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlainRule {
+    /// Intermediates S, P, dP, dS (and K') stored in the dtype; sums in f32.
+    Storage,
+    /// Everything in f32 (f64 for F64), the results rounded to the dtype at the end.
+    Upcast,
+}
+
+/// One head's plain results (f64 holding values of the output dtype), row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlainHead {
+    /// O, `n_q x d_v`.
+    pub o: Vec<f64>,
+    /// lse, `n_q` (`-inf` for a row that sees no key), in the accumulation type A
+    /// (f32, or f64 for F64): frameworks keep lse in f32 even for 16-bit runs.
+    pub lse: Vec<f64>,
+    /// (dQ, dK, dV) when a dO was given.
+    pub grads: Option<[Vec<f64>; 3]>,
+}
+
+/// The accumulation types: f32 and f64, with the storage rounding.
+trait Acc: Copy + PartialOrd + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> {
+    const ZERO: Self;
+    fn of(x: f64) -> Self;
+    fn wide(self) -> f64;
+    fn mul(self, o: Self) -> Self;
+    fn div(self, o: Self) -> Self;
+    /// Rounds to the storage dtype (a value of the dtype, held in `Self`).
+    fn store(self, dt: DType) -> Self;
+}
+
+impl Acc for f32 {
+    const ZERO: Self = 0.0;
+    fn of(x: f64) -> Self {
+        x as f32
+    }
+    fn wide(self) -> f64 {
+        self as f64
+    }
+    fn mul(self, o: Self) -> Self {
+        self * o
+    }
+    fn div(self, o: Self) -> Self {
+        self / o
+    }
+    fn store(self, dt: DType) -> Self {
+        // f32 -> f16/bf16 in `half` rounds to nearest even (one rounding).
+        match dt {
+            DType::F16 => f16::from_f32(self).to_f32(),
+            DType::BF16 => bf16::from_f32(self).to_f32(),
+            DType::F32 | DType::F64 => self,
+        }
+    }
+}
+
+impl Acc for f64 {
+    const ZERO: Self = 0.0;
+    fn of(x: f64) -> Self {
+        x
+    }
+    fn wide(self) -> f64 {
+        self
+    }
+    fn mul(self, o: Self) -> Self {
+        self * o
+    }
+    fn div(self, o: Self) -> Self {
+        self / o
+    }
+    fn store(self, dt: DType) -> Self {
+        dt.round(self)
+    }
+}
+
+/// Plain attention of one head under `rule` for storage dtype `dtype` (see the module
+/// doc); `dims = (n_q, n_k, d, d_v)`; `d_o` adds the backward. Slices must hold
+/// `n_q d`, `n_k d`, `n_k d_v` and `n_q d_v` values (the caller's shapes are checked).
+pub fn plain_head(
+    (q, k, v, d_o): HeadInputs<'_>,
+    dims: (usize, usize, usize, usize),
+    tau: f64,
+    mask: Mask,
+    dtype: DType,
+    rule: PlainRule,
+) -> PlainHead {
+    if dtype == DType::F64 {
+        run::<f64>((q, k, v, d_o), dims, tau, mask, dtype, rule)
+    } else {
+        run::<f32>((q, k, v, d_o), dims, tau, mask, dtype, rule)
+    }
+}
+
+fn dot<A: Acc>(a: impl Iterator<Item = (A, A)>) -> A {
+    let mut acc = A::ZERO;
+    for (x, y) in a {
+        acc = acc + x.mul(y);
+    }
+    acc
+}
+
+fn run<A: Acc>(
+    (q, k, v, d_o): HeadInputs<'_>,
+    (n_q, n_k, d, d_v): (usize, usize, usize, usize),
+    tau: f64,
+    mask: Mask,
+    dtype: DType,
+    rule: PlainRule,
+) -> PlainHead {
+    // Intermediates are stored in `st`; inputs and results are of `dtype`.
+    let st = match rule {
+        PlainRule::Storage => dtype,
+        PlainRule::Upcast => DType::F64, // no rounding beyond A's own
+    };
+    let input = |x: &[f64]| -> Vec<A> { x.iter().map(|&z| A::of(dtype.round(z))).collect() };
+    let out = |x: A| dtype.round(x.wide());
+    let (q, k, v) = (input(q), input(k), input(v));
+    let tau_a = A::of(tau);
+    let ks: Vec<A> = k.iter().map(|&x| x.mul(tau_a).store(st)).collect();
+    let ends: Vec<usize> = (0..n_q).map(|i| mask.key_end(i, n_q, n_k)).collect();
+    let mut p = vec![A::ZERO; n_q * n_k];
+    let mut o = vec![0.0f64; n_q * d_v];
+    let mut lse = vec![f64::NEG_INFINITY; n_q];
+    for i in 0..n_q {
+        let ke = ends[i];
+        if ke == 0 {
+            continue;
+        }
+        let qi = &q[i * d..(i + 1) * d];
+        let s: Vec<A> = (0..ke)
+            .map(|j| {
+                let kj = &ks[j * d..(j + 1) * d];
+                dot(qi.iter().copied().zip(kj.iter().copied())).store(st)
+            })
+            .collect();
+        let m = s
+            .iter()
+            .copied()
+            .fold(s[0], |a, b| if b > a { b } else { a });
+        let e: Vec<A> = s.iter().map(|&x| A::of((x - m).wide().exp())).collect();
+        let mut z = A::ZERO;
+        for &x in &e {
+            z = z + x;
+        }
+        for j in 0..ke {
+            p[i * n_k + j] = e[j].div(z).store(st);
+        }
+        lse[i] = (m + A::of(z.wide().ln())).wide();
+        for c in 0..d_v {
+            let acc = dot((0..ke).map(|j| (p[i * n_k + j], v[j * d_v + c])));
+            o[i * d_v + c] = out(acc.store(st));
+        }
+    }
+    let grads = d_o.map(|g| {
+        let g = input(g);
+        let mut ds = vec![A::ZERO; n_q * n_k];
+        for i in 0..n_q {
+            let ke = ends[i];
+            let gi = &g[i * d_v..(i + 1) * d_v];
+            let dp: Vec<A> = (0..ke)
+                .map(|j| {
+                    let vj = &v[j * d_v..(j + 1) * d_v];
+                    dot(gi.iter().copied().zip(vj.iter().copied())).store(st)
+                })
+                .collect();
+            let sum = dot((0..ke).map(|j| (p[i * n_k + j], dp[j])));
+            for j in 0..ke {
+                ds[i * n_k + j] = p[i * n_k + j].mul(dp[j] - sum).store(st);
+            }
+        }
+        let dq: Vec<f64> = (0..n_q * d)
+            .map(|il| {
+                let (i, l) = (il / d, il % d);
+                let acc = dot((0..ends[i]).map(|j| (ds[i * n_k + j], ks[j * d + l])));
+                out(acc.store(st))
+            })
+            .collect();
+        let first: Vec<usize> = (0..n_k).map(|j| mask.first_query(j, n_q, n_k)).collect();
+        let dk: Vec<f64> = (0..n_k * d)
+            .map(|jl| {
+                let (j, l) = (jl / d, jl % d);
+                let acc = dot((first[j]..n_q).map(|i| (ds[i * n_k + j], q[i * d + l])));
+                out(acc.store(st).mul(tau_a).store(st))
+            })
+            .collect();
+        let dv: Vec<f64> = (0..n_k * d_v)
+            .map(|jc| {
+                let (j, c) = (jc / d_v, jc % d_v);
+                let acc = dot((first[j]..n_q).map(|i| (p[i * n_k + j], g[i * d_v + c])));
+                out(acc.store(st))
+            })
+            .collect();
+        [dq, dk, dv]
+    });
+    PlainHead { o, lse, grads }
+}

@@ -1,0 +1,223 @@
+//! The `polyattn` command line: argument types and the subcommands.
+//!
+//! Each subcommand returns `Result<(), Error>`; `main` prints one line for an error and
+//! exits with status 1 (usage errors: clap's message and status 2). Nothing here
+//! computes attention: it reads inputs, calls the library, and writes or prints
+//! results. Everything printed goes through `outln!`/`out!`, which return
+//! [`Error::Stdout`](polyattn::Error::Stdout) instead of panicking when standard output
+//! cannot be written (a closed pipe, a full device).
+
+/// Like `println!`, but a failed write returns `Err(Error::Stdout)` from the enclosing
+/// function (which must return `Result<_, Error>`) instead of panicking.
+macro_rules! outln {
+    () => {
+        $crate::cli::write_stdout(format_args!("\n"))?
+    };
+    ($($t:tt)*) => {
+        $crate::cli::write_stdout(format_args!("{}\n", format_args!($($t)*)))?
+    };
+}
+
+/// Like `print!`, with `outln!`'s error handling.
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::cli::write_stdout(format_args!($($t)*))?
+    };
+}
+
+/// Writes to standard output and flushes (so that a closed pipe is seen at once and
+/// the run stops instead of computing for nobody).
+pub fn write_stdout(args: std::fmt::Arguments) -> polyattn::Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    o.write_fmt(args)
+        .and_then(|()| o.flush())
+        .map_err(polyattn::Error::Stdout)
+}
+
+pub mod attention_cmd;
+pub mod certify_cmd;
+pub mod demo;
+pub mod demo_model;
+#[cfg(feature = "certify")]
+pub mod lemmas;
+pub mod model_cmd;
+pub mod shapes;
+pub mod sweep;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use polyattn::attention::Mask;
+use std::path::PathBuf;
+
+/// Exact and polynomial-method attention with certified errors.
+#[derive(Debug, Parser)]
+#[command(
+    name = "polyattn",
+    version,
+    about = "Exact and polynomial-method transformer attention with certified error bounds"
+)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+    /// The most memory a run may use (e.g. 8G, 512M); a run whose estimated peak is
+    /// larger is refused before it starts. Default: the smaller of MemAvailable and
+    /// the cgroup's limit less its use.
+    #[arg(long, global = true, value_parser = crate::memory::parse_size)]
+    pub max_memory: Option<u64>,
+}
+
+/// The memory limit this process runs under (set once by the binary from
+/// `--max-memory`; else what the machine leaves).
+static MAX_MEMORY: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+
+/// Records `--max-memory` (the first call wins).
+pub fn set_max_memory(bytes: Option<u64>) {
+    let _ = MAX_MEMORY.set(bytes);
+}
+
+/// Refuses a run whose estimated peak, `bytes`, exceeds the limit in force.
+pub fn check_memory(what: &str, bytes: f64) -> polyattn::Result<()> {
+    let requested = MAX_MEMORY.get().copied().flatten();
+    crate::memory::check(what, bytes, crate::memory::limit(requested).as_ref())
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the built-in demonstration on a seeded random multi-head causal problem.
+    Demo(demo::DemoArgs),
+    /// Attention forward (and backward when `do` is given) on tensors from a file.
+    Attention(AttentionArgs),
+    /// Certify the polynomial engine on a file: certified errors of O (and dQ, dK, dV)
+    /// against exact attention, a priori bounds, regimes; JSON, Markdown and a plot.
+    /// With --candidate: certify someone else's results (FlashAttention, PyTorch, ...)
+    /// against exact attention, with FlashAttention's acceptance rule.
+    Certify(certify_cmd::CertifyArgs),
+    /// Loss and gradients of a multi-layer transformer (every parameter and the input),
+    /// attention through the exact or the polynomial engine; `--init` writes starting
+    /// files.
+    Model(model_cmd::ModelArgs),
+    /// Parameter sweeps that write tables, JSON and plots (`sweep io`).
+    Sweep(sweep::SweepArgs),
+    /// The lemma register: every lemma of ML24/AS24 checked against the reference oracle.
+    #[cfg(feature = "certify")]
+    Lemmas(lemmas::LemmasArgs),
+}
+
+/// Arguments of `polyattn attention`.
+#[derive(Debug, clap::Args)]
+pub struct AttentionArgs {
+    /// Input safetensors file with tensors `q`, `k`, `v` and optionally `do`.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Output safetensors file: `o`, `lse`, and `dq`, `dk`, `dv` when `do` was given.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// The mask.
+    #[arg(long, value_enum, default_value_t = MaskArg::None)]
+    pub mask: MaskArg,
+    /// The score scale tau (default 1/sqrt(d)).
+    #[arg(long, allow_hyphen_values = true)]
+    pub scale: Option<f64>,
+    /// The engine: exact, poly (polynomial method; refuses inputs it cannot certify),
+    /// or auto (poly when it is certified and predicted faster, else exact).
+    #[arg(long, value_enum, default_value_t = EngineArg::Exact)]
+    pub engine: EngineArg,
+    /// Polynomial-engine options.
+    #[command(flatten)]
+    pub poly: PolyArgs,
+}
+
+/// Options of the polynomial engine shared by the subcommands that run it.
+#[derive(Debug, clap::Args)]
+pub struct PolyArgs {
+    /// Polynomial engine: target bound on max |O~ - O| (absolute, entrywise).
+    #[arg(long, conflicts_with = "degree", allow_hyphen_values = true)]
+    pub eps: Option<f64>,
+    /// Polynomial engine: use this degree and report the bound it certifies.
+    #[arg(long)]
+    pub degree: Option<usize>,
+    /// Polynomial engine: which approximate gradient (see the README).
+    #[arg(long, value_enum, default_value_t = GradientArg::Substituted)]
+    pub gradient: GradientArg,
+    /// Polynomial engine: refuse when its predicted FLOPs exceed this multiple of the
+    /// exact engine's. Default: no limit when the engine is named (`--engine poly`
+    /// runs whatever it can certify within the rank limit; the predicted cost is
+    /// printed on stderr and recorded), 1 for `--engine auto` (poly only where
+    /// predicted faster).
+    #[arg(long)]
+    pub max_cost_ratio: Option<f64>,
+}
+
+impl PolyArgs {
+    /// The engine configuration these options and a mask/scale describe.
+    pub fn config(
+        &self,
+        mask: MaskArg,
+        scale: Option<f64>,
+    ) -> polyattn::attention::poly::PolyConfig {
+        use polyattn::attention::poly::{Accuracy, PolyConfig};
+        PolyConfig {
+            scale,
+            mask: mask.into(),
+            accuracy: match (self.eps, self.degree) {
+                (_, Some(g)) => Accuracy::Degree(g),
+                (Some(e), None) => Accuracy::Eps(e),
+                (None, None) => PolyConfig::default().accuracy,
+            },
+            max_cost_ratio: self.max_cost_ratio.unwrap_or(f64::INFINITY),
+            ..PolyConfig::default()
+        }
+    }
+}
+
+/// The polynomial engine's gradient kinds on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GradientArg {
+    /// The exact gradient formula with P~ substituted for P (the papers' gradient).
+    Substituted,
+    /// The exact gradient of the polynomial model (autodiff of the approximate forward).
+    PolynomialModel,
+}
+
+impl From<GradientArg> for polyattn::attention::poly::GradientKind {
+    fn from(g: GradientArg) -> Self {
+        match g {
+            GradientArg::Substituted => Self::Substituted,
+            GradientArg::PolynomialModel => Self::PolynomialModel,
+        }
+    }
+}
+
+/// Mask names on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MaskArg {
+    /// No mask.
+    None,
+    /// Causal, top-left aligned: key j visible to query i iff j <= i.
+    Causal,
+    /// Causal, bottom-right aligned: j <= i + n_k - n_q.
+    CausalBottomRight,
+}
+
+impl From<MaskArg> for Mask {
+    fn from(m: MaskArg) -> Self {
+        match m {
+            MaskArg::None => Mask::None,
+            MaskArg::Causal => Mask::CausalTopLeft,
+            MaskArg::CausalBottomRight => Mask::CausalBottomRight,
+        }
+    }
+}
+
+/// Engine names on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EngineArg {
+    /// The tiled exact engine.
+    Exact,
+    /// The polynomial engine (refuses what it cannot certify).
+    Poly,
+    /// The polynomial engine where certified and predicted faster, else exact.
+    Auto,
+}

@@ -1,0 +1,62 @@
+//! Experiment harnesses behind `polyattn sweep`: each sweep runs a grid, summarises
+//! it, and writes Markdown, JSON and SVG plots to an output folder. Shared helpers for
+//! writing those files live here.
+//!
+//! - [`io_sweep`]: the I/O complexity of attention in the two-level model (docs/math.md §8,
+//!   IO24).
+//! - [`accuracy`]: the polynomial engine's certified error against n (eps = 1/n).
+//! - `bits` (feature `certify`): the algorithm in MPFR at p = c log2(n) bits.
+//! - [`fit`]: least-squares slopes on log-log data.
+//! - [`model_time`]: the whole model's time against n, exact vs polynomial.
+//! - [`threshold`]: where the polynomial engine stops paying, B against n (AS23's line).
+//! - [`model_depth`]: the gradient difference against the number of layers.
+//! - [`progress`]: the progress bar the long sweeps draw on a terminal.
+
+pub mod accuracy;
+#[cfg(feature = "certify")]
+pub mod bits;
+pub mod fit;
+pub mod io_sweep;
+pub mod model_depth;
+pub mod model_time;
+pub mod progress;
+pub mod seed;
+pub mod threshold;
+
+/// Grid sizes of a sweep: each sweep documents its two grids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+pub enum Preset {
+    /// Runs in seconds; used by the tests.
+    Small,
+    /// Minutes; the README's figures.
+    Full,
+}
+
+use polyattn::error::{Error, Result};
+use std::path::Path;
+
+/// Creates `dir` and its parents.
+pub fn ensure_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        action: "create",
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `contents` to `path` atomically ([`polyattn::output::write_file`]).
+pub fn write_text(path: &Path, contents: &str) -> Result<()> {
+    polyattn::output::write_file(path, contents.as_bytes())
+}
+
+/// Serialises `value` as pretty JSON into `path`.
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let s = serde_json::to_string_pretty(value).map_err(|e| Error::Io {
+        action: "write",
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    write_text(path, &s)
+}
+
+pub use crate::table::{markdown_table, sig3, text_table};

@@ -1,0 +1,960 @@
+#![cfg(feature = "certify")]
+//! `certify --candidate`: someone else's attention certified against exact attention.
+//!
+//! Expected numbers come from outside the code under test: exact values from the MPFR
+//! spec (`polyattn_spec`, 128 bits) evaluated here, roundings to bf16/f32 written here
+//! with integer bit arithmetic, and an independent f64-with-rounding implementation
+//! of FlashAttention's plain baseline.
+
+use nalgebra::DMatrix;
+use polyattn::attention::Mask;
+use polyattn::io::{write_tensors, AnyTensor, DType, TensorFile};
+use polyattn::rng::SplitMix64;
+use polyattn_spec::attention as spec;
+use polyattn_tools::certify::candidate::{
+    certify_candidate, CandidateOptions, CandidateReport, Layout,
+};
+use polyattn_tools::certify::plain::{plain_head, PlainRule};
+use polyattn_tools::certify::report::ReferenceChoice;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+// ---------------------------------------------------------------------------------
+// Independent helpers
+
+/// f64 -> bf16 value, round to nearest even, by integer arithmetic on the f64 bits
+/// (normal range only, which is all these tests produce).
+fn bf16_of(x: f64) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let b = x.to_bits();
+    // bf16 keeps 7 fraction bits of f64's 52: drop 45 bits.
+    let drop = 45u32;
+    let half = 1u64 << (drop - 1);
+    let rest = b & ((1u64 << drop) - 1);
+    let mut kept = b >> drop;
+    if rest > half || (rest == half && kept & 1 == 1) {
+        kept += 1;
+    }
+    f64::from_bits(kept << drop)
+}
+
+/// f64 -> f32 value (Rust's `as` is round to nearest even).
+fn r32(x: f64) -> f64 {
+    x as f32 as f64
+}
+
+struct Problem {
+    heads: usize,
+    n_q: usize,
+    n_k: usize,
+    d: usize,
+    d_v: usize,
+    q: Vec<f64>,
+    k: Vec<f64>,
+    v: Vec<f64>,
+    d_o: Vec<f64>,
+}
+
+fn problem(heads: usize, n_q: usize, n_k: usize, d: usize, d_v: usize, seed: u64) -> Problem {
+    let mut r = SplitMix64::new(seed);
+    // bf16-representable inputs (the candidate consumed bf16 inputs).
+    let mut g = |n: usize| -> Vec<f64> { r.normal_vec(n, 1.0).into_iter().map(bf16_of).collect() };
+    Problem {
+        heads,
+        n_q,
+        n_k,
+        d,
+        d_v,
+        q: g(heads * n_q * d),
+        k: g(heads * n_k * d),
+        v: g(heads * n_k * d_v),
+        d_o: g(heads * n_q * d_v),
+    }
+}
+
+/// MPFR midpoints of the exact (o, lse, dq, dk, dv), stacked over heads.
+fn exact(p: &Problem, mask: spec::Mask) -> [Vec<f64>; 5] {
+    let mut out: [Vec<f64>; 5] = Default::default();
+    let tau = 1.0 / (p.d as f64).sqrt();
+    for h in 0..p.heads {
+        let m = |x: &[f64], r: usize, c: usize| {
+            DMatrix::from_row_slice(r, c, &x[h * r * c..(h + 1) * r * c])
+        };
+        let sp = spec::Problem {
+            q: m(&p.q, p.n_q, p.d),
+            k: m(&p.k, p.n_k, p.d),
+            v: m(&p.v, p.n_k, p.d_v),
+            tau,
+            mask,
+        };
+        let f = spec::forward(&sp, 128).unwrap();
+        let g = spec::backward(&sp, &m(&p.d_o, p.n_q, p.d_v), 128).unwrap();
+        let rows = |x: &DMatrix<polyattn_spec::Interval>| {
+            let mut v = Vec::new();
+            for i in 0..x.nrows() {
+                for j in 0..x.ncols() {
+                    v.push(x[(i, j)].mid_f64());
+                }
+            }
+            v
+        };
+        out[0].extend(rows(&f.o));
+        out[1].extend(
+            f.lse
+                .iter()
+                .map(|l| l.as_ref().map_or(f64::NEG_INFINITY, |iv| iv.mid_f64())),
+        );
+        out[2].extend(rows(&g.dq));
+        out[3].extend(rows(&g.dk));
+        out[4].extend(rows(&g.dv));
+    }
+    out
+}
+
+fn f64t(shape: Vec<usize>, data: Vec<f64>) -> AnyTensor {
+    AnyTensor::F64 { shape, data }
+}
+
+fn input_file(p: &Problem, dtype: DType) -> TensorFile {
+    let t = |shape: Vec<usize>, x: &[f64]| AnyTensor::from_f64_rounded(dtype, shape, x);
+    let tensors = vec![
+        ("q".to_string(), t(vec![p.heads, p.n_q, p.d], &p.q)),
+        ("k".to_string(), t(vec![p.heads, p.n_k, p.d], &p.k)),
+        ("v".to_string(), t(vec![p.heads, p.n_k, p.d_v], &p.v)),
+        ("do".to_string(), t(vec![p.heads, p.n_q, p.d_v], &p.d_o)),
+    ];
+    file_of(&tensors)
+}
+
+fn file_of(tensors: &[(String, AnyTensor)]) -> TensorFile {
+    let dir = std::env::temp_dir().join(format!("polyattn-cand-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!(
+        "f{}.safetensors",
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    ));
+    write_tensors(&path, tensors, &HashMap::new()).unwrap();
+    TensorFile::read(&path).unwrap()
+}
+
+static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn shapes(p: &Problem) -> [Vec<usize>; 5] {
+    [
+        vec![p.heads, p.n_q, p.d_v],
+        vec![p.heads, p.n_q],
+        vec![p.heads, p.n_q, p.d],
+        vec![p.heads, p.n_k, p.d],
+        vec![p.heads, p.n_k, p.d_v],
+    ]
+}
+
+const NAMES: [&str; 5] = ["o", "lse", "dq", "dk", "dv"];
+
+fn opts(mask: Mask) -> CandidateOptions {
+    CandidateOptions {
+        mask,
+        scale: None,
+        layout: Layout::Bhsd,
+        reference: ReferenceChoice::Auto,
+    }
+}
+
+fn tensor<'a>(
+    r: &'a CandidateReport,
+    name: &str,
+) -> &'a polyattn_tools::certify::candidate::TensorCertificate {
+    r.tensors.iter().find(|t| t.name == name).unwrap()
+}
+
+// ---------------------------------------------------------------------------------
+// Tests
+
+/// The exact result rounded to bf16: the certified error encloses the true rounding
+/// error from above, the lower bound from below; FlashAttention's rule passes.
+#[test]
+fn bf16_rounding_of_exact_attention_is_bracketed() {
+    let p = problem(2, 9, 11, 4, 3, 1);
+    let ex = exact(&p, spec::Mask::CausalTopLeft);
+    let sh = shapes(&p);
+    let mut cand = Vec::new();
+    let mut true_err = [0.0f64; 5];
+    for t in 0..5 {
+        let rounded: Vec<f64> = ex[t].iter().map(|&x| bf16_of(x)).collect();
+        true_err[t] = rounded
+            .iter()
+            .zip(&ex[t])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        cand.push((
+            NAMES[t].to_string(),
+            AnyTensor::from_f64_rounded(DType::BF16, sh[t].clone(), &rounded),
+        ));
+    }
+    let r = certify_candidate(
+        &input_file(&p, DType::BF16),
+        &file_of(&cand),
+        &opts(Mask::CausalTopLeft),
+    )
+    .unwrap();
+    assert_eq!(r.schema, "polyattn.certify.candidate/1");
+    assert!(matches!(
+        r.reference,
+        polyattn_tools::certify::report::ReferenceUsed::Mpfr { .. }
+    ));
+    for t in 0..5 {
+        let c = tensor(&r, NAMES[t]);
+        assert_eq!(c.dtype, "BF16");
+        assert!(true_err[t] > 0.0);
+        assert!(
+            c.certified_max_abs >= true_err[t],
+            "{}: {} < {}",
+            NAMES[t],
+            c.certified_max_abs,
+            true_err[t]
+        );
+        assert!(c.certified_lower_max_abs <= true_err[t], "{}", NAMES[t]);
+        // The reference is far tighter than bf16: the bracket is tight.
+        assert!(
+            c.certified_max_abs <= true_err[t] * (1.0 + 1e-9) + 1e-25,
+            "{}",
+            NAMES[t]
+        );
+        assert!(c.certified_lower_max_abs >= true_err[t] * (1.0 - 1e-9) - 1e-25);
+        assert_eq!(c.nonfinite, 0);
+        assert_eq!(c.unit_roundoff, 2f64.powi(-8));
+        // Rounding the exact answer is the best a bf16 result can do.
+        assert_eq!(c.baseline.verdict, "pass", "{}: {:?}", NAMES[t], c.baseline);
+        assert!(c.certified_max_abs <= c.baseline.certified_max_abs * 1.0001 + c.atol);
+    }
+}
+
+/// The same through the f64 reference (exact engine + a priori bound).
+#[test]
+fn f64_reference_brackets_the_bf16_rounding_too() {
+    let p = problem(2, 16, 16, 8, 8, 2);
+    let ex = exact(&p, spec::Mask::None);
+    let sh = shapes(&p);
+    let o: Vec<f64> = ex[0].iter().map(|&x| bf16_of(x)).collect();
+    let err = o
+        .iter()
+        .zip(&ex[0])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    let cand = vec![(
+        "o".to_string(),
+        AnyTensor::from_f64_rounded(DType::BF16, sh[0].clone(), &o),
+    )];
+    let mut op = opts(Mask::None);
+    op.reference = ReferenceChoice::F64;
+    let r = certify_candidate(&input_file(&p, DType::F32), &file_of(&cand), &op).unwrap();
+    assert_eq!(
+        r.reference,
+        polyattn_tools::certify::report::ReferenceUsed::F64WithBound
+    );
+    let c = tensor(&r, "o");
+    assert!(c.certified_max_abs >= err && c.certified_lower_max_abs <= err);
+    assert!(c.certified_max_abs <= err + 1e-12);
+    // lse through the f64 reference's new per-row bound: an f32 rounding bracketed.
+    let lse: Vec<f64> = ex[1].iter().map(|&x| r32(x)).collect();
+    let err = lse
+        .iter()
+        .zip(&ex[1])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    let cand = vec![(
+        "lse".to_string(),
+        AnyTensor::from_f64_rounded(DType::F32, vec![p.heads, p.n_q], &lse),
+    )];
+    let r = certify_candidate(&input_file(&p, DType::F32), &file_of(&cand), &op).unwrap();
+    let c = tensor(&r, "lse");
+    assert!(err > 0.0 && c.certified_max_abs >= err && c.certified_lower_max_abs <= err);
+    assert!(c.reference_radius > 0.0 && c.reference_radius < 1e-12);
+}
+
+/// +delta on one entry: found as the worst entry, lower bound >= delta - radius.
+#[test]
+fn a_deliberate_error_is_found_and_bounded_below() {
+    let p = problem(3, 7, 7, 4, 4, 3);
+    let ex = exact(&p, spec::Mask::None);
+    let delta = 0.125;
+    let (h, i, c) = (2usize, 5usize, 1usize);
+    let mut o = ex[0].clone();
+    o[(h * p.n_q + i) * p.d_v + c] += delta;
+    let cand = vec![("o".to_string(), f64t(shapes(&p)[0].clone(), o))];
+    let r = certify_candidate(
+        &input_file(&p, DType::F64),
+        &file_of(&cand),
+        &opts(Mask::None),
+    )
+    .unwrap();
+    let t = tensor(&r, "o");
+    let w = &t.worst[0];
+    assert_eq!((w.at.batch, w.at.head, w.at.row, w.at.col), (0, h, i, c));
+    assert!(t.certified_lower_max_abs >= delta - t.reference_radius - 1e-15);
+    assert!(t.certified_max_abs >= delta);
+    assert_eq!(t.baseline.verdict, "fail");
+}
+
+/// Every entry + c: the overall bias interval excludes 0 and contains c; so do the
+/// per-column intervals.
+#[test]
+fn a_biased_candidate_has_a_certified_nonzero_mean_error() {
+    let p = problem(2, 8, 8, 4, 4, 4);
+    let ex = exact(&p, spec::Mask::CausalTopLeft);
+    let c = 3e-4;
+    let dq: Vec<f64> = ex[2].iter().map(|x| x + c).collect();
+    let cand = vec![("dq".to_string(), f64t(shapes(&p)[2].clone(), dq))];
+    let r = certify_candidate(
+        &input_file(&p, DType::F64),
+        &file_of(&cand),
+        &opts(Mask::CausalTopLeft),
+    )
+    .unwrap();
+    let b = &tensor(&r, "dq").bias;
+    assert!(b.overall_nonzero);
+    assert!(b.overall.lo <= c && c <= b.overall.hi, "{:?}", b.overall);
+    assert!(b.overall.hi - b.overall.lo < 1e-10);
+    assert_eq!(b.columns.len(), p.d);
+    assert_eq!(b.columns_nonzero, p.d);
+    assert!(b.columns.iter().all(|iv| iv.lo <= c && c <= iv.hi));
+    assert_eq!(b.rows_nonzero, b.rows);
+    // An unbiased candidate (the exact midpoints) has a bias interval around 0.
+    let cand = vec![("dq".to_string(), f64t(shapes(&p)[2].clone(), ex[2].clone()))];
+    let r = certify_candidate(
+        &input_file(&p, DType::F64),
+        &file_of(&cand),
+        &opts(Mask::CausalTopLeft),
+    )
+    .unwrap();
+    assert!(!tensor(&r, "dq").bias.overall_nonzero);
+}
+
+/// NaN and inf entries are findings: counted, positioned, bound = inf; no panic.
+#[test]
+fn nonfinite_entries_are_findings() {
+    let p = problem(2, 6, 6, 4, 4, 5);
+    let ex = exact(&p, spec::Mask::None);
+    let mut o = ex[0].clone();
+    o[(p.n_q + 2) * p.d_v + 3] = f64::NAN; // head 1, row 2, col 3
+    o[4 * p.d_v] = f64::INFINITY; // head 0, row 4, col 0
+    let cand = vec![(
+        "o".to_string(),
+        AnyTensor::from_f64_rounded(DType::F16, shapes(&p)[0].clone(), &o),
+    )];
+    let r = certify_candidate(
+        &input_file(&p, DType::F64),
+        &file_of(&cand),
+        &opts(Mask::None),
+    )
+    .unwrap();
+    let t = tensor(&r, "o");
+    assert_eq!(t.nonfinite, 2);
+    let pos: Vec<_> = t
+        .nonfinite_first
+        .iter()
+        .map(|n| (n.at.head, n.at.row, n.at.col, n.value.clone()))
+        .collect();
+    assert_eq!(
+        pos,
+        vec![(0, 4, 0, "inf".to_string()), (1, 2, 3, "NaN".to_string())]
+    );
+    assert_eq!(t.certified_max_abs, f64::INFINITY);
+    assert_eq!(t.certified_rel_fro, f64::INFINITY);
+    assert_eq!(t.baseline.verdict, "fail");
+    // The markdown renders them.
+    assert!(r.to_markdown().contains("2 non-finite entries"));
+}
+
+/// Rows that see no key: lse -inf (polyattn) and +inf (FlashAttention) are both
+/// conventions, not errors; a finite lse there is an infinite error.
+#[test]
+fn lse_conventions_for_rows_without_keys() {
+    let p = problem(2, 8, 5, 4, 4, 6);
+    let ex = exact(&p, spec::Mask::CausalBottomRight);
+    let no_key = p.n_q - p.n_k; // rows 0..3 see no key
+    for (fill, label) in [
+        (f64::NEG_INFINITY, "polyattn (lse -inf)"),
+        (f64::INFINITY, "flashattention (lse +inf)"),
+        (f64::NAN, "pytorch (lse NaN)"),
+    ] {
+        let lse: Vec<f64> = ex[1]
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| if i % p.n_q < no_key { fill } else { r32(x) })
+            .collect();
+        let cand = vec![(
+            "lse".to_string(),
+            AnyTensor::from_f64_rounded(DType::F32, vec![p.heads, p.n_q], &lse),
+        )];
+        let r = certify_candidate(
+            &input_file(&p, DType::F64),
+            &file_of(&cand),
+            &opts(Mask::CausalBottomRight),
+        )
+        .unwrap();
+        let t = tensor(&r, "lse");
+        assert_eq!(t.conventions.len(), 1, "{label}");
+        assert_eq!(t.conventions[0].convention, label);
+        assert_eq!(t.conventions[0].rows, no_key * p.heads);
+        assert_eq!(t.nonfinite, 0);
+        assert!(t.certified_max_abs.is_finite() && t.certified_max_abs < 1e-5);
+        assert_eq!(t.entries, (p.n_q - no_key) * p.heads);
+    }
+    // A finite lse (1.0) where no key is seen: an infinite error.
+    let lse: Vec<f64> = ex[1]
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| if i % p.n_q < no_key { 1.0 } else { x })
+        .collect();
+    let cand = vec![("lse".to_string(), f64t(vec![p.heads, p.n_q], lse))];
+    let r = certify_candidate(
+        &input_file(&p, DType::F64),
+        &file_of(&cand),
+        &opts(Mask::CausalBottomRight),
+    )
+    .unwrap();
+    let t = tensor(&r, "lse");
+    assert_eq!(t.nonfinite, no_key * p.heads);
+    assert_eq!(t.certified_max_abs, f64::INFINITY);
+}
+
+/// An lse in base 2 (x log2 e) gets a hint.
+#[test]
+fn a_base2_lse_gets_a_hint() {
+    let p = problem(2, 8, 8, 4, 4, 7);
+    let ex = exact(&p, spec::Mask::None);
+    let lse: Vec<f64> = ex[1].iter().map(|x| x * std::f64::consts::LOG2_E).collect();
+    let cand = vec![("lse".to_string(), f64t(vec![p.heads, p.n_q], lse))];
+    let r = certify_candidate(
+        &input_file(&p, DType::F64),
+        &file_of(&cand),
+        &opts(Mask::None),
+    )
+    .unwrap();
+    let h = r.hint_lines().join("\n");
+    assert!(h.contains("log2 e"), "{h}");
+}
+
+/// An output computed with the wrong scale (1 instead of 1/sqrt(d)) gets a hint.
+#[test]
+fn a_wrong_scale_gets_a_hint() {
+    let p = problem(2, 8, 8, 4, 4, 8);
+    // Exact attention with tau = 1 from the spec.
+    let mut o = Vec::new();
+    for h in 0..p.heads {
+        let m = |x: &[f64], r: usize, c: usize| {
+            DMatrix::from_row_slice(r, c, &x[h * r * c..(h + 1) * r * c])
+        };
+        let sp = spec::Problem {
+            q: m(&p.q, 8, 4),
+            k: m(&p.k, 8, 4),
+            v: m(&p.v, 8, 4),
+            tau: 1.0,
+            mask: spec::Mask::None,
+        };
+        let f = spec::forward(&sp, 128).unwrap();
+        for i in 0..8 {
+            for j in 0..4 {
+                o.push(f.o[(i, j)].mid_f64());
+            }
+        }
+    }
+    let cand = vec![("o".to_string(), f64t(shapes(&p)[0].clone(), o))];
+    let r = certify_candidate(
+        &input_file(&p, DType::F64),
+        &file_of(&cand),
+        &opts(Mask::None),
+    )
+    .unwrap();
+    let h = r.hint_lines().join("\n");
+    assert!(h.contains("scale 1 (no scaling)"), "{h}");
+}
+
+/// bhsd and bshd files holding the same numbers give the same certificates.
+#[test]
+fn layouts_give_identical_reports() {
+    let (b, h, n, d) = (2usize, 3usize, 6usize, 4usize);
+    let p = problem(b * h, n, n, d, d, 9);
+    let ex = exact(&p, spec::Mask::CausalTopLeft);
+    // Candidate: bf16 roundings plus one deliberate error.
+    let mut cand: Vec<Vec<f64>> = ex
+        .iter()
+        .map(|t| t.iter().map(|&x| bf16_of(x)).collect())
+        .collect();
+    cand[0][17] += 0.01;
+    let to_bshd = |x: &[f64], c: usize| -> Vec<f64> {
+        let mut out = vec![0.0; x.len()];
+        for bi in 0..b {
+            for hi in 0..h {
+                for s in 0..n {
+                    for ci in 0..c {
+                        out[((bi * n + s) * h + hi) * c + ci] = x[((bi * h + hi) * n + s) * c + ci];
+                    }
+                }
+            }
+        }
+        out
+    };
+    let bhsd = |x: &[f64]| f64t(vec![b, h, n, d], x.to_vec());
+    let bshd = |x: &[f64]| f64t(vec![b, n, h, d], to_bshd(x, d));
+    let lse = f64t(vec![b, h, n], cand[1].clone());
+    let mk_in = |f: &dyn Fn(&[f64]) -> AnyTensor| {
+        file_of(&[
+            ("q".into(), f(&p.q)),
+            ("k".into(), f(&p.k)),
+            ("v".into(), f(&p.v)),
+            ("do".into(), f(&p.d_o)),
+        ])
+    };
+    let mk_c = |f: &dyn Fn(&[f64]) -> AnyTensor| {
+        file_of(&[
+            ("o".into(), f(&cand[0])),
+            ("lse".into(), lse.clone()),
+            ("dq".into(), f(&cand[2])),
+            ("dk".into(), f(&cand[3])),
+            ("dv".into(), f(&cand[4])),
+        ])
+    };
+    let r1 = certify_candidate(&mk_in(&bhsd), &mk_c(&bhsd), &opts(Mask::CausalTopLeft)).unwrap();
+    let mut o2 = opts(Mask::CausalTopLeft);
+    o2.layout = Layout::Bshd;
+    let r2 = certify_candidate(&mk_in(&bshd), &mk_c(&bshd), &o2).unwrap();
+    assert_eq!(r1.shape, r2.shape);
+    assert_eq!(r1.shape, [b, h, n, n, d, d]);
+    for (t1, t2) in r1.tensors.iter().zip(&r2.tensors) {
+        let strip = |t: &polyattn_tools::certify::candidate::TensorCertificate| {
+            let mut t = t.clone();
+            t.shape.clear();
+            serde_json::to_string(&t).unwrap()
+        };
+        assert_eq!(strip(t1), strip(t2), "{}", t1.name);
+    }
+    let w = &tensor(&r1, "o").worst[0];
+    assert_eq!((w.at.batch, w.at.head, w.at.row, w.at.col), (0, 0, 4, 1)); // flat 17 = ((0*3+0)*6+4)*4+1
+                                                                           // A bhsd candidate under --layout bshd: a typed error naming both shapes.
+    let e = certify_candidate(&mk_in(&bshd), &mk_c(&bhsd), &o2)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!("{:?}", vec![b, n, h, d]))
+            && e.contains(&format!("{:?}", vec![b, h, n, d])),
+        "{e}"
+    );
+    assert!(e.contains("--layout bhsd"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------
+// The baseline emulation against an independent implementation
+
+/// FlashAttention's `attention_ref(upcast=False, reorder_ops=True)` written plainly in
+/// f64 with explicit roundings: `st` to storage, `r32` after every f32 operation.
+#[allow(clippy::type_complexity)]
+fn independent_plain(
+    p: &Problem,
+    h: usize,
+    causal: bool,
+    st: &dyn Fn(f64) -> f64,
+    out: &dyn Fn(f64) -> f64,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (n_q, n_k, d, d_v) = (p.n_q, p.n_k, p.d, p.d_v);
+    let tau = r32(1.0 / (d as f64).sqrt());
+    let inp = |x: &[f64], len: usize| -> Vec<f64> {
+        x[h * len..(h + 1) * len].iter().map(|&z| out(z)).collect()
+    };
+    let (q, k, v, g) = (
+        inp(&p.q, n_q * d),
+        inp(&p.k, n_k * d),
+        inp(&p.v, n_k * d_v),
+        inp(&p.d_o, n_q * d_v),
+    );
+    let kp: Vec<f64> = k.iter().map(|&x| st(r32(x * tau))).collect();
+    let sees = |i: usize, j: usize| !causal || j <= i;
+    let mut pm = vec![0.0; n_q * n_k];
+    let (mut o, mut lse) = (vec![0.0; n_q * d_v], vec![0.0; n_q]);
+    for i in 0..n_q {
+        let mut s = vec![f64::NEG_INFINITY; n_k];
+        for j in 0..n_k {
+            if sees(i, j) {
+                let mut acc = 0.0;
+                for l in 0..d {
+                    acc = r32(acc + r32(q[i * d + l] * kp[j * d + l]));
+                }
+                s[j] = st(acc);
+            }
+        }
+        let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let mut e = vec![0.0; n_k];
+        let mut z = 0.0;
+        for j in 0..n_k {
+            if sees(i, j) {
+                e[j] = r32(r32(s[j] - m).exp());
+                z = r32(z + e[j]);
+            }
+        }
+        for j in 0..n_k {
+            if sees(i, j) {
+                pm[i * n_k + j] = st(r32(e[j] / z));
+            }
+        }
+        lse[i] = r32(m + r32(z.ln())); // kept in f32
+        for c in 0..d_v {
+            let mut acc = 0.0;
+            for j in 0..n_k {
+                if sees(i, j) {
+                    acc = r32(acc + r32(pm[i * n_k + j] * v[j * d_v + c]));
+                }
+            }
+            o[i * d_v + c] = out(st(acc));
+        }
+    }
+    let mut ds = vec![0.0; n_q * n_k];
+    for i in 0..n_q {
+        let mut dp = vec![0.0; n_k];
+        let mut sum = 0.0;
+        for j in 0..n_k {
+            if sees(i, j) {
+                let mut acc = 0.0;
+                for c in 0..d_v {
+                    acc = r32(acc + r32(g[i * d_v + c] * v[j * d_v + c]));
+                }
+                dp[j] = st(acc);
+                sum = r32(sum + r32(pm[i * n_k + j] * dp[j]));
+            }
+        }
+        for j in 0..n_k {
+            if sees(i, j) {
+                ds[i * n_k + j] = st(r32(pm[i * n_k + j] * r32(dp[j] - sum)));
+            }
+        }
+    }
+    let mut dq = vec![0.0; n_q * d];
+    for i in 0..n_q {
+        for l in 0..d {
+            let mut acc = 0.0;
+            for j in 0..n_k {
+                if sees(i, j) {
+                    acc = r32(acc + r32(ds[i * n_k + j] * kp[j * d + l]));
+                }
+            }
+            dq[i * d + l] = out(st(acc));
+        }
+    }
+    let (mut dk, mut dv) = (vec![0.0; n_k * d], vec![0.0; n_k * d_v]);
+    for j in 0..n_k {
+        for l in 0..d {
+            let mut acc = 0.0;
+            for i in 0..n_q {
+                if sees(i, j) {
+                    acc = r32(acc + r32(ds[i * n_k + j] * q[i * d + l]));
+                }
+            }
+            dk[j * d + l] = out(st(r32(st(acc) * tau)));
+        }
+        for c in 0..d_v {
+            let mut acc = 0.0;
+            for i in 0..n_q {
+                if sees(i, j) {
+                    acc = r32(acc + r32(pm[i * n_k + j] * g[i * d_v + c]));
+                }
+            }
+            dv[j * d_v + c] = out(st(acc));
+        }
+    }
+    (o, lse, dq, dk, dv)
+}
+
+#[test]
+fn plain_baseline_matches_an_independent_implementation() {
+    let p = problem(2, 13, 13, 8, 5, 10);
+    for causal in [false, true] {
+        let mask = if causal {
+            Mask::CausalTopLeft
+        } else {
+            Mask::None
+        };
+        for (dtype, rule) in [
+            (DType::BF16, PlainRule::Storage),
+            (DType::BF16, PlainRule::Upcast),
+            (DType::F32, PlainRule::Storage),
+        ] {
+            let st = |x: f64| {
+                if rule == PlainRule::Storage && dtype == DType::BF16 {
+                    bf16_of(x)
+                } else {
+                    r32(x)
+                }
+            };
+            let out = |x: f64| {
+                if dtype == DType::BF16 {
+                    bf16_of(x)
+                } else {
+                    r32(x)
+                }
+            };
+            for h in 0..p.heads {
+                let sl = |x: &[f64], len: usize| x[h * len..(h + 1) * len].to_vec();
+                let (q, k, v, g) = (
+                    sl(&p.q, 13 * 8),
+                    sl(&p.k, 13 * 8),
+                    sl(&p.v, 13 * 5),
+                    sl(&p.d_o, 13 * 5),
+                );
+                let lib = plain_head(
+                    (&q, &k, &v, Some(&g)),
+                    (13, 13, 8, 5),
+                    1.0 / 8f64.sqrt(),
+                    mask,
+                    dtype,
+                    rule,
+                );
+                let (o, lse, dq, dk, dv) = independent_plain(&p, h, causal, &st, &out);
+                let grads = lib.grads.unwrap();
+                assert_eq!(lib.o, o, "o {dtype:?} {rule:?} causal {causal}");
+                assert_eq!(lib.lse, lse, "lse {dtype:?} {rule:?}");
+                assert_eq!(grads[0], dq, "dq {dtype:?} {rule:?}");
+                assert_eq!(grads[1], dk, "dk {dtype:?} {rule:?}");
+                assert_eq!(grads[2], dv, "dv {dtype:?} {rule:?}");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Files and the command line
+
+#[test]
+fn f16_and_bf16_round_trip_through_files() {
+    let xs = vec![
+        1.0,
+        -0.1,
+        1.0 + 2f64.powi(-8) + 2f64.powi(-40),
+        65519.0,
+        3e-8,
+    ];
+    let dir = std::env::temp_dir().join(format!("polyattn-cand-io-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("h.safetensors");
+    let t = vec![
+        (
+            "a".to_string(),
+            AnyTensor::from_f64_rounded(DType::BF16, vec![5], &xs),
+        ),
+        (
+            "b".to_string(),
+            AnyTensor::from_f64_rounded(DType::F16, vec![5], &xs),
+        ),
+    ];
+    write_tensors(&path, &t, &HashMap::new()).unwrap();
+    let f = TensorFile::read(&path).unwrap();
+    let a = f.get("a").unwrap();
+    assert_eq!(a.dtype(), DType::BF16);
+    assert_eq!(
+        a.to_f64_vec(),
+        xs.iter().map(|&x| bf16_of(x)).collect::<Vec<_>>()
+    );
+    let b = f.get("b").unwrap().to_f64_vec();
+    // f16 (spacing 2^-10 at 1): -0.1 -> -0.0999755859375; 1 + 2^-8 + 2^-40 -> 1 + 2^-8;
+    // 65519 -> 65504; 3e-8 (above half the smallest subnormal 2^-24) -> 2^-24.
+    assert_eq!(
+        b,
+        vec![
+            1.0,
+            -0.0999755859375,
+            1.0 + 2f64.powi(-8),
+            65504.0,
+            2f64.powi(-24)
+        ]
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_polyattn")
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("polyattn-cand-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write(path: &Path, t: Vec<(String, AnyTensor)>) {
+    write_tensors(path, &t, &HashMap::new()).unwrap();
+}
+
+#[test]
+fn cli_certifies_a_candidate_and_refuses_a_mismatch_cleanly() {
+    let dir = tmpdir("ok");
+    let p = problem(2, 10, 10, 4, 4, 11);
+    let ex = exact(&p, spec::Mask::CausalTopLeft);
+    let sh = shapes(&p);
+    let bf = |x: &[f64], s: Vec<usize>| AnyTensor::from_f64_rounded(DType::BF16, s, x);
+    write(
+        &dir.join("in.safetensors"),
+        vec![
+            ("q".into(), bf(&p.q, vec![1, 2, 10, 4])),
+            ("k".into(), bf(&p.k, vec![1, 2, 10, 4])),
+            ("v".into(), bf(&p.v, vec![1, 2, 10, 4])),
+            ("do".into(), bf(&p.d_o, vec![1, 2, 10, 4])),
+        ],
+    );
+    write(
+        &dir.join("cand.safetensors"),
+        vec![
+            ("o".into(), bf(&ex[0], vec![1, 2, 10, 4])),
+            (
+                "lse".into(),
+                AnyTensor::from_f64_rounded(DType::F32, vec![1, 2, 10], &ex[1]),
+            ),
+            ("dv".into(), bf(&ex[4], vec![1, 2, 10, 4])),
+        ],
+    );
+    let _ = sh;
+    let s = |p: PathBuf| p.to_string_lossy().into_owned();
+    let out = std::process::Command::new(bin())
+        .args([
+            "certify",
+            "--input",
+            &s(dir.join("in.safetensors")),
+            "--candidate",
+            &s(dir.join("cand.safetensors")),
+            "--out",
+            &s(dir.join("rep")),
+            "--mask",
+            "causal",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("pass"), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("rep/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["schema"], "polyattn.certify.candidate/1");
+    let names: Vec<&str> = json["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["o", "lse", "dv"]);
+    // Stable key order: the first keys as declared.
+    let text = std::fs::read_to_string(dir.join("rep/report.json")).unwrap();
+    let pos = |k: &str| text.find(&format!("\"{k}\"")).unwrap();
+    assert!(
+        pos("schema") < pos("layout")
+            && pos("layout") < pos("input_dtypes")
+            && pos("reference") < pos("tensors")
+    );
+    assert!(
+        dir.join("rep/report.md").exists()
+            && dir.join("rep/rows.svg").exists()
+            && dir.join("rep/bias_rows.csv").exists()
+    );
+    // A bshd-shaped o under the default layout: one line, both shapes, nothing written.
+    write(
+        &dir.join("bad.safetensors"),
+        vec![("o".into(), bf(&ex[0], vec![1, 10, 2, 4]))],
+    );
+    let out = std::process::Command::new(bin())
+        .args([
+            "certify",
+            "--input",
+            &s(dir.join("in.safetensors")),
+            "--candidate",
+            &s(dir.join("bad.safetensors")),
+            "--out",
+            &s(dir.join("rep2")),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("[1, 2, 10, 4]")
+            && err.contains("[1, 10, 2, 4]")
+            && err.contains("--layout bshd"),
+        "{err}"
+    );
+    assert!(!dir.join("rep2").exists());
+    // A gradient without `do` in the input: a typed error, nothing written.
+    write(
+        &dir.join("in2.safetensors"),
+        vec![
+            ("q".into(), bf(&p.q, vec![1, 2, 10, 4])),
+            ("k".into(), bf(&p.k, vec![1, 2, 10, 4])),
+            ("v".into(), bf(&p.v, vec![1, 2, 10, 4])),
+        ],
+    );
+    let out = std::process::Command::new(bin())
+        .args([
+            "certify",
+            "--input",
+            &s(dir.join("in2.safetensors")),
+            "--candidate",
+            &s(dir.join("cand.safetensors")),
+            "--out",
+            &s(dir.join("rep3")),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`do`"));
+    assert!(!dir.join("rep3").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A candidate whose errors are all zero (exact f64 midpoints of a tiny problem where
+/// the reference is exact enough) writes no plot rather than failing.
+#[test]
+fn cli_zero_candidate_without_plot_failure() {
+    let dir = tmpdir("zero");
+    // v = 0: O = 0 exactly, dv etc. not given.
+    let p = problem(1, 4, 4, 4, 4, 12);
+    let s = |p: PathBuf| p.to_string_lossy().into_owned();
+    write(
+        &dir.join("in.safetensors"),
+        vec![
+            ("q".into(), f64t(vec![4, 4], p.q.clone())),
+            ("k".into(), f64t(vec![4, 4], p.k.clone())),
+            ("v".into(), f64t(vec![4, 4], vec![0.0; 16])),
+        ],
+    );
+    write(
+        &dir.join("c.safetensors"),
+        vec![("o".into(), f64t(vec![4, 4], vec![0.0; 16]))],
+    );
+    let out = std::process::Command::new(bin())
+        .args([
+            "certify",
+            "--input",
+            &s(dir.join("in.safetensors")),
+            "--candidate",
+            &s(dir.join("c.safetensors")),
+            "--out",
+            &s(dir.join("rep")),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.join("rep/report.json").exists());
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("rep/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["tensors"][0]["certified_max_abs"], 0.0);
+    assert_eq!(json["tensors"][0]["rel_fro_kind"], "absolute");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,0 +1,239 @@
+//! The certification machinery: the f64 reference's a priori rounding bound really
+//! encloses the exact result (checked against 128-bit MPFR enclosures, including
+//! scores near 80 and every mask), and a certified report is self-consistent and
+//! agrees between the MPFR and f64 references.
+
+mod common;
+
+use common::{case, enclosures};
+use polyattn::attention::exact::reference::exact_reference;
+use polyattn::attention::poly::{Accuracy, GradientKind, PolyConfig};
+use polyattn::attention::{AttentionConfig, Mask};
+use polyattn::rng::SplitMix64;
+use polyattn::tensor::{Matrix, Tensor3};
+use polyattn_spec::Interval;
+use polyattn_tools::certify::report::{certify_attention, ReferenceChoice, ReferenceUsed};
+
+/// |y_ref - exact| <= bound for every entry: the exact value lies in the MPFR
+/// enclosure, so it suffices that the enclosure lies within y_ref +- bound.
+fn assert_encloses(name: &str, y: &[f64], b: &[f64], ivs: &[Interval]) -> f64 {
+    let mut worst: f64 = 0.0;
+    for (i, ((y, b), iv)) in y.iter().zip(b).zip(ivs).enumerate() {
+        let dist = (y - iv.lo_f64()).abs().max((iv.hi_f64() - y).abs());
+        assert!(
+            dist <= *b,
+            "{name}[{i}]: |y - exact| up to {dist:e} > bound {b:e}"
+        );
+        if *b > 0.0 {
+            worst = worst.max(dist / b);
+        }
+    }
+    worst
+}
+
+#[test]
+fn f64_reference_bound_encloses_the_exact_result() {
+    let mut worst: f64 = 0.0;
+    let mut seed = 0;
+    for mask in [Mask::None, Mask::CausalTopLeft, Mask::CausalBottomRight] {
+        for &(dims, s_max) in &[
+            ((20, 13, 3, 4), None),
+            ((64, 70, 8, 8), None),
+            ((33, 33, 4, 2), Some(80.0)),
+            ((9, 40, 2, 5), Some(1e-8)),
+        ] {
+            seed += 1;
+            let c = case::<f64>(seed, dims, None, mask, s_max);
+            let (n_q, n_k, d, d_v) = dims;
+            let m = |r, cc, x: &[f64]| Matrix::from_vec(r, cc, x.to_vec()).unwrap();
+            let (q, k, v, g) = (
+                m(n_q, d, &c.q),
+                m(n_k, d, &c.k),
+                m(n_k, d_v, &c.v),
+                m(n_q, d_v, &c.d_o),
+            );
+            let r = exact_reference(
+                q.view(),
+                k.view(),
+                v.view(),
+                Some(g.view()),
+                &AttentionConfig { scale: None, mask },
+            )
+            .unwrap();
+            let enc = enclosures::<f64>(&c);
+            let gr = r.grads.unwrap();
+            worst = worst.max(assert_encloses("o", &r.o, &r.bound_o, &enc.o));
+            worst = worst.max(assert_encloses("dq", &gr.dq, &gr.bound_dq, &enc.dq));
+            worst = worst.max(assert_encloses("dk", &gr.dk, &gr.bound_dk, &enc.dk));
+            worst = worst.max(assert_encloses("dv", &gr.dv, &gr.bound_dv, &enc.dv));
+        }
+    }
+    println!("worst |y_ref - exact| / bound = {worst:.3e}");
+}
+
+fn stacks(seed: u64, h: usize, n: usize, d: usize, scale: f64) -> [Tensor3<f64>; 4] {
+    let mut r = SplitMix64::new(seed);
+    let mut t = |s: f64| Tensor3::from_vec(h, n, d, r.normal_vec(h * n * d, s)).unwrap();
+    [t(scale), t(scale), t(1.0), t(1.0)]
+}
+
+#[test]
+fn reports_are_consistent_and_references_agree() {
+    let [q, k, v, g] = stacks(7, 2, 90, 4, 0.4);
+    for mask in [Mask::None, Mask::CausalTopLeft] {
+        let cfg = PolyConfig {
+            mask,
+            accuracy: Accuracy::Eps(1e-5),
+            ..PolyConfig::default()
+        };
+        let a = certify_attention(
+            &q,
+            &k,
+            &v,
+            Some(&g),
+            &cfg,
+            GradientKind::Substituted,
+            ReferenceChoice::Mpfr,
+        )
+        .unwrap();
+        let b = certify_attention(
+            &q,
+            &k,
+            &v,
+            Some(&g),
+            &cfg,
+            GradientKind::Substituted,
+            ReferenceChoice::F64,
+        )
+        .unwrap();
+        assert_eq!(a.reference, ReferenceUsed::Mpfr { prec: 128 });
+        assert_eq!(b.reference, ReferenceUsed::F64WithBound);
+        assert_eq!(a.tensors.len(), 4);
+        for (ta, tb) in a.tensors.iter().zip(&b.tensors) {
+            assert!(ta.a_priori_consistent && tb.a_priori_consistent, "{ta:?}");
+            assert!(ta.certified_lower_max_abs <= ta.certified_max_abs);
+            // Both certify the same computed values: each upper bound is at least the
+            // other's lower bound.
+            assert!(
+                tb.certified_max_abs >= ta.certified_lower_max_abs,
+                "{ta:?} {tb:?}"
+            );
+            assert!(
+                ta.certified_max_abs >= tb.certified_lower_max_abs,
+                "{ta:?} {tb:?}"
+            );
+            // The poly error dominates both references' radii here (eps 1e-5 vs
+            // f64 rounding), so the two upper bounds nearly coincide.
+            assert!(
+                (ta.certified_max_abs - tb.certified_max_abs).abs() <= 1e-9,
+                "{ta:?} {tb:?}"
+            );
+            assert!(ta.certified_max_abs <= ta.a_priori_total, "{ta:?}");
+        }
+        assert!(a.tensors[0].a_priori_total <= 1e-5);
+        assert!(a.to_markdown().contains("| o |"));
+        // The ball reference is for whole models: a typed refusal for a single head.
+        let e = certify_attention(
+            &q,
+            &k,
+            &v,
+            Some(&g),
+            &cfg,
+            GradientKind::Substituted,
+            ReferenceChoice::Ball,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("whole-model"), "{e}");
+        // The plot's row profiles partition rows 1..=90 and keep each tensor's maxima.
+        assert_eq!(a.row_profiles.len(), 4);
+        for (p, t) in a.row_profiles.iter().zip(&a.tensors) {
+            assert_eq!(p.name, t.name);
+            assert_eq!(p.rows.last(), Some(&90));
+            assert!(p.rows.windows(2).all(|w| w[0] < w[1]), "{:?}", p.rows);
+            let max = |v: &[f64]| v.iter().cloned().fold(0.0f64, f64::max);
+            assert_eq!(max(&p.certified), t.certified_max_abs, "{}", t.name);
+            assert_eq!(max(&p.a_priori), t.a_priori_total, "{}", t.name);
+        }
+    }
+}
+
+/// The whole-model report (`polyattn certify --weights`): against the MPFR enclosure of
+/// the model, the exact engine's own certified error is rounding-sized, the polynomial
+/// run's certified error is its measured distance from the exact run up to that
+/// rounding, and grad.x's and every weight gradient's error lie below docs/math.md §7.3's
+/// propagated bounds; forcing the
+/// f64 reference is reported as measured, not certified.
+#[test]
+fn model_report_certifies_every_gradient() {
+    use polyattn_tools::certify::model_report::{certify_model, ModelReference};
+    use polyattn_tools::harness::model_time::{bounded_model, poly_choice, small_head_config};
+    let (model, batch) = bounded_model(small_head_config(2), 0.25, 40, 5).unwrap();
+    let r = certify_model(&model, &batch, &[poly_choice(1e-6)], ReferenceChoice::Auto).unwrap();
+    assert!(
+        matches!(r.reference, ModelReference::Mpfr { .. }),
+        "{:?}",
+        r.reference
+    );
+    assert!(r.layers.iter().all(|l| l.engine == "poly"));
+    assert_eq!(r.tensors[0].name, "loss");
+    for t in &r.tensors {
+        // f64 rounding of the exact engine: a few hundred operations deep, values O(1):
+        // 1e-12 (1 + max|exact|) is ~1e4 u of margin, and any formula error is O(1).
+        assert!(
+            t.exact_engine_max_abs_error <= 1e-12 * (1.0 + t.max_abs_value),
+            "{t:?}"
+        );
+        // Triangle inequality through the exact f64 run.
+        assert!(
+            t.max_abs_error <= t.poly_part_max_abs + t.exact_engine_max_abs_error + 1e-15,
+            "{t:?}"
+        );
+        assert!(
+            t.poly_part_max_abs > 0.0,
+            "the polynomial engine ran: {t:?}"
+        );
+    }
+    let dx = r.tensors.iter().find(|t| t.name == "grad.x").unwrap();
+    assert!(dx.a_priori_fro_bound.unwrap() >= dx.fro_error, "{dx:?}");
+    // Every parameter gradient of both layers has its layer's propagated bound, and
+    // each tensor's certified Frobenius error lies below it.
+    for t in r
+        .tensors
+        .iter()
+        .filter(|t| t.name.starts_with("grad.layers."))
+    {
+        assert!(t.a_priori_fro_bound.unwrap() >= t.fro_error, "{t:?}");
+    }
+    // The double-double ball reference certifies the same run: its bounds and MPFR's
+    // differ only by the two enclosures' widths (here below 1e-15 of each tensor's
+    // largest entry, far below the polynomial part) plus f64 rounding of the ends.
+    let b = certify_model(&model, &batch, &[poly_choice(1e-6)], ReferenceChoice::Ball).unwrap();
+    let ModelReference::Ball { max_rel_radius } = b.reference else {
+        panic!("{:?}", b.reference)
+    };
+    assert!(max_rel_radius < 1e-15, "{max_rel_radius}");
+    assert!(b.reference_text().contains("certified"));
+    for (tb, tm) in b.tensors.iter().zip(&r.tensors) {
+        assert_eq!(tb.name, tm.name);
+        let slack = 1e-15 * (1.0 + tm.max_abs_value);
+        assert!(
+            (tb.max_abs_error - tm.max_abs_error).abs() <= slack,
+            "{tb:?} {tm:?}"
+        );
+    }
+    let f = certify_model(&model, &batch, &[poly_choice(1e-6)], ReferenceChoice::F64).unwrap();
+    assert_eq!(f.reference, ModelReference::F64Exact);
+    assert!(f.reference_text().contains("not certified"));
+    assert!(r.to_markdown().contains("certified"));
+    let dir = std::env::temp_dir().join(format!("polyattn-model-plot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = std::fs::read_to_string(r.write_plot(&dir).unwrap()).unwrap();
+    for series in [
+        "certified max |y - exact|",
+        "exact engine, own error",
+        "propagated bound",
+    ] {
+        assert!(svg.contains(series), "{series}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
