@@ -93,9 +93,21 @@ impl AttentionConfig {
 /// `enable_gqa` and FlashAttention's convention; a batch folded into the heads keeps
 /// that mapping (`[b, h_q]` flattened to `b h_q + h` reads `b h_kv + h / g`, which is
 /// `(b h_q + h) / g`). An error names both counts when `kv_heads` does not divide
-/// `q_heads`.
+/// `q_heads`; no heads on either side is [`crate::Error::Empty`].
 pub fn kv_group(q_heads: usize, kv_heads: usize) -> crate::Result<usize> {
-    if kv_heads == 0 || !q_heads.is_multiple_of(kv_heads) {
+    // No heads at all is an empty input, not a grouping error.
+    if q_heads == 0 || kv_heads == 0 {
+        let (what, h) = if q_heads == 0 {
+            ("q", q_heads)
+        } else {
+            ("k", kv_heads)
+        };
+        return Err(crate::Error::Empty {
+            what: format!("{what} (no heads)"),
+            shape: vec![h],
+        });
+    }
+    if !q_heads.is_multiple_of(kv_heads) || !q_heads.is_multiple_of(kv_heads) {
         return Err(crate::Error::ShapeMismatch {
             what: "k/v heads (grouped-query attention needs them to divide q's heads)".into(),
             expected: format!("a divisor of {q_heads}"),
