@@ -38,7 +38,7 @@
 //! ranges, so they are below 1% of the first-order ones) and the use of f64 magnitudes
 //! from the plain reference.
 
-use super::launch::{BLOCK_K, MAX_CHUNK};
+use super::launch::MAX_CHUNK;
 use super::poly::FeatureTable;
 use super::poly::{CudaPolyForward, CudaPolyGradients};
 use crate::attention::poly::bound::{self, Bounds, GradContext};
