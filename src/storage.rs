@@ -158,7 +158,7 @@ mod tests {
         let bf16_max = f64::from(bf16::MAX);
         assert_eq!(round_to(bf16_max, 8, -126, 127), bf16_max);
         assert_eq!(
-            round_to(-bf16_max * (1.0 + 1.0 / 512.0), 8, -126, 127),
+            round_to(-bf16_max * (1.0 + 1.0 / 256.0), 8, -126, 127),
             f64::NEG_INFINITY
         );
         assert_eq!(
