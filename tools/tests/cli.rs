@@ -665,7 +665,7 @@ fn the_first_refusing_head_in_head_order_is_reported() {
             .and_then(|s| s.split(',').next())
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or_else(|| panic!("no R in {err}"));
-        assert!(r < 1e7 && r > 1.0, "threads {threads}: R = {r}: {err}");
+        assert!((1.0..1e7).contains(&r), "threads {threads}: R = {r}: {err}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
