@@ -1,7 +1,7 @@
 //! `polyattn sweep KIND`: parameter sweeps that write tables, JSON and plots.
 //!
 //! - `io`: the simulated I/O of attention against IO24's bounds (docs/math.md §8); see
-//!   [`crate::harness::io`].
+//!   [`crate::harness::io_sweep`].
 
 use crate::harness::io_sweep;
 use crate::harness::{accuracy, model_depth, model_time, seed, threshold, Preset};
