@@ -9,9 +9,15 @@
 //!   `.NAME.polyattn-tmp-PID` beside the target, which is renamed into place only when
 //!   complete and removed on every error path (and by the binary's signal handler,
 //!   through [`remove_live_temporaries`]).
+//! - The temporary is created with `create_new` (`O_EXCL`): never opened through a
+//!   link or file already at that name (one there, left by a dead run whose PID this
+//!   process reuses, or planted, is unlinked first, never written through).
 //! - After SIGKILL (which no process can intercept) the temporary stays, recognisably
 //!   polyattn's by its name; the next run writing into that folder removes every such
-//!   temporary whose process (the PID in its name) is gone.
+//!   temporary whose process (the PID in its name) is gone. Only names of exactly that
+//!   form match: a leading `.`, then `NAME.polyattn-tmp-` and a PID of ASCII digits
+//!   only, ending the name (a user's `.notes.polyattn-tmp-v2` or
+//!   `x.polyattn-tmp-12.bak` is never touched).
 //! - An output path that names an input of the same run (same device and inode, after
 //!   following links), or that exists and is not a regular file (a device, a FIFO,
 //!   a folder where a file is expected), is refused with [`Error::Output`] before any
@@ -94,6 +100,21 @@ fn process_alive(pid: u32) -> bool {
     proc_root.join(pid.to_string()).exists()
 }
 
+/// The PID in `name` when it has exactly the form of a temporary polyattn creates
+/// ([`temporary_for`]): `.NAME.polyattn-tmp-PID`, PID one or more ASCII digits ending
+/// the name.
+fn temporary_pid(name: &str) -> Option<u32> {
+    if !name.starts_with('.') {
+        return None;
+    }
+    let pos = name.rfind(TMP_MARK)?;
+    let digits = &name[pos + TMP_MARK.len()..];
+    if pos == 0 || digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 /// Removes, in `dir`, the temporaries left by polyattn runs that were killed
 /// (their PID no longer exists). Best effort: a folder that cannot be listed is left.
 pub fn remove_stale_temporaries(dir: &Path) {
@@ -102,23 +123,40 @@ pub fn remove_stale_temporaries(dir: &Path) {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pos) = name.find(TMP_MARK) else {
+        let Some(pid) = temporary_pid(&name) else {
             continue;
         };
-        let tail = &name[pos + TMP_MARK.len()..];
-        let digits = tail.trim_start_matches(|c: char| !c.is_ascii_digit());
-        let Ok(pid) = digits.parse::<u32>() else {
-            continue;
-        };
-        if !name.starts_with('.') || pid == std::process::id() || process_alive(pid) {
+        if pid == std::process::id() || process_alive(pid) {
             continue;
         }
         let p = e.path();
-        if p.is_dir() {
+        // Not following links: a link is removed, never what it points to.
+        let is_dir = std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir());
+        if is_dir {
             let _ = std::fs::remove_dir_all(&p);
         } else {
             let _ = std::fs::remove_file(&p);
         }
+    }
+}
+
+/// Creates `tmp` exclusively (`O_EXCL`: never through an existing file or link). A
+/// name already there carries this process's PID but is not one of its live
+/// temporaries (a dead run with the same PID, or a planted link): it is unlinked and
+/// the creation tried once more.
+fn create_exclusive(tmp: &Path) -> std::io::Result<std::fs::File> {
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(tmp)
+    };
+    match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(tmp)?;
+            open()
+        }
+        r => r,
     }
 }
 
@@ -245,7 +283,7 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temporary_for(path, "");
     register(&tmp);
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(io_err("write", path))?;
+        let mut f = create_exclusive(&tmp).map_err(io_err("write", path))?;
         f.write_all(bytes).map_err(io_err("write", path))?;
         f.sync_all().map_err(io_err("write", path))?;
         drop(f);
@@ -307,7 +345,13 @@ impl StagedDir {
     pub fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
         use std::io::Write;
         let p = self.staged.join(name);
-        let mut f = std::fs::File::create(&p).map_err(io_err("write", &p))?;
+        // The staged folder is fresh and ours; create_new all the same (a report
+        // never writes one name twice).
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+            .map_err(io_err("write", &p))?;
         f.write_all(bytes).map_err(io_err("write", &p))?;
         f.sync_all().map_err(io_err("write", &p))
     }
@@ -389,6 +433,50 @@ mod tests {
         assert!(!dead.exists(), "a dead run's temporary is removed");
         assert!(live.exists(), "PID 1 is alive: its temporary stays");
         assert!(other.exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Only names polyattn creates are cleaned: a user's file that merely contains
+    /// the marker (a non-digit before the PID, a sign, a suffix, no leading dot) stays.
+    #[test]
+    fn stale_cleanup_matches_only_exact_temporary_names() {
+        let d = scratch("names");
+        let pid = 0x7fff_fff0u32; // no such process (see above)
+        let ours = d.join(format!(".a.bin{TMP_MARK}{pid}"));
+        let users = [
+            format!(".a.bin{TMP_MARK}v{pid}"),
+            format!(".a.bin{TMP_MARK}+{pid}"),
+            format!(".a.bin{TMP_MARK}{pid}.bak"),
+            format!("a.bin{TMP_MARK}{pid}"),
+            format!("{TMP_MARK}{pid}"),
+        ];
+        std::fs::write(&ours, b"x").unwrap();
+        for u in &users {
+            std::fs::write(d.join(u), b"mine").unwrap();
+        }
+        remove_stale_temporaries(&d);
+        assert!(!ours.exists());
+        for u in &users {
+            assert!(d.join(u).exists(), "{u} removed");
+        }
+        assert_eq!(temporary_pid(&format!("..{}12", &TMP_MARK[1..])), Some(12));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// The temporary is created with O_EXCL: a link planted at its name (this PID)
+    /// is replaced, never written through (File::create truncated its target).
+    #[cfg(unix)]
+    #[test]
+    fn temporary_is_never_opened_through_a_link() {
+        let d = scratch("excl");
+        let victim = d.join("victim.txt");
+        std::fs::write(&victim, b"precious").unwrap();
+        let target = d.join("out.bin");
+        std::os::unix::fs::symlink(&victim, temporary_for(&target, "")).unwrap();
+        write_file(&target, b"new").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        assert_eq!(listing(&d), ["out.bin", "victim.txt"]);
         std::fs::remove_dir_all(&d).unwrap();
     }
 

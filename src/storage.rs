@@ -30,11 +30,26 @@ pub trait Storage: Copy + Send + Sync + 'static {
     fn read_le(b: &[u8]) -> Self;
     /// Unit roundoff `u = 2^-PRECISION`.
     fn unit_roundoff() -> f64 {
-        (-(Self::PRECISION as f64)).exp2()
+        pow2(-(Self::PRECISION as i32))
     }
     /// `x` rounded to this format, to nearest even.
     fn round(x: f64) -> Self {
         Self::from_f64_exact(round_to(x, Self::PRECISION, Self::EMIN, Self::EMAX))
+    }
+}
+
+/// `2^k` built from its bits, exactly (no libm `exp2`, whose accuracy the standard
+/// library does not promise): a normal number for `-1022 <= k <= 1023`, a subnormal
+/// down to `2^-1074`, 0 below, `+inf` above.
+pub fn pow2(k: i32) -> f64 {
+    if k > 1023 {
+        f64::INFINITY
+    } else if k >= -1022 {
+        f64::from_bits(((k + 1023) as u64) << 52)
+    } else if k >= -1074 {
+        f64::from_bits(1u64 << (k + 1074))
+    } else {
+        0.0
     }
 }
 
@@ -49,11 +64,14 @@ pub fn round_to(x: f64, precision: u32, emin: i32, emax: i32) -> f64 {
     // (An f64 subnormal reads as -1023; every target's emin is above that.)
     let e = (a.to_bits() >> 52) as i32 - 1023;
     let q = e.max(emin) - (precision as i32 - 1); // spacing 2^q
-    let scaled = x * (-q as f64).exp2(); // exact: a power-of-two scaling within range
-    let r = scaled.round_ties_even() * (q as f64).exp2();
+                                                  // Exact: power-of-two scalings (pow2 is exact) with results in the normal range
+                                                  // (|x| 2^-q < 2^precision, and r is a multiple of 2^q of at most 2^(e+1)).
+    let scaled = x * pow2(-q);
+    let r = scaled.round_ties_even() * pow2(q);
     // Overflow: beyond max + half an ulp rounds to infinity (ties to even go up too,
     // as the largest finite significand is odd).
-    let max = (2.0 - (1.0 - precision as f64).exp2()) * (emax as f64).exp2();
+    // Exact: 2 - 2^(1-p) has p <= 53 significant bits, times a power of two.
+    let max = (2.0 - pow2(1 - precision as i32)) * pow2(emax);
     if r.abs() > max {
         f64::INFINITY.copysign(x)
     } else {
@@ -117,6 +135,40 @@ half_format!(bf16, "BF16", 8, -126, 127);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The formats' constants against their bit patterns: unit roundoff, largest
+    /// finite value (and the overflow threshold: max + half an ulp rounds to inf),
+    /// smallest subnormal.
+    #[test]
+    fn format_constants_are_exact() {
+        assert_eq!(
+            <f16 as Storage>::unit_roundoff(),
+            f64::from_bits(0x3F40_0000_0000_0000)
+        ); // 2^-11
+        assert_eq!(
+            <bf16 as Storage>::unit_roundoff(),
+            f64::from_bits(0x3F70_0000_0000_0000)
+        ); // 2^-8
+        assert_eq!(<f64 as Storage>::unit_roundoff(), f64::EPSILON / 2.0);
+        let f16_max = f64::from(f16::MAX);
+        assert_eq!(f16_max, 65504.0);
+        assert_eq!(round_to(f16_max, 11, -14, 15), f16_max);
+        assert_eq!(round_to(65519.99, 11, -14, 15), f16_max);
+        assert_eq!(round_to(65520.0, 11, -14, 15), f64::INFINITY);
+        let bf16_max = f64::from(bf16::MAX);
+        assert_eq!(round_to(bf16_max, 8, -126, 127), bf16_max);
+        assert_eq!(
+            round_to(-bf16_max * (1.0 + 1.0 / 256.0), 8, -126, 127),
+            f64::NEG_INFINITY
+        );
+        assert_eq!(
+            round_to(f64::from(f16::from_bits(1)), 11, -14, 15),
+            f64::from(f16::from_bits(1))
+        );
+        assert_eq!(pow2(-1074), f64::from_bits(1));
+        assert_eq!(pow2(1023), f64::from_bits(0x7FE0_0000_0000_0000));
+        assert_eq!((pow2(-1075), pow2(1024)), (0.0, f64::INFINITY));
+    }
 
     #[test]
     fn rounding_matches_the_native_conversions() {

@@ -58,61 +58,61 @@ pub fn sig3(x: f64) -> String {
 /// never below `x`, so a certified upper bound stays an upper bound when read off a
 /// report. Non-finite and zero values print as [`sig3`] does.
 pub fn sig3_up(x: f64) -> String {
-    sig3_directed(x, f64::ceil)
+    sig3_directed(x, true)
 }
 
 /// A lower bound `x` with three significant digits, rounded down (the printed number
 /// is never above `x`).
 pub fn sig3_down(x: f64) -> String {
-    sig3_directed(x, f64::floor)
+    sig3_directed(x, false)
 }
 
-/// Three significant digits of `x` rounded by `round` (ceil or floor) in the last
-/// printed digit. The decimal scaling is done in f64 and can be off by an ulp, so the
-/// printed value is nudged one unit further in the rounding direction whenever parsing
-/// it back would land on the wrong side of `x`.
-fn sig3_directed(x: f64, round: fn(f64) -> f64) -> String {
+/// Three significant digits of `x` rounded up (`up`) or down, decided on the exact
+/// decimal expansion of `x`: Rust's `{:.N$e}` formatting is exact, and every f64 has
+/// at most 767 significant decimal digits, so `{:.1100e}` is the exact value. The
+/// three leading digits, plus one unit in the last when rounding away from zero and
+/// any later digit is nonzero, give the directed result with no f64 arithmetic (no
+/// `powi` scaling, whose rounding could cross the bound, and no underflow for
+/// subnormals). Printed in [`sig3`]'s style.
+fn sig3_directed(x: f64, up: bool) -> String {
     if x == 0.0 || !x.is_finite() {
         return format!("{x}");
     }
-    let up = round(0.5) == 1.0;
-    let e = x.abs().log10().floor() as i32;
-    // The exponent of the last of three significant digits.
-    let last = e - 2;
-    let unit = 10f64.powi(last);
-    let mut m = round(x / unit);
-    let ok = |m: f64| {
-        let y = m * unit;
-        if up {
-            y >= x
+    let full = format!("{:.1100e}", x.abs());
+    let Some((mant, exp)) = full.split_once('e') else {
+        return format!("{x}"); // not reached: `{:e}` always prints an exponent
+    };
+    let mut e: i32 = exp.parse().unwrap_or(0);
+    let digits: Vec<u32> = mant
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| u32::from(b - b'0'))
+        .collect();
+    let mut m = digits.iter().take(3).fold(0, |a, d| 10 * a + d);
+    let inexact = digits.iter().skip(3).any(|&d| d != 0);
+    // Rounding up a positive number or down a negative one moves the magnitude up.
+    if inexact && up == (x > 0.0) {
+        m += 1;
+        if m == 1000 {
+            m = 100;
+            e += 1;
+        }
+    }
+    let sign = if x < 0.0 { "-" } else { "" };
+    let ds = m.to_string(); // three digits: the value is ds[0].ds[1..] 10^e
+    let body = if (-2..=5).contains(&e) {
+        if e >= 2 {
+            format!("{ds}{}", "0".repeat(e as usize - 2))
+        } else if e >= 0 {
+            let k = e as usize + 1;
+            format!("{}.{}", &ds[..k], &ds[k..])
         } else {
-            y <= x
+            format!("0.{}{ds}", "0".repeat((-e - 1) as usize))
         }
-    };
-    if !ok(m) {
-        m += if up { 1.0 } else { -1.0 };
-    }
-    let y = m * unit;
-    let s = if (0.01..1e6).contains(&y.abs()) {
-        let decimals = (-last).max(0) as usize;
-        format!("{y:.decimals$}")
     } else {
-        format!("{y:.2e}")
+        format!("{}.{}e{e}", &ds[..1], &ds[1..])
     };
-    // The formatter rounds to nearest: re-check the printed text and step once more
-    // if it fell on the wrong side.
-    match s.parse::<f64>() {
-        Ok(p) if (up && p < x) || (!up && p > x) => {
-            let y2 = (m + if up { 1.0 } else { -1.0 }) * unit;
-            if (0.01..1e6).contains(&y2.abs()) {
-                let decimals = (-last).max(0) as usize;
-                format!("{y2:.decimals$}")
-            } else {
-                format!("{y2:.3e}")
-            }
-        }
-        _ => s,
-    }
+    format!("{sign}{body}")
 }
 
 #[cfg(test)]
@@ -144,6 +144,27 @@ mod tests {
         assert_eq!(sig3_down(-1.2301), "-1.24");
         assert_eq!(sig3_up(2.0001e-9), "2.01e-9");
         assert_eq!(sig3_up(0.0), "0");
+        // f64 0.1 is 0.1000000000000000055...: 0.100 is below it (the f64-scaled
+        // version printed "0.100").
+        assert_eq!(sig3_up(0.1), "0.101");
+        assert_eq!(sig3_down(0.1), "0.100");
+        // f64 0.3 is 0.299999999999999988...
+        assert_eq!(sig3_up(0.3), "0.300");
+        assert_eq!(sig3_down(0.3), "0.299");
+        // Exact decimals stay as they are; the carry to a new digit; sig3's style.
+        assert_eq!(
+            (sig3_up(1234.0), sig3_down(1234.0)),
+            ("1240".into(), "1230".into())
+        );
+        assert_eq!(sig3_up(9.995), "10.0");
+        assert_eq!(sig3_up(0.5), "0.500");
+        assert_eq!(sig3_up(123456.0), "124000");
+        assert_eq!(sig3_up(1.5e7), "1.50e7");
+        assert_eq!(sig3_down(0.012345), "0.0123");
+        // Subnormals (the f64-scaled version printed "NaN" or "inf" here).
+        assert_eq!(sig3_down(5e-324), "4.94e-324");
+        assert_eq!(sig3_up(5e-324), "4.95e-324");
+        assert_eq!(sig3_up(f64::MAX), "1.80e308");
         let mut r = polyattn::rng::SplitMix64::new(3);
         for _ in 0..20_000 {
             let x = r.range(-1.0, 1.0) * 10f64.powi(r.int(0, 60) as i32 - 30);

@@ -581,3 +581,193 @@ fn certify_model_with_the_ball_reference() {
     ]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--qk-scale"));
 }
+
+/// README "Bad input and faults", row *values*: scores that would overflow the dtype
+/// give `Overflow` naming the quantity and its bound; entries the polynomial engine
+/// cannot certify give `PolyRefused` with R, B and sqrt(ln n); one line, status 1.
+#[test]
+fn value_refusals_name_the_quantity_and_its_bound() {
+    let dir = tmpdir("values");
+    // F32 entries of 1e20: scores up to about 1e40 > f32::MAX (3.4e38).
+    let big = |seed: u64| AnyTensor::F32 {
+        shape: vec![4, 2],
+        data: polyattn::rng::SplitMix64::new(seed)
+            .normal_vec(8, 1.0)
+            .into_iter()
+            .map(|x| (x * 1e20) as f32)
+            .collect(),
+    };
+    let p = dir.join("overflow.st");
+    write(&p, vec![("q", big(1)), ("k", big(2)), ("v", big(3))]);
+    expect_error(&p, &[], "beyond the finite range of F32");
+    let out = run(&[
+        "attention",
+        "--input",
+        p.to_str().unwrap(),
+        "--output",
+        dir.join("o.st").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("polyattn: error: "));
+    // F64 entries of scale 100: R = tau max||q|| max||k|| is far beyond any degree
+    // the rank limit allows.
+    let wide = |seed: u64| AnyTensor::F64 {
+        shape: vec![16, 4],
+        data: polyattn::rng::SplitMix64::new(seed).normal_vec(64, 100.0),
+    };
+    let p = dir.join("refused.st");
+    write(&p, vec![("q", wide(1)), ("k", wide(2)), ("v", wide(3))]);
+    for needle in ["polynomial engine refused", "R = ", "B = ", "sqrt(ln n) = "] {
+        expect_error(&p, &["--engine", "poly"], needle);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// README "Bad input and faults", row *concurrency*: when several heads refuse with
+/// different reasons, the first refusing head in head order is reported whatever the
+/// scheduling. Head 0 is certifiable (scale 0.1), head 1 refuses with R of about 1e5
+/// (scale 100: R = tau max||q|| max||k|| <= 0.5 (100 * 8)^2 = 3.2e5 for these draws'
+/// norms, each below 8 standard units), heads 2..8 with R of about 1e9 (scale 1e4,
+/// norms above 0.1 units): the reported R must be head 1's (< 1e7), with 1 and with
+/// 4 threads.
+#[test]
+fn the_first_refusing_head_in_head_order_is_reported() {
+    let dir = tmpdir("headorder");
+    let t = |seed: u64| {
+        let mut r = polyattn::rng::SplitMix64::new(seed);
+        let data: Vec<f64> = (0..8)
+            .flat_map(|h| {
+                let s = [0.1, 100.0][..].get(h).copied().unwrap_or(1e4);
+                r.normal_vec(16 * 4, s)
+            })
+            .collect();
+        AnyTensor::F64 {
+            shape: vec![8, 16, 4],
+            data,
+        }
+    };
+    let p = dir.join("heads.st");
+    write(&p, vec![("q", t(1)), ("k", t(2)), ("v", t(3))]);
+    for threads in ["1", "4"] {
+        let out = Command::new(bin())
+            .env("RAYON_NUM_THREADS", threads)
+            .args(["attention", "--engine", "poly", "--input"])
+            .arg(&p)
+            .arg("--output")
+            .arg(dir.join("o.st"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        let r: f64 = err
+            .split("R = ")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no R in {err}"));
+        assert!((1.0..1e7).contains(&r), "threads {threads}: R = {r}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// README "The command line and its files": the output tensors (exact: o, lse and
+/// with `do` the gradients; poly adds the F64 `*_bound` tensors) and the metadata keys
+/// the README lists; `auto` that falls back to exact records `auto_reason`.
+#[test]
+fn output_tensors_and_metadata_are_as_documented() {
+    let dir = tmpdir("documented");
+    let p = dir.join("in.st");
+    let t = |seed: u64, scale: f64| AnyTensor::F64 {
+        shape: vec![2, 12, 4],
+        data: polyattn::rng::SplitMix64::new(seed).normal_vec(96, scale),
+    };
+    write(
+        &p,
+        vec![
+            ("q", t(1, 0.3)),
+            ("k", t(2, 0.3)),
+            ("v", t(3, 1.0)),
+            ("do", t(4, 1.0)),
+        ],
+    );
+    let go = |input: &Path, engine: &str| {
+        let o = dir.join(format!("{engine}.st"));
+        let out = run(&[
+            "attention",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            o.to_str().unwrap(),
+            "--engine",
+            engine,
+            "--mask",
+            "causal",
+            "--eps",
+            "1e-6",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        TensorFile::read(&o).unwrap()
+    };
+    let base = ["engine", "engine_requested", "mask", "scale", "dtype"];
+    let ex = go(&p, "exact");
+    assert_eq!(ex.names(), ["dk", "dq", "dv", "lse", "o"]);
+    for k in base {
+        assert!(ex.metadata.contains_key(k), "exact: no {k}");
+    }
+    assert_eq!(ex.metadata["engine"], "exact");
+    let po = go(&p, "poly");
+    let mut names = po.names();
+    names.sort();
+    assert_eq!(
+        names,
+        ["dk", "dk_bound", "dq", "dq_bound", "dv", "dv_bound", "lse", "o", "o_bound"]
+    );
+    for n in ["o_bound", "dq_bound", "dk_bound", "dv_bound"] {
+        assert!(matches!(po.get(n).unwrap(), AnyTensor::F64 { .. }), "{n}");
+        let base = po.get(&n.replace("_bound", "")).unwrap();
+        assert_eq!(po.get(n).unwrap().shape(), base.shape(), "{n}");
+    }
+    for k in base.into_iter().chain([
+        "degree",
+        "rank",
+        "radius",
+        "entry_bound",
+        "sqrt_ln_n",
+        "eps_poly",
+        "bound_o",
+        "bound_dq",
+        "bound_dk",
+        "bound_dv",
+        "heads_json",
+    ]) {
+        assert!(po.metadata.contains_key(k), "poly: no {k}");
+    }
+    assert_eq!(
+        (
+            po.metadata["engine"].as_str(),
+            po.metadata["engine_requested"].as_str()
+        ),
+        ("poly", "poly")
+    );
+    // Scale-100 entries: the polynomial engine refuses, auto falls back to exact.
+    let big = dir.join("big.st");
+    write(
+        &big,
+        vec![("q", t(1, 100.0)), ("k", t(2, 100.0)), ("v", t(3, 1.0))],
+    );
+    let au = go(&big, "auto");
+    assert_eq!(
+        (
+            au.metadata["engine"].as_str(),
+            au.metadata["engine_requested"].as_str()
+        ),
+        ("exact", "auto")
+    );
+    assert!(au.metadata.contains_key("auto_reason"));
+    assert_eq!(au.names(), ["lse", "o"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -50,5 +50,35 @@ fn command_line_grouped_heads() {
             assert!((p[i] - e[i]).abs() <= b[i] + 1e-12, "{name}[{i}]");
         }
     }
+    // heads_json: query head h (batch-major: b * 4 + head) reports the bound of the
+    // key head it shares, h / 2 (batch-major: b * 2 + head / 2) for dk and dv, and its
+    // own for dq. The bound tensors hold 4 * 48 * 4 entries per key head block of
+    // the [2, 2, 48, 4] shape: block j is data[j * 192 .. (j + 1) * 192].
+    let heads: serde_json::Value =
+        serde_json::from_str(po.metadata.get("heads_json").expect("heads_json")).unwrap();
+    let heads = heads.as_array().unwrap();
+    assert_eq!(heads.len(), 8, "one entry per (batch, query head)");
+    for name in ["dk", "dv", "dq"] {
+        let AnyTensor::F64 { data: b, .. } = po.get(&format!("{name}_bound")).unwrap() else {
+            panic!("f64 bound expected");
+        };
+        let block = 48 * 4;
+        for (h, j) in heads.iter().enumerate() {
+            let src = if name == "dq" { h } else { h / 2 };
+            let want = b[src * block..(src + 1) * block]
+                .iter()
+                .cloned()
+                .fold(0.0f64, f64::max);
+            let got = j[format!("bound_{name}")]
+                .as_f64()
+                .unwrap_or_else(|| panic!("head {h} has no bound_{name}: {j}"));
+            // serde_json's default float parser (no `float_roundtrip` feature) may be
+            // an ulp off: 4 eps relative; other heads' bounds differ by far more.
+            assert!(
+                (got - want).abs() <= 4.0 * f64::EPSILON * want,
+                "head {h} bound_{name}: {got} vs {want}"
+            );
+        }
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -230,6 +230,18 @@ fn cli_bad_inputs() {
             }),
             "layers.1.mlp.b1",
         ),
+        // README "Bad input and faults", row *values*: a layer whose activations
+        // overflow (finite weights of f64::MAX: the products overflow) is named.
+        (
+            "overflow",
+            Box::new(|t, _, _| {
+                let i = t.iter().position(|(n, _)| n == "layers.0.attn.wq").unwrap();
+                if let AnyTensor::F64 { data, .. } = &mut t[i].1 {
+                    data.iter_mut().for_each(|x| *x = f64::MAX);
+                }
+            }),
+            "(forward): the computed",
+        ),
         (
             "extra",
             Box::new(|t, _, _| {

@@ -23,8 +23,12 @@
 //! The weighted sums (P|V|, P|K|, P^T(...)) are computed by the exact engine itself
 //! (forward with |V| or |K| as values; the backward's dV with a weight as dO).
 //! The terms are first order; the result is doubled, which covers the second-order
-//! terms (every eps here is far below 1e-3) and the use of computed rather than exact
-//! magnitudes. The same derivation, per entry rather than with row maxima, is checked
+//! terms and the use of computed rather than exact magnitudes while every
+//! `eps_i < 1e-3`. That is checked, not assumed: when some `eps_i >= 1e-3` (huge
+//! scores `|tau| ||q_i|| ||k_j||` or `n_k` near `1/u`), every radius is `+inf`, and so
+//! is any single bound that came out non-finite (NaN or an overflow); an infinite
+//! radius certifies nothing (the certify reports print `inf`, never a false bound).
+//! A fully masked row keeps its exact `lse = -inf` with radius 0. The same derivation, per entry rather than with row maxima, is checked
 //! against 128-bit MPFR enclosures in `tests/exact_enclosure.rs`; `tests/certify.rs`
 //! checks this one against them too. Underflow is ignored (f64's subnormal spacing,
 //! 5e-324, is far below every bound that matters here).
@@ -67,9 +71,27 @@ pub struct ReferenceGrads {
     pub bound_dv: Vec<f64>,
 }
 
+/// gamma_k = k u / (1 - k u); `+inf` once `k u >= 1` (no bound of that form holds).
 fn gamma(k: usize) -> f64 {
     let ku = k as f64 * (f64::EPSILON / 2.0);
-    ku / (1.0 - ku)
+    if ku >= 1.0 {
+        f64::INFINITY
+    } else {
+        ku / (1.0 - ku)
+    }
+}
+
+/// The largest per-row eps for which the doubled first-order bounds hold.
+pub const EPS_LIMIT: f64 = 1e-3;
+
+/// Replaces every radius by `+inf` when `valid` is false, and any non-finite one
+/// (NaN included) by `+inf` in any case.
+fn sanitize(bounds: &mut [f64], valid: bool) {
+    for b in bounds.iter_mut() {
+        if !valid || !b.is_finite() {
+            *b = f64::INFINITY;
+        }
+    }
 }
 
 fn abs_matrix(m: MatRef<'_, f64>) -> Result<Matrix<f64>> {
@@ -106,8 +128,10 @@ pub fn exact_reference(
         eps[i] = e[i] + 4.0 * u * r_i + 2.0 * u + 3.0 * u * nb as f64 + gamma(n_k + nb + 1);
     }
     let eps_max = eps.iter().cloned().fold(0.0, f64::max);
+    // NaN-safe: `valid` is false for a NaN eps too.
+    let valid = eps.iter().all(|&x| x < EPS_LIMIT);
     let infl = 2.0 * (1.0 + 2.0 * eps_max); // second order and the weights' own rounding
-    let bound_lse: Vec<f64> = (0..n_q)
+    let mut bound_lse: Vec<f64> = (0..n_q)
         .map(|i| {
             let l = fwd.lse[i];
             if l == f64::NEG_INFINITY {
@@ -120,7 +144,7 @@ pub fn exact_reference(
     let abs_v = abs_matrix(v)?;
     let w_v = exact::forward(q, k, abs_v.view(), cfg)?.o; // P |V|
     let o = fwd.o.as_slice();
-    let bound_o: Vec<f64> = (0..n_q * d_v)
+    let mut bound_o: Vec<f64> = (0..n_q * d_v)
         .map(|ic| {
             let ep = eps[ic / d_v];
             infl * (2.0 * ep / (1.0 - ep) * w_v.as_slice()[ic] + 2.0 * u * o[ic].abs())
@@ -169,7 +193,11 @@ pub fn exact_reference(
                 .collect();
             let weight_o = Matrix::from_fn(n_q, d_v, |i, c| (rho[i] + gq) * g.at(i, c).abs())?;
             let pt_o = exact::backward(q, k, v, &fwd, weight_o.view(), cfg)?.dv;
-            let bound_dv: Vec<f64> = pt_o.as_slice().iter().map(|x| infl * x).collect();
+            let mut bound_dv: Vec<f64> = pt_o.as_slice().iter().map(|x| infl * x).collect();
+            let (mut bound_dq, mut bound_dk) = (bound_dq, bound_dk);
+            for b in [&mut bound_dq, &mut bound_dk, &mut bound_dv] {
+                sanitize(b, valid);
+            }
             Some(ReferenceGrads {
                 dq: bwd.dq.into_vec(),
                 dk: bwd.dk.into_vec(),
@@ -180,6 +208,13 @@ pub fn exact_reference(
             })
         }
     };
+    sanitize(&mut bound_o, valid);
+    for (b, l) in bound_lse.iter_mut().zip(&fwd.lse) {
+        // A fully masked row's lse is exactly -inf: its radius 0 stays.
+        if *l != f64::NEG_INFINITY && (!valid || !b.is_finite()) {
+            *b = f64::INFINITY;
+        }
+    }
     Ok(ExactReference {
         o: fwd.o.into_vec(),
         bound_o,
@@ -187,4 +222,49 @@ pub fn exact_reference(
         bound_lse,
         grads,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> AttentionConfig {
+        AttentionConfig::default()
+    }
+
+    /// Scores of about 1e14 make `u R_i` about 0.01 > EPS_LIMIT: the first-order
+    /// bound no longer holds, so every radius must be infinite (before the fix they
+    /// were finite, about 0.02 |O|).
+    #[test]
+    fn huge_scores_give_infinite_radii() {
+        let (n, d) = (4, 2);
+        let q = Matrix::from_fn(n, d, |i, c| 1e7 * (1.0 + (i + c) as f64)).unwrap();
+        let k = Matrix::from_fn(n, d, |j, c| 1e7 * (1.0 + (j * c) as f64 / 3.0)).unwrap();
+        let v = Matrix::from_fn(n, d, |j, c| (j + 2 * c) as f64).unwrap();
+        let g = Matrix::from_fn(n, d, |_, _| 1.0).unwrap();
+        let r = exact_reference(q.view(), k.view(), v.view(), Some(g.view()), &cfg()).unwrap();
+        assert!(
+            r.bound_o.iter().all(|b| *b == f64::INFINITY),
+            "{:?}",
+            r.bound_o
+        );
+        assert!(r.bound_lse.iter().all(|b| *b == f64::INFINITY));
+        let gr = r.grads.unwrap();
+        for b in [&gr.bound_dq, &gr.bound_dk, &gr.bound_dv] {
+            assert!(b.iter().all(|b| *b == f64::INFINITY));
+        }
+    }
+
+    /// Ordinary inputs keep finite radii (the refusal is not blanket).
+    #[test]
+    fn small_scores_keep_finite_radii() {
+        let (n, d) = (4, 2);
+        let q = Matrix::from_fn(n, d, |i, c| 0.1 * (i + c) as f64).unwrap();
+        let v = Matrix::from_fn(n, d, |j, c| (j + 2 * c) as f64).unwrap();
+        let g = Matrix::from_fn(n, d, |_, _| 1.0).unwrap();
+        let r = exact_reference(q.view(), q.view(), v.view(), Some(g.view()), &cfg()).unwrap();
+        assert!(r.bound_o.iter().all(|b| b.is_finite()));
+        assert!(r.bound_lse.iter().all(|b| b.is_finite()));
+        assert!(r.grads.unwrap().bound_dk.iter().all(|b| b.is_finite()));
+    }
 }

@@ -71,7 +71,7 @@
 
 use super::plain::{plain_head, PlainHead, PlainRule};
 use super::report::{ReferenceChoice, ReferenceUsed};
-use crate::table::{markdown_table, sig3};
+use crate::table::{markdown_table, sig3, sig3_down, sig3_up};
 use polyattn::attention::exact::reference::exact_reference;
 use polyattn::attention::{exact, AttentionConfig, Mask};
 use polyattn::error::{Error, Result};
@@ -628,9 +628,91 @@ fn down(x: f64) -> f64 {
     }
 }
 
+/// gamma_k = k u / (1 - k u); `+inf` once `k u >= 1` (no bound of that form holds).
 fn gamma(k: usize) -> f64 {
     let ku = k as f64 * (f64::EPSILON / 2.0);
-    ku / (1.0 - ku)
+    if ku >= 1.0 {
+        f64::INFINITY
+    } else {
+        ku / (1.0 - ku)
+    }
+}
+
+/// A sum of squares kept as `scale^2 ssq` with `scale` a power of two (LAPACK's
+/// scaled `nrm2`, with exact rescaling): no square overflows (each `|x| / scale` is
+/// below 2) for any finite entries, up to f64::MAX.
+///
+/// Rounding: dividing by, and rescaling with, powers of two is exact except in the
+/// subnormal range, where each operation loses at most `2^-1074` absolutely; `ssq` is
+/// at least 1 once the largest entry is in (its `|x| / scale >= 1`), so these losses,
+/// at most `3 n 2^-1074` for `n` entries, are covered by adding `1e-300` while
+/// `n < 2^70`. The sum of `n` squares has relative error at most `gamma_{n+1}`.
+#[derive(Clone, Copy, Default)]
+struct SumSq {
+    scale: f64,
+    ssq: f64,
+    n: usize,
+    nonfinite: bool,
+}
+
+/// The power of two `2^floor(log2 a)` for normal `a`; `2^-1022` for a subnormal.
+fn pow2_floor(a: f64) -> f64 {
+    f64::from_bits(a.to_bits() & 0x7FF0_0000_0000_0000).max(f64::MIN_POSITIVE)
+}
+
+impl SumSq {
+    fn add(&mut self, x: f64) {
+        self.n += 1;
+        let a = x.abs();
+        if !a.is_finite() {
+            self.nonfinite = true;
+            return;
+        }
+        if a == 0.0 {
+            return;
+        }
+        let s = pow2_floor(a);
+        if s > self.scale {
+            if self.scale > 0.0 {
+                let r = self.scale / s; // exact: powers of two
+                self.ssq = self.ssq * r * r;
+            }
+            self.scale = s;
+        }
+        let t = a / self.scale;
+        self.ssq += t * t;
+    }
+    /// (scale, an upper bound on the sum of squares / scale^2).
+    fn upper(&self) -> (f64, f64) {
+        if self.nonfinite {
+            return (1.0, f64::INFINITY);
+        }
+        let e = gamma(self.n + 1);
+        (
+            self.scale,
+            up(up(self.ssq * (1.0 + e)) * (1.0 + 2.0 * f64::EPSILON) + 1e-300),
+        )
+    }
+    /// (scale, a lower bound on the sum of squares / scale^2).
+    fn lower(&self) -> (f64, f64) {
+        let e = gamma(self.n + 1);
+        (self.scale, down(down(self.ssq / (1.0 + e)) - 1e-300))
+    }
+}
+
+/// `sqrt(ssq) scale / big` rounded up (`up_dir`) or down; `big` a power of two at
+/// least `scale`, so the quotient is exact or below `2^-1022` (then the `2^-1000`
+/// margin of 1e-300 covers it).
+fn scaled_norm((scale, ssq): (f64, f64), big: f64, up_dir: bool) -> f64 {
+    if scale == 0.0 {
+        return 0.0;
+    }
+    let r = scale / big;
+    if up_dir {
+        up(up(up(ssq.sqrt()) * r) + 1e-300)
+    } else {
+        down(down(down(ssq.sqrt()) * r) - 1e-300)
+    }
 }
 
 /// One tensor's data in stack order, with which entries are excluded (conventions).
@@ -666,7 +748,12 @@ impl MeanAcc {
             return Interval { lo: 0.0, hi: 0.0 };
         }
         let n = self.n as f64;
-        let slack = up(up(gamma(self.n + 2) * up(self.abs_diff + self.rad)) / n);
+        // The sums of n terms are each within gamma_{n-1} of theirs; the differences,
+        // the division and the products add a few roundings: gamma_{n+2} times the
+        // exact sum of |c - mid| + r, itself at most (1 + gamma_n) times the computed
+        // one, is at most gamma_{2n+4} times the computed sum. Infinite (the interval
+        // then certifies nothing) once (2n + 4) u >= 1.
+        let slack = up(up(gamma(2 * self.n + 4) * up(self.abs_diff + self.rad)) / n);
         let w = up(up(self.rad / n) * (1.0 + 2.0 * f64::EPSILON) + slack);
         let m = self.diff / n;
         Interval {
@@ -748,9 +835,8 @@ fn tensor_stats(
     upcast: &[f64],
 ) -> Stats {
     let (stack, rows, cols) = e.dims;
-    let m = e.cand.len();
     let (mut cert_max, mut lower_max) = (0.0f64, 0.0f64);
-    let (mut diff2, mut rad2, mut mid2) = (0.0f64, 0.0f64, 0.0f64);
+    let (mut diff2, mut rad2, mut mid2) = (SumSq::default(), SumSq::default(), SumSq::default());
     let mut max_exact = 0.0f64;
     let mut nonfinite = 0usize;
     let mut nonfinite_first = Vec::new();
@@ -799,14 +885,14 @@ fn tensor_stats(
                     continue;
                 }
                 max_exact = max_exact.max(up(mid.abs() + rad));
-                rad2 += rad * rad;
-                mid2 += mid * mid;
+                rad2.add(rad);
+                mid2.add(mid);
                 let u = upper(y, mid, rad);
                 cert_max = cert_max.max(u);
                 lower_max = lower_max.max(lower(y, mid, rad));
                 prof_c[bucket] = prof_c[bucket].max(u);
                 let d = y - mid;
-                diff2 += d * d;
+                diff2.add(d);
                 row_acc.add(d, rad);
                 col.add(d, rad);
                 overall.add(d, rad);
@@ -824,19 +910,23 @@ fn tensor_stats(
             }
         }
     }
-    // Frobenius: sqrt of sums rounded to nearest; (1 + 4 eps) and the steps up/down
-    // cover them (each sum's relative error is far below 1e-10 at any size here).
-    let slack = 1.0 + 4.0 * f64::EPSILON + gamma(m + 2);
+    // Frobenius: the three norms as scaled sums of squares (no square overflows, see
+    // SumSq), each relative to the largest scale `big` (a power of two), so the ratio
+    // needs no unscaled norm; `(1 + 2 eps)` covers the quotient's rounding, `up`/`down`
+    // every other step. The absolute form is scaled back by `big` (inf on overflow).
+    let big = [diff2.scale, rad2.scale, mid2.scale]
+        .into_iter()
+        .fold(f64::MIN_POSITIVE, f64::max);
     let (num, den) = (
-        up(diff2.sqrt() * slack + rad2.sqrt() * slack),
-        down(mid2.sqrt() / slack - rad2.sqrt() * slack),
+        up(scaled_norm(diff2.upper(), big, true) + scaled_norm(rad2.upper(), big, true)),
+        down(scaled_norm(mid2.lower(), big, false) - scaled_norm(rad2.upper(), big, true)),
     );
-    let (rel, kind) = if nonfinite > 0 {
+    let (rel, kind) = if nonfinite > 0 || diff2.nonfinite || rad2.nonfinite {
         (f64::INFINITY, "relative")
     } else if den > 0.0 {
         (up(num / den) * (1.0 + 2.0 * f64::EPSILON), "relative")
     } else {
-        (num, "absolute")
+        (up(num * big), "absolute")
     };
     let col_iv: Vec<Interval> = col_acc.iter().map(MeanAcc::interval).collect();
     let mut top_rows: Vec<RowBias> = row_biases
@@ -1485,17 +1575,18 @@ impl CandidateReport {
                 vec![
                     t.name.clone(),
                     t.dtype.clone(),
-                    sig3(t.certified_max_abs),
-                    sig3(t.certified_lower_max_abs),
+                    // Certified bounds rounded outward; the ratios are not bounds.
+                    sig3_up(t.certified_max_abs),
+                    sig3_down(t.certified_lower_max_abs),
                     if t.rel_fro_kind == "absolute" {
-                        format!("{} (abs.)", sig3(t.certified_rel_fro))
+                        format!("{} (abs.)", sig3_up(t.certified_rel_fro))
                     } else {
-                        sig3(t.certified_rel_fro)
+                        sig3_up(t.certified_rel_fro)
                     },
-                    sig3(t.baseline.certified_max_abs),
+                    sig3_up(t.baseline.certified_max_abs),
                     sig3(t.baseline.ratio),
                     t.baseline.verdict.clone(),
-                    sig3(t.upcast.certified_max_abs),
+                    sig3_up(t.upcast.certified_max_abs),
                     sig3(t.upcast.ratio),
                     t.upcast.verdict.clone(),
                 ]
@@ -1616,9 +1707,9 @@ impl CandidateReport {
                 t.dtype,
                 t.shape,
                 t.entries,
-                sig3(t.max_abs_exact),
-                sig3(t.reference_radius),
-                sig3(t.atol),
+                sig3_up(t.max_abs_exact),
+                sig3_up(t.reference_radius),
+                sig3_up(t.atol),
                 t.unit_roundoff
             ));
             let bias = &t.bias;
@@ -1674,8 +1765,8 @@ impl CandidateReport {
                             w.at.col.to_string(),
                             format!("{:e}", w.candidate),
                             format!("{:e}", w.reference),
-                            sig3(w.radius),
-                            sig3(w.certified),
+                            sig3_up(w.radius),
+                            sig3_up(w.certified),
                         ]
                     })
                     .collect();
@@ -1701,5 +1792,96 @@ impl CandidateReport {
             ));
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(cand: Vec<f64>, mid: Vec<f64>, rad: Vec<f64>) -> TensorCertificate {
+        let m = cand.len();
+        let e = Entries {
+            name: "o",
+            dims: (1, 1, m),
+            cand,
+            mid: mid.clone(),
+            rad,
+            skip: vec![false; m],
+        };
+        let geom = Geom::of("o", &[1, m], Layout::Bhsd).unwrap();
+        tensor_stats(
+            &e,
+            &geom,
+            (DType::F64, DType::F64),
+            vec![1, m],
+            Vec::new(),
+            &mid,
+            &mid,
+        )
+        .cert
+    }
+
+    /// Entries above 1e154 square to infinity: the unscaled sums made the relative
+    /// Frobenius bound inf or NaN (inf / inf). Scaled, it is the same as for the
+    /// entries divided by 1e200 (a ratio, scale-free): 1e-3 here, up to rounding.
+    #[test]
+    fn frobenius_ratio_of_huge_entries_is_finite() {
+        let mid = vec![3e200, 4e200];
+        let cand = vec![3e200 * (1.0 + 1e-3), 4e200 * (1.0 + 1e-3)];
+        let c = stats(cand, mid, vec![0.0, 0.0]);
+        assert_eq!(c.rel_fro_kind, "relative");
+        let r = c.certified_rel_fro;
+        // The exact ratio is 1e-3; the bound is above it by its rounding slack only
+        // (a few ulps of the inputs' 1e-3 relative perturbation: 1e-12 is generous).
+        // Above: the slack factors (1 + gamma_3)(1 + 2 eps) and `up` steps, about 1e-15.
+        assert!(
+            (1e-3 * (1.0 - 1e-12)..=1e-3 * (1.0 + 1e-9)).contains(&r),
+            "{r}"
+        );
+        // Near f64::MAX too.
+        let big = f64::MAX / 4.0;
+        let c = stats(vec![big * 1.5], vec![big], vec![0.0]);
+        assert!(
+            (c.certified_rel_fro - 0.5).abs() <= 1e-12,
+            "{}",
+            c.certified_rel_fro
+        );
+        // The absolute form (||mid|| <= ||r||) scaled back: ||c - mid|| + ||r||.
+        let c = stats(vec![2e200], vec![0.0], vec![1e200]);
+        assert_eq!(c.rel_fro_kind, "absolute");
+        assert!(c.certified_rel_fro >= 3e200 && c.certified_rel_fro <= 3e200 * (1.0 + 1e-12));
+    }
+
+    /// gamma goes to inf (no bound of its form holds) once k u >= 1, instead of a
+    /// negative or meaningless value; the bias slack uses gamma_{2n+4}, so its
+    /// interval stays an enclosure for any n (n > 1e8 included).
+    #[test]
+    fn gamma_and_bias_slack_stay_valid_for_any_n() {
+        let u = f64::EPSILON / 2.0;
+        assert_eq!(gamma(1usize << 53), f64::INFINITY);
+        assert_eq!(gamma(usize::MAX), f64::INFINITY);
+        assert!(gamma((1usize << 53) - 2) > 1e15); // 1 - k u = 2^-52
+        let n = 200_000_000usize;
+        // gamma_k - k u = (k u)^2 / (1 - k u) <= 2 (k u)^2 here (k u about 4.4e-8).
+        let ku = (2 * n + 4) as f64 * u;
+        assert!((gamma(2 * n + 4) - ku).abs() <= 2.0 * ku * ku);
+        // A mean of n equal terms 1: the interval contains 1 and has the slack's width.
+        let acc = MeanAcc {
+            diff: n as f64,
+            abs_diff: n as f64,
+            rad: 0.0,
+            n,
+        };
+        let iv = acc.interval();
+        assert!(iv.lo <= 1.0 && iv.hi >= 1.0);
+        assert!(iv.hi - 1.0 >= gamma(2 * n + 4) * (1.0 - 1e-9), "{iv:?}");
+        // Past 1/u: the slack is infinite, the interval certifies nothing.
+        let acc = MeanAcc {
+            n: 1usize << 53,
+            ..acc
+        };
+        assert_eq!(acc.interval().hi, f64::INFINITY);
+        assert!(!acc.interval().excludes_zero());
     }
 }

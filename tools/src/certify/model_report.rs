@@ -28,7 +28,7 @@
 //! JSON schema `polyattn.certify.model/1`: the serialised [`ModelReport`].
 
 use super::report::ReferenceChoice;
-use crate::table::{markdown_table, sig3};
+use crate::table::{markdown_table, sig3, sig3_up};
 use polyattn::error::Result;
 use polyattn::model::sensitivity::propagated_bound;
 use polyattn::model::{Batch, EngineChoice, LayerReport, LossKind, Model, Source};
@@ -404,18 +404,28 @@ impl ModelReport {
 
     /// One row per tensor.
     pub fn tensor_rows(&self) -> Vec<Vec<String>> {
+        let certified = !matches!(self.reference, ModelReference::F64Exact);
         self.tensors
             .iter()
             .map(|t| {
+                // Errors against an enclosure are certified upper bounds: rounded up;
+                // against the f64 exact engine they are measured: to nearest.
+                let err = |x: f64| {
+                    if certified {
+                        sig3_up(x)
+                    } else {
+                        sig3(x)
+                    }
+                };
                 vec![
                     t.name.clone(),
                     sig3(t.max_abs_value),
-                    sig3(t.max_abs_error),
-                    sig3(t.rel_fro_error),
-                    sig3(t.exact_engine_max_abs_error),
+                    err(t.max_abs_error),
+                    err(t.rel_fro_error),
+                    err(t.exact_engine_max_abs_error),
                     sig3(t.poly_part_max_abs),
                     t.a_priori_fro_bound.map_or("-".into(), |b| {
-                        format!("{} / {}", sig3(b), sig3(t.fro_error))
+                        format!("{} / {}", sig3_up(b), err(t.fro_error))
                     }),
                 ]
             })
@@ -430,7 +440,7 @@ impl ModelReport {
             ),
             ModelReference::Ball { max_rel_radius } => format!(
                 "double-double ball enclosures of the whole model (about 106 bits with a rigorous radius; widest radius {} of its tensor's largest entry): every error is certified (an upper bound on the distance to the exact real result)",
-                sig3(max_rel_radius)
+                sig3_up(max_rel_radius)
             ),
             ModelReference::F64Exact => "the exact engine in f64: errors are measured against it, not certified (no enclosure was computed: `--reference f64`, or the model is above the ball reference's size limit)".into(),
         }
@@ -531,15 +541,15 @@ impl ModelReport {
                 rows.push(vec![
                     l.to_string(),
                     format!("{} head {h}", r.engine),
-                    sig3(g.radius),
-                    sig3(g.entry_bound),
+                    sig3_up(g.radius),
+                    sig3_up(g.entry_bound),
                     sig3(g.sqrt_ln_n),
                     format!("{} / {}", g.degree, g.rank),
-                    sig3(g.eps_poly),
+                    sig3_up(g.eps_poly),
                     format!(
                         "{} / {}",
-                        sig3(hr.bound_o),
-                        sig3(hr.bound_dq.unwrap_or(f64::NAN))
+                        sig3_up(hr.bound_o),
+                        sig3_up(hr.bound_dq.unwrap_or(f64::NAN))
                     ),
                     r.reason.clone(),
                 ]);

@@ -25,6 +25,20 @@
 //! attention_ref divides K by `sqrt(d)` where this multiplies by `tau`: identical
 //! when `1/tau` is a power of two (d = 4, 16, 64, 256), otherwise one rounding apart.
 //!
+//!
+//! **The lse baseline is our own construction**, not FlashAttention's code:
+//! `attention_ref` returns no log-sum-exp and FlashAttention's tests compare no lse
+//! against it. To judge a candidate's lse by the same rule we define the plain lse as
+//! what the operations above give, precisely: `m_i` the largest stored score
+//! `S_ij = st(...)` of the row (a value of the storage dtype), `z_i` the sequential sum
+//! in A of the `e(S_ij - m_i)` (each `exp` evaluated in f64 from the A difference and
+//! rounded to A), then `lse_i = fl_A(m_i + fl_A(ln z_i))` with `ln` evaluated in f64
+//! and rounded to A; it is not rounded to the storage dtype (FlashAttention's kernels
+//! return lse in f32). Under [`PlainRule::Upcast`] the scores are not rounded to the
+//! storage dtype either. This is neither PyTorch's `torch.logsumexp` (which sums
+//! differently) nor FlashAttention's online rescaled lse; it is the textbook
+//! two-pass formula in A.
+//!
 //! [`PlainRule::Storage`] is that baseline (for an F32 candidate it is plain f32
 //! attention); [`PlainRule::Upcast`] is `attention_ref(upcast=True)` / PyTorch's math
 //! backend on upcast inputs: the same operations with every intermediate in f32 (f64

@@ -17,7 +17,7 @@
 //!
 //! JSON schema `polyattn.certify.attention/1`: the serialised [`AttentionReport`].
 
-use crate::table::{markdown_table, sig3};
+use crate::table::{markdown_table, sig3, sig3_up};
 use polyattn::attention::exact::reference::exact_reference;
 use polyattn::attention::poly::{self, GradientKind, PolyConfig, Regime};
 use polyattn::error::Result;
@@ -472,12 +472,12 @@ impl AttentionReport {
             .map(|t| {
                 vec![
                     t.name.clone(),
-                    sig3(t.certified_max_abs),
-                    sig3(t.certified_rel_fro),
-                    sig3(t.a_priori_total),
-                    sig3(t.a_priori_poly),
-                    sig3(t.a_priori_rounding),
-                    sig3(t.reference_radius),
+                    sig3_up(t.certified_max_abs),
+                    sig3_up(t.certified_rel_fro),
+                    sig3_up(t.a_priori_total),
+                    sig3_up(t.a_priori_poly),
+                    sig3_up(t.a_priori_rounding),
+                    sig3_up(t.reference_radius),
                     if t.a_priori_consistent {
                         "yes".into()
                     } else {
@@ -583,8 +583,8 @@ impl AttentionReport {
                 let r = &hr.regime;
                 vec![
                     hr.head.to_string(),
-                    sig3(r.radius),
-                    sig3(r.entry_bound),
+                    sig3_up(r.radius),
+                    sig3_up(r.entry_bound),
                     sig3(r.sqrt_ln_n),
                     if r.bounded_entries() {
                         "B < sqrt(ln n)".into()
@@ -593,7 +593,7 @@ impl AttentionReport {
                     },
                     r.degree.to_string(),
                     r.rank.to_string(),
-                    sig3(r.eps_poly),
+                    sig3_up(r.eps_poly),
                     sig3(r.predicted_speedup()),
                 ]
             })

@@ -211,19 +211,41 @@ fn run_exact<T: Real>(x: &Loaded<T>, cfg: &AttentionConfig) -> Result<Outputs> {
 /// group of `g` query heads, in head order, with their bounds: the sum of the heads'
 /// bounds plus the rounding of the `g - 1` additions in `T`
 /// (`gamma_{g-1} sum_i |y_i|`, `gamma_k = k u / (1 - k u)`), rounded up.
+/// gamma_k = k u / (1 - k u) for unit roundoff `u`; `+inf` once `k u >= 1`.
+fn gamma_u(k: usize, u: f64) -> f64 {
+    let ku = k as f64 * u;
+    if ku >= 1.0 {
+        f64::INFINITY
+    } else {
+        ku / (1.0 - ku)
+    }
+}
+
+/// Sums the values (in `T`) and bounds (in f64) over each group of `g` consecutive
+/// query heads (GQA: the query heads `h` with `h / g == j` share key head `j`).
+///
+/// With `s` the exact sum of the heads' exact gradients, the returned bound covers
+/// `|fl_T(sum v) - s| <= sum b + gamma^T_{g-1} sum |v|` (recursive summation in `T`)
+/// plus the f64 rounding of the bound itself: `sum b` and `sum |v|` are each computed
+/// with `g - 1` roundings (each computed sum `>= exact / (1 + gamma_{g-1})`), then
+/// `gamma^T` (3 operations), one product, one sum and one product by the factor (itself
+/// rounded): at most `g + 6` roundings in all, so the factor `1 + gamma_{g+6}` (f64 `u`)
+/// makes the result an upper bound.
 fn sum_groups_with_bounds<T: Real>(
     vals: Vec<Vec<T>>,
     bounds: Vec<poly::Bounds>,
     g: usize,
 ) -> (Vec<Vec<T>>, Vec<poly::Bounds>) {
+    let u64_ = f64::EPSILON / 2.0;
     let u = if T::DTYPE == "F32" {
         f64::from(f32::EPSILON) / 2.0
     } else {
-        f64::EPSILON / 2.0
+        u64_
     };
-    let ku = (g as f64 - 1.0) * u;
-    let gamma = ku / (1.0 - ku);
-    let up = 1.0 + 4.0 * f64::EPSILON;
+    let gamma = gamma_u(g.saturating_sub(1), u);
+    // `sum b` and its product: g - 1 + 1 roundings, and the factor's own.
+    let up_poly = 1.0 + gamma_u(g + 2, u64_);
+    let up = 1.0 + gamma_u(g + 6, u64_);
     let mut out_v = Vec::new();
     let mut out_b = Vec::new();
     for (vs, bs) in vals.chunks(g).zip(bounds.chunks(g)) {
@@ -241,8 +263,8 @@ fn sum_groups_with_bounds<T: Real>(
             }
         }
         for e in 0..len {
-            total[e] = (total[e] + gamma * abs[e] * up) * up;
-            polyb[e] *= up;
+            total[e] = (total[e] + gamma * abs[e]) * up;
+            polyb[e] *= up_poly;
         }
         out_v.push(sum);
         out_b.push(poly::Bounds { total, poly: polyb });
@@ -364,8 +386,13 @@ fn run_poly<T: Real>(x: &Loaded<T>, cfg: &PolyConfig, args: &AttentionArgs) -> R
                 .map(poly::Bounds::max_total)
                 .fold(0.0f64, f64::max);
             meta.insert(format!("bound_{name}"), format!("{m:e}"));
-            for (j, b) in heads.iter_mut().zip(&bounds) {
-                j[format!("bound_{name}")] = serde_json::json!(b.max_total());
+            // Query head h (batch-major, as in `fwd`) uses key head h / group for dK
+            // and dV once summed; dQ stays per query head.
+            let per = if name != "dq" && group > 1 { group } else { 1 };
+            for (h, j) in heads.iter_mut().enumerate() {
+                if let Some(b) = bounds.get(h / per) {
+                    j[format!("bound_{name}")] = serde_json::json!(b.max_total());
+                }
             }
         }
     }
@@ -374,4 +401,50 @@ fn run_poly<T: Real>(x: &Loaded<T>, cfg: &PolyConfig, args: &AttentionArgs) -> R
         serde_json::Value::Array(heads).to_string(),
     );
     Ok((out, meta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The f64 sum of the bounds rounds: 1 + 19 (u) sums to 1 in f64, so the old
+    /// `(1 + 4 eps)` factor gave 1 + 8u < 1 + 19u, the exact sum. The bound must be at
+    /// least the exact sum (1 + 19u, so at least the next double 1 + 20u).
+    #[test]
+    fn group_bound_covers_the_f64_sum_of_bounds() {
+        let u = f64::EPSILON / 2.0;
+        let g = 20;
+        let vals = vec![vec![0.0f64]; g];
+        let bounds: Vec<poly::Bounds> = (0..g)
+            .map(|h| {
+                let b = if h == 0 { 1.0 } else { u };
+                poly::Bounds {
+                    total: vec![b],
+                    poly: vec![b],
+                }
+            })
+            .collect();
+        let (v, b) = sum_groups_with_bounds(vals, bounds, g);
+        assert_eq!(v, vec![vec![0.0]]);
+        assert!(b[0].total[0] >= 1.0 + 20.0 * u, "{:e}", b[0].total[0] - 1.0);
+        assert!(b[0].poly[0] >= 1.0 + 20.0 * u, "{:e}", b[0].poly[0] - 1.0);
+    }
+
+    /// The value sum's own rounding: three f64 values whose sum rounds; the bound
+    /// with zero input bounds must cover |fl(sum) - exact sum|.
+    #[test]
+    fn group_bound_covers_the_value_sum_rounding() {
+        let u = f64::EPSILON / 2.0;
+        let vals = vec![vec![1.0f64], vec![u], vec![u]]; // fl = 1, exact 1 + 2u
+        let bounds = vec![
+            poly::Bounds {
+                total: vec![0.0],
+                poly: vec![0.0],
+            };
+            3
+        ];
+        let (v, b) = sum_groups_with_bounds(vals, bounds, 3);
+        assert!(b[0].total[0] >= (1.0 + 2.0 * u - v[0][0]).abs());
+        assert!(b[0].total[0] > 0.0);
+    }
 }
