@@ -6,7 +6,9 @@
 //!
 //! `cargo run --release --example causal_ratio -- [reps] [log2n ...]` (default 5 reps,
 //! n = 2^14 and 2^16). `POLYATTN_CHUNK` overrides the configured chunk (0: the cost
-//! model's choice).
+//! model's choice); `POLYATTN_ONLY=forward` times the forward alone; with
+//! `POLYATTN_PROFILE` set, the contractions' phase timers ([`poly::lowrank::profile`])
+//! are printed per mask and pass (summed over the runs).
 
 use polyattn::attention::poly::{self, Accuracy, GradientKind, PolyConfig};
 use polyattn::attention::Mask;
@@ -43,7 +45,10 @@ fn main() -> Result<(), polyattn::Error> {
     } else {
         vec![14, 16]
     };
-    let chunk = std::env::var("POLYATTN_CHUNK").ok().map(|s| s.parse().unwrap());
+    let chunk = std::env::var("POLYATTN_CHUNK")
+        .ok()
+        .map(|s| s.parse().unwrap());
+    let only_forward = std::env::var("POLYATTN_ONLY").is_ok_and(|s| s == "forward");
     println!("threads {}", rayon::current_num_threads());
     println!("| n | rank | pass | none (ms) | causal (ms) | causal / none |");
     println!("|--:|--:|---|--:|--:|--:|");
@@ -64,12 +69,25 @@ fn main() -> Result<(), polyattn::Error> {
         let masks = [Mask::None, Mask::CausalTopLeft];
         let mut times = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
         let mut rank = 0;
+        let mut prof = [[[0.0; 7]; 2]; 2];
+        let add = |acc: &mut [f64; 7]| {
+            for (a, x) in acc.iter_mut().zip(poly::lowrank::profile::take()) {
+                *a += x;
+            }
+        };
         for _ in 0..reps {
             for (m, &mask) in masks.iter().enumerate() {
                 let c = cfg(mask);
                 let t = Instant::now();
+                poly::lowrank::profile::take();
                 let f = poly::forward(q.view(), k.view(), v.view(), &c)?;
                 let tf = t.elapsed().as_secs_f64();
+                add(&mut prof[0][m]);
+                rank = f.plan.regime.rank;
+                if only_forward {
+                    times[0][m].push(tf * 1e3);
+                    continue;
+                }
                 poly::backward(
                     q.view(),
                     k.view(),
@@ -80,14 +98,29 @@ fn main() -> Result<(), polyattn::Error> {
                     &c,
                 )?;
                 let tb = t.elapsed().as_secs_f64();
-                rank = f.plan.regime.rank;
+                add(&mut prof[1][m]);
                 times[0][m].push(tf * 1e3);
                 times[1][m].push(tb * 1e3);
             }
         }
-        for (pass, t) in ["forward", "forward+backward"].iter().zip(&times) {
+        let passes = if only_forward { 1 } else { 2 };
+        for (pass, t) in ["forward", "forward+backward"]
+            .iter()
+            .zip(&times)
+            .take(passes)
+        {
             let (a, b) = (median(t[0].clone()), median(t[1].clone()));
             println!("| {n} | {rank} | {pass} | {a:.1} | {b:.1} | {:.2} |", b / a);
+        }
+        if std::env::var_os("POLYATTN_PROFILE").is_some() {
+            for (pass, pr) in ["forward", "backward"].iter().zip(&prof).take(passes) {
+                for (mask, t) in ["none", "causal"].iter().zip(pr) {
+                    println!("profile n={n} {pass} {mask} (ms per run, {reps} runs):");
+                    for (name, x) in poly::lowrank::profile::NAMES.iter().zip(t) {
+                        println!("  {name:40} {:8.1}", x * 1e3 / reps as f64);
+                    }
+                }
+            }
         }
     }
     Ok(())
