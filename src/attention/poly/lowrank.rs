@@ -419,7 +419,13 @@ fn prefix_contract_with<S: Field>(
             .for_each_init(Scratch::new, |sc, (st, &(j0, j1, _))| {
                 // In sub-blocks whose factor rows stay in cache, accumulated in order
                 // (of balanced lengths: no short tail GEMM).
-                let sub = (j1 - j0).div_ceil((j1 - j0).div_ceil(sub).max(1)).max(1);
+                // A piece of at most ROW_BLOCK rows (a causal chunk) is one product:
+                // its state, which outgrows the cache, is then written once.
+                let sub = if j1 - j0 <= ROW_BLOCK {
+                    (j1 - j0).max(1)
+                } else {
+                    (j1 - j0).div_ceil((j1 - j0).div_ceil(sub).max(1)).max(1)
+                };
                 for (i, s0) in (j0..j1).step_by(sub).enumerate() {
                     let s1 = (s0 + sub).min(j1);
                     let len = s1 - s0;
