@@ -152,29 +152,23 @@ impl<S: Field> LowRankProblem<'_, S> {
         mon: &Monomials,
         width: usize,
         coeffs: &'a [S],
-        pts: &'a (
-            impl Fn(usize, usize, &mut [S]) + Sync,
-            impl Fn(usize, usize, &mut [S]) + Sync,
-        ),
+        pts: &'a (Box<PointFill<'a, S>>, Box<PointFill<'a, S>>),
     ) -> Option<Direct<'a, S>> {
         let deg = coeffs.len().checked_sub(1)?;
-        (deg <= mon.degree() && width == mon.prefix_len(deg)).then(|| Direct {
+        (deg <= mon.degree() && width == mon.prefix_len(deg)).then_some(Direct {
             dim: self.d,
             coeffs,
-            left: &pts.0,
-            right: &pts.1,
+            left: &*pts.0,
+            right: &*pts.1,
         })
     }
     /// The point generators of queries and keys.
-    fn point_fills(
-        &self,
-    ) -> (
-        impl Fn(usize, usize, &mut [S]) + Sync + '_,
-        impl Fn(usize, usize, &mut [S]) + Sync + '_,
-    ) {
+    fn point_fills(&self) -> (Box<PointFill<'_, S>>, Box<PointFill<'_, S>>) {
         (
-            move |s, e, buf: &mut [S]| self.points(self.q, &self.query_scale, (s, e), buf),
-            move |s, e, buf: &mut [S]| self.points(self.k, &self.key_scale, (s, e), buf),
+            Box::new(move |s, e, buf: &mut [S]| {
+                self.points(self.q, &self.query_scale, (s, e), buf)
+            }),
+            Box::new(move |s, e, buf: &mut [S]| self.points(self.k, &self.key_scale, (s, e), buf)),
         )
     }
     /// Key powers y_j^alpha, the first `width` monomials, rows s..e, feature-major.
@@ -183,6 +177,9 @@ impl<S: Field> LowRankProblem<'_, S> {
         mon.powers_block(&x, e - s, &mut buf[..width * (e - s)]);
     }
 }
+
+/// A generator of points (rows s..e, row-major) for the direct kernel.
+type PointFill<'a, S> = dyn Fn(usize, usize, &mut [S]) + Sync + 'a;
 
 /// x / den, or 0 when den is 0 (a row that sees no key).
 fn div_or_zero<S: Field>(x: S, den: &S) -> S {
