@@ -176,5 +176,53 @@ fn certified_eps(c: &mut Criterion) {
     }
 }
 
-criterion_group!(poly_benches, certified_eps, scaling, versus_exact);
+/// Causal vs non-causal side by side (docs/perf/causal.md): the `r0.8` inputs (d = 8,
+/// certified eps 1e-3, the planner's degree 4, rank 495) at n = 16384 and 65536, forward
+/// and forward+backward, both masks in one group so their medians compare in one run.
+fn causal_vs_none(c: &mut Criterion) {
+    for log2n in [14, 16] {
+        let n = 1usize << log2n.min(max_log2n());
+        let [q, k, v, d_o] = eps_inputs(n, std::f64::consts::FRAC_1_SQRT_2);
+        let mut g = c.benchmark_group(format!("poly/d{D}/eps1e-3/causal-vs-none/{n}"));
+        g.sample_size(10);
+        g.throughput(Throughput::Elements(n as u64));
+        for mask in [Mask::None, Mask::CausalTopLeft] {
+            let cfg = PolyConfig {
+                mask,
+                accuracy: Accuracy::Eps(1e-3),
+                ..PolyConfig::default()
+            };
+            g.bench_function(BenchmarkId::new("forward", mask.name()), |b| {
+                b.iter(|| poly::forward(black_box(q.view()), k.view(), v.view(), &cfg).unwrap())
+            });
+            g.bench_function(BenchmarkId::new("forward+backward", mask.name()), |b| {
+                b.iter(|| {
+                    let f = poly::forward(black_box(q.view()), k.view(), v.view(), &cfg).unwrap();
+                    poly::backward(
+                        q.view(),
+                        k.view(),
+                        v.view(),
+                        &f,
+                        d_o.view(),
+                        GradientKind::Substituted,
+                        &cfg,
+                    )
+                    .unwrap()
+                })
+            });
+        }
+        g.finish();
+        if n < 1 << log2n {
+            break;
+        }
+    }
+}
+
+criterion_group!(
+    poly_benches,
+    certified_eps,
+    scaling,
+    versus_exact,
+    causal_vs_none
+);
 criterion_main!(poly_benches);

@@ -156,6 +156,8 @@ fn low_rank_equals_direct_formula_exactly() {
             ((4, 9, 3, 2), 2, 4),
             ((9, 6, 1, 4), 4, 5),
             ((6, 6, 3, 1), 3, 64),
+            // The cost model's chunk (0), the direct in-chunk kernel (g (d + 2) <= r).
+            ((40, 37, 4, 2), 2, 0),
         ] {
             seed += 1;
             check(seed, shape, g, mask, chunk);

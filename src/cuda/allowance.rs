@@ -153,7 +153,7 @@ pub fn poly_bounds(
         key_scale: plan.key_scale,
         coeffs: plan.poly.coeffs.clone(),
         mask: p.mask,
-        chunk: cfg.chunk.max(1),
+        chunk: cfg.chunk,
     };
     let f64_fwd = core::forward(&lr, &plan.monomials);
     let abs_v: Vec<f64> = v64.iter().map(|x| x.abs()).collect();

@@ -31,8 +31,8 @@
 
 use super::features::Monomials;
 use super::lowrank::{
-    prefix_contract, prefix_contract_map, transposed_contract, transposed_contract_map, Features,
-    Rows,
+    prefix_contract, prefix_contract_map, transposed_contract, transposed_contract_map, Direct,
+    Features, Rows,
 };
 use crate::attention::Mask;
 use crate::scalar::Field;
@@ -135,12 +135,51 @@ impl<S: Field> LowRankProblem<'_, S> {
         let x = self.scaled_block(self.q, &self.query_scale, (s, e));
         mon.query_block(&x, e - s, weights, buf);
     }
+    /// The points x_i = a q_i of rows s..e (`scale` = a) or y_j = b k_j (`scale` = b),
+    /// row-major: the direct kernel's inputs, rounded exactly as the features' are.
+    fn points(&self, m: &[S], scale: &S, (s, e): (usize, usize), buf: &mut [S]) {
+        let d = self.d;
+        for (o, x) in buf[..(e - s) * d].iter_mut().zip(&m[s * d..e * d]) {
+            *o = x.clone() * scale.clone();
+        }
+    }
+    /// The direct form of the kernel U_i . V_j = sum_t c_t (x_i . y_j)^t (`coeffs`: the
+    /// query features' polynomial, features of width `width`), for the in-chunk blocks;
+    /// `None` unless the features hold every monomial of degree <= deg (then the
+    /// identity is exact).
+    fn direct<'a>(
+        &'a self,
+        mon: &Monomials,
+        width: usize,
+        coeffs: &'a [S],
+        pts: &'a (Box<PointFill<'a, S>>, Box<PointFill<'a, S>>),
+    ) -> Option<Direct<'a, S>> {
+        let deg = coeffs.len().checked_sub(1)?;
+        (deg <= mon.degree() && width == mon.prefix_len(deg)).then_some(Direct {
+            dim: self.d,
+            coeffs,
+            left: &*pts.0,
+            right: &*pts.1,
+        })
+    }
+    /// The point generators of queries and keys.
+    fn point_fills(&self) -> (Box<PointFill<'_, S>>, Box<PointFill<'_, S>>) {
+        (
+            Box::new(move |s, e, buf: &mut [S]| {
+                self.points(self.q, &self.query_scale, (s, e), buf)
+            }),
+            Box::new(move |s, e, buf: &mut [S]| self.points(self.k, &self.key_scale, (s, e), buf)),
+        )
+    }
     /// Key powers y_j^alpha, the first `width` monomials, rows s..e, feature-major.
     fn fill_key(&self, mon: &Monomials, (s, e): (usize, usize), width: usize, buf: &mut [S]) {
         let x = self.scaled_block(self.k, &self.key_scale, (s, e));
         mon.powers_block(&x, e - s, &mut buf[..width * (e - s)]);
     }
 }
+
+/// A generator of points (rows s..e, row-major) for the direct kernel.
+type PointFill<'a, S> = dyn Fn(usize, usize, &mut [S]) + Sync + 'a;
 
 /// x / den, or 0 when den is 0 (a row that sees no key).
 fn div_or_zero<S: Field>(x: S, den: &S) -> S {
@@ -175,6 +214,8 @@ pub fn apply<S: Field>(
             out[width] = S::one();
         }
     };
+    let pts = p.point_fills();
+    let direct = p.direct(mon, r, &p.coeffs, &pts);
     let y = prefix_contract(
         &|a| p.key_end(a),
         &Features {
@@ -192,7 +233,7 @@ pub fn apply<S: Field>(
             len: p.n_k,
             fill: &fill_x,
         },
-        p.chunk,
+        (p.chunk, direct.as_ref()),
     );
     let mut o = Vec::with_capacity(p.n_q * width);
     let mut norm = Vec::with_capacity(p.n_q);
@@ -229,6 +270,8 @@ pub fn apply_transposed<S: Field>(
             }
         }
     };
+    let pts = p.point_fills();
+    let direct = p.direct(mon, r, &p.coeffs, &pts);
     transposed_contract(
         &|j| p.first_query(j),
         &Features {
@@ -246,7 +289,7 @@ pub fn apply_transposed<S: Field>(
             len: p.n_q,
             fill: &fill_x,
         },
-        p.chunk,
+        (p.chunk, direct.as_ref()),
     )
 }
 
@@ -347,6 +390,8 @@ pub fn backward_with<S: Field>(
     let weights = mon.query_weights(&coeffs_s, r_s);
     let fill_l = |s, e, buf: &mut [S]| p.fill_query(mon, &weights, (s, e), buf);
     let fill_r = |s, e, buf: &mut [S]| p.fill_key(mon, (s, e), r_s, buf);
+    let pts = p.point_fills();
+    let direct = p.direct(mon, r_s, &coeffs_s, &pts);
     let left = Features {
         width: r_s,
         len: p.n_q,
@@ -400,7 +445,7 @@ pub fn backward_with<S: Field>(
             len: p.n_k,
             fill: &fill_e,
         },
-        p.chunk,
+        (p.chunk, direct.as_ref()),
         d + xq,
         &finish_q,
     );
@@ -458,7 +503,7 @@ pub fn backward_with<S: Field>(
             len: p.n_q,
             fill: &fill_f,
         },
-        p.chunk,
+        (p.chunk, direct.as_ref()),
         qk,
         &finish_k,
     );

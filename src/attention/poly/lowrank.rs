@@ -25,8 +25,10 @@
 //! processed in three phases: the pieces' states in parallel (one GEMM each), an
 //! in-order scan that turns them into the boundaries' prefix states, then the output
 //! rows served by those boundaries in parallel (features, the state product and the
-//! masked in-chunk product, rows in blocks). No n x n object and no n x w factor is
-//! ever formed; cost O((n_out + n_src) w p + n_out chunk (w + p)); the states of one
+//! masked in-chunk product, rows in blocks; the in-chunk block by the [`Direct`] kernel
+//! where it applies, in row tiles that form only the columns their rows see). No n x n object and no n x w factor is
+//! ever formed; cost O((n_out + n_src) w p + n_out chunk (k + p)) (k = d + g with the
+//! direct kernel, w without); the states of one
 //! block are bounded in memory.
 //!
 //! Factors L, R are produced on demand, feature-major (`buf[t * rows + i]`: the layout
@@ -40,6 +42,30 @@
 //!
 //! The transposed form is the prefix form on reversed indices: the rows a that see
 //! source j form a suffix, which reversal turns into a prefix.
+//!
+//! # Causal cost against non-causal (docs/perf/causal.md)
+//!
+//! With n output rows and n sources, rank w, payload width p, point dimension d and
+//! kernel degree g (the polynomial engine's factors are P's features, so with a
+//! [`Direct`] kernel an in-chunk entry costs d + g instead of w), chunk C and row tiles
+//! of T = `TILE` = 32 rows:
+//!
+//! ```text
+//! non-causal: states 2 n w p  + state products 2 n w p                 = 4 n w p flops
+//! causal:     states 2 n w p  + state products 2 n w p                  (the same)
+//!             + scan (n / C) w p additions, and n / C states of w p written, scanned
+//!               and read: about 4 w p / C streamed elements per row
+//!             + in-chunk blocks: a row sees about (C + T) / 2 columns of its chunk,
+//!               2 (d + g) flops for the kernel entry and 2 p for the payload:
+//!               n (C + T)(d + g + p) flops (through the factors: 2 n C (w + p))
+//! floor:      causal / non-causal = 1 + ((C + T)(d + g + p) + STATE_COST w p / C) / (4 w p)
+//! ```
+//!
+//! (STATE_COST: one streamed state element against one multiply-add.) At d = 8, g = 4,
+//! w = 495, the forward's p = 17 and C = 128 the flop part is 1.14 (the factor path at
+//! C = 32 was 1.97); the backward's p of about 90 gives 1.09. [`chunk_for`] picks C
+//! minimising the excess; the states and the state products cost the same as
+//! without a mask, so the ratio cannot go below 1.
 
 use super::dense::{Strided, StridedMut};
 use crate::scalar::Field;
@@ -67,6 +93,100 @@ pub struct Rows<'a, S> {
     pub fill: &'a (dyn Fn(usize, usize, &mut [S]) + Sync),
 }
 
+/// The kernel of the contraction evaluated directly, for the in-chunk blocks:
+/// `L_a . R_j = sum_t coeffs[t] (x_a . y_j)^t` for points x_a, y_j of `dim` coordinates
+/// (the polynomial engine's factors are P's features of x_a = a q_a and the powers of
+/// y_j = b k_j, so this is an identity in exact arithmetic, docs/math.md §3.3). A block
+/// then costs `dim + deg` operations per entry instead of `w`. `left(start, end, buf)`
+/// writes the points of rows start..end (row-major, `dim` columns), likewise `right`.
+///
+/// Used only where its rounding chain is no longer than the factors' (`deg (dim + 2)
+/// <= w`, [`Direct::applies`], docs/math.md §4.3), so the a priori rounding estimate
+/// stays valid unchanged; otherwise the blocks go through the factors.
+pub struct Direct<'a, S> {
+    /// Coordinates per point.
+    pub dim: usize,
+    /// The kernel polynomial's coefficients c_0..c_deg.
+    pub coeffs: &'a [S],
+    /// Points of the output side (indexed like L).
+    pub left: &'a (dyn Fn(usize, usize, &mut [S]) + Sync),
+    /// Points of the source side (indexed like R).
+    pub right: &'a (dyn Fn(usize, usize, &mut [S]) + Sync),
+}
+
+impl<S: Field> Direct<'_, S> {
+    /// Whether the direct evaluation replaces width-`w` factor products: its rounding
+    /// chain (a `dim`-term dot product, whose error is amplified at most `deg` times by
+    /// the polynomial, and Horner's `2 deg` roundings) is at most the factors' `w`-term
+    /// dot product, and it is cheaper.
+    pub fn applies(&self, w: usize) -> bool {
+        let deg = self.coeffs.len().saturating_sub(1);
+        deg * (self.dim + 2) <= w && self.dim + deg < w
+    }
+    /// `k` holds dot products s; replaces each by sum_t c_t s^t (Horner: per entry
+    /// `acc = acc s + c_t` from the top coefficient down), using `s` as scratch.
+    fn horner(&self, k: &mut [S], s: &mut [S]) {
+        let Some((top, rest)) = self.coeffs.split_last() else {
+            k.iter_mut().for_each(|x| *x = S::zero());
+            return;
+        };
+        s.clone_from_slice(k);
+        k.iter_mut().for_each(|x| *x = top.clone());
+        for c in rest.iter().rev() {
+            for (x, si) in k.iter_mut().zip(&*s) {
+                *x = x.clone() * si.clone() + c.clone();
+            }
+        }
+    }
+}
+
+/// Opt-in timers of the contractions' phases (docs/perf/causal.md): off unless the
+/// environment variable `POLYATTN_PROFILE` is set when the first contraction runs; then
+/// each phase's wall time (states, scan, rows) and, inside the row tasks, the thread time
+/// of the query features, the state products and the in-chunk blocks are summed, and
+/// [`profile::take`] reads and resets them. Timing never changes a result.
+pub mod profile {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    use std::time::Instant;
+
+    /// The timed parts, in [`take`]'s order.
+    pub const NAMES: [&str; 7] = [
+        "states (wall)",
+        "scan (wall)",
+        "rows (wall)",
+        "rows: query features (thread)",
+        "rows: state products (thread)",
+        "rows: in-chunk blocks (thread)",
+        "setup and output allocation (wall)",
+    ];
+    static NANOS: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
+
+    fn on() -> bool {
+        static ON: OnceLock<bool> = OnceLock::new();
+        *ON.get_or_init(|| std::env::var_os("POLYATTN_PROFILE").is_some())
+    }
+
+    /// A start time when profiling is on.
+    pub(super) fn start() -> Option<Instant> {
+        on().then(Instant::now)
+    }
+
+    /// Adds the time since `t` to part `i`.
+    pub(super) fn stop(t: Option<Instant>, i: usize) {
+        if let Some(t) = t {
+            NANOS[i].fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// The seconds summed per part since the last call (all zero when off), resetting them.
+    pub fn take() -> [f64; 7] {
+        std::array::from_fn(|i| NANOS[i].swap(0, Ordering::Relaxed) as f64 * 1e-9)
+    }
+}
+
+/// Rows per tile of the in-chunk blocks (a tile forms only the columns its rows see).
+const TILE: usize = 32;
 /// Most output rows per task (the state product is a rows x w x p GEMM).
 const ROW_BLOCK: usize = 256;
 /// Elements of factor rows a task holds at once (about 256 KiB of f64: cache-sized).
@@ -83,6 +203,7 @@ struct Scratch<S> {
     x: Vec<S>,
     k: Vec<S>,
     y: Vec<S>,
+    s: Vec<S>,
 }
 
 impl<S: Field> Scratch<S> {
@@ -93,6 +214,7 @@ impl<S: Field> Scratch<S> {
             x: Vec::new(),
             k: Vec::new(),
             y: Vec::new(),
+            s: Vec::new(),
         }
     }
 }
@@ -119,11 +241,15 @@ pub fn prefix_contract<S: Field>(
     left: &Features<'_, S>,
     right: &Features<'_, S>,
     payload: &Rows<'_, S>,
-    chunk: usize,
+    blocks: Blocks<'_, S>,
 ) -> Vec<S> {
     let copy = |_: usize, y: &[S], o: &mut [S]| o.clone_from_slice(y);
-    prefix_contract_map(end, left, right, payload, chunk, payload.width, &copy)
+    prefix_contract_map(end, left, right, payload, blocks, payload.width, &copy)
 }
+
+/// How the in-chunk blocks are formed: the chunk length (0: chosen by
+/// [`chunk_for`]'s cost model) and the direct kernel, if any.
+pub type Blocks<'a, S> = (usize, Option<&'a Direct<'a, S>>);
 
 /// The prefix form with a row epilogue: `finish(a, y_a, out_a)` turns each Y row into
 /// the output row a (`out_width` columns; rows that see nothing get y_a = 0). Y itself
@@ -133,7 +259,7 @@ pub fn prefix_contract_map<S: Field>(
     left: &Features<'_, S>,
     right: &Features<'_, S>,
     payload: &Rows<'_, S>,
-    chunk: usize,
+    blocks: Blocks<'_, S>,
     out_width: usize,
     finish: &Finish<'_, S>,
 ) -> Vec<S> {
@@ -143,7 +269,7 @@ pub fn prefix_contract_map<S: Field>(
         left,
         right,
         payload,
-        chunk,
+        blocks,
         (out_width, finish),
         limits,
     )
@@ -159,13 +285,14 @@ fn prefix_contract_with<S: Field>(
     left: &Features<'_, S>,
     right: &Features<'_, S>,
     payload: &Rows<'_, S>,
-    chunk: usize,
+    (chunk, direct): Blocks<'_, S>,
     (q, finish): (usize, &Finish<'_, S>),
     (piece_rows, block_elems): (usize, usize),
 ) -> Vec<S> {
     let (n_out, n_src, w, p) = (left.len, right.len, left.width, payload.width);
     debug_assert_eq!(left.width, right.width);
     debug_assert_eq!(right.len, payload.len);
+    let t_setup = profile::start();
     let mut out = vec![S::zero(); n_out * q];
     if n_out == 0 || q == 0 {
         return out;
@@ -177,7 +304,16 @@ fn prefix_contract_with<S: Field>(
         }
         return out;
     }
-    let chunk = chunk.max(1);
+    let direct = direct.filter(|k| k.applies(w));
+    let chunk = if chunk == 0 {
+        chunk_for(
+            w,
+            p,
+            direct.map(|k| (k.dim, k.coeffs.len().saturating_sub(1))),
+        )
+    } else {
+        chunk
+    };
     let n_chunks = n_src.div_ceil(chunk);
     let chunk_end = |m: usize| ((m + 1) * chunk).min(n_src);
     // row_lo[m]: first row with e(a) > m C (rows before row_lo[0] see nothing);
@@ -270,16 +406,26 @@ fn prefix_contract_with<S: Field>(
     let mut states = vec![S::zero(); pieces.len().min(block_len) * ws];
     let mut running = vec![S::zero(); ws];
     let mut tasks = tasks.into_iter().peekable();
+    profile::stop(t_setup, 6);
     for blk in 0..n_blocks {
         let k0 = blk * block_len;
         let k1 = ((blk + 1) * block_len).min(pieces.len());
         // Phase 1: the pieces' states R^T X, in parallel.
+        let t = profile::start();
         let my = &pieces[k0.min(k1)..k1];
         states[..my.len() * ws]
             .par_chunks_mut(ws)
             .zip(my.par_iter())
             .for_each_init(Scratch::new, |sc, (st, &(j0, j1, _))| {
-                // In sub-blocks whose factor rows stay in cache, accumulated in order.
+                // In sub-blocks whose factor rows stay in cache, accumulated in order
+                // (of balanced lengths: no short tail GEMM).
+                // A piece of at most ROW_BLOCK rows (a causal chunk) is one product:
+                // its state, which outgrows the cache, is then written once.
+                let sub = if j1 - j0 <= ROW_BLOCK {
+                    (j1 - j0).max(1)
+                } else {
+                    (j1 - j0).div_ceil((j1 - j0).div_ceil(sub).max(1)).max(1)
+                };
                 for (i, s0) in (j0..j1).step_by(sub).enumerate() {
                     let s1 = (s0 + sub).min(j1);
                     let len = s1 - s0;
@@ -295,6 +441,8 @@ fn prefix_contract_with<S: Field>(
                     );
                 }
             });
+        profile::stop(t, 0);
+        let t = profile::start();
         // Phase 2: in order, the running sum; a piece ending at a used boundary keeps
         // that boundary's prefix state in its slot.
         for (st, &(_, _, at_boundary)) in states.chunks_exact_mut(ws).zip(my) {
@@ -305,6 +453,8 @@ fn prefix_contract_with<S: Field>(
                 }
             }
         }
+        profile::stop(t, 1);
+        let t = profile::start();
         // Phase 3: the rows these boundaries serve, in parallel.
         let mut mine = Vec::new();
         while let Some(t) = tasks.next_if(|t| block_of(t.b) == blk) {
@@ -317,28 +467,47 @@ fn prefix_contract_with<S: Field>(
                 &states[k * ws..(k + 1) * ws]
             });
             let part = (t.b < n_chunks).then(|| (t.b * chunk, chunk_end(t.b), row_lo[t.b]));
-            rows_task(end, (left, right, payload), state, part, (t, finish), sc);
+            rows_task(
+                end,
+                (left, right, payload, direct),
+                state,
+                part,
+                (t, finish),
+                sc,
+            );
         });
+        profile::stop(t, 2);
     }
     drop(tasks);
     out
 }
 
+/// The factors, the payload and the direct kernel of one contraction.
+type Factors<'a, S> = (
+    &'a Features<'a, S>,
+    &'a Features<'a, S>,
+    &'a Rows<'a, S>,
+    Option<&'a Direct<'a, S>>,
+);
+
 /// One block of output rows: Y = L Z (when there is a state) plus, for the rows from
 /// `first_partial` on, the part of chunk [j0, j1) they see, directly.
 fn rows_task<S: Field>(
     end: &(dyn Fn(usize) -> usize + Sync),
-    (left, right, payload): (&Features<'_, S>, &Features<'_, S>, &Rows<'_, S>),
+    (left, right, payload, direct): Factors<'_, S>,
     state: Option<&[S]>,
     part: Option<(usize, usize, usize)>,
     (t, finish): (Task<'_, S>, &Finish<'_, S>),
     sc: &mut Scratch<S>,
 ) {
     let (w, p, nb, a_lo) = (left.width, payload.width, t.nb, t.a_lo);
-    let Scratch { l, r, x, k, y } = sc;
+    let Scratch { l, r, x, k, y, s } = sc;
     let y = sized(y, nb * p);
+    let t_f = profile::start();
     let l = sized(l, w * nb);
     (left.fill)(a_lo, a_lo + nb, l);
+    profile::stop(t_f, 3);
+    let t_z = profile::start();
     let l_t = |off: usize, rows: usize| Strided {
         data: &l[off..],
         rows,
@@ -355,33 +524,79 @@ fn rows_task<S: Field>(
         ),
         None => y.iter_mut().for_each(|z| *z = S::zero()),
     }
+    profile::stop(t_z, 4);
+    let t_k = profile::start();
     if let Some((j0, j1, first_partial)) = part {
         let off = first_partial.max(a_lo) - a_lo;
         if off < nb {
             let (np, cl) = (nb - off, j1 - j0);
-            let r = sized(r, w * cl);
-            (right.fill)(j0, j1, r);
             let x = sized(x, cl * p);
             (payload.fill)(j0, j1, x);
-            let k = sized(k, np * cl);
-            S::matmul(
-                StridedMut::row_major(&mut *k, np, cl),
-                l_t(off, np),
-                Strided::row_major(r, w, cl),
-                false,
-            );
-            for (i, row) in k.chunks_exact_mut(cl).enumerate() {
-                let vis = end(a_lo + off + i).min(j1).saturating_sub(j0);
-                row[vis..].iter_mut().for_each(|z| *z = S::zero());
+            // The points of the rows and of the chunk (direct kernel), or the chunk's
+            // factor R (feature-major, w x cl).
+            let dim = direct.map_or(0, |dk| dk.dim);
+            let (pts, r) = match direct {
+                Some(dk) => {
+                    let (xa, yb) = sized(r, dim * (np + cl)).split_at_mut(dim * np);
+                    (dk.left)(a_lo + off, a_lo + nb, xa);
+                    (dk.right)(j0, j1, yb);
+                    (Some((&*xa, &*yb)), &[][..])
+                }
+                None => {
+                    let r = sized(r, w * cl);
+                    (right.fill)(j0, j1, r);
+                    (None, &*r)
+                }
+            };
+            // Rows in tiles of TILE; a tile's visible columns end where its last row's
+            // do (e is non-decreasing), so only the lower triangle of the block is formed.
+            let mut t0 = 0;
+            while t0 < np {
+                let t1 = (t0 + TILE).min(np);
+                let (nt, row0) = (t1 - t0, a_lo + off + t0);
+                let cols = end(row0 + nt - 1).min(j1).saturating_sub(j0);
+                if cols > 0 {
+                    let k = sized(k, nt * cols);
+                    match (direct, pts) {
+                        // K = P(X_rows Y_cols^T): a dim-deep product, then Horner.
+                        (Some(dk), Some((xa, yb))) => {
+                            S::matmul(
+                                StridedMut::row_major(&mut *k, nt, cols),
+                                Strided::row_major(&xa[t0 * dim..t1 * dim], nt, dim),
+                                Strided::row_major(&yb[..cols * dim], cols, dim).t(),
+                                false,
+                            );
+                            dk.horner(k, sized(s, nt * cols));
+                        }
+                        _ => S::matmul(
+                            StridedMut::row_major(&mut *k, nt, cols),
+                            l_t(off + t0, nt),
+                            Strided {
+                                data: r,
+                                rows: w,
+                                cols,
+                                rs: cl,
+                                cs: 1,
+                            },
+                            false,
+                        ),
+                    }
+                    for (i, row) in k.chunks_exact_mut(cols).enumerate() {
+                        let vis = end(row0 + i).min(j1).saturating_sub(j0);
+                        row[vis.min(cols)..].iter_mut().for_each(|z| *z = S::zero());
+                    }
+                    S::matmul(
+                        StridedMut::row_major(&mut y[(off + t0) * p..], nt, p),
+                        Strided::row_major(k, nt, cols),
+                        Strided::row_major(&x[..cols * p], cols, p),
+                        true,
+                    );
+                }
+                t0 = t1;
             }
-            S::matmul(
-                StridedMut::row_major(&mut y[off * p..], np, p),
-                Strided::row_major(k, np, cl),
-                Strided::row_major(x, cl, p),
-                true,
-            );
         }
     }
+    profile::stop(t_k, 5);
     let q = t.out.len() / nb;
     for (i, (yi, oi)) in y.chunks_exact(p).zip(t.out.chunks_exact_mut(q)).enumerate() {
         finish(a_lo + i, yi, oi);
@@ -396,10 +611,10 @@ pub fn transposed_contract<S: Field>(
     left: &Features<'_, S>,
     right: &Features<'_, S>,
     payload: &Rows<'_, S>,
-    chunk: usize,
+    blocks: Blocks<'_, S>,
 ) -> Vec<S> {
     let copy = |_: usize, y: &[S], o: &mut [S]| o.clone_from_slice(y);
-    transposed_contract_map(first, left, right, payload, chunk, payload.width, &copy)
+    transposed_contract_map(first, left, right, payload, blocks, payload.width, &copy)
 }
 
 /// The transposed form with a row epilogue, as [`prefix_contract_map`] (`finish`
@@ -409,7 +624,7 @@ pub fn transposed_contract_map<S: Field>(
     left: &Features<'_, S>,
     right: &Features<'_, S>,
     payload: &Rows<'_, S>,
-    chunk: usize,
+    (chunk, direct): Blocks<'_, S>,
     out_width: usize,
     finish: &Finish<'_, S>,
 ) -> Vec<S> {
@@ -448,6 +663,29 @@ pub fn transposed_contract_map<S: Field>(
         len: n_a,
         fill: &fill_pay,
     };
+    // The direct kernel's points, reversed likewise (rows of `dim` coordinates); its
+    // polynomial is symmetric in the two sides.
+    let rev_p =
+        |f: &(dyn Fn(usize, usize, &mut [S]) + Sync), n: usize, dim, s, e, buf: &mut [S]| {
+            f(n - e, n - s, buf);
+            reverse_rows(&mut buf[..(e - s) * dim], dim);
+        };
+    let (pts_out, pts_src);
+    let direct_rev = match direct {
+        Some(dk) => {
+            pts_out =
+                move |s: usize, e: usize, buf: &mut [S]| rev_p(dk.right, n_j, dk.dim, s, e, buf);
+            pts_src =
+                move |s: usize, e: usize, buf: &mut [S]| rev_p(dk.left, n_a, dk.dim, s, e, buf);
+            Some(Direct {
+                dim: dk.dim,
+                coeffs: dk.coeffs,
+                left: &pts_out,
+                right: &pts_src,
+            })
+        }
+        None => None,
+    };
     let end_rev = |jr: usize| n_a - first(n_j - 1 - jr).min(n_a);
     let finish_rev = |jr: usize, y: &[S], o: &mut [S]| finish(n_j - 1 - jr, y, o);
     let mut y = prefix_contract_map(
@@ -455,12 +693,33 @@ pub fn transposed_contract_map<S: Field>(
         &out_rows,
         &src_rows,
         &pay_rows,
-        chunk,
+        (chunk, direct_rev.as_ref()),
         out_width,
         &finish_rev,
     );
     reverse_rows(&mut y, out_width);
     y
+}
+
+/// Relative cost of one prefix-state element (written by its chunk's GEMM, scanned in
+/// order, read by the rows it serves: streamed through memory, about four passes) against
+/// one multiply-add of the in-chunk products (docs/perf/causal.md).
+const STATE_COST: usize = 32;
+
+/// The chunk length of a masked contraction of width `w` and payload `p`, from the cost
+/// model of docs/perf/causal.md: per output row the in-chunk block costs about
+/// `chunk (k + p)` multiply-adds (`k = dim + deg` with a direct kernel `(dim, deg)`, `w`
+/// through the factors) and the prefix states `STATE_COST w p / chunk`; the sum is
+/// least at `chunk = sqrt(STATE_COST w p / (k + p))`, taken as a power of two in
+/// [16, 512] (the result depends on the sizes only, never on the thread count).
+pub fn chunk_for(w: usize, p: usize, direct: Option<(usize, usize)>) -> usize {
+    let k = direct.map_or(w, |(dim, deg)| dim + deg);
+    let best = ((STATE_COST * w * p) as f64 / (k + p).max(1) as f64).sqrt();
+    let mut c = 16;
+    while c < 512 && (2 * c) as f64 <= best * std::f64::consts::SQRT_2 {
+        c *= 2;
+    }
+    c
 }
 
 fn reverse_rows<S>(buf: &mut [S], width: usize) {
@@ -556,7 +815,7 @@ mod tests {
                         &left,
                         &right,
                         &pay,
-                        chunk,
+                        (chunk, None),
                         (p, &copy),
                         limits,
                     );
@@ -568,7 +827,7 @@ mod tests {
                     }
                 }
                 let first = |j: usize| (0..n_a).find(|&a| j < e(a)).unwrap_or(n_a);
-                let yt = transposed_contract(&first, &left, &right, &pay_a, chunk);
+                let yt = transposed_contract(&first, &left, &right, &pay_a, (chunk, None));
                 for j in 0..n_j {
                     for c in 0..p {
                         let want: f64 = (0..n_a)

@@ -45,7 +45,8 @@ pub struct PolyConfig {
     /// ... and exceeds this many flops (default 1e9, about a second here): small
     /// problems are never refused for cost. `auto` uses ratio 1 and floor 0.
     pub cost_floor_flops: f64,
-    /// Rows per chunk of the causal scans (default 32).
+    /// Rows per chunk of the causal scans (default 0: chosen per contraction by the
+    /// cost model of [`super::lowrank::chunk_for`], docs/perf/causal.md).
     pub chunk: usize,
     /// With a causal mask, the query rows that see at most this many keys (and at most
     /// n_k / 16; the first rows) are computed by the exact engine instead, with its
@@ -67,7 +68,7 @@ impl Default for PolyConfig {
             max_degree: 20,
             max_cost_ratio: 10.0,
             cost_floor_flops: 1e9,
-            chunk: 32,
+            chunk: 0,
             exact_prefix: 512,
         }
     }
@@ -154,25 +155,33 @@ pub fn rigorous_radius<T: Real>(p: &Problem<'_, T>) -> f64 {
 }
 
 /// Predicted flops of the polynomial forward (features, states twice, queries' state
-/// products, the in-chunk direct part) and of the exact forward (4 n_q n_k d, halved
-/// when causal).
+/// products, the in-chunk blocks of a mask: about chunk / 2 entries per row, each
+/// `d + g` operations by the direct kernel where it applies, `r` otherwise, and `p`
+/// for the payload) and of the exact forward (4 n_q n_k d, halved when causal).
+/// `chunk` 0 is the cost model's choice ([`super::lowrank::chunk_for`]).
 fn costs(
     n_q: usize,
     n_k: usize,
-    d: usize,
-    d_v: usize,
+    (d, d_v, g): (usize, usize, usize),
     r: usize,
     chunk: usize,
     mask: Mask,
 ) -> (f64, f64) {
+    let direct_k = (g * (d + 2) <= r && d + g < r).then_some((d, g));
+    let chunk = if chunk == 0 {
+        super::lowrank::chunk_for(r, d_v + 1, direct_k)
+    } else {
+        chunk
+    };
+    let k = direct_k.map_or(r, |(d, g)| d + g) as f64;
     let (nq, nk, r, p) = (n_q as f64, n_k as f64, r as f64, (d_v + 1) as f64);
     let direct = if mask == Mask::None {
-        (chunk as f64).min(nk)
+        0.0
     } else {
-        chunk as f64 / 2.0
+        (chunk as f64).min(nk) / 2.0
     };
     let poly =
-        2.0 * (nq + nk) * r + 4.0 * nk * r * p + 2.0 * nq * r * p + 2.0 * nq * direct * (r + p);
+        2.0 * (nq + nk) * r + 4.0 * nk * r * p + 2.0 * nq * r * p + 2.0 * nq * direct * (k + p);
     let exact = 4.0 * nq * nk * d as f64 * if mask == Mask::None { 1.0 } else { 0.5 };
     (poly, exact)
 }
@@ -290,7 +299,7 @@ pub fn plan<T: Real>(p: &Problem<'_, T>, cfg: &PolyConfig) -> Result<Plan> {
         ))
     })?;
     let monomials = Monomials::new(d, g, cfg.max_rank)?;
-    let (poly_flops, exact_flops) = costs(n_q, n_k, d, d_v, r, cfg.chunk.max(1), cfg.mask);
+    let (poly_flops, exact_flops) = costs(n_q, n_k, (d, d_v, g), r, cfg.chunk, cfg.mask);
     if poly_flops > cfg.max_cost_ratio * exact_flops && poly_flops > cfg.cost_floor_flops {
         return Err(refuse(format!(
             "degree {g}, rank {r}: predicted cost {:.1}x the exact engine's (limit {}x)",
