@@ -29,10 +29,13 @@
 //!   polynomial in place of `exp`, by the direct `O(n^2)` formulas in exact
 //!   rationals (docs/math.md §3.5, §5.1).
 //! * [`model`]: the multi-layer transformer, forward and every gradient, in
-//!   intervals, dual numbers and balls (docs/math.md §7).
+//!   intervals, dual numbers and balls (docs/math.md §7); one file per job
+//!   (configuration, parameter names, random instances, the number trait,
+//!   forward, closed-form backward, dual-number oracle, precision search).
 //! * [`instance`]: seeded random test instances with exact dyadic entries.
 //! * [`register`]: the lemma register, every status measured by running the
-//!   lemma functions against the oracle.
+//!   lemma functions against the oracle (the table, the probes and the
+//!   Markdown/JSON/text renderings in separate files).
 //!
 //! # Example
 //!

@@ -217,8 +217,8 @@ fn register_renders_and_lists_the_known_errata() {
             r.number
         );
     }
-    // The errata named in issue 3 ("Done means") show as errata with a
-    // positive certified margin.
+    // The main errata of docs/math.md §6 show as errata with a positive
+    // certified margin.
     for number in [
         "ML24 Lemma D.1 (i0 != i1, C6..C8)",
         "ML24 Lemma D.17",
