@@ -36,16 +36,20 @@ pub fn to_markdown(rows: &[Row]) -> String {
          the largest oracle entry); *exact* says whether the factored form equals the \
          direct form with exp replaced by a rational polynomial, in exact rationals; \
          *eps bound* is the certified bound on the polynomial result's distance from the \
-         exp one, *eps measured* the observed distance. See docs/math.md §6.\n\n",
+         exp one, *eps measured* the observed distance. For a lemma that states an inequality, \
+         *measured/bound* is a certified upper bound on the measured quantity over the \
+         stated (or corrected) bound, at most 1 when the bound holds on both instances, \
+         and *measured/printed* a certified lower bound on the measured quantity over the \
+         printed bound, above 1 when the printed bound is wrong. See docs/math.md §6.\n\n",
     );
     s.push_str(
-        "| paper | lemma | function | computes | status | correction | checked entries | exact | printed margin | rel. | disjoint | margin if W symmetric | printed exact | eps bound | eps measured |\n",
+        "| paper | lemma | function | computes | status | correction | checked entries | exact | printed margin | rel. | disjoint | margin if W symmetric | printed exact | eps bound | eps measured | measured/bound | measured/printed |\n",
     );
-    s.push_str("|---|---|---|---|---|---|--:|---|--:|--:|--:|--:|---|--:|--:|\n");
+    s.push_str("|---|---|---|---|---|---|--:|---|--:|--:|--:|--:|---|--:|--:|--:|--:|\n");
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} | {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.paper,
             r.number,
             r.function,
@@ -61,6 +65,8 @@ pub fn to_markdown(rows: &[Row]) -> String {
             fmt_bool(r.printed_exact_identity),
             fmt_opt(r.eps_bound),
             fmt_opt(r.eps_measured),
+            fmt_opt(r.bound_ratio),
+            fmt_opt(r.printed_bound_ratio),
         );
     }
     s

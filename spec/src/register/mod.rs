@@ -19,9 +19,11 @@
 
 use serde::Serialize;
 
+use crate::bounds::BoundCheck;
 use crate::instance::Instance;
 use crate::linalg::{Agreement, EpsCheck, Res};
 
+mod bound_probes;
 mod format;
 mod probes;
 mod table;
@@ -42,6 +44,12 @@ pub struct Probe {
     pub printed_exact: Option<bool>,
     /// The polynomial result against `exp`, within the propagated epsilon.
     pub eps: Option<EpsCheck>,
+    /// A bound the lemma states (or, where the printed constant is wrong, its
+    /// corrected form) against the measured quantity: must hold.
+    pub bound: Option<BoundCheck>,
+    /// The printed bound against the measured quantity, where it differs
+    /// from `bound`: proven wrong when certainly exceeded.
+    pub printed_bound: Option<BoundCheck>,
 }
 
 impl Probe {
@@ -52,14 +60,19 @@ impl Probe {
             && self
                 .eps
                 .is_none_or(|e| e.consistent && e.measured <= e.bound)
+            && self.bound.is_none_or(|b| b.holds())
     }
 
     /// `Some(true)` when the printed form is proven wrong on this instance,
     /// `Some(false)` when it agrees, `None` when there is no printed form.
     pub fn printed_wrong(&self) -> Option<bool> {
-        match (self.printed, self.printed_exact) {
-            (None, None) => None,
-            (p, e) => Some(p.is_some_and(|a| !a.agrees()) || e == Some(false)),
+        match (self.printed, self.printed_exact, self.printed_bound) {
+            (None, None, None) => None,
+            (p, e, b) => Some(
+                p.is_some_and(|a| !a.agrees())
+                    || e == Some(false)
+                    || b.is_some_and(|b| b.violated()),
+            ),
         }
     }
 }
@@ -156,6 +169,12 @@ pub struct Row {
     pub eps_bound: Option<f64>,
     /// Measured `|low-rank with P - exact|` (midpoints).
     pub eps_measured: Option<f64>,
+    /// Certified upper bound on `measured / stated bound` for a lemma that
+    /// states an inequality (at most `1` when the bound holds).
+    pub bound_ratio: Option<f64>,
+    /// Certified lower bound on `measured / printed bound` on the general
+    /// instance (above `1`: the printed bound is wrong there).
+    pub printed_bound_ratio: Option<f64>,
 }
 
 /// The seed of the register's fixed instance.
@@ -185,6 +204,10 @@ pub fn measure(entry: &Entry, general: &Instance, symmetric: &Instance, prec: u3
         printed_exact_identity: g.printed_exact,
         eps_bound: g.eps.map(|e| e.bound),
         eps_measured: g.eps.map(|e| e.measured),
+        bound_ratio: g
+            .bound
+            .map(|b| s.bound.map_or(b.ratio_hi, |t| b.ratio_hi.max(t.ratio_hi))),
+        printed_bound_ratio: g.printed_bound.map(|b| b.ratio_lo),
     })
 }
 

@@ -191,8 +191,11 @@ pub(super) fn probe_e(
     let (wide, eps) = direct_widened(inst, prec)?;
     let wide = d_terms(&wide, Form::Correct)?;
     let o = grad_by_dual(&inst.layer, &inst.g, Param::X(occ), part, prec)?;
+    let (printed, printed_exact) = printed_d_terms(inst, prec)?;
     Ok(Probe {
+        printed: Some(ag(pick_i(&printed), &o)?),
         exact: Some(pick(&lr_exact) == pick(&direct)),
+        printed_exact: Some(pick(&printed_exact) == pick(&direct)),
         eps: Some(eps_check(eps, pick_i(&wide), pick_i(&lr_iv), &o)?),
         ..Probe::default()
     })
@@ -217,11 +220,26 @@ pub(super) fn probe_e_total(inst: &Instance, prec: u32) -> Res<Probe> {
         Part::Total,
         prec,
     )?;
+    let (printed, printed_exact) = printed_d_terms(inst, prec)?;
     Ok(Probe {
+        printed: Some(ag(&printed.total()?, &o)?),
         exact: Some(lr_exact == direct),
+        printed_exact: Some(printed_exact.total()? == direct),
         eps: Some(eps_check(eps, &wide, &lr_iv, &o)?),
         ..Probe::default()
     })
+}
+
+/// The D-terms as Lemmas D.10-D.14 print them, which Lemmas E.2-E.10 factor
+/// unchanged: with `exp` in intervals (against the oracle) and with `P` in
+/// exact rationals (against the direct correct form; the low-rank factoring
+/// is an exact identity, so the printed low-rank value equals this one).
+fn printed_d_terms(inst: &Instance, prec: u32) -> Res<(DTerms<Interval>, DTerms<Rational>)> {
+    let e = crate::ml24::eval_exp(&inst.layer, &inst.g, prec)?;
+    Ok((
+        d_terms(&e, Form::Printed)?,
+        d_terms(&direct_exact(inst)?, Form::Printed)?,
+    ))
 }
 
 pub(super) fn probe_e1(inst: &Instance, prec: u32) -> Res<Probe> {

@@ -5,8 +5,10 @@ use crate::ml24::oracle::{Occurrence, Param, Part};
 use crate::ml24::terms::{self};
 use crate::ml24::weights;
 
+use super::bound_probes::{probe_as_e3, probe_as_e4, probe_as_e5, probe_entry_bound};
 use super::probes::*;
 use super::Entry;
+use crate::ml24::entry_bounds::{lemma_c17_f_bound, lemma_c18_h_bound, lemma_c19_s_bound};
 
 macro_rules! entry {
     ($paper:literal, $num:literal, $func:literal, $computes:literal, $corr:literal, $probe:expr) => {
@@ -237,10 +239,34 @@ pub fn entries() -> Vec<Entry> {
         ),
         entry!(
             "ML24",
+            "Lemma C.17",
+            "ml24::entry_bounds::lemma_c17_f_bound",
+            "||f||_inf <= 1 (rows of f are probability vectors)",
+            "-",
+            |i, p| probe_entry_bound(i, p, lemma_c17_f_bound)
+        ),
+        entry!(
+            "ML24",
+            "Lemma C.18",
+            "ml24::entry_bounds::lemma_c18_h_bound",
+            "||X W_V||_inf <= n ||X||_inf ||W_V||_inf (poly(n) under O(log n)-bit entries)",
+            "the sum runs over d, not n: d ||X||_inf ||W_V||_inf holds for every shape; the printed n is a bound only when d <= n (the register's instances have d < n)",
+            |i, p| probe_entry_bound(i, p, lemma_c18_h_bound)
+        ),
+        entry!(
+            "ML24",
+            "Lemma C.19",
+            "ml24::entry_bounds::lemma_c19_s_bound",
+            "||f h||_inf <= n ||f||_inf ||h||_inf (poly(n) under O(log n)-bit entries)",
+            "- (the sharper ||f h||_inf <= ||h||_inf is what is checked; the printed chain is reported)",
+            |i, p| probe_entry_bound(i, p, lemma_c19_s_bound)
+        ),
+        entry!(
+            "ML24",
             "Lemmas E.2..E.10 (D6)",
             "ml24::low_rank::lemma_e_low_rank_d6",
             "low-rank D6 = -tau V (U~^T diag(K~) X W)",
-            "transposes as in D.10",
+            "printed as D.10 (inherits its erratum); transposes as in D.10",
             |i, p| probe_e(i, p, |t| &t.d6, |t| &t.d6, Key, Part::Normaliser)
         ),
         entry!(
@@ -248,7 +274,7 @@ pub fn entries() -> Vec<Entry> {
             "Lemmas E.2..E.10 (D7)",
             "ml24::low_rank::lemma_e_low_rank_d7",
             "low-rank D7 = tau (V (x) h)((U~ (x) G)^T X W)",
-            "transposes as in D.11",
+            "printed as D.11 (inherits its erratum); transposes as in D.11",
             |i, p| probe_e(i, p, |t| &t.d7, |t| &t.d7, Key, Part::Numerator)
         ),
         entry!(
@@ -256,7 +282,7 @@ pub fn entries() -> Vec<Entry> {
             "Lemmas E.2..E.10 (D8)",
             "ml24::low_rank::lemma_e_low_rank_d8",
             "low-rank D8 = V ((U~^T G) W_V^T)",
-            "transposes as in D.12",
+            "printed as D.12 (inherits its erratum); transposes as in D.12",
             |i, p| probe_e(i, p, |t| &t.d8, |t| &t.d8, Value, Part::Total)
         ),
         entry!(
@@ -264,7 +290,7 @@ pub fn entries() -> Vec<Entry> {
             "Lemmas E.2..E.10 (D2)",
             "ml24::low_rank::lemma_e_low_rank_d2",
             "low-rank D2 = -tau diag(K~) U~ ((V^T X) W^T)",
-            "transposes as in D.13",
+            "printed as D.13 (inherits its erratum); transposes as in D.13",
             |i, p| probe_e(i, p, |t| &t.d2, |t| &t.d2, Query, Part::Normaliser)
         ),
         entry!(
@@ -272,7 +298,7 @@ pub fn entries() -> Vec<Entry> {
             "Lemmas E.2..E.10 (D4)",
             "ml24::low_rank::lemma_e_low_rank_d4",
             "low-rank D4 = tau (U~ (x) G)(((V (x) h)^T X) W^T)",
-            "transposes as in D.14",
+            "printed as D.14 (inherits its erratum); transposes as in D.14",
             |i, p| probe_e(i, p, |t| &t.d4, |t| &t.d4, Query, Part::Numerator)
         ),
         entry!(
@@ -280,7 +306,7 @@ pub fn entries() -> Vec<Entry> {
             "Lemmas E.2..E.10 (sum)",
             "ml24::low_rank::lemma_e_low_rank_grad_x",
             "low-rank dL/dX in O(n r d d_v)",
-            "transposes as in D.17",
+            "printed as D.17 (inherits its errata); transposes as in D.17",
             probe_e_total
         ),
         entry!(
@@ -540,6 +566,30 @@ pub fn entries() -> Vec<Entry> {
             "dL/dX ~ (A1^T U3)(V3^T A2) - (A1^T U4)(V4^T A2)",
             "-",
             probe_thm16
+        ),
+        entry!(
+            "AS24",
+            "Lemma E.3",
+            "as24_lower::lemma_e3_bounds",
+            "|f'(lambda)| and |f''(lambda)| on hard instances (entries of A in [0, B], half of each row B, V in {0,1})",
+            "Eq. (9) drops the sum over the d columns of V: |f'| <= 2 B d n (printed 8 B n fails for d > 27), |f''| <= 5 B^2 d n (printed O(B^2 n), no constant)",
+            probe_as_e3
+        ),
+        entry!(
+            "AS24",
+            "Lemma E.4",
+            "as24_lower::lemma_e4_riemann_sum",
+            "|sum_{i<m} f'(i/m)/m - (f(1) - f(0))| <= b/m with b = sup |f''|",
+            "-",
+            probe_as_e4
+        ),
+        entry!(
+            "AS24",
+            "Theorem 1.5 / E.5 (reduction, n = 8)",
+            "as24_lower::theorem_e5_reduction",
+            "f(1) from f(0) and m >= (log2 n)^4 gradient calls at X = lambda I (f' = 2 tr dL/dX)",
+            "error bound b/m with the corrected b = 5 B^2 d n of E.3",
+            probe_as_e5
         ),
     ]
 }
