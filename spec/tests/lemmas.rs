@@ -192,6 +192,7 @@ lemma_tests! {
     ml24_alg1_line22: "ML24 Alg. 1 line 22 (low-rank G.3)" => Erratum,
     ml24_h2: "ML24 Lemma H.2" => Holds,
     ml24_grad_w_g: "ML24 dL/dW_g (H.2's weight counterpart; not in ML24)" => Holds,
+    ml24_i1_rank: "ML24 Lemma I.1 (rank side; degree not checkable)" => Holds,
     ml24_i3_alg2: "ML24 Lemma I.3 / Alg. 2" => Holds,
     ml24_suffix_product: "ML24 suffix-sum product (docs/math.md §3.5)" => Holds,
     ml24_i6: "ML24 Lemma I.6" => Holds,
@@ -448,4 +449,26 @@ fn e4_riemann_sum_of_a_known_integral() {
         assert!((1.0 - t.mid_f64()) <= 2.0 / m as f64);
     }
     assert!(lemma_e4_riemann_sum(&[], DEFAULT_PREC).is_err());
+}
+
+/// Lemma I.1's rank side: for `d = 3` and the degree-4 polynomial the
+/// factors have `C(7, 4) = 35` columns and the lemma allows `C(14, 8) = 3003`
+/// (binomials worked by hand); the product is `P(scores)` exactly. The degree
+/// terms for `eps = e^-8`, `R = 2`: printed `8 / ln(8/2) = 5.771`, with `R^2`
+/// `8 / ln(8/4) = 11.542`, second term `R^2 = 4` (to 1e-3, the digits given).
+#[test]
+fn i1_rank_and_degree_terms() {
+    use polyattn_spec::ml24::degree::{lemma_i1_degree_terms, lemma_i1_low_rank};
+    let inst = Instance::with_shape(11, Shape { n: 5, d: 3, d_v: 2 }, false);
+    let c = lemma_i1_low_rank(&inst.layer, &inst.poly_exact).expect("runs");
+    assert_eq!(inst.poly_exact.degree(), 4);
+    assert_eq!(c.rank, 35);
+    assert_eq!(c.rank_bound, 3003);
+    assert!(c.product == c.direct);
+    let (printed, squared) = lemma_i1_degree_terms((-8.0f64).exp(), 2.0);
+    let (printed, squared) = (printed.expect("defined"), squared.expect("defined"));
+    assert!((printed[0] - 5.771).abs() < 1e-3 && (printed[1] - 4.0).abs() < 1e-12);
+    assert!((squared[0] - 11.542).abs() < 1e-3);
+    // log(1/eps) / R^2 <= 1: the corrected first term is undefined there.
+    assert!(lemma_i1_degree_terms(0.5, 2.0).1.is_none());
 }

@@ -1,9 +1,11 @@
 //! Probes for the lemmas that state inequalities rather than identities:
-//! ML24's entry bounds (Lemmas C.17-C.19) and AS24's lower-bound side
+//! ML24's entry bounds (Lemmas C.17-C.19), the rank side of Lemma I.1, and AS24's lower-bound side
 //! (Lemmas E.3, E.4 and the reduction of Theorem 1.5 / E.5). Each measures
 //! the quantity in certified intervals and compares it with the stated bound
 //! ([`BoundCheck`]); the reduction also compares its gradient-derived slopes
 //! with dual-number slopes entry by entry.
+
+use rug::Rational;
 
 use crate::as24_lower::{
     f_and_slope, f_at_zero, lambda_at, lemma_e3_bounds, lemma_e4_riemann_sum, slopes_by_dual,
@@ -13,6 +15,7 @@ use crate::bounds::{abs, BoundCheck};
 use crate::instance::Instance;
 use crate::interval::Interval;
 use crate::linalg::{agreement, Mat, Res};
+use crate::ml24::degree::lemma_i1_low_rank;
 use crate::ml24::entry_bounds::EntryBound;
 use crate::ml24::Layer;
 
@@ -112,6 +115,21 @@ pub(super) fn probe_as_e5(inst: &Instance, prec: u32) -> Res<Probe> {
     Ok(Probe {
         correct: Some(agreement(&col(claimed), &col(oracle))?),
         bound: Some(BoundCheck::new(&r.error, &r.bound)?),
+        ..Probe::default()
+    })
+}
+
+/// ML24 Lemma I.1's rank side on the instance's layer with the degree-4
+/// polynomial: `U V^T = P(scores)` exactly, and the rank `C(g + d, g)`
+/// against the lemma's `C(2(g + d), 2g)`. The degree bound itself is an
+/// `O()` without constants and is not checked (`ml24::degree`).
+pub(super) fn probe_i1(inst: &Instance, prec: u32) -> Res<Probe> {
+    let c = lemma_i1_low_rank(&inst.layer, &inst.poly_exact)?;
+    let rank = Interval::from_f64(c.rank as f64, prec);
+    let bound = Interval::from_rational(&Rational::from(c.rank_bound), prec);
+    Ok(Probe {
+        exact: Some(c.product == c.direct),
+        bound: Some(BoundCheck::new(&rank, &bound)?),
         ..Probe::default()
     })
 }

@@ -5,7 +5,7 @@ use crate::ml24::oracle::{Occurrence, Param, Part};
 use crate::ml24::terms::{self};
 use crate::ml24::weights;
 
-use super::bound_probes::{probe_as_e3, probe_as_e4, probe_as_e5, probe_entry_bound};
+use super::bound_probes::{probe_as_e3, probe_as_e4, probe_as_e5, probe_entry_bound, probe_i1};
 use super::probes::*;
 use super::Entry;
 use crate::ml24::entry_bounds::{lemma_c17_f_bound, lemma_c18_h_bound, lemma_c19_s_bound};
@@ -406,6 +406,14 @@ pub fn entries() -> Vec<Entry> {
             "dL/dW_g = Z^T (dL/dT o phi'(Z W_g))",
             "-",
             |i, p| probe_h(i, p, false)
+        ),
+        entry!(
+            "ML24",
+            "Lemma I.1 (rank side; degree not checkable)",
+            "ml24::degree::lemma_i1_low_rank",
+            "degree-g factors: U V^T = P(scores) exactly, rank C(g+d, g) <= C(2(g+d), 2g); the degree bound g = O(max(log(1/eps)/log(log(1/eps)/R), R^2)) is an O() without constants and is not checked",
+            "first term: log(log(1/eps)/R^2), not /R (scores reach R^2; documented, not measurable)",
+            probe_i1
         ),
         entry!(
             "ML24",
