@@ -24,6 +24,7 @@ use crate::instance::Instance;
 use crate::linalg::{Agreement, EpsCheck, Res};
 
 mod bound_probes;
+mod causal_probes;
 mod format;
 mod probes;
 mod table;

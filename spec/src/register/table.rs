@@ -6,6 +6,7 @@ use crate::ml24::terms::{self};
 use crate::ml24::weights;
 
 use super::bound_probes::{probe_as_e3, probe_as_e4, probe_as_e5, probe_entry_bound, probe_i1};
+use super::causal_probes::{probe_i7_grad_wv, probe_i7_i8_grad_x, probe_i8_grad_w};
 use super::probes::*;
 use super::Entry;
 use crate::ml24::entry_bounds::{lemma_c17_f_bound, lemma_c18_h_bound, lemma_c19_s_bound};
@@ -438,6 +439,30 @@ pub fn entries() -> Vec<Entry> {
             "masked normaliser (M o U V^T) 1; Hadamard case via Fact C.2",
             "-",
             probe_i6
+        ),
+        entry!(
+            "ML24",
+            "Lemmas I.7 (parts 1-3) + I.8 (parts 1-2), causal dL/dX",
+            "ml24::causal::lemma_i7_i8_grad_x",
+            "D6 + D2 + D8 (I.7) + D7 + D4 (I.8) with the causal f",
+            "repeats D.17's transposes: tau (p X W^T + p^T X W) + f^T G W_V^T",
+            probe_i7_i8_grad_x
+        ),
+        entry!(
+            "ML24",
+            "Lemma I.7 part 4, causal dL/dW_V",
+            "ml24::causal::lemma_i7_grad_wv",
+            "g_v with the causal f",
+            "repeats G.3's: X^T f^T G, not X^T f G",
+            probe_i7_grad_wv
+        ),
+        entry!(
+            "ML24",
+            "Lemma I.8 part 3, causal dL/dW",
+            "ml24::causal::lemma_i8_grad_w",
+            "g_w = tau X^T (p1 - p2) X with the causal f",
+            "-",
+            probe_i8_grad_w
         ),
         entry!(
             "ML24",
