@@ -77,8 +77,12 @@ fn check_size(n: usize, d: usize, b: f64) -> Res<()> {
 
 impl HardInstance {
     /// A seeded instance: row `i` puts `B` on the keys of one parity and
-    /// `B k/4` (`k` in `0..4`) on the others; `V` has random bits. `n` even,
-    /// `B` with a short binary expansion (so `B k/4` is exact).
+    /// `B k/4` (`k` in `0..4`) on the others; `V` has random bits except its
+    /// first column, the indicator of the even keys. A column with as many
+    /// even as odd ones receives softmax mass `1/2` for every `lambda`, so
+    /// an all-random `V` can make `f` constant; the first column keeps `f`
+    /// moving (every row's two score values differ). `n` even, `B` with a
+    /// short binary expansion (so `B k/4` is exact).
     pub fn random(n: usize, d: usize, b: f64, seed: u64) -> Res<HardInstance> {
         check_size(n, d, b)?;
         let mut rng = SplitMix64::new(seed);
@@ -88,7 +92,10 @@ impl HardInstance {
             q[(i, p)] = b;
             q[(i, 1 - p)] = b * rng.below(4) as f64 / 4.0;
         }
-        let v = Mat::from_fn(n, d, |_, _| rng.below(2) as f64);
+        let mut v = Mat::from_fn(n, d, |_, _| rng.below(2) as f64);
+        for j in 0..n {
+            v[(j, 0)] = if j % 2 == 0 { 1.0 } else { 0.0 };
+        }
         Ok(HardInstance {
             q,
             k: keys(n),

@@ -407,6 +407,8 @@ fn e5_reduction_recovers_forward_value() {
         assert!(h.meets_hypotheses());
         let a = h.scores();
         let r = theorem_e5_reduction(&h, 128, DEFAULT_PREC).expect("runs");
+        // Not a constant f (which would make every check trivial).
+        assert!((r.exact.mid_f64() - f_plain(&a, &h.v, 0.0)).abs() > 1e-3);
         let step = 1e-4;
         let fd = (f_plain(&a, &h.v, 0.5 + step) - f_plain(&a, &h.v, 0.5 - step)) / (2.0 * step);
         let s = r.slopes_by_gradient[64].mid_f64();

@@ -16,6 +16,16 @@
 //!   but agrees when `W` is symmetric the status is
 //!   [`Status::HoldsOnlyWhenSymmetric`]; if it is disjoint on both, or its
 //!   factored form differs exactly from the direct one, [`Status::Erratum`].
+//! * a lemma that states an inequality is measured as the ratio of the
+//!   quantity to the bound (`crate::bounds`): the bound that holds must have
+//!   a certified ratio of at most `1` (else [`Status::Fails`]); a printed
+//!   bound whose certified ratio exceeds `1` is an [`Status::Erratum`].
+//!
+//! Files: this one holds the types and [`measure`]; `table` the entries in
+//! paper order; `probes` the identity checks against the oracle;
+//! `bound_probes` the inequality checks (ML24 C.17-C.19, I.1's rank side,
+//! AS24 E.3-E.5); `causal_probes` ML24 I.7/I.8 against the causal attention
+//! oracle; `format` the Markdown, JSON and text renderings.
 
 use serde::Serialize;
 
