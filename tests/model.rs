@@ -38,6 +38,8 @@ fn config(
         causal,
         loss,
         vocab: (loss == LossKind::CrossEntropy).then_some(5),
+        d_qk: None,
+        cosine: None,
     }
 }
 
