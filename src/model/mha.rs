@@ -131,7 +131,7 @@ fn normalize<T: Real>(x: &Tensor3<T>) -> Result<(Tensor3<T>, Vec<T>)> {
         for row in out.chunks_mut(d) {
             let r = row.iter().map(|&a| a * a).sum::<T>().sqrt().max(eps);
             for a in row.iter_mut() {
-                *a = *a / r;
+                *a /= r;
             }
             den.push(r);
         }
@@ -158,7 +158,7 @@ fn normalize_backward<T: Real>(
                 }
             } else {
                 for a in o.iter_mut() {
-                    *a = *a / eps;
+                    *a /= eps;
                 }
             }
         }
@@ -173,7 +173,7 @@ fn scale_heads<T: Real>(x: &Tensor3<T>, s: &[T]) -> Result<Tensor3<T>> {
     if per > 0 {
         for (chunk, &t) in out.chunks_mut(per).zip(s) {
             for a in chunk.iter_mut() {
-                *a = *a * t;
+                *a *= t;
             }
         }
     }
