@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Command::Lemmas(a) => polyattn::cli::lemmas::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Model(a) => polyattn::cli::model_cmd::run(a),
+        Command::Train(a) => polyattn::cli::train_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
