@@ -291,6 +291,14 @@ fn cli_quick_preset_trains_and_resumes() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     };
     go(&[]);
+    // The other gradient kind through the polynomial engine, in another folder.
+    let o = std::process::Command::new(bin)
+        .args(["train", "--quick", "--engine", "poly", "--tau-max", "2"])
+        .args(["--d-qk", "2", "--gradient", "polynomial-model", "--out"])
+        .arg(dir.join("pm"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let steps = metrics.lines().filter(|l| !l.contains("val_loss")).count();
     assert_eq!(steps, 40);

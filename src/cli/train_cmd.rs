@@ -4,7 +4,7 @@
 //! folder's checkpoint (same settings required: a checkpoint from another
 //! configuration is refused). `--preset quick` is a run of a few seconds on 2 cores.
 
-use crate::attention::poly::{Accuracy, GradientKind, PolyConfig};
+use crate::attention::poly::{Accuracy, PolyConfig};
 use crate::error::{Error, Result};
 use crate::model::{
     Activation, CosineAttention, EngineChoice, LossKind, ModelConfig, PolySettings,
@@ -45,6 +45,10 @@ pub struct TrainArgs {
     /// The polynomial engine's certified accuracy per head (max |O~ - O|).
     #[arg(long, default_value_t = 1e-3)]
     pub eps: f64,
+    /// The polynomial engine's gradient: the papers' (exact formula with P~
+    /// substituted) or the exact gradient of the polynomial model.
+    #[arg(long, value_enum, default_value = "substituted")]
+    pub gradient: super::GradientArg,
     /// Cosine attention with this tau_max (learnable tau, initialised at tau_max / 2);
     /// without it, dot-product attention.
     #[arg(long)]
@@ -102,7 +106,7 @@ pub fn config(a: &TrainArgs) -> TrainConfig {
             accuracy: Accuracy::Eps(a.eps),
             ..PolyConfig::default()
         },
-        kind: GradientKind::Substituted,
+        kind: a.gradient.into(),
     };
     TrainConfig {
         model: ModelConfig {
