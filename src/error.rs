@@ -190,6 +190,35 @@ pub enum Error {
         /// Where the limit comes from (`--max-memory`, the cgroup, MemAvailable).
         source_of_limit: String,
     },
+    /// A training checkpoint was written by a run with another configuration (model,
+    /// task, optimiser or batch): resuming from it would silently train something else.
+    #[error("checkpoint {path} is from another configuration: `{field}` is {checkpoint} there but {run} in this run; resume with the checkpoint's settings or start a new run in another folder")]
+    CheckpointMismatch {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The setting that differs.
+        field: String,
+        /// Its value in the checkpoint (`missing` when absent).
+        checkpoint: String,
+        /// Its value in this run.
+        run: String,
+    },
+    /// Training computed a non-finite loss or gradient: the run stops before the
+    /// optimiser step, the parameters are not updated, and the last checkpoint written
+    /// (if any) is left as it was.
+    #[error("training stopped at step {step}: {tensor} is {value}; the weights were not updated{}", match last_checkpoint { Some(p) => format!(" and the last good checkpoint {} (step {last_checkpoint_step}) is intact", p.display()), None => " (no checkpoint was written yet)".to_string() })]
+    NonFiniteTraining {
+        /// The step (1-based: the step that would have been taken).
+        step: u64,
+        /// The tensor: `loss`, or `grad.<parameter>[index]`.
+        tensor: String,
+        /// Its value.
+        value: f64,
+        /// The last checkpoint written, if any.
+        last_checkpoint: Option<PathBuf>,
+        /// The step that checkpoint holds (0 when none).
+        last_checkpoint_step: u64,
+    },
     /// No usable CUDA device (feature `cuda`): the driver library `libcuda` or the
     /// run-time compiler `libnvrtc` is not installed, or the driver reports no device.
     /// Detection never panics; this is what a machine without a GPU gets.

@@ -52,6 +52,7 @@ pub mod scalar;
 pub mod simd;
 pub mod storage;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use scalar::Real;

@@ -80,6 +80,8 @@ fn kind_name(e: &Error) -> &'static str {
         Error::Output { .. } => "output",
         Error::Stdout(_) => "stdout",
         Error::OutOfMemory { .. } => "out_of_memory",
+        Error::CheckpointMismatch { .. } => "checkpoint_mismatch",
+        Error::NonFiniteTraining { .. } => "non_finite_training",
     }
 }
 

@@ -17,7 +17,7 @@
 //! here as the standard chain `u -> alpha -> alpha^-1 -> f -> <f, h> -> c -> L`
 //! that the lemma establishes, each checked against the dual-number oracle.
 //!
-//! The low-rank lemmas D.2..D.5 and the algorithm of Theorem 1.6 (docs/math.md §3.5
+//! The low-rank lemmas D.1..D.5 and the algorithm of Theorem 1.6 (docs/math.md §3.5
 //! and §6.3), with `f~ = U1 V1^T` from a polynomial `P`:
 //! ```text
 //! q~ = c~ h^T = U2 V2^T,  U2 = [U1, -E],  V2 = [h h^T V1, h]                  (D.3)
@@ -367,8 +367,9 @@ fn exact(p: &Problem, poly: &Poly, which: Which) -> Res<Mat<Rational>> {
     low_rank_value(&t, &low_rank(&t, poly)?, which)
 }
 
-/// AS24 Lemma D.2: `f~ = U1 V1^T` (`U1 = D~^-1 U`, docs/math.md §3.3) in exact
-/// rationals with `P` in place of `exp` (`n x n`, formed only for comparison).
+/// AS24 Lemma D.1 (the function keeps its historical name): `f~ = U1 V1^T`
+/// (`U1 = D~^-1 U`, docs/math.md §3.3) in exact rationals with `P` in place of
+/// `exp` (`n x n`, formed only for comparison).
 pub fn lemma_d2_low_rank_f(p: &Problem, poly: &Poly) -> Res<Mat<Rational>> {
     exact(p, poly, Which::F)
 }
@@ -435,7 +436,7 @@ pub fn exp_values(p: &Problem, prec: u32) -> Res<[Mat<Interval>; 7]> {
 /// Which quantity [`with_exp_bounds`] forms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bounded {
-    /// `f~` (Lemma D.2).
+    /// `f~` (Lemma D.1).
     F,
     /// The gradient of Theorem 1.6.
     Grad,

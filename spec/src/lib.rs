@@ -25,14 +25,22 @@
 //!   polynomial kernel and its low-rank factors, enclosure comparison).
 //! * [`ml24`] and [`as24`]: one function per lemma of the two papers
 //!   (docs/math.md §6), corrected and, where misprinted, as printed.
+//! * [`as24_lower`]: AS24's lower-bound side (Appendix E) on small hard
+//!   instances: the derivative bounds of Lemma E.3, the Riemann sum of Lemma
+//!   E.4 and the reduction of Theorem 1.5 / E.5.
+//! * [`bounds`]: certified comparison of a measured quantity with a stated
+//!   bound, for the lemmas that state inequalities.
 //! * [`poly_attention`]: attention and both approximate gradients with a
 //!   polynomial in place of `exp`, by the direct `O(n^2)` formulas in exact
 //!   rationals (docs/math.md §3.5, §5.1).
 //! * [`model`]: the multi-layer transformer, forward and every gradient, in
-//!   intervals, dual numbers and balls (docs/math.md §7).
+//!   intervals, dual numbers and balls (docs/math.md §7); one file per job
+//!   (configuration, parameter names, random instances, the number trait,
+//!   forward, closed-form backward, dual-number oracle, precision search).
 //! * [`instance`]: seeded random test instances with exact dyadic entries.
 //! * [`register`]: the lemma register, every status measured by running the
-//!   lemma functions against the oracle.
+//!   lemma functions against the oracle (the table, the probes and the
+//!   Markdown/JSON/text renderings in separate files).
 //!
 //! # Example
 //!
@@ -61,8 +69,10 @@
 #![warn(missing_docs)]
 
 pub mod as24;
+pub mod as24_lower;
 pub mod attention;
 pub mod ball;
+pub mod bounds;
 pub mod dual;
 pub mod instance;
 pub mod interval;

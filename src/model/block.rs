@@ -32,6 +32,7 @@ fn mha_weights<T>(p: &LayerParams<T>) -> MhaWeights<'_, T> {
         wk: &p.wk,
         wv: &p.wv,
         wo: &p.wo,
+        log_tau: p.log_tau.as_deref(),
     }
 }
 
@@ -85,7 +86,7 @@ pub fn attention_half<T: Real>(
     t: &Matrix<T>,
 ) -> Result<AttentionHalf<T>> {
     let (x1, ln1) = layer_norm::forward(p.ln1.as_ref(), t)?;
-    let (a, mha, report) = mha::forward(mha_weights(p), cfg.n_heads, cfg.mask(), choice, &x1)?;
+    let (a, mha, report) = mha::forward(mha_weights(p), cfg, choice, &x1)?;
     Ok(AttentionHalf {
         z: add(t, &a)?,
         ln1,
@@ -139,28 +140,28 @@ pub fn mlp_half_backward<T: Real>(
 }
 
 /// Backward of [`attention_half`] given `dZ`: `dT = dZ + LN1'^T MHA'^T dZ` (the
-/// weight gradients are dropped; `report` receives the engine's gradient bounds).
+/// weight gradients are dropped; `report` receives the engine's gradient bounds). The
+/// configuration is carried by `half` (kept in the signature for symmetry).
 pub fn attention_half_backward<T: Real>(
-    cfg: &ModelConfig,
+    _cfg: &ModelConfig,
     p: &LayerParams<T>,
     half: &AttentionHalf<T>,
     dz: &Matrix<T>,
     report: &mut LayerReport,
 ) -> Result<Matrix<T>> {
-    Ok(attention_backward_parts(cfg, p, half.ln1.as_ref(), &half.mha, dz.clone(), report)?.0)
+    Ok(attention_backward_parts(p, half.ln1.as_ref(), &half.mha, dz.clone(), report)?.0)
 }
 
 type AttentionGrads<T> = (Matrix<T>, Option<LayerNormParams<T>>, mha::MhaGrads<T>);
 
 fn attention_backward_parts<T: Real>(
-    cfg: &ModelConfig,
     p: &LayerParams<T>,
     ln1: Option<&LnCache<T>>,
     mha_cache: &MhaCache<T>,
     dz: Matrix<T>,
     report: &mut LayerReport,
 ) -> Result<AttentionGrads<T>> {
-    let (dx1, g_mha) = mha::backward(mha_weights(p), cfg.mask(), mha_cache, &dz, report)?;
+    let (dx1, g_mha) = mha::backward(mha_weights(p), mha_cache, &dz, report)?;
     let (dt_branch, g_ln1) = layer_norm::backward(p.ln1.as_ref(), ln1, &dx1)?;
     let mut dt = dz;
     add_assign(&mut dt, &dt_branch);
@@ -199,7 +200,7 @@ pub fn backward<T: Real>(
     let (dz, g) = mlp_backward_parts(cfg, p, cache.ln2.as_ref(), &cache.mlp, d_out)?;
     let (g_ln2, g_mlp) = (g.ln2, g.mlp);
     let (dt, g_ln1, g_mha) =
-        attention_backward_parts(cfg, p, cache.ln1.as_ref(), &cache.mha, dz, report)?;
+        attention_backward_parts(p, cache.ln1.as_ref(), &cache.mha, dz, report)?;
     Ok((dt, assemble(g_ln1, g_mha, g_ln2, g_mlp)))
 }
 
@@ -215,6 +216,7 @@ fn assemble<T>(
         wk: mha.wk,
         wv: mha.wv,
         wo: mha.wo,
+        log_tau: mha.log_tau,
         ln2,
         w1: mlp.w1,
         b1: mlp.b1,
@@ -233,19 +235,21 @@ fn zeros_like<T: Real>(p: &LayerParams<T>) -> LayerParams<T> {
 }
 
 /// Backward of [`attention_half`] given `dZ`: `dT` and the half's parameter gradients
-/// (LN1, W_Q, W_K, W_V, W_O) in a block-shaped gradient whose MLP-half entries are zero.
+/// (LN1, W_Q, W_K, W_V, W_O, log_tau) in a block-shaped gradient whose MLP-half
+/// entries are zero.
 pub fn attention_half_param_backward<T: Real>(
-    cfg: &ModelConfig,
+    _cfg: &ModelConfig,
     p: &LayerParams<T>,
     half: &AttentionHalf<T>,
     dz: &Matrix<T>,
     report: &mut LayerReport,
 ) -> Result<(Matrix<T>, LayerParams<T>)> {
     let (dt, g_ln1, g_mha) =
-        attention_backward_parts(cfg, p, half.ln1.as_ref(), &half.mha, dz.clone(), report)?;
+        attention_backward_parts(p, half.ln1.as_ref(), &half.mha, dz.clone(), report)?;
     let mut g = zeros_like(p);
     g.ln1 = g_ln1;
     (g.wq, g.wk, g.wv, g.wo) = (g_mha.wq, g_mha.wk, g_mha.wv, g_mha.wo);
+    g.log_tau = g_mha.log_tau;
     Ok((dt, g))
 }
 

@@ -15,7 +15,7 @@ use crate::scalar::Real;
 use crate::tensor::Tensor3;
 
 /// The polynomial engine's settings for a layer. The model overrides the
-/// configuration's `scale` (tau = 1/sqrt(d_head)) and `mask` (from the model).
+/// configuration's `scale`, `mask` and `radius_floor` (from the model's [`Scores`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PolySettings {
     /// Accuracy, limits, polynomial kind.
@@ -101,6 +101,31 @@ impl LayerReport {
     }
 }
 
+/// How a layer's heads score: the mask, the scale tau in `S = tau Q K^T` (`None`:
+/// `1/sqrt(d_qk)`; cosine attention folds its per-head temperature into Q and passes
+/// 1), and the radius the planner is given as a floor (`tau_max` for cosine attention,
+/// see [`PolyConfig::radius_floor`]; 0 otherwise).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scores {
+    /// The mask.
+    pub mask: Mask,
+    /// The scale; `None` is `1/sqrt(d_qk)`.
+    pub scale: Option<f64>,
+    /// The planner's radius floor.
+    pub radius_floor: f64,
+}
+
+impl Scores {
+    /// Dot-product scores `S = Q K^T / sqrt(d_qk)` under `mask`, no floor.
+    pub fn dot(mask: Mask) -> Self {
+        Self {
+            mask,
+            scale: None,
+            radius_floor: 0.0,
+        }
+    }
+}
+
 /// The forward state of one layer's heads, for the backward.
 #[derive(Clone, Debug)]
 pub enum HeadsForward<T> {
@@ -110,16 +135,20 @@ pub enum HeadsForward<T> {
     Poly(Vec<PolyForward<T>>, PolySettings),
 }
 
-fn poly_config(s: &PolySettings, mask: Mask) -> PolyConfig {
+fn poly_config(s: &PolySettings, sc: Scores) -> PolyConfig {
     PolyConfig {
-        scale: None,
-        mask,
+        scale: sc.scale,
+        mask: sc.mask,
+        radius_floor: sc.radius_floor,
         ..s.config
     }
 }
 
-fn exact_config(mask: Mask) -> AttentionConfig {
-    AttentionConfig { scale: None, mask }
+fn exact_config(sc: Scores) -> AttentionConfig {
+    AttentionConfig {
+        scale: sc.scale,
+        mask: sc.mask,
+    }
 }
 
 fn run_poly<T: Real>(
@@ -127,9 +156,9 @@ fn run_poly<T: Real>(
     k: &Tensor3<T>,
     v: &Tensor3<T>,
     s: &PolySettings,
-    mask: Mask,
+    sc: Scores,
 ) -> Result<(Tensor3<T>, HeadsForward<T>, Vec<HeadReport>)> {
-    let fwd = poly::forward_multihead(q, k, v, &poly_config(s, mask))?;
+    let fwd = poly::forward_multihead(q, k, v, &poly_config(s, sc))?;
     let mut data = Vec::with_capacity(q.heads() * q.rows() * v.cols());
     for f in &fwd {
         data.extend_from_slice(f.o.as_slice());
@@ -148,13 +177,14 @@ fn run_poly<T: Real>(
     Ok((o, HeadsForward::Poly(fwd, *s), heads))
 }
 
-/// Attention forward of all heads (`[h, n, d_head]` stacks, tau = 1/sqrt(d_head)):
-/// the outputs, the state for the backward, and the layer's report.
+/// Attention forward of all heads (`[h, n, d_qk]` query and key stacks, `[h, n, d_v]`
+/// values, scored as `sc` says): the outputs, the state for the backward, and the
+/// layer's report.
 pub fn forward<T: Real>(
     q: &Tensor3<T>,
     k: &Tensor3<T>,
     v: &Tensor3<T>,
-    mask: Mask,
+    sc: Scores,
     choice: &EngineChoice,
 ) -> Result<(Tensor3<T>, HeadsForward<T>, LayerReport)> {
     let report = |engine, reason: String, heads| LayerReport {
@@ -164,7 +194,7 @@ pub fn forward<T: Real>(
         heads,
     };
     let exact_run = |reason: String| -> Result<_> {
-        let f = exact::forward_multihead(q, k, v, &exact_config(mask))?;
+        let f = exact::forward_multihead(q, k, v, &exact_config(sc))?;
         Ok((
             f.o.clone(),
             HeadsForward::Exact(f),
@@ -174,10 +204,10 @@ pub fn forward<T: Real>(
     match choice {
         EngineChoice::Exact => exact_run("requested".into()),
         EngineChoice::Poly(s) => {
-            let (o, f, heads) = run_poly(q, k, v, s, mask)?;
+            let (o, f, heads) = run_poly(q, k, v, s, sc)?;
             Ok((o, f, report("poly", "requested".into(), heads)))
         }
-        EngineChoice::Auto(s) => match run_poly(q, k, v, s, mask) {
+        EngineChoice::Auto(s) => match run_poly(q, k, v, s, sc) {
             Ok((o, f, heads)) => {
                 let g = heads.iter().map(|h: &HeadReport| h.regime.degree).max();
                 let reason = format!("certified (max degree {})", g.unwrap_or(0));
@@ -199,16 +229,16 @@ pub fn backward<T: Real>(
     v: &Tensor3<T>,
     fwd: &HeadsForward<T>,
     d_o: &Tensor3<T>,
-    mask: Mask,
+    sc: Scores,
     report: &mut LayerReport,
 ) -> Result<(Tensor3<T>, Tensor3<T>, Tensor3<T>)> {
     match fwd {
         HeadsForward::Exact(f) => {
-            let g = exact::backward_multihead(q, k, v, f, d_o, &exact_config(mask))?;
+            let g = exact::backward_multihead(q, k, v, f, d_o, &exact_config(sc))?;
             Ok((g.dq, g.dk, g.dv))
         }
         HeadsForward::Poly(f, s) => {
-            let cfg = poly_config(s, mask);
+            let cfg = poly_config(s, sc);
             let g = poly::backward_multihead(q, k, v, f, d_o, s.kind, &cfg)?;
             let (h, n, dh) = (q.heads(), q.rows(), q.cols());
             let dv_cols = v.cols();

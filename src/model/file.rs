@@ -5,7 +5,9 @@
 //! - Input file: `x` `[n, d_model]` or `tokens` `[n]` (exactly one of them); `y`
 //!   `[n, d_model]` for MSE or `labels` `[n]` for cross-entropy. Token ids and labels
 //!   are stored as F64 or F32 holding integers in `0..vocab` (safetensors' I64 is not
-//!   read: the crate's reader carries F32/F64 only).
+//!   read: the crate's reader carries F32/F64 only). Weighted labels are written with a
+//!   `weights` `[n]` tensor beside them ([`batch_tensors`]; [`read_batch`] reads plain
+//!   labels only).
 //! - Gradients file: `loss` `[1]`, `grad.<parameter name>` for every parameter, and
 //!   `grad.x` `[n, d_model]` (dL/dT_0), in the compute dtype.
 
@@ -129,7 +131,14 @@ pub fn batch_tensors<T: Real>(batch: &Batch<T>) -> Vec<(String, AnyTensor)> {
     out.push(match &batch.target {
         Target::Regression(y) => ("y".to_string(), mat(y)),
         Target::Labels(l) => ("labels".to_string(), ids(l)),
+        Target::WeightedLabels(l, _) => ("labels".to_string(), ids(l)),
     });
+    if let Target::WeightedLabels(_, w) = &batch.target {
+        out.push((
+            "weights".to_string(),
+            AnyTensor::from_real(vec![w.len()], w.clone()),
+        ));
+    }
     out
 }
 

@@ -51,6 +51,8 @@ pub fn small_head_config(layers: usize) -> ModelConfig {
         causal: true,
         loss: LossKind::Mse,
         vocab: None,
+        d_qk: None,
+        cosine: None,
     }
 }
 

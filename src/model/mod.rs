@@ -7,10 +7,15 @@
 //! ```text
 //! T_0 = X  (n x d_model)   or   E[tokens]  (rows of the embedding)
 //! for l = 1..m:
-//!     A   = MHA_l(LN1_l(T_{l-1}))      Q = x W_Q, K = x W_K, V = x W_V (d_model x d_model),
-//!                                      split column-wise into h heads of d_head = d_model/h,
-//!                                      tau = 1/sqrt(d_head), causal (top-left) or no mask,
-//!                                      out = concat(heads) W_O
+//!     A   = MHA_l(LN1_l(T_{l-1}))      Q = x W_Q, K = x W_K (d_model x h d_qk),
+//!                                      V = x W_V (d_model x d_model), split column-wise
+//!                                      into h heads (d_qk and d_v = d_model/h columns;
+//!                                      d_qk = d_v unless set), causal (top-left) or no
+//!                                      mask, out = concat(heads) W_O;
+//!                                      dot-product: S = q k^T / sqrt(d_qk);
+//!                                      cosine: S = tau q_hat k_hat^T, unit rows,
+//!                                      0 < tau <= tau_max (fixed, or min(exp(log_tau),
+//!                                      tau_max) learnable per head), so |S| <= tau_max
 //!     Z_l = T_{l-1} + A
 //!     T_l = Z_l + act(LN2_l(Z_l) W1_l + b1_l) W2_l + b2_l
 //! MSE: L = 1/(2n) ||T_m - Y||_F^2
@@ -43,7 +48,7 @@
 //!
 //! let cfg = ModelConfig { n_layers: 2, n_heads: 2, d_model: 4, d_ff: 8,
 //!     activation: Activation::Gelu, layer_norm: true, causal: true,
-//!     loss: LossKind::CrossEntropy, vocab: Some(5) };
+//!     loss: LossKind::CrossEntropy, vocab: Some(5), d_qk: None, cosine: None };
 //! let model = Model::<f64>::init(cfg, true, 7).unwrap();
 //! let batch = Batch { source: Source::Tokens(vec![0, 3, 1]),
 //!     target: Target::Labels(vec![3, 1, 4]) };
@@ -66,7 +71,7 @@ pub mod params;
 pub mod sensitivity;
 pub mod stack;
 
-pub use config::{Activation, LossKind, ModelConfig};
-pub use engine::{EngineChoice, HeadReport, LayerReport, PolySettings};
+pub use config::{Activation, CosineAttention, LossKind, ModelConfig};
+pub use engine::{EngineChoice, HeadReport, LayerReport, PolySettings, Scores};
 pub use params::{LayerNormParams, LayerParams, Params};
 pub use stack::{Batch, ForwardPass, Gradients, Model, Source, Target};

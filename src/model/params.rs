@@ -2,7 +2,9 @@
 //! initialiser, and loading from a weights file with every tensor checked.
 //!
 //! Names (`l` is the 0-based layer): `layers.{l}.ln1.gain`, `layers.{l}.ln1.bias`
-//! `[d_model]`; `layers.{l}.attn.wq`, `.wk`, `.wv`, `.wo` `[d_model, d_model]`;
+//! `[d_model]`; `layers.{l}.attn.wq`, `.wk` `[d_model, n_heads d_qk]`, `.wv`, `.wo`
+//! `[d_model, d_model]`; `layers.{l}.attn.log_tau` `[n_heads]` (learnable cosine
+//! temperature only);
 //! `layers.{l}.ln2.gain`, `.ln2.bias` `[d_model]`; `layers.{l}.mlp.w1`
 //! `[d_model, d_ff]`, `.mlp.b1` `[d_ff]`, `.mlp.w2` `[d_ff, d_model]`, `.mlp.b2`
 //! `[d_model]`; `lnf.gain`, `lnf.bias` `[d_model]` and `head.w_out` `[d_model, vocab]`
@@ -30,14 +32,17 @@ pub struct LayerNormParams<T> {
 pub struct LayerParams<T> {
     /// LN1 (absent when layer norm is off).
     pub ln1: Option<LayerNormParams<T>>,
-    /// W_Q, `d_model x d_model`.
+    /// W_Q, `d_model x n_heads d_qk`.
     pub wq: Matrix<T>,
-    /// W_K, `d_model x d_model`.
+    /// W_K, `d_model x n_heads d_qk`.
     pub wk: Matrix<T>,
     /// W_V, `d_model x d_model`.
     pub wv: Matrix<T>,
     /// W_O, `d_model x d_model`.
     pub wo: Matrix<T>,
+    /// `ln tau` per head, `[n_heads]` (learnable cosine attention only; the temperature
+    /// is `min(exp(log_tau), tau_max)`).
+    pub log_tau: Option<Vec<T>>,
     /// LN2 (absent when layer norm is off).
     pub ln2: Option<LayerNormParams<T>>,
     /// W1, `d_model x d_ff`.
@@ -60,6 +65,10 @@ impl<T: Real> LayerParams<T> {
         out.push(mat_slot(format!("{prefix}.attn.wk"), &mut self.wk));
         out.push(mat_slot(format!("{prefix}.attn.wv"), &mut self.wv));
         out.push(mat_slot(format!("{prefix}.attn.wo"), &mut self.wo));
+        if let Some(t) = &mut self.log_tau {
+            let h = t.len();
+            out.push((format!("{prefix}.attn.log_tau"), vec![h], t));
+        }
         ln_slots(&mut out, &format!("{prefix}.ln2"), &mut self.ln2);
         out.push(mat_slot(format!("{prefix}.mlp.w1"), &mut self.w1));
         let f = self.b1.len();
@@ -151,6 +160,8 @@ impl<T: Real> Params<T> {
             )));
         }
         let (d, f, ln) = (config.d_model, config.d_ff, config.layer_norm);
+        let qk = config.qk_width();
+        let learn_tau = config.cosine.is_some_and(|c| c.learnable);
         let vocab = || {
             config.vocab.ok_or_else(|| Error::ModelConfig {
                 field: "vocab".into(),
@@ -161,10 +172,11 @@ impl<T: Real> Params<T> {
             .map(|_| {
                 Ok(LayerParams {
                     ln1: ln_zeros(ln, d),
-                    wq: Matrix::zeros(d, d)?,
-                    wk: Matrix::zeros(d, d)?,
+                    wq: Matrix::zeros(d, qk)?,
+                    wk: Matrix::zeros(d, qk)?,
                     wv: Matrix::zeros(d, d)?,
                     wo: Matrix::zeros(d, d)?,
+                    log_tau: learn_tau.then(|| vec![T::ZERO; config.n_heads]),
                     ln2: ln_zeros(ln, d),
                     w1: Matrix::zeros(d, f)?,
                     b1: vec![T::ZERO; f],
@@ -231,11 +243,18 @@ impl<T: Real> Params<T> {
     /// `W ~ N(0, 1/rows)` (fan-in scaling, so activations stay O(1)), the embedding
     /// `N(0, 1)`, layer-norm gains `1 + 0.1 N(0, 1)`, every bias `0.1 N(0, 1)`. Gains and
     /// biases are perturbed from the usual 1 and 0 so that tests see their gradients
-    /// act on generic values.
+    /// act on generic values. A learnable cosine temperature starts at
+    /// `log_tau = ln tau_init` for every head (no random draw: the draws of the other
+    /// tensors are those of the same configuration without it).
     pub fn init(config: &ModelConfig, with_embedding: bool, seed: u64) -> Result<Self> {
         let mut p = Self::zeros(config, with_embedding)?;
         let mut rng = SplitMix64::new(seed);
+        let log_tau0 = config.cosine.map_or(0.0, |c| c.tau_init.ln());
         for (name, shape, data) in p.slots_mut() {
+            if name.ends_with(".log_tau") {
+                data.fill(T::from_f64(log_tau0));
+                continue;
+            }
             let (base, scale) = if name.ends_with(".gain") {
                 (1.0, 0.1)
             } else if name.ends_with("bias") || name.ends_with(".b1") || name.ends_with(".b2") {
@@ -332,6 +351,8 @@ mod tests {
             causal: false,
             loss: LossKind::CrossEntropy,
             vocab: Some(5),
+            d_qk: None,
+            cosine: None,
         };
         let p = Params::<f64>::zeros(&cfg, true).unwrap();
         let named = p.named();

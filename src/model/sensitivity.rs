@@ -403,6 +403,16 @@ pub fn propagated_bound(
             reason: "the propagated bound is implemented for the MSE loss only".into(),
         });
     }
+    if cfg.cosine.is_some() {
+        // b_l maps the engine's dQ, dK errors through W_Q, W_K directly; with cosine
+        // attention they pass the normalisation's Jacobian (tau / ||q||) first, which the
+        // terms above do not carry.
+        return Err(Error::InvalidParameter {
+            name: "attention",
+            value: "cosine".into(),
+            reason: "the propagated bound is implemented for dot-product attention only".into(),
+        });
+    }
     if reports.len() != cfg.n_layers {
         return Err(Error::InvalidParameter {
             name: "reports",

@@ -27,8 +27,14 @@ pub enum Source<T> {
 pub enum Target<T> {
     /// `Y`, `n x d_model` (MSE).
     Regression(Matrix<T>),
-    /// Class labels `y_i < vocab` (cross-entropy).
+    /// Class labels `y_i < vocab` (cross-entropy, mean over the n positions).
     Labels(Vec<usize>),
+    /// Class labels with a weight per position (cross-entropy `L = sum_i w_i CE_i`):
+    /// weight 0 ignores a position (PyTorch's `ignore_index`), and a batch of
+    /// sequences with `w_i = 1 / (labelled positions in the whole batch)` summed over
+    /// its sequences is PyTorch's `reduction = "mean"` over the batch. Weights must be
+    /// finite and non-negative.
+    WeightedLabels(Vec<usize>, Vec<T>),
 }
 
 /// One sequence: input and target, both of length `n`.
@@ -243,6 +249,22 @@ impl<T: Real> Model<T> {
                 }
                 check_indices("labels", l, self.config.vocab.unwrap_or(0))
             }
+            (Target::WeightedLabels(l, w), LossKind::CrossEntropy) => {
+                for (what, len) in [("labels", l.len()), ("weights", w.len())] {
+                    if len != n {
+                        return Err(bad_input(what, format!("[{n}]"), format!("[{len}]")));
+                    }
+                }
+                check_finite("weights", &[n], w)?;
+                if let Some(i) = w.iter().position(|&x| x < T::ZERO) {
+                    return Err(Error::NonFinite {
+                        what: "weights (must be >= 0)".into(),
+                        index: format!("[{i}]"),
+                        value: w[i].to_f64(),
+                    });
+                }
+                check_indices("labels", l, self.config.vocab.unwrap_or(0))
+            }
             (_, loss) => Err(Error::ModelConfig {
                 field: "loss".into(),
                 reason: format!(
@@ -308,7 +330,13 @@ impl<T: Real> Model<T> {
                 let (l, g) = loss::mse(&t, y)?;
                 (l, g, None)
             }
-            Target::Labels(labels) => {
+            Target::Labels(_) | Target::WeightedLabels(..) => {
+                let (labels, weights) = match &batch.target {
+                    Target::WeightedLabels(l, w) => (l.as_slice(), Some(w.as_slice())),
+                    Target::Labels(l) => (l.as_slice(), None),
+                    // Not reached: this arm matched a labels target.
+                    Target::Regression(_) => (&[][..], None),
+                };
                 let (xf, ln) = layer_norm::forward(self.params.lnf.as_ref(), &t)?;
                 let w_out = self
                     .params
@@ -318,7 +346,11 @@ impl<T: Real> Model<T> {
                         field: "head.w_out".into(),
                         reason: "is needed for cross-entropy".into(),
                     })?;
-                let (l, g) = loss::cross_entropy(&mm(&xf, w_out)?, labels)?;
+                let z = mm(&xf, w_out)?;
+                let (l, g) = match weights {
+                    Some(w) => loss::cross_entropy_weighted(&z, labels, w)?,
+                    None => loss::cross_entropy(&z, labels)?,
+                };
                 (l, g, Some((ln, xf)))
             }
         };
@@ -397,6 +429,15 @@ impl<T: Real> Model<T> {
             },
             trace,
         ))
+    }
+
+    /// The logits `LNf(T_m) W_out` (`n x vocab`) of a cross-entropy forward pass;
+    /// `None` for MSE.
+    pub fn logits(&self, fwd: &ForwardPass<T>) -> Result<Option<Matrix<T>>> {
+        match (&fwd.head, &self.params.w_out) {
+            (Some((_, xf)), Some(w_out)) => Ok(Some(mm(xf, w_out)?)),
+            _ => Ok(None),
+        }
     }
 
     /// The loss alone (a forward pass).

@@ -28,6 +28,8 @@ pub fn config(
         causal,
         loss,
         vocab: (loss == LossKind::CrossEntropy).then_some(5),
+        d_qk: None,
+        cosine: None,
     }
 }
 

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Command::Lemmas(a) => polyattn_tools::cli::lemmas::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Model(a) => polyattn_tools::cli::model_cmd::run(a),
+        Command::Train(a) => polyattn_tools::cli::train_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -96,6 +96,8 @@ fn cfg(
         causal,
         loss,
         vocab: Some(5),
+        d_qk: None,
+        cosine: None,
     }
 }
 

@@ -1,5 +1,5 @@
 //! The low-rank (polynomial-method) lemmas of ML24: Fact C.2, Lemmas
-//! E.1..E.10, F.5, the low-rank `dL/dW_V` of Algorithm 1 line 22, Lemma I.3 /
+//! C.13, E.2..E.10, F.5, the low-rank `dL/dW_V` of Algorithm 1 line 22, Lemma I.3 /
 //! Algorithm 2 (causal prefix products), the suffix-sum product that the
 //! corrected transposed terms need under a causal mask, and Lemma I.6
 //! (masked normaliser, Hadamard case). docs/math.md §3.3-§3.5.
@@ -179,8 +179,9 @@ pub(crate) fn grad_wv_low_rank<T: Field>(b: &LowRankBack<T>, printed: bool) -> R
     )
 }
 
-/// ML24 Lemma E.1 (the low-rank attention matrix: the factorisation the E-lemmas
-/// start from, docs/math.md §3.3 and §6.2): `f~ = D~^-1 U V^T = U~ V^T` with `P` in place
+/// ML24 Lemma C.13 (the function keeps its historical name; the low-rank
+/// attention matrix: the factorisation the E-lemmas start from, docs/math.md
+/// §3.3 and §6.2): `f~ = D~^-1 U V^T = U~ V^T` with `P` in place
 /// of `exp`, returned as the exact rational `n x n` matrix `U~ V^T` (formed here only to
 /// be compared; the algorithms never form it).
 pub fn lemma_e1_low_rank_f(layer: &Layer, p: &Poly) -> Res<Mat<Rational>> {
@@ -189,7 +190,7 @@ pub fn lemma_e1_low_rank_f(layer: &Layer, p: &Poly) -> Res<Mat<Rational>> {
     matmul(&lr.u, &lr.v.transpose(), EXACT)
 }
 
-/// The factors `(U~, V)` of Lemma E.1 in exact rationals (`n x r` each,
+/// The factors `(U~, V)` of Lemma C.13 in exact rationals (`n x r` each,
 /// `r = C(d + g, g)`).
 pub fn low_rank_factors(layer: &Layer, p: &Poly) -> Res<(Mat<Rational>, Mat<Rational>)> {
     let lr = factors(&layer.lift::<Rational>(EXACT)?, p)?;

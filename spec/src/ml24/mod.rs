@@ -21,12 +21,18 @@
 //! point where `G` is evaluated (ML24 Lemma 3.4/C.4).
 //!
 //! Submodules: [`terms`] (Lemmas D.1, D.3..D.14, D.17), [`weights`] (Lemmas
-//! 3.4/C.4, F.3, F.4, G.1..G.3), [`low_rank`] (Fact C.2, Lemmas E.1..E.10,
+//! 3.4/C.4, F.3, F.4, G.1..G.3), [`low_rank`] (Fact C.2, Lemmas C.13, E.2..E.10,
 //! F.5, I.3, I.6, the suffix-sum product, Algorithm 1 lines 19 and 22,
-//! Algorithm 2), [`blocks`] (Lemmas H.1, H.2, J.3, K.2) and [`oracle`] (the
+//! Algorithm 2), [`blocks`] (Lemmas H.1, H.2, J.3, K.2), [`causal`] (Lemmas I.7,
+//! I.8), [`degree`] (Lemma
+//! I.1's rank side), [`entry_bounds`]
+//! (Lemmas C.17-C.19) and [`oracle`] (the
 //! independent derivative oracle for all of them).
 
 pub mod blocks;
+pub mod causal;
+pub mod degree;
+pub mod entry_bounds;
 pub mod low_rank;
 pub mod oracle;
 pub mod terms;

@@ -55,6 +55,13 @@ pub struct PolyConfig {
     /// force a higher degree for every row; exactly they cost O(prefix^2 d). The CPU
     /// engine's option: the CUDA path (feature `cuda`) does not split rows.
     pub exact_prefix: usize,
+    /// A radius known to bound the scores by construction (cosine attention: every
+    /// `|S_ij| <= tau_max`, docs/math.md §7.4). The planner plans for
+    /// `R = max(radius_floor, rigorous radius of the data)`: the plan (degree, rank) then
+    /// stays put while the data moves below the floor, and the certificate never
+    /// weakens (a polynomial certified on `[-R, R]` is certified on every smaller
+    /// interval). Default 0: the data's radius alone.
+    pub radius_floor: f64,
 }
 
 impl Default for PolyConfig {
@@ -70,6 +77,7 @@ impl Default for PolyConfig {
             cost_floor_flops: 1e9,
             chunk: 0,
             exact_prefix: 512,
+            radius_floor: 0.0,
         }
     }
 }
@@ -91,8 +99,9 @@ pub struct Regime {
     pub n: usize,
     /// Head dimension.
     pub d: usize,
-    /// Certified exponent radius R = |tau| max_i ||q_i|| max_j ||k_j|| (rounded up):
-    /// every score satisfies |S_ij| <= R (docs/math.md §3.1).
+    /// Certified exponent radius R = |tau| max_i ||q_i|| max_j ||k_j|| (rounded up),
+    /// or [`PolyConfig::radius_floor`] when larger: every score satisfies
+    /// |S_ij| <= R (docs/math.md §3.1).
     pub radius: f64,
     /// The papers' entry bound B = max |entry| of Q and K.
     pub entry_bound: f64,
@@ -217,7 +226,15 @@ pub fn rho_of(eps: f64) -> f64 {
 /// Chooses the polynomial for `p` under `cfg`, or refuses with the reason.
 pub fn plan<T: Real>(p: &Problem<'_, T>, cfg: &PolyConfig) -> Result<Plan> {
     let (n_q, n_k, d, d_v) = (p.n_q(), p.n_k(), p.d(), p.d_v());
-    let radius = rigorous_radius(p);
+    // A NaN or negative floor is ignored (f64::max returns the other operand for NaN).
+    let radius = rigorous_radius(p).max(cfg.radius_floor);
+    if cfg.radius_floor.is_infinite() {
+        return Err(Error::InvalidParameter {
+            name: "radius_floor",
+            value: cfg.radius_floor.to_string(),
+            reason: "must be finite".into(),
+        });
+    }
     let entry_bound =
         p.q.as_slice()
             .iter()

@@ -61,6 +61,25 @@ pub fn spec_problem(
     batch: &Batch<f64>,
 ) -> Result<(spec::Config, spec::Params, spec::Example)> {
     let tokens = matches!(batch.source, Source::Tokens(_));
+    let cfg = model.config();
+    if cfg.cosine.is_some() || cfg.d_qk() != cfg.d_head() {
+        // The reference (polyattn_spec::model) has dot-product heads with d_qk = d_v.
+        return Err(Error::InvalidParameter {
+            name: "attention",
+            value: format!(
+                "{} with d_qk = {}",
+                if cfg.cosine.is_some() {
+                    "cosine"
+                } else {
+                    "dot"
+                },
+                cfg.d_qk()
+            ),
+            reason: "the MPFR model reference has dot-product attention with d_qk = d_v \
+                     only"
+                .into(),
+        });
+    }
     let params = model
         .params()
         .named()
@@ -75,6 +94,15 @@ pub fn spec_problem(
         targets: match &batch.target {
             Target::Regression(y) => spec::Targets::Values(m2(y)?),
             Target::Labels(l) => spec::Targets::Labels(l.clone()),
+            Target::WeightedLabels(..) => {
+                return Err(Error::InvalidParameter {
+                    name: "target",
+                    value: "weighted labels".into(),
+                    reason: "the MPFR model reference takes plain labels (mean over all \
+                             positions)"
+                        .into(),
+                })
+            }
         },
     };
     Ok((spec_config(model.config(), tokens), params, ex))

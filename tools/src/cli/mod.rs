@@ -44,6 +44,7 @@ pub mod lemmas;
 pub mod model_cmd;
 pub mod shapes;
 pub mod sweep;
+pub mod train_cmd;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use polyattn::attention::Mask;
@@ -98,6 +99,9 @@ pub enum Command {
     /// attention through the exact or the polynomial engine; `--init` writes starting
     /// files.
     Model(model_cmd::ModelArgs),
+    /// Train the model on multi-query associative recall (exact or polynomial engine,
+    /// cosine attention with a capped temperature); metrics and checkpoints in --out.
+    Train(train_cmd::TrainArgs),
     /// Parameter sweeps that write tables, JSON and plots (`sweep io`).
     Sweep(sweep::SweepArgs),
     /// The lemma register: every lemma of ML24/AS24 checked against the reference oracle.

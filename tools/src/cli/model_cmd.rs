@@ -212,6 +212,8 @@ fn init_config(args: &ModelArgs) -> ModelConfig {
         causal: args.causal,
         loss,
         vocab: (args.tokens || loss == LossKind::CrossEntropy).then_some(args.vocab),
+        d_qk: None,
+        cosine: None,
     }
 }
 

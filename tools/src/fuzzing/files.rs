@@ -247,6 +247,8 @@ impl<'a> Arbitrary<'a> for ModelInput {
                 LossKind::CrossEntropy => Some(u.int_in_range(1..=5)?),
                 LossKind::Mse => pick(u, &[None, Some(3)])?,
             },
+            d_qk: None,
+            cosine: None,
         };
         let mut fields = Vec::with_capacity(KEYS.len());
         for _ in KEYS {
@@ -504,6 +506,8 @@ mod tests {
                 causal: true,
                 loss: LossKind::Mse,
                 vocab: None,
+                d_qk: None,
+                cosine: None,
             },
             fields: vec![Field::Valid; KEYS.len()],
             edit: WeightsEdit::None,
