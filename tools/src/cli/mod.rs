@@ -171,6 +171,13 @@ impl PolyArgs {
                 (None, None) => PolyConfig::default().accuracy,
             },
             max_cost_ratio: self.max_cost_ratio.unwrap_or(f64::INFINITY),
+            // A ratio the user named is a hard limit: the library's floor (small
+            // problems are never refused for cost) does not apply to it.
+            cost_floor_flops: if self.max_cost_ratio.is_some() {
+                0.0
+            } else {
+                PolyConfig::default().cost_floor_flops
+            },
             ..PolyConfig::default()
         }
     }
