@@ -4,13 +4,13 @@
 //! folder's checkpoint (same settings required: a checkpoint from another
 //! configuration is refused). `--preset quick` is a run of a few seconds on 2 cores.
 
+use clap::{Args, ValueEnum};
 use polyattn::attention::poly::{Accuracy, PolyConfig};
 use polyattn::error::{Error, Result};
 use polyattn::model::{
     Activation, CosineAttention, EngineChoice, LossKind, ModelConfig, PolySettings,
 };
 use polyattn::train::{train, AdamWConfig, Mqar, Schedule, Sinks, TrainConfig, TrainState};
-use clap::{Args, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
 
