@@ -14,9 +14,9 @@
 //! before it reaches Python and raised as `PolyattnError` of kind `"internal"`.
 
 use numpy::{Element, PyArray1, PyArray3, PyArrayMethods, PyReadonlyArray3, PyUntypedArrayMethods};
+use polyattn::attention::exact::reference::exact_reference;
 use polyattn::attention::poly::{self, Accuracy, GradientKind, PolyConfig, PolyForward, PolyKind};
 use polyattn::attention::{exact, AttentionConfig, Mask};
-use polyattn::attention::exact::reference::exact_reference;
 use polyattn::io::TensorFile;
 use polyattn::model::file::{read_batch, read_model};
 use polyattn::model::{EngineChoice, ModelConfig, PolySettings};
