@@ -48,6 +48,7 @@ pub mod io_model;
 pub mod model;
 pub mod output;
 pub mod rng;
+pub mod rounding;
 pub mod scalar;
 pub mod simd;
 pub mod storage;

@@ -107,7 +107,7 @@ pub fn kv_group(q_heads: usize, kv_heads: usize) -> crate::Result<usize> {
             shape: vec![h],
         });
     }
-    if !q_heads.is_multiple_of(kv_heads) || !q_heads.is_multiple_of(kv_heads) {
+    if !q_heads.is_multiple_of(kv_heads) {
         return Err(crate::Error::ShapeMismatch {
             what: "k/v heads (grouped-query attention needs them to divide q's heads)".into(),
             expected: format!("a divisor of {q_heads}"),

@@ -56,9 +56,9 @@ pub const U32: f64 = 1.0 / 16_777_216.0;
 pub const ETA16: f64 = 1.0 / 33_554_432.0;
 
 /// gamma_k = k u / (1 - k u) for u = u32.
+/// `+inf` once `k u32 >= 1` ([`crate::rounding::gamma`]).
 pub fn gamma32(k: usize) -> f64 {
-    let ku = k as f64 * U32;
-    ku / (1.0 - ku)
+    crate::rounding::gamma(k, U32)
 }
 
 /// The a priori relative perturbation of the f16 polynomial kernels' P~ entries

@@ -958,3 +958,130 @@ fn cli_zero_candidate_without_plot_failure() {
     assert_eq!(json["tensors"][0]["rel_fro_kind"], "absolute");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Grouped-query attention (4 query heads, 2 key/value heads): the expected values
+/// come from the MPFR spec run on the repeated (multi-head) problem, the group's dK,
+/// dV shares summed here. A bf16 rounding of them is bracketed; a dK missing one
+/// share of its group is certifiably wrong; a head count that does not divide is a
+/// typed error.
+#[test]
+fn grouped_query_candidates_are_certified_against_group_sums() {
+    let (hq, hkv, n, d) = (4usize, 2usize, 10usize, 4usize);
+    let g = hq / hkv;
+    let full = problem(hq, n, n, d, d, 11);
+    // Key/value head j is query head j g's (the repeated problem reads it g times).
+    let kv_of = |x: &[f64], len: usize| -> Vec<f64> {
+        (0..hkv)
+            .flat_map(|j| x[j * g * len..(j * g + 1) * len].to_vec())
+            .collect()
+    };
+    let (k, v) = (kv_of(&full.k, n * d), kv_of(&full.v, n * d));
+    let rep = |x: &[f64], len: usize| -> Vec<f64> {
+        (0..hq)
+            .flat_map(|h| x[(h / g) * len..(h / g + 1) * len].to_vec())
+            .collect()
+    };
+    let mha = Problem {
+        k: rep(&k, n * d),
+        v: rep(&v, n * d),
+        ..problem(hq, n, n, d, d, 11)
+    };
+    let ex = exact(&mha, spec::Mask::CausalTopLeft);
+    let group_sum = |x: &[f64]| -> Vec<f64> {
+        (0..hkv)
+            .flat_map(|j| {
+                (0..n * d)
+                    .map(|e| (0..g).map(|i| x[(j * g + i) * n * d + e]).sum::<f64>())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let want = [
+        ex[0].clone(),
+        ex[1].clone(),
+        ex[2].clone(),
+        group_sum(&ex[3]),
+        group_sum(&ex[4]),
+    ];
+    let t = |shape: Vec<usize>, x: &[f64]| AnyTensor::from_f64_rounded(DType::BF16, shape, x);
+    let input = file_of(&[
+        ("q".to_string(), t(vec![hq, n, d], &mha.q)),
+        ("k".to_string(), t(vec![hkv, n, d], &k)),
+        ("v".to_string(), t(vec![hkv, n, d], &v)),
+        ("do".to_string(), t(vec![hq, n, d], &mha.d_o)),
+    ]);
+    let sh = [
+        vec![hq, n, d],
+        vec![hq, n],
+        vec![hq, n, d],
+        vec![hkv, n, d],
+        vec![hkv, n, d],
+    ];
+    let mut cand = Vec::new();
+    let mut true_err = [0.0f64; 5];
+    for i in 0..5 {
+        let rounded: Vec<f64> = want[i].iter().map(|&x| bf16_of(x)).collect();
+        true_err[i] = rounded
+            .iter()
+            .zip(&want[i])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        cand.push((NAMES[i].to_string(), t(sh[i].clone(), &rounded)));
+    }
+    let r = certify_candidate(&input, &file_of(&cand), &opts(Mask::CausalTopLeft)).unwrap();
+    assert_eq!((r.shape[1], r.kv_heads), (hq, hkv));
+    // Slack: `want` holds f64 sums of two f64 midpoints (relative error <= 2^-52 of
+    // entries below 10 here), far below the bf16 roundings (>= 2^-9 relative).
+    let slack = 1e-14;
+    for i in 0..5 {
+        let c = tensor(&r, NAMES[i]);
+        assert!(true_err[i] > 1e-6, "{}", NAMES[i]);
+        assert!(
+            c.certified_max_abs >= true_err[i] - slack,
+            "{}: {} < {}",
+            NAMES[i],
+            c.certified_max_abs,
+            true_err[i]
+        );
+        assert!(
+            c.certified_lower_max_abs <= true_err[i] + slack,
+            "{}",
+            NAMES[i]
+        );
+        assert!(
+            c.certified_max_abs <= true_err[i] + 1e-12,
+            "{}: not tight",
+            NAMES[i]
+        );
+        assert_eq!(c.baseline.verdict, "pass", "{}: {:?}", NAMES[i], c.baseline);
+    }
+    // dK from the first query head of each group only: off by the other share.
+    let wrong: Vec<f64> = (0..hkv)
+        .flat_map(|j| ex[3][j * g * n * d..(j * g + 1) * n * d].to_vec())
+        .collect();
+    let miss = wrong
+        .iter()
+        .zip(&want[3])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    let cand = vec![("dk".to_string(), f64t(sh[3].clone(), wrong))];
+    let r = certify_candidate(&input, &file_of(&cand), &opts(Mask::CausalTopLeft)).unwrap();
+    let c = tensor(&r, "dk");
+    assert!(miss > 1e-2);
+    assert!(c.certified_lower_max_abs >= miss - slack && c.certified_lower_max_abs <= miss + slack);
+    assert_eq!(c.baseline.verdict, "fail");
+    // Three key/value heads for four query heads: a typed error naming the shapes.
+    let k3: Vec<f64> = full.k[..3 * n * d].to_vec();
+    let bad = file_of(&[
+        ("q".to_string(), t(vec![hq, n, d], &mha.q)),
+        ("k".to_string(), t(vec![3, n, d], &k3)),
+        ("v".to_string(), t(vec![3, n, d], &k3)),
+    ]);
+    let cand = vec![("o".to_string(), f64t(sh[0].clone(), want[0].clone()))];
+    let e = certify_candidate(&bad, &file_of(&cand), &opts(Mask::CausalTopLeft)).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("[3, 10, 4]") && msg.contains("[4, 10, 4]"),
+        "{msg}"
+    );
+}

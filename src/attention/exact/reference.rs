@@ -71,14 +71,9 @@ pub struct ReferenceGrads {
     pub bound_dv: Vec<f64>,
 }
 
-/// gamma_k = k u / (1 - k u); `+inf` once `k u >= 1` (no bound of that form holds).
+/// gamma_k in f64 ([`crate::rounding::gamma`]).
 fn gamma(k: usize) -> f64 {
-    let ku = k as f64 * (f64::EPSILON / 2.0);
-    if ku >= 1.0 {
-        f64::INFINITY
-    } else {
-        ku / (1.0 - ku)
-    }
+    crate::rounding::gamma(k, crate::rounding::U_F64)
 }
 
 /// The largest per-row eps for which the doubled first-order bounds hold.

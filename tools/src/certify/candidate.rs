@@ -10,7 +10,11 @@
 //! `[heads, seq, dim]`, `[seq, dim]`) or `bshd` (FlashAttention: `[batch, seq, heads,
 //! dim]` or `[seq, heads, dim]`). The candidate holds any of `o` (shaped like `q` with
 //! `d_v` columns), `lse` (`[batch, heads, n_q]` in both layouts), `dq`, `dk`, `dv`
-//! (like `q`, `k`, `v`; they need `do`), each in any of the four dtypes. Semantics:
+//! (like `q`, `k`, `v`; they need `do`), each in any of the four dtypes. `k` and `v`
+//! may have fewer heads than `q` if they divide `q`'s (grouped-query attention, query
+//! head `h` reads key/value head `h / g`, `g = H_q / H_kv`); `dk`, `dv` are then per
+//! key/value head, the exact ones being the sums of the group's shares (enclosed by
+//! [`polyattn::rounding::group_sum_radius`]). Semantics:
 //! `S = tau Q K^T` (tau = `--scale`, default `1/sqrt(d)`, as an f64), the mask, `O =
 //! softmax(S) V`, `lse_i = ln sum_j exp(S_ij)`, gradients of `<dO, O>`.
 //!
@@ -296,6 +300,8 @@ pub struct CandidateReport {
     pub input_dtypes: Vec<String>,
     /// batch, heads (per batch), n_q, n_k, d, d_v.
     pub shape: [usize; 6],
+    /// Key/value heads per batch (fewer than `shape[1]` under grouped-query attention).
+    pub kv_heads: usize,
     /// The mask.
     pub mask: String,
     /// tau.
@@ -383,6 +389,17 @@ impl Geom {
                 .into(),
                 got: format!("{shape:?}"),
             }),
+        }
+    }
+
+    /// The batch dims (every leading dim but the heads) and the head count.
+    fn batch_and_heads(&self) -> (&[usize], usize) {
+        match self.heads {
+            Some(h) => (&self.lead, h),
+            None => match self.lead.split_last() {
+                Some((h, b)) => (b, *h),
+                None => (&[], 1),
+            },
         }
     }
 
@@ -607,6 +624,46 @@ fn f64_head(
     Ok(HeadRef { t })
 }
 
+/// Sums consecutive groups of `g` blocks of `len` entries (head order, f64).
+fn group_sums(x: &[f64], g: usize, len: usize) -> Vec<f64> {
+    x.chunks(g * len)
+        .flat_map(|grp| {
+            let mut acc = vec![0.0; len];
+            for block in grp.chunks(len) {
+                for (a, v) in acc.iter_mut().zip(block) {
+                    *a += v;
+                }
+            }
+            acc
+        })
+        .collect()
+}
+
+/// Enclosures of sums over groups of `g` heads: midpoints summed in f64, radii by
+/// [`polyattn::rounding::group_sum_radius`] (the heads' radii plus the f64 summation's
+/// rounding of the midpoints, rounded up; infinite radii stay infinite).
+fn group_sums_enclosed(mid: &[f64], rad: &[f64], g: usize, len: usize) -> (Vec<f64>, Vec<f64>) {
+    let abs: Vec<f64> = mid.iter().map(|m| m.abs()).collect();
+    let (sums, rads, abss) = (
+        group_sums(mid, g, len),
+        group_sums(rad, g, len),
+        group_sums(&abs, g, len),
+    );
+    let r = rads
+        .iter()
+        .zip(&abss)
+        .map(|(&r, &a)| {
+            up(polyattn::rounding::group_sum_radius(
+                r,
+                a,
+                g,
+                polyattn::rounding::U_F64,
+            ))
+        })
+        .collect();
+    (sums, r)
+}
+
 // ---------------------------------------------------------------------------------
 // Statistics
 
@@ -628,14 +685,9 @@ fn down(x: f64) -> f64 {
     }
 }
 
-/// gamma_k = k u / (1 - k u); `+inf` once `k u >= 1` (no bound of that form holds).
+/// gamma_k in f64 ([`polyattn::rounding::gamma`]).
 fn gamma(k: usize) -> f64 {
-    let ku = k as f64 * (f64::EPSILON / 2.0);
-    if ku >= 1.0 {
-        f64::INFINITY
-    } else {
-        ku / (1.0 - ku)
-    }
+    polyattn::rounding::gamma(k, polyattn::rounding::U_F64)
 }
 
 /// A sum of squares kept as `scale^2 ssq` with `scale` a power of two (LAPACK's
@@ -1021,6 +1073,8 @@ fn tensor_stats(
 /// The inputs as stacks.
 struct Inputs {
     geoms: [Geom; 3],
+    /// Query heads per key/value head (1 without grouped-query attention).
+    group: usize,
     q: Vec<f64>,
     k: Vec<f64>,
     v: Vec<f64>,
@@ -1049,10 +1103,13 @@ impl Inputs {
             Some(g) => Some(view(g, gq.rows, gv.cols)?),
             None => None,
         };
+        // Query head h reads key/value head h / group ([`polyattn::attention::kv_group`];
+        // the stack is batch-major in both layouts, so this holds across batches).
+        let kv = h / self.group.max(1);
         Ok((
             view(&self.q, gq.rows, gq.cols)?,
-            view(&self.k, gk.rows, gk.cols)?,
-            view(&self.v, gv.rows, gv.cols)?,
+            part(&self.k, kv, gk.rows, gk.cols)?,
+            part(&self.v, kv, gv.rows, gv.cols)?,
             g,
         ))
     }
@@ -1062,21 +1119,32 @@ fn load_inputs(file: &TensorFile, layout: Layout) -> Result<Inputs> {
     let (gq, q, tq) = load_input(file, "q", layout)?;
     let (gk, k, tk) = load_input(file, "k", layout)?;
     let (gv, v, tv) = load_input(file, "v", layout)?;
-    let same = |name: &str, g: &Geom| -> Result<()> {
-        if g.lead != gq.lead || g.heads != gq.heads {
+    // Batch dims equal to q's; heads equal to q's or dividing them (grouped-query and
+    // multi-query attention); v's heads equal to k's.
+    let (q_batch, q_heads) = gq.batch_and_heads();
+    let (k_batch, k_heads) = gk.batch_and_heads();
+    let same = |name: &str, g: &Geom, heads_ok: bool| -> Result<()> {
+        let (batch, _) = g.batch_and_heads();
+        if g.lead.len() != gq.lead.len() || batch != q_batch || !heads_ok {
             return Err(Error::ShapeMismatch {
                 what: format!(
                     "batch/head dimensions of `{name}` (layout {})",
                     layout.name()
                 ),
-                expected: format!("those of `q` {:?}", gq.shape()),
+                expected: format!(
+                    "those of `q` {:?}, or with heads dividing q's {q_heads} (grouped-query attention){}",
+                    gq.shape(),
+                    if name == "v" { ", and v's heads equal to k's" } else { "" }
+                ),
                 got: format!("{:?}", g.shape()),
             });
         }
         Ok(())
     };
-    same("k", &gk)?;
-    same("v", &gv)?;
+    same("k", &gk, k_heads > 0 && q_heads % k_heads == 0)?;
+    let (_, v_heads) = gv.batch_and_heads();
+    same("v", &gv, v_heads == k_heads && k_batch == q_batch)?;
+    let group = polyattn::attention::kv_group(q_heads, k_heads)?;
     let dim = |what: &str, want: usize, got: usize| -> Result<()> {
         if want != got {
             return Err(Error::ShapeMismatch {
@@ -1111,6 +1179,7 @@ fn load_inputs(file: &TensorFile, layout: Layout) -> Result<Inputs> {
     };
     Ok(Inputs {
         geoms: [gq, gk, gv],
+        group,
         q,
         k,
         v,
@@ -1282,24 +1351,39 @@ pub fn certify_candidate(
         let gather = |f: &dyn Fn(&HeadRef) -> &Vec<f64>| -> Vec<f64> {
             heads.iter().flat_map(|h| f(h).iter().copied()).collect()
         };
-        let mid = gather(&|h| &h.t[ti].0);
-        let rad = gather(&|h| &h.t[ti].1);
+        let (mut mid, mut rad) = (gather(&|h| &h.t[ti].0), gather(&|h| &h.t[ti].1));
+        // Grouped-query attention: a key/value head's exact dK, dV are the sums of its
+        // query heads' shares.
+        let kv_sum = ti >= 3 && x.group > 1;
+        if kv_sum {
+            (mid, rad) = group_sums_enclosed(&mid, &rad, x.group, rows * cols);
+        }
         let base_dt = if ti == 1 { run_dtype } else { dt };
         let pick = |rule: PlainRule| -> Vec<f64> {
             baselines
                 .iter()
                 .find(|b| b.0 == base_dt && b.1 == rule)
                 .map(|b| {
-                    b.2.iter()
-                        .flat_map(|p| {
-                            let v: &[f64] = match ti {
-                                0 => &p.o,
-                                1 => &p.lse,
-                                _ => p.grads.as_ref().map_or(&[][..], |gr| &gr[ti - 2][..]),
-                            };
-                            v.iter().map(move |&x| dt.round(x))
-                        })
-                        .collect()
+                    let raw: Vec<f64> =
+                        b.2.iter()
+                            .flat_map(|p| {
+                                let v: &[f64] = match ti {
+                                    0 => &p.o,
+                                    1 => &p.lse,
+                                    _ => p.grads.as_ref().map_or(&[][..], |gr| &gr[ti - 2][..]),
+                                };
+                                v.iter().copied()
+                            })
+                            .collect();
+                    // The plain baseline with GQA repeats k, v per query head and sums
+                    // the shares (as autograd through `repeat_interleave` does, with a
+                    // float accumulator), rounded to the dtype once.
+                    let raw = if kv_sum {
+                        group_sums(&raw, x.group, rows * cols)
+                    } else {
+                        raw
+                    };
+                    raw.into_iter().map(|x| dt.round(x)).collect()
                 })
                 .unwrap_or_default()
         };
@@ -1372,7 +1456,7 @@ pub fn certify_candidate(
         // unless the candidate is -inf too (handled as a convention above).
         let e = Entries {
             name,
-            dims: (stack, rows, cols),
+            dims: (g.stack(), rows, cols),
             cand,
             mid,
             rad,
@@ -1398,6 +1482,7 @@ pub fn certify_candidate(
         layout,
         input_dtypes: x.dtypes.clone(),
         shape: [batch, hpb, n_q, n_k, d, d_v],
+        kv_heads: hpb / x.group.max(1),
         mask: mask.name().into(),
         scale: tau,
         reference: if use_mpfr {
@@ -1685,8 +1770,16 @@ impl CandidateReport {
     /// The report as Markdown.
     pub fn to_markdown(&self) -> String {
         let [b, h, n_q, n_k, d, d_v] = self.shape;
+        let kv = if self.kv_heads == h {
+            String::new()
+        } else {
+            format!(
+                " ({} key/value heads: grouped-query attention)",
+                self.kv_heads
+            )
+        };
         let mut s = format!(
-            "# Certified error of a candidate attention\n\n{b} x {h} head(s), n_q = {n_q}, n_k = {n_k}, d = {d}, d_v = {d_v}, mask {}, scale {:e}, layout {}; inputs {}.\nReference: {}.\nWall times are in `timings.json`.\n\n",
+            "# Certified error of a candidate attention\n\n{b} x {h} head(s){kv}, n_q = {n_q}, n_k = {n_k}, d = {d}, d_v = {d_v}, mask {}, scale {:e}, layout {}; inputs {}.\nReference: {}.\nWall times are in `timings.json`.\n\n",
             self.mask,
             self.scale,
             self.layout.name(),

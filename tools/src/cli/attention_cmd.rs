@@ -207,45 +207,22 @@ fn run_exact<T: Real>(x: &Loaded<T>, cfg: &AttentionConfig) -> Result<Outputs> {
     ))
 }
 
-/// Grouped-query heads: the per-query-head gradients of `k` or `v` summed over each
-/// group of `g` query heads, in head order, with their bounds: the sum of the heads'
-/// bounds plus the rounding of the `g - 1` additions in `T`
-/// (`gamma_{g-1} sum_i |y_i|`, `gamma_k = k u / (1 - k u)`), rounded up.
-/// gamma_k = k u / (1 - k u) for unit roundoff `u`; `+inf` once `k u >= 1`.
-fn gamma_u(k: usize, u: f64) -> f64 {
-    let ku = k as f64 * u;
-    if ku >= 1.0 {
-        f64::INFINITY
-    } else {
-        ku / (1.0 - ku)
-    }
-}
-
 /// Sums the values (in `T`) and bounds (in f64) over each group of `g` consecutive
 /// query heads (GQA: the query heads `h` with `h / g == j` share key head `j`).
 ///
 /// With `s` the exact sum of the heads' exact gradients, the returned bound covers
-/// `|fl_T(sum v) - s| <= sum b + gamma^T_{g-1} sum |v|` (recursive summation in `T`)
-/// plus the f64 rounding of the bound itself: `sum b` and `sum |v|` are each computed
-/// with `g - 1` roundings (each computed sum `>= exact / (1 + gamma_{g-1})`), then
-/// `gamma^T` (3 operations), one product, one sum and one product by the factor (itself
-/// rounded): at most `g + 6` roundings in all, so the factor `1 + gamma_{g+6}` (f64 `u`)
-/// makes the result an upper bound.
+/// `|fl_T(sum v) - s| <= sum b + gamma^T_{g-1} sum |v|` (recursive summation in `T`),
+/// rounded up ([`polyattn::rounding::group_sum_radius`]); the polynomial part alone is
+/// `sum b` times `1 + gamma_{g+2}` (its `g - 1` sums, one product, the factor's own
+/// rounding).
 fn sum_groups_with_bounds<T: Real>(
     vals: Vec<Vec<T>>,
     bounds: Vec<poly::Bounds>,
     g: usize,
 ) -> (Vec<Vec<T>>, Vec<poly::Bounds>) {
-    let u64_ = f64::EPSILON / 2.0;
-    let u = if T::DTYPE == "F32" {
-        f64::from(f32::EPSILON) / 2.0
-    } else {
-        u64_
-    };
-    let gamma = gamma_u(g.saturating_sub(1), u);
-    // `sum b` and its product: g - 1 + 1 roundings, and the factor's own.
-    let up_poly = 1.0 + gamma_u(g + 2, u64_);
-    let up = 1.0 + gamma_u(g + 6, u64_);
+    use polyattn::rounding::{gamma, group_sum_radius, U_F32, U_F64};
+    let u = if T::DTYPE == "F32" { U_F32 } else { U_F64 };
+    let up_poly = 1.0 + gamma(g + 2, U_F64);
     let mut out_v = Vec::new();
     let mut out_b = Vec::new();
     for (vs, bs) in vals.chunks(g).zip(bounds.chunks(g)) {
@@ -263,7 +240,7 @@ fn sum_groups_with_bounds<T: Real>(
             }
         }
         for e in 0..len {
-            total[e] = (total[e] + gamma * abs[e]) * up;
+            total[e] = group_sum_radius(total[e], abs[e], g, u);
             polyb[e] *= up_poly;
         }
         out_v.push(sum);

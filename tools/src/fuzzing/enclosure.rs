@@ -292,10 +292,7 @@ pub fn reference(c: &Case, tau: f64) -> Reference {
     }
 }
 
-fn gamma(k: usize, u: f64) -> f64 {
-    let ku = k as f64 * u;
-    ku / (1.0 - ku)
-}
+use polyattn::rounding::gamma;
 
 /// Per-entry rounding allowances of the exact engine's O, lse, dQ, dK, dV, derived
 /// from the algorithm's operation sequence (first-order, u = T's unit roundoff,
