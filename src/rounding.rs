@@ -36,9 +36,27 @@ pub fn gamma(k: usize, u: f64) -> f64 {
 /// least exact / (1 + gamma_{g-1})); gamma's evaluation, one product, one sum and the
 /// product by the factor (itself rounded) add at most 7 more: the factor
 /// `1 + gamma_{g+6}` (f64 `u`) makes the result an upper bound.
+///
+/// Underflow needs no absolute term: with f64 terms, an addition whose result is
+/// subnormal is exact, so the summation error is nonzero only once some partial sum
+/// reaches 2^-1021, and then `gamma * abs_sum` is far above the subnormal range; with
+/// f32 terms the product is at least about 2^-150, a normal f64.
+///
+/// No summation (g <= 1) adds nothing (an infinite `abs_sum` is then no 0 * inf);
+/// any NaN gives `+inf` (no bound).
 pub fn group_sum_radius(rad_sum: f64, abs_sum: f64, g: usize, u_vals: f64) -> f64 {
     let gamma_vals = gamma(g.saturating_sub(1), u_vals);
-    (rad_sum + gamma_vals * abs_sum) * (1.0 + gamma(g + 6, U_F64))
+    let summation = if gamma_vals == 0.0 {
+        0.0
+    } else {
+        gamma_vals * abs_sum
+    };
+    let r = (rad_sum + summation) * (1.0 + gamma(g + 6, U_F64));
+    if r.is_nan() {
+        f64::INFINITY
+    } else {
+        r
+    }
 }
 
 #[cfg(test)]
@@ -60,6 +78,16 @@ mod tests {
         // One term: nothing is added, the radius passes through (times the f64 slack).
         let r = group_sum_radius(1.0, 5.0, 1, U_F32);
         assert!((1.0..1.0 + 1e-14).contains(&r));
+        // Degenerate inputs never give NaN (found by review): 0 * inf, inf * gamma.
+        assert_eq!(
+            group_sum_radius(1.0, f64::INFINITY, 1, U_F64),
+            1.0 * (1.0 + gamma(7, U_F64))
+        );
+        assert_eq!(
+            group_sum_radius(0.0, 0.0, (1 << 24) + 1, U_F32),
+            f64::INFINITY
+        );
+        assert_eq!(group_sum_radius(f64::NAN, 1.0, 2, U_F64), f64::INFINITY);
         // Three f32 terms whose f32 sum rounds: 1 + 2^-24 + 2^-24 is 1 in f32 (ties to
         // even twice), the exact sum is 1 + 2^-23; the radius with zero term radii must
         // cover that 2^-23.

@@ -240,7 +240,13 @@ fn sum_groups_with_bounds<T: Real>(
             }
         }
         for e in 0..len {
-            total[e] = group_sum_radius(total[e], abs[e], g, u);
+            // A sum that overflowed T is unbounded (the f64 sums of |v| and of the
+            // bounds do not see T's overflow; found by review).
+            total[e] = if sum[e].to_f64().is_finite() {
+                group_sum_radius(total[e], abs[e], g, u)
+            } else {
+                f64::INFINITY
+            };
             polyb[e] *= up_poly;
         }
         out_v.push(sum);
@@ -423,5 +429,23 @@ mod tests {
         let (v, b) = sum_groups_with_bounds(vals, bounds, 3);
         assert!(b[0].total[0] >= (1.0 + 2.0 * u - v[0][0]).abs());
         assert!(b[0].total[0] > 0.0);
+    }
+
+    /// Two f32 shares of 2e38 overflow to inf when summed in f32, while the f64 sums
+    /// of |v| and of the bounds stay finite: the bound must be infinite (found by
+    /// review: it was about 2.4e31).
+    #[test]
+    fn an_f32_group_sum_that_overflows_is_unbounded() {
+        let vals = vec![vec![2e38f32], vec![2e38f32]];
+        let bounds = vec![
+            poly::Bounds {
+                total: vec![0.0],
+                poly: vec![0.0],
+            };
+            2
+        ];
+        let (v, b) = sum_groups_with_bounds(vals, bounds, 2);
+        assert_eq!(v[0][0], f32::INFINITY);
+        assert_eq!(b[0].total[0], f64::INFINITY);
     }
 }
