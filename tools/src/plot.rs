@@ -1,7 +1,9 @@
 //! Log-log charts written as SVG files, for the sweeps' reports: several named series
 //! (lines, points or both), a title and axis labels. Built on `plotters`' SVG backend.
 
+use plotters::element::{Drawable, PointCollection};
 use plotters::prelude::*;
+use plotters_backend::DrawingErrorKind;
 use polyattn::error::{Error, Result};
 use std::path::Path;
 
@@ -41,7 +43,64 @@ pub struct LogLogChart {
     pub series: Vec<Series>,
 }
 
-/// A colour-blind-safe palette (Okabe-Ito), cycled.
+/// A legend swatch at `at`: an 18-pixel line (unless a point series) and the series'
+/// marker in its middle (0 circle, 1 triangle, 2 square; none for references).
+#[derive(Clone, Copy)]
+struct Swatch {
+    at: (i32, i32),
+    color: RGBColor,
+    width: u32,
+    line: bool,
+    marker: Option<usize>,
+}
+
+impl<'a> PointCollection<'a, (i32, i32)> for &'a Swatch {
+    type Point = &'a (i32, i32);
+    type IntoIter = std::iter::Once<&'a (i32, i32)>;
+    fn point_iter(self) -> Self::IntoIter {
+        std::iter::once(&self.at)
+    }
+}
+
+impl<DB: DrawingBackend> Drawable<DB> for Swatch {
+    fn draw<I: Iterator<Item = (i32, i32)>>(
+        &self,
+        mut points: I,
+        backend: &mut DB,
+        _: (u32, u32),
+    ) -> std::result::Result<(), DrawingErrorKind<DB::ErrorType>> {
+        let Some((x, y)) = points.next() else {
+            return Ok(());
+        };
+        let style = ShapeStyle {
+            color: self.color.to_rgba(),
+            filled: true,
+            stroke_width: self.width,
+        };
+        if self.line {
+            backend.draw_line((x, y), (x + 18, y), &style)?;
+        }
+        match self.marker {
+            Some(0) => backend.draw_circle((x + 9, y), 3, &style, true)?,
+            Some(1) => backend.fill_polygon(
+                vec![(x + 9, y - 4), (x + 5, y + 3), (x + 13, y + 3)],
+                &style,
+            )?,
+            Some(_) => backend.draw_rect((x + 6, y - 3), (x + 12, y + 3), &style, true)?,
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+/// Reference lines: greys, darkest first.
+const REFERENCE_GREYS: [RGBColor; 3] = [
+    RGBColor(60, 60, 60),
+    RGBColor(120, 120, 120),
+    RGBColor(170, 170, 170),
+];
+
+/// A colour-blind-safe palette (Okabe-Ito), cycled (then the marker changes).
 const PALETTE: [RGBColor; 8] = [
     RGBColor(0, 114, 178),
     RGBColor(213, 94, 0),
@@ -240,8 +299,17 @@ impl LogLogChart {
                 .y_label_formatter(&|v| tick(*v))
                 .draw()
                 .map_err(|e| err(&e))?;
-            for (i, (s, p)) in self.series.iter().zip(&placed).enumerate() {
-                let color = PALETTE[i % PALETTE.len()];
+            // Data series take the palette in order; reference lines take greys of
+            // their own, so no reference shares a colour with data.
+            let (mut data_i, mut ref_i) = (0usize, 0usize);
+            for (s, p) in self.series.iter().zip(&placed) {
+                let (color, i) = if s.style == Style::Reference {
+                    ref_i += 1;
+                    (REFERENCE_GREYS[(ref_i - 1) % REFERENCE_GREYS.len()], 0)
+                } else {
+                    data_i += 1;
+                    (PALETTE[(data_i - 1) % PALETTE.len()], data_i - 1)
+                };
                 // Past the palette's length the marker changes, so no two series look
                 // alike: circles, then triangles, then squares.
                 let shape = i / PALETTE.len();
@@ -261,18 +329,18 @@ impl LogLogChart {
                 }
                 .map_err(|e| err(&e))?;
                 let style = s.style;
-                anno.label(legend_name(&s.name, p, ya.floor)).legend(
-                    move |(x, y)| -> DynElement<'static, SVGBackend, (i32, i32)> {
-                        match style {
-                            Style::Points => Circle::new((x + 9, y), 3, color.filled()).into_dyn(),
-                            _ => PathElement::new(
-                                vec![(x, y), (x + 18, y)],
-                                color.stroke_width(width),
-                            )
-                            .into_dyn(),
-                        }
-                    },
-                );
+                // The legend's swatch shows what the plot shows: the marker (of the
+                // series' shape) for points, the line with its marker for lines, the
+                // thin line alone for references.
+                let swatch = Swatch {
+                    at: (0, 0),
+                    color,
+                    width,
+                    line: style != Style::Points,
+                    marker: (style != Style::Reference).then_some(shape % 3),
+                };
+                anno.label(legend_name(&s.name, p, ya.floor))
+                    .legend(move |at| Swatch { at, ..swatch });
                 if s.style == Style::Line {
                     chart
                         .draw_series(p.points.iter().map(|&q| marker(q, 2)))

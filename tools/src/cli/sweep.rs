@@ -4,7 +4,7 @@
 //!   [`crate::harness::io_sweep`].
 
 use crate::harness::io_sweep;
-use crate::harness::{accuracy, model_depth, model_time, seed, threshold, Preset};
+use crate::harness::{accuracy, exponent, model_depth, model_time, seed, threshold, Preset};
 use clap::Subcommand;
 use polyattn::error::Result;
 use std::path::PathBuf;
@@ -32,6 +32,10 @@ pub enum SweepKind {
     Bound(PresetArgs),
     /// The polynomial engine's gradient difference against the number of layers.
     Depth(PresetArgs),
+    /// The polynomial method's cost exponent log(n r) / log n against n, plan-only up
+    /// to n = 2^40, under the papers' prescriptions (tau = 1/d, B against sqrt(ln n),
+    /// d fixed or growing with log n, eps = n^-a), with the threshold map.
+    Exponent(PresetArgs),
     /// ML24's rebuttal experiment redone: d = 4..12, n = 10 * 2^d, N(0,1) inputs,
     /// scores Q K^T / d; error in the standard metric and speedup over the exact engine.
     Seed(PresetArgs),
@@ -135,6 +139,20 @@ pub fn run(args: &SweepArgs) -> Result<()> {
             threshold::write_outputs(&report, &out)?;
             outln!(
                 "wrote bound.md, bound.json and bound.svg to {}",
+                out.display()
+            );
+            Ok(())
+        }
+        SweepKind::Exponent(a) => {
+            let out = a
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("results/exponent"));
+            let report = exponent::sweep(a.preset)?;
+            out!("{}", exponent::terminal_summary(&report));
+            exponent::write_outputs(&report, &out)?;
+            outln!(
+                "wrote exponent.md, exponent.json, exponent.svg and exponent_map.svg to {}",
                 out.display()
             );
             Ok(())

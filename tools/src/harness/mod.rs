@@ -6,6 +6,8 @@
 //!   IO24).
 //! - [`accuracy`]: the polynomial engine's certified error against n (eps = 1/n).
 //! - `bits` (feature `certify`): the algorithm in MPFR at p = c log2(n) bits.
+//! - [`exponent`]: the polynomial method's cost exponent against n, plan-only up to
+//!   n = 2^40 under the papers' prescriptions (issue 18's items 1 and 3).
 //! - [`fit`]: least-squares slopes on log-log data.
 //! - [`model_time`]: the whole model's time against n, exact vs polynomial.
 //! - [`threshold`]: where the polynomial engine stops paying, B against n (AS23's line).
@@ -15,6 +17,7 @@
 pub mod accuracy;
 #[cfg(feature = "certify")]
 pub mod bits;
+pub mod exponent;
 pub mod fit;
 pub mod io_sweep;
 pub mod model_depth;
@@ -60,3 +63,63 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
 }
 
 pub use crate::table::{markdown_table, sig3, text_table};
+
+/// Where a result came from: the source revision, the machine and the thread count,
+/// recorded in every result file that carries one (no timestamps: the files stay
+/// reproducible).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Provenance {
+    /// `git describe --always --dirty` of the source tree, or `unknown`.
+    pub revision: String,
+    /// CPU model (`/proc/cpuinfo`), logical CPUs and the SIMD level in use.
+    pub machine: String,
+    /// rayon's worker threads.
+    pub threads: usize,
+}
+
+impl Provenance {
+    /// This process's provenance.
+    pub fn here() -> Self {
+        let revision = std::process::Command::new("git")
+            .args([
+                "-C",
+                env!("CARGO_MANIFEST_DIR"),
+                "describe",
+                "--always",
+                "--dirty",
+            ])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "unknown".into());
+        let model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| {
+                c.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split(':').nth(1))
+                    .map(|m| m.trim().to_string())
+            })
+            .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+        let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+        Self {
+            revision,
+            machine: format!(
+                "{model}, {cpus} logical CPUs, SIMD {:?}",
+                polyattn::simd::isa::<f64>()
+            ),
+            threads: rayon::current_num_threads(),
+        }
+    }
+
+    /// One sentence for a Markdown report.
+    pub fn sentence(&self) -> String {
+        format!(
+            "Revision {}, machine {}, {} threads.",
+            self.revision, self.machine, self.threads
+        )
+    }
+}
