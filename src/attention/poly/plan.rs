@@ -105,7 +105,7 @@ pub struct Regime {
     pub radius: f64,
     /// The papers' entry bound B = max |entry| of Q and K.
     pub entry_bound: f64,
-    /// sqrt(ln n): B below it is the bounded-entry side of AS23's threshold.
+    /// sqrt(ln n), the scale of AS23's entry-bound threshold (see [`Regime::bounded_entries`]).
     pub sqrt_ln_n: f64,
     /// The degree g.
     pub degree: usize,
@@ -124,8 +124,12 @@ impl Regime {
     pub fn predicted_speedup(&self) -> f64 {
         self.exact_flops / self.poly_flops
     }
-    /// True when B < sqrt(ln n): the side of the threshold where the theory promises a
-    /// subquadratic algorithm (AS23). Past it none exists under SETH.
+    /// True when B < sqrt(ln n) at this n: where the input sits against the *scale* of
+    /// AS23's threshold. By itself it promises nothing: the theorems are asymptotic
+    /// (B = o(sqrt(log n)) almost linear, B = omega(sqrt(log n)) not subquadratic under
+    /// SETH, constants unknown) and concern d = Theta(log n); at one n and a fixed d the
+    /// planner's degree, rank and predicted cost are what decide (README, "The cost
+    /// exponent under the papers' own prescriptions").
     pub fn bounded_entries(&self) -> bool {
         self.entry_bound < self.sqrt_ln_n
     }

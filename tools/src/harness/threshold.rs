@@ -1,5 +1,7 @@
 //! `polyattn sweep bound`: where the polynomial engine stops paying, against the entry
-//! bound B and n: the first empirical picture of AS23/AS24's threshold B ~ sqrt(ln n).
+//! bound B and n, timed at a fixed d. Not a picture of AS23/AS24's threshold B ~
+//! sqrt(ln n), which is asymptotic and concerns d = Theta(log n): at fixed d the method is
+//! almost linear for any B = n^{o(1)} (see [`super::exponent`] for the plan-only map).
 //!
 //! For each n and B (log-spaced from 0.1 to 4 sqrt(ln n)): Q and K with every entry
 //! +B or -B (random signs; so the certified radius is R = B^2 sqrt(d) for tau =
