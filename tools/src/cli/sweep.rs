@@ -76,98 +76,91 @@ pub fn run(args: &SweepArgs) -> Result<()> {
             outln!("wrote io.md, io.json and plots to {}", a.out.display());
             Ok(())
         }
-        SweepKind::ErrorN(a) => {
-            let out = a
-                .out
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("results/error_n"));
-            let report = accuracy::sweep(a.preset)?;
-            out!("{}", accuracy::terminal_summary(&report));
-            accuracy::write_outputs(&report, &out)?;
-            outln!(
-                "wrote error_n.md, error_n.json and error_n.svg to {}",
-                out.display()
-            );
-            Ok(())
-        }
-        SweepKind::Seed(a) => {
-            let out = a
-                .out
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("results/seed"));
-            let report = seed::sweep(a.preset)?;
-            out!("{}", seed::terminal_summary(&report));
-            seed::write_outputs(&report, &out)?;
-            outln!("wrote seed.md and seed.json to {}", out.display());
-            Ok(())
-        }
-        SweepKind::Depth(a) => {
-            let out = a
-                .out
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("results/depth"));
-            let report = model_depth::sweep(a.preset)?;
-            out!("{}", model_depth::terminal_summary(&report));
-            model_depth::write_outputs(&report, &out)?;
-            outln!(
-                "wrote depth.md, depth.json and depth.svg to {}",
-                out.display()
-            );
-            Ok(())
-        }
-        SweepKind::TimeN(a) => {
-            let out = a
-                .out
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("results/time_n"));
-            let report = model_time::sweep(a.preset)?;
-            out!("{}", model_time::terminal_summary(&report));
-            model_time::write_outputs(&report, &out)?;
-            outln!(
-                "wrote time_n.md, time_n.json and time_n.svg to {}",
-                out.display()
-            );
-            Ok(())
-        }
-        SweepKind::Bound(a) => {
-            let out = a
-                .out
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("results/bound"));
-            let report = threshold::sweep(a.preset)?;
-            out!("{}", threshold::terminal_summary(&report));
-            threshold::write_outputs(&report, &out)?;
-            outln!(
-                "wrote bound.md, bound.json and bound.svg to {}",
-                out.display()
-            );
-            Ok(())
-        }
-        SweepKind::Exponent(a) => {
-            let out = a
-                .out
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("results/exponent"));
-            let report = exponent::sweep(a.preset)?;
-            out!("{}", exponent::terminal_summary(&report));
-            exponent::write_outputs(&report, &out)?;
-            outln!(
-                "wrote exponent.md, exponent.json, exponent.svg and exponent_map.svg to {}",
-                out.display()
-            );
-            Ok(())
-        }
+        SweepKind::ErrorN(a) => preset_sweep(
+            a,
+            "error_n",
+            &["error_n.md", "error_n.json", "error_n.svg"],
+            accuracy::sweep,
+            accuracy::terminal_summary,
+            accuracy::write_outputs,
+        ),
+        SweepKind::Seed(a) => preset_sweep(
+            a,
+            "seed",
+            &["seed.md", "seed.json"],
+            seed::sweep,
+            seed::terminal_summary,
+            seed::write_outputs,
+        ),
+        SweepKind::Depth(a) => preset_sweep(
+            a,
+            "depth",
+            &["depth.md", "depth.json", "depth.svg"],
+            model_depth::sweep,
+            model_depth::terminal_summary,
+            model_depth::write_outputs,
+        ),
+        SweepKind::TimeN(a) => preset_sweep(
+            a,
+            "time_n",
+            &["time_n.md", "time_n.json", "time_n.svg"],
+            model_time::sweep,
+            model_time::terminal_summary,
+            model_time::write_outputs,
+        ),
+        SweepKind::Bound(a) => preset_sweep(
+            a,
+            "bound",
+            &["bound.md", "bound.json", "bound.svg"],
+            threshold::sweep,
+            threshold::terminal_summary,
+            threshold::write_outputs,
+        ),
+        SweepKind::Exponent(a) => preset_sweep(
+            a,
+            "exponent",
+            &[
+                "exponent.md",
+                "exponent.json",
+                "exponent.svg",
+                "exponent_map.svg",
+            ],
+            exponent::sweep,
+            exponent::terminal_summary,
+            exponent::write_outputs,
+        ),
         #[cfg(feature = "certify")]
         SweepKind::Bits(a) => {
-            let out = a
-                .out
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("results/bits"));
-            let report = crate::harness::bits::sweep(a.preset)?;
-            out!("{}", crate::harness::bits::terminal_summary(&report));
-            crate::harness::bits::write_outputs(&report, &out)?;
-            outln!("wrote bits.md, bits.json and bits.svg to {}", out.display());
-            Ok(())
+            use crate::harness::bits;
+            preset_sweep(
+                a,
+                "bits",
+                &["bits.md", "bits.json", "bits.svg"],
+                bits::sweep,
+                bits::terminal_summary,
+                bits::write_outputs,
+            )
         }
     }
+}
+
+/// One preset sweep: run it, print its summary, write its files to `--out` (default
+/// `results/<name>`) and say which.
+fn preset_sweep<R>(
+    a: &PresetArgs,
+    name: &str,
+    files: &[&str],
+    sweep: fn(Preset) -> Result<R>,
+    summary: fn(&R) -> String,
+    write: fn(&R, &std::path::Path) -> Result<()>,
+) -> Result<()> {
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("results").join(name));
+    let report = sweep(a.preset)?;
+    out!("{}", summary(&report));
+    write(&report, &out)?;
+    outln!("wrote {} to {}", files.join(", "), out.display());
+    Ok(())
 }
