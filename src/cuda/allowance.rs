@@ -42,7 +42,7 @@ use super::launch::MAX_CHUNK;
 use super::poly::FeatureTable;
 use super::poly::{CudaPolyForward, CudaPolyGradients};
 use crate::attention::poly::bound::{self, Bounds, GradContext};
-use crate::attention::poly::core::{self, LowRankProblem};
+use crate::attention::poly::core;
 use crate::attention::poly::{GradientKind, PolyConfig};
 use crate::attention::Problem;
 use crate::error::Result;
@@ -140,21 +140,14 @@ pub fn poly_bounds(
     };
     let (q64, k64, v64) = (to64(q), to64(k), to64(v));
     let plan = &fwd.plan;
-    let lr = LowRankProblem {
-        q: &q64,
-        k: &k64,
-        v: &v64,
-        n_q: p.n_q(),
-        n_k: p.n_k(),
-        d: p.d(),
-        d_v: p.d_v(),
-        tau: p.tau as f64,
-        query_scale: plan.query_scale,
-        key_scale: plan.key_scale,
-        coeffs: plan.poly.coeffs.clone(),
-        mask: p.mask,
-        chunk: cfg.chunk,
-    };
+    let lr = plan.low_rank_problem(
+        (&q64, &k64, &v64),
+        (p.n_q(), p.n_k(), p.d(), p.d_v()),
+        p.tau as f64,
+        p.mask,
+        cfg.chunk,
+        |x| x,
+    );
     let f64_fwd = core::forward(&lr, &plan.monomials);
     let abs_v: Vec<f64> = v64.iter().map(|x| x.abs()).collect();
     let w = core::apply(&lr, &plan.monomials, &abs_v, p.d_v()).o;

@@ -181,21 +181,14 @@ impl Inputs {
         plan: &Plan,
         chunk: usize,
     ) -> LowRankProblem<'a, f64> {
-        LowRankProblem {
-            q: &self.q,
-            k: &self.k,
-            v: &self.v,
-            n_q: p.n_q(),
-            n_k: p.n_k(),
-            d: p.d(),
-            d_v: p.d_v(),
-            tau: p.tau.to_f64(),
-            query_scale: plan.query_scale,
-            key_scale: plan.key_scale,
-            coeffs: plan.poly.coeffs.clone(),
-            mask: p.mask,
+        plan.low_rank_problem(
+            (&self.q, &self.k, &self.v),
+            (p.n_q(), p.n_k(), p.d(), p.d_v()),
+            p.tau.to_f64(),
+            p.mask,
             chunk,
-        }
+            |x| x,
+        )
     }
 }
 

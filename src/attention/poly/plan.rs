@@ -167,6 +167,39 @@ pub fn rigorous_radius<T: Real>(p: &Problem<'_, T>) -> f64 {
     ((p.tau.to_f64().abs() * max_norm(p.q)).next_up() * max_norm(p.k)).next_up()
 }
 
+impl Plan {
+    /// The low-rank problem this plan describes for one head: `q` (`n_q x d`), `k`
+    /// (`n_k x d`), `v` (`n_k x d_v`) already in the scalar `S` the algorithm runs on,
+    /// and the plan's f64 numbers (tau, the factor scales, P's coefficients) lifted into
+    /// `S` by `lift` (the identity for f64, an MPFR conversion for the references).
+    #[allow(clippy::too_many_arguments)]
+    pub fn low_rank_problem<'a, S>(
+        &self,
+        (q, k, v): (&'a [S], &'a [S], &'a [S]),
+        (n_q, n_k, d, d_v): (usize, usize, usize, usize),
+        tau: f64,
+        mask: Mask,
+        chunk: usize,
+        lift: impl Fn(f64) -> S,
+    ) -> super::core::LowRankProblem<'a, S> {
+        super::core::LowRankProblem {
+            q,
+            k,
+            v,
+            n_q,
+            n_k,
+            d,
+            d_v,
+            tau: lift(tau),
+            query_scale: lift(self.query_scale),
+            key_scale: lift(self.key_scale),
+            coeffs: self.poly.coeffs.iter().map(|&c| lift(c)).collect(),
+            mask,
+            chunk,
+        }
+    }
+}
+
 /// Predicted flops of the polynomial forward (features, states twice, queries' state
 /// products, the in-chunk blocks of a mask: about chunk / 2 entries per row, each
 /// `d + g` operations by the direct kernel where it applies, `r` otherwise, and `p`

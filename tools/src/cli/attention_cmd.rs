@@ -207,54 +207,6 @@ fn run_exact<T: Real>(x: &Loaded<T>, cfg: &AttentionConfig) -> Result<Outputs> {
     ))
 }
 
-/// Sums the values (in `T`) and bounds (in f64) over each group of `g` consecutive
-/// query heads (GQA: the query heads `h` with `h / g == j` share key head `j`).
-///
-/// With `s` the exact sum of the heads' exact gradients, the returned bound covers
-/// `|fl_T(sum v) - s| <= sum b + gamma^T_{g-1} sum |v|` (recursive summation in `T`),
-/// rounded up ([`polyattn::rounding::group_sum_radius`]); the polynomial part alone is
-/// `sum b` times `1 + gamma_{g+2}` (its `g - 1` sums, one product, the factor's own
-/// rounding).
-fn sum_groups_with_bounds<T: Real>(
-    vals: Vec<Vec<T>>,
-    bounds: Vec<poly::Bounds>,
-    g: usize,
-) -> (Vec<Vec<T>>, Vec<poly::Bounds>) {
-    use polyattn::rounding::{gamma, group_sum_radius, U_F32, U_F64};
-    let u = if T::DTYPE == "F32" { U_F32 } else { U_F64 };
-    let up_poly = 1.0 + gamma(g + 2, U_F64);
-    let mut out_v = Vec::new();
-    let mut out_b = Vec::new();
-    for (vs, bs) in vals.chunks(g).zip(bounds.chunks(g)) {
-        let len = vs[0].len();
-        let mut sum = vec![T::from_f64(0.0); len];
-        let mut abs = vec![0.0f64; len];
-        let mut total = vec![0.0f64; len];
-        let mut polyb = vec![0.0f64; len];
-        for (v, b) in vs.iter().zip(bs) {
-            for e in 0..len {
-                sum[e] += v[e];
-                abs[e] += v[e].to_f64().abs();
-                total[e] += b.total[e];
-                polyb[e] += b.poly[e];
-            }
-        }
-        for e in 0..len {
-            // A sum that overflowed T is unbounded (the f64 sums of |v| and of the
-            // bounds do not see T's overflow; found by review).
-            total[e] = if sum[e].to_f64().is_finite() {
-                group_sum_radius(total[e], abs[e], g, u)
-            } else {
-                f64::INFINITY
-            };
-            polyb[e] *= up_poly;
-        }
-        out_v.push(sum);
-        out_b.push(poly::Bounds { total, poly: polyb });
-    }
-    (out_v, out_b)
-}
-
 fn concat<T: Clone>(parts: impl Iterator<Item = Vec<T>>) -> Vec<T> {
     parts.flatten().collect()
 }
@@ -356,7 +308,7 @@ fn run_poly<T: Real>(x: &Loaded<T>, cfg: &PolyConfig, args: &AttentionArgs) -> R
             let (mut vals, mut bounds): (Vec<Vec<T>>, Vec<poly::Bounds>) =
                 g.iter().map(pick).unzip();
             if name != "dq" && group > 1 {
-                (vals, bounds) = sum_groups_with_bounds(vals, bounds, group);
+                (vals, bounds) = poly::bound::sum_groups(vals, bounds, group);
             }
             out.push((
                 name.into(),
@@ -384,68 +336,4 @@ fn run_poly<T: Real>(x: &Loaded<T>, cfg: &PolyConfig, args: &AttentionArgs) -> R
         serde_json::Value::Array(heads).to_string(),
     );
     Ok((out, meta))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The f64 sum of the bounds rounds: 1 + 19 (u) sums to 1 in f64, so the old
-    /// `(1 + 4 eps)` factor gave 1 + 8u < 1 + 19u, the exact sum. The bound must be at
-    /// least the exact sum (1 + 19u, so at least the next double 1 + 20u).
-    #[test]
-    fn group_bound_covers_the_f64_sum_of_bounds() {
-        let u = f64::EPSILON / 2.0;
-        let g = 20;
-        let vals = vec![vec![0.0f64]; g];
-        let bounds: Vec<poly::Bounds> = (0..g)
-            .map(|h| {
-                let b = if h == 0 { 1.0 } else { u };
-                poly::Bounds {
-                    total: vec![b],
-                    poly: vec![b],
-                }
-            })
-            .collect();
-        let (v, b) = sum_groups_with_bounds(vals, bounds, g);
-        assert_eq!(v, vec![vec![0.0]]);
-        assert!(b[0].total[0] >= 1.0 + 20.0 * u, "{:e}", b[0].total[0] - 1.0);
-        assert!(b[0].poly[0] >= 1.0 + 20.0 * u, "{:e}", b[0].poly[0] - 1.0);
-    }
-
-    /// The value sum's own rounding: three f64 values whose sum rounds; the bound
-    /// with zero input bounds must cover |fl(sum) - exact sum|.
-    #[test]
-    fn group_bound_covers_the_value_sum_rounding() {
-        let u = f64::EPSILON / 2.0;
-        let vals = vec![vec![1.0f64], vec![u], vec![u]]; // fl = 1, exact 1 + 2u
-        let bounds = vec![
-            poly::Bounds {
-                total: vec![0.0],
-                poly: vec![0.0],
-            };
-            3
-        ];
-        let (v, b) = sum_groups_with_bounds(vals, bounds, 3);
-        assert!(b[0].total[0] >= (1.0 + 2.0 * u - v[0][0]).abs());
-        assert!(b[0].total[0] > 0.0);
-    }
-
-    /// Two f32 shares of 2e38 overflow to inf when summed in f32, while the f64 sums
-    /// of |v| and of the bounds stay finite: the bound must be infinite (found by
-    /// review: it was about 2.4e31).
-    #[test]
-    fn an_f32_group_sum_that_overflows_is_unbounded() {
-        let vals = vec![vec![2e38f32], vec![2e38f32]];
-        let bounds = vec![
-            poly::Bounds {
-                total: vec![0.0],
-                poly: vec![0.0],
-            };
-            2
-        ];
-        let (v, b) = sum_groups_with_bounds(vals, bounds, 2);
-        assert_eq!(v[0][0], f32::INFINITY);
-        assert_eq!(b[0].total[0], f64::INFINITY);
-    }
 }

@@ -12,7 +12,7 @@
 use super::{ensure_dir, markdown_table, sig3, text_table, write_json, write_text, Preset};
 use crate::plot::{LogLogChart, Series, Style};
 use polyattn::attention::exact::reference::exact_reference;
-use polyattn::attention::poly::core::{backward, forward, GradientKind, LowRankProblem};
+use polyattn::attention::poly::core::{backward, forward, GradientKind};
 use polyattn::attention::poly::{self, Accuracy, PolyConfig};
 use polyattn::attention::{AttentionConfig, Mask};
 use polyattn::error::Result;
@@ -157,21 +157,7 @@ fn run_at(
     PRECISION.store(bits, Ordering::Relaxed);
     let conv = |v: &[f64]| v.iter().map(|&z| mp(z)).collect::<Vec<Mp>>();
     let (q, k, v, g) = (conv(&x[0]), conv(&x[1]), conv(&x[2]), conv(&x[3]));
-    let p = LowRankProblem {
-        q: &q,
-        k: &k,
-        v: &v,
-        n_q: n,
-        n_k: n,
-        d,
-        d_v: d,
-        tau: mp(tau),
-        query_scale: mp(plan.query_scale),
-        key_scale: mp(plan.key_scale),
-        coeffs: plan.poly.coeffs.iter().map(|&c| mp(c)).collect(),
-        mask: Mask::None,
-        chunk: 32,
-    };
+    let p = plan.low_rank_problem((&q, &k, &v), (n, n, d, d), tau, Mask::None, 32, mp);
     let f = forward(&p, &plan.monomials);
     let gr = backward(&p, &plan.monomials, &f, &g, GradientKind::Substituted);
     let back = |v: Vec<Mp>| v.into_iter().map(|z| z.0.to_f64()).collect::<Vec<f64>>();
