@@ -27,7 +27,7 @@ def mask_name(is_causal: bool, causal_alignment: str) -> str:
     return "causal" if causal_alignment == "top-left" else "causal-bottom-right"
 
 
-def check_unsupported(attn_mask: Any, dropout_p: float, enable_gqa: bool, window: Any) -> None:
+def check_unsupported(attn_mask: Any, dropout_p: float, window: Any) -> None:
     """Raises for the SDPA options the engine does not have (never emulated)."""
     if attn_mask is not None:
         raise NotImplementedError(
@@ -38,11 +38,6 @@ def check_unsupported(attn_mask: Any, dropout_p: float, enable_gqa: bool, window
         raise NotImplementedError(
             f"dropout_p={dropout_p}: attention dropout is not implemented (polyattn's "
             "results are deterministic and certified); use dropout_p=0.0"
-        )
-    if enable_gqa:
-        raise NotImplementedError(
-            "enable_gqa: grouped-query attention is not implemented; repeat k and v "
-            "along the head dimension to q's head count instead"
         )
     if window is not None:
         raise NotImplementedError("window: sliding-window attention is not implemented")
@@ -151,13 +146,14 @@ def run_forward(
     degree: Optional[int],
     dtype: Optional[str],
     polynomial: str = "chebyshev",
+    enable_gqa: bool = False,
 ) -> _Forward:
     """Folds the inputs (q, k, v first, then any others) and runs the native forward."""
     mask = mask_name(is_causal, causal_alignment)
     check_engine(engine, eps, degree)
     if scale is not None:
         scale = float(scale)
-    f = fold(named, dtype)
+    f = fold(named, dtype, gqa=enable_gqa)
     q, k, v = f.arrays[:3]
     out, state = _native.forward(
         q, k, v, mask=mask, scale=scale, engine=engine, eps=eps, degree=degree, polynomial=polynomial
@@ -191,9 +187,10 @@ def run_backward(fw: _Forward, do3: np.ndarray, gradient: str) -> Dict[str, Any]
         raise error("invalid_parameter", f"gradient={gradient!r}: expected one of {GRADIENTS}")
     q, k, v = fw.folded.arrays[:3]
     g = _native.backward(fw.state, q, k, v, do3, gradient=gradient)
-    s, lead = fw.folded.storage, fw.folded.lead
+    s = fw.folded.storage
     res: Dict[str, Any] = {}
     for name in ("dq", "dk", "dv"):
+        lead = fw.folded.lead if name == "dq" else fw.folded.kv_lead
         stored = from_compute(g[name], s)
         res[name] = unfold(stored, lead)
         if name + "_bound" in g:
@@ -226,7 +223,7 @@ def attention(
     Args:
         q: ``[..., n_q, d]``; k: ``[..., n_k, d]``; v: ``[..., n_k, d_v]``: NumPy arrays
             (or array-likes) with the same leading (batch/head) dims, which fold into
-            heads. float32 and float64 are computed natively; float16 and bfloat16
+            heads (with ``enable_gqa``, k and v may have fewer heads). float32 and float64 are computed natively; float16 and bfloat16
             (``ml_dtypes.bfloat16``, or uint16 bits with ``dtype=``) are converted
             exactly to float32, computed in float32, and the results rounded back to the
             input dtype, round to nearest even (PyTorch's math-backend convention).
@@ -245,8 +242,12 @@ def attention(
             [-R, R], R = tau max||q|| max||k||, so the polynomial depends on R) or
             ``"taylor"`` (at 0; the same polynomial for every input).
         dtype: ``"bfloat16"`` or ``"float16"`` when the arrays are uint16 bit patterns.
-        attn_mask, dropout_p, enable_gqa, window: not implemented; anything but the
-            default raises ``NotImplementedError``.
+        enable_gqa: grouped-query attention as in PyTorch: k and v may have fewer heads
+            (the last leading dim, equal for both, dividing q's); query head h reads key
+            head h // (H_q // H_kv), and dk, dv (backward) are summed over each group,
+            with their bounds (the heads' bounds plus the summation's rounding).
+        attn_mask, dropout_p, window: not implemented; anything but the default raises
+            ``NotImplementedError``.
 
     Returns:
         :class:`AttentionResult`.
@@ -258,7 +259,7 @@ def attention(
 
     The GIL is released while the engine computes.
     """
-    check_unsupported(attn_mask, dropout_p, enable_gqa, window)
+    check_unsupported(attn_mask, dropout_p, window)
     fw = run_forward(
         [("q", q), ("k", k), ("v", v)],
         is_causal=is_causal,
@@ -269,6 +270,7 @@ def attention(
         degree=degree,
         dtype=dtype,
         polynomial=polynomial,
+        enable_gqa=enable_gqa,
     )
     return AttentionResult(**fw.fields)
 
@@ -309,7 +311,7 @@ def attention_backward(
     Returns:
         :class:`BackwardResult` (gradients, o, lse, and for poly the bounds and plan).
     """
-    check_unsupported(attn_mask, dropout_p, enable_gqa, window)
+    check_unsupported(attn_mask, dropout_p, window)
     if gradient not in GRADIENTS:
         raise error("invalid_parameter", f"gradient={gradient!r}: expected one of {GRADIENTS}")
     fw = run_forward(
@@ -322,6 +324,7 @@ def attention_backward(
         degree=degree,
         dtype=dtype,
         polynomial=polynomial,
+        enable_gqa=enable_gqa,
     )
     g = run_backward(fw, fw.folded.arrays[3], gradient)
     return BackwardResult(**g, **fw.fields)

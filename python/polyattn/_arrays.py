@@ -168,22 +168,29 @@ def check_finite(name: str, a: np.ndarray) -> None:
 
 @dataclass
 class Folded:
-    """Inputs folded to ``[heads, rows, cols]`` in the compute dtype."""
+    """Inputs folded to ``[heads, rows, cols]`` in the compute dtype. ``kv_lead`` is k's
+    and v's leading dims (``lead`` but for fewer heads under grouped-query attention)."""
 
     arrays: Tuple[np.ndarray, ...]
     lead: Tuple[int, ...]
     storage: Storage
+    kv_lead: Tuple[int, ...] = ()
 
 
-def fold(named: Sequence[Tuple[str, Any]], dtype: Optional[str]) -> Folded:
+def fold(named: Sequence[Tuple[str, Any]], dtype: Optional[str], gqa: bool = False) -> Folded:
     """Checks that the tensors share one storage dtype and the same leading dims, and
     folds each ``[..., rows, cols]`` to ``[prod(...), rows, cols]`` in the compute
-    dtype (zero-copy when C-contiguous float32/float64)."""
+    dtype (zero-copy when C-contiguous float32/float64). With ``gqa``, ``k`` and ``v``
+    may have fewer heads (the last leading dim), equal to each other and dividing the
+    first tensor's: grouped-query attention, PyTorch's ``enable_gqa``; folded, query
+    head ``b H + h`` then reads key head ``b H_kv + h / (H / H_kv)``, which is
+    ``(b H + h) / (H / H_kv)``, the engine's convention."""
     arrays = [(n, np.asarray(a)) for n, a in named]
     first = arrays[0]
     s0 = storage_of(first[0], first[1], dtype)
     out = []
     lead: Optional[Tuple[int, ...]] = None
+    kv_lead: Optional[Tuple[int, ...]] = None
     for name, a in arrays:
         s = storage_of(name, a, dtype)
         if s != s0:
@@ -201,19 +208,41 @@ def fold(named: Sequence[Tuple[str, Any]], dtype: Optional[str]) -> Folded:
         this = tuple(a.shape[:-2])
         if lead is None:
             lead = this
+        elif gqa and name in ("k", "v"):
+            ok = (
+                len(this) == len(lead)
+                and len(this) >= 1
+                and this[:-1] == lead[:-1]
+                and this[-1] > 0
+                and lead[-1] % this[-1] == 0
+                and (kv_lead is None or this == kv_lead)
+            )
+            if not ok:
+                raise error(
+                    "shape_mismatch",
+                    f"shape mismatch for {name} leading (batch/head) dimensions: expected "
+                    f"{list(lead)} or the same with a head count dividing {lead[-1] if lead else 1}"
+                    f"{' and equal to k' + chr(39) + 's ' + str(list(kv_lead)) if kv_lead is not None else ''}"
+                    f" (enable_gqa), got {list(this)}",
+                )
+            kv_lead = this
         elif this != lead:
+            hint = (
+                "; k and v with fewer heads need enable_gqa=True"
+                if name in ("k", "v") and len(this) == len(lead) and this[:-1] == lead[:-1]
+                else ""
+            )
             raise error(
                 "shape_mismatch",
                 f"shape mismatch for {name} leading (batch/head) dimensions: expected "
-                f"{list(lead)}, got {list(this)} (no broadcasting; grouped-query "
-                "attention is not supported)",
+                f"{list(lead)}, got {list(this)} (no broadcasting{hint})",
             )
         c = to_compute(a, s)
         check_finite(name, c)
         heads = math.prod(this)
         out.append(c.reshape((heads,) + c.shape[-2:]))
     assert lead is not None
-    return Folded(tuple(out), lead, s0)
+    return Folded(tuple(out), lead, s0, kv_lead if kv_lead is not None else lead)
 
 
 def unfold(x: np.ndarray, lead: Tuple[int, ...]) -> np.ndarray:

@@ -62,6 +62,7 @@ def reference(
     scale: Optional[float] = None,
     dtype: Optional[str] = None,
     compute_dtype: Optional[str] = None,
+    enable_gqa: bool = False,
 ) -> ReferenceResult:
     """The exact float64 result with an a priori rounding bound on every entry: a
     certified enclosure of exact attention (and, with ``do``, of its gradients).
@@ -72,11 +73,15 @@ def reference(
     float32/float16/bfloat16 inputs, float64 for float64 inputs), so the enclosure is
     of the very problem :func:`polyattn.attention` solves for these inputs.
 
+    With ``enable_gqa`` k and v may have fewer heads (as in :func:`polyattn.attention`);
+    dk and dv are then per key/value head, enclosed as the sums of their groups' shares
+    (the shares' bounds plus the float64 summation's rounding).
+
     Cost: about three exact float64 forwards (five with ``do``).
     """
     mask = mask_name(is_causal, causal_alignment)
     named = [("q", q), ("k", k), ("v", v)] + ([("do", do)] if do is not None else [])
-    f = fold(named, dtype)
+    f = fold(named, dtype, gqa=enable_gqa)
     compute = compute_dtype or f.storage.compute.name
     if compute not in ("float32", "float64"):
         raise error("invalid_parameter", f"compute_dtype={compute!r}: float32 or float64")
@@ -86,7 +91,10 @@ def reference(
     tau = _tau(scale, arrays[0].shape[-1], compute)
     g = arrays[3] if do is not None else None
     out = _native.reference(arrays[0], arrays[1], arrays[2], g, mask=mask, scale=tau)
-    fields = {name: unfold(val, f.lead) for name, val in out.items()}
+    fields = {
+        name: unfold(val, f.kv_lead if name[:2] in ("dk", "dv") else f.lead)
+        for name, val in out.items()
+    }
     return ReferenceResult(scale=tau, **fields)
 
 
@@ -243,6 +251,7 @@ def certify_outputs(
     scale: Optional[float] = None,
     dtype: Optional[str] = None,
     compute_dtype: Optional[str] = None,
+    enable_gqa: bool = False,
 ) -> CertificationReport:
     """Certifies candidate outputs (yours, PyTorch's, polyattn's) against exact attention.
 
@@ -251,7 +260,8 @@ def certify_outputs(
     the inputs): a certified upper bound on max |cand - exact|, a certified lower bound,
     and each row's signed mean error with a certified interval. The reference is
     :func:`reference` (exact float64 + a priori rounding bound), computed for the same
-    ``is_causal``, ``causal_alignment``, ``scale`` and ``compute_dtype``.
+    ``is_causal``, ``causal_alignment``, ``scale``, ``compute_dtype`` and ``enable_gqa``
+    (dk, dv then per key/value head, against their groups' sums).
     """
     cands = {"o": o, "dq": dq, "dk": dk, "dv": dv}
     given = {n: c for n, c in cands.items() if c is not None}
@@ -269,6 +279,7 @@ def certify_outputs(
         scale=scale,
         dtype=dtype,
         compute_dtype=compute_dtype,
+        enable_gqa=enable_gqa,
     )
     storage = fold([("q", q)], dtype).storage
     compute = compute_dtype or storage.compute.name

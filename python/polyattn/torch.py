@@ -123,9 +123,12 @@ def scaled_dot_product_attention(
 
     Args:
         query, key, value: CPU tensors ``[..., L, E]``, ``[..., S, E]``, ``[..., S, Ev]``
-            with equal leading dims; float32, float64, bfloat16 or float16 (one dtype).
-        attn_mask, dropout_p, enable_gqa: as in PyTorch, but only the defaults are
-            implemented: anything else raises ``NotImplementedError``.
+            with equal leading dims (but for the heads of key and value with
+            ``enable_gqa``); float32, float64, bfloat16 or float16 (one dtype).
+        attn_mask, dropout_p: as in PyTorch, but only the defaults are implemented:
+            anything else raises ``NotImplementedError``.
+        enable_gqa: as in PyTorch: key and value may have fewer heads (dividing the
+            query's); their gradients are summed over each group.
         is_causal: PyTorch's causal mask (top-left aligned; ``causal_alignment=
             "bottom-right"`` for FlashAttention-2's).
         scale: as in PyTorch (None: 1/sqrt(E)).
@@ -139,7 +142,7 @@ def scaled_dot_product_attention(
         The output ``[..., L, Ev]`` in the input dtype. The plan and the certified
         bounds are not returned here; use :func:`polyattn.attention` for them.
     """
-    check_unsupported(attn_mask, dropout_p, enable_gqa, None)
+    check_unsupported(attn_mask, dropout_p, None)
     check_engine(engine, eps, degree)
     mask_name(is_causal, causal_alignment)
     if gradient not in GRADIENTS:
@@ -153,6 +156,7 @@ def scaled_dot_product_attention(
             eps=eps,
             degree=degree,
             polynomial=polynomial,
+            enable_gqa=enable_gqa,
         ),
         "gradient": gradient,
     }

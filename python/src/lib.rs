@@ -257,24 +257,60 @@ fn slice<'a, T: Dtype>(
     Ok(Stack { shape, data })
 }
 
-/// Checks what the per-head engine calls cannot see: equal head counts, no empty
-/// dimension, finite entries (indexed as the stack is shaped).
-fn validate<T: Real>(stacks: &[(&str, Stack<'_, T>)]) -> Result<(), Error> {
+/// Checks what the per-head engine calls cannot see: head counts (q's for every
+/// tensor, except k and v, whose equal count may divide q's: grouped-query attention),
+/// no empty dimension, finite entries (indexed as the stack is shaped). Returns the
+/// group size g = q heads / k heads.
+fn validate<T: Real>(stacks: &[(&str, Stack<'_, T>)]) -> Result<usize, Error> {
     let h = stacks[0].1.shape[0];
+    let kv = stacks
+        .iter()
+        .find(|(n, _)| *n == "k")
+        .map_or(h, |(_, s)| s.shape[0]);
     for (name, s) in stacks {
-        if s.shape[0] != h {
+        check_nonempty(name, &s.shape)?;
+    }
+    let g = polyattn::attention::kv_group(h, kv)?;
+    for (name, s) in stacks {
+        let want = if matches!(*name, "k" | "v") { kv } else { h };
+        if s.shape[0] != want {
             return Err(Error::ShapeMismatch {
                 what: format!("{name} heads (leading dimensions)"),
-                expected: h.to_string(),
+                expected: want.to_string(),
                 got: s.shape[0].to_string(),
             });
         }
     }
     for (name, s) in stacks {
-        check_nonempty(name, &s.shape)?;
         check_finite(name, &s.shape, s.data)?;
     }
-    Ok(())
+    Ok(g)
+}
+
+/// The group size of `[heads, ..]` stacks q and k (1 when k has q's heads), for the
+/// closures that index k and v by query head (validated again inside).
+fn group_of<T>(q: &Stack<'_, T>, k: &Stack<'_, T>) -> usize {
+    if k.shape[0] == 0 || q.shape[0] % k.shape[0] != 0 {
+        1
+    } else {
+        q.shape[0] / k.shape[0]
+    }
+}
+
+/// Per-query-head exact gradients of k or v summed over each group of `g` query heads
+/// in head order (grouped-query attention), as the engine's `sum_groups` does.
+fn sum_shares<T: Real>(
+    parts: Vec<Vec<T>>,
+    g: usize,
+    rows: usize,
+    cols: usize,
+) -> Result<Vec<T>, Error> {
+    if g == 1 {
+        return Ok(parts.concat());
+    }
+    let h = parts.len();
+    let t = polyattn::tensor::Tensor3::from_vec(h, rows, cols, parts.concat())?;
+    Ok(polyattn::attention::sum_groups(&t, g)?.as_slice().to_vec())
 }
 
 /// A new array of `shape` holding the concatenation of `parts`.
@@ -346,6 +382,8 @@ struct ForwardState {
     poly: PolyConfig,
     /// `[heads, n_q, d, n_k, d_v]` of the inputs.
     dims: [usize; 5],
+    /// k's and v's heads (fewer than `dims[0]` under grouped-query attention).
+    kv_heads: usize,
 }
 
 #[pymethods]
@@ -405,16 +443,18 @@ fn forward_impl<'py, T: Dtype>(
         slice(py, "v", &va)?,
     );
     let h = q.shape[0];
+    // Query head i reads key/value head i / g (grouped-query attention).
+    let g = group_of(&q, &k);
     let run_exact = move || -> Result<Vec<exact::Forward<T>>, Failure> {
         Ok((0..h)
             .into_par_iter()
-            .map(|i| exact::forward(q.head(i)?, k.head(i)?, v.head(i)?, &attention))
+            .map(|i| exact::forward(q.head(i)?, k.head(i / g)?, v.head(i / g)?, &attention))
             .collect::<Result<Vec<_>, Error>>()?)
     };
     let run_poly = move |cfg: PolyConfig| -> Result<Vec<PolyForward<T>>, Error> {
         (0..h)
             .into_par_iter()
-            .map(|i| poly::forward(q.head(i)?, k.head(i)?, v.head(i)?, &cfg))
+            .map(|i| poly::forward(q.head(i)?, k.head(i / g)?, v.head(i / g)?, &cfg))
             .collect()
     };
     let engine_owned = engine.to_string();
@@ -506,6 +546,7 @@ fn forward_impl<'py, T: Dtype>(
         attention,
         poly: poly_cfg,
         dims: [h, n_q, d, n_k, d_v],
+        kv_heads: k.shape[0],
     };
     Ok((out, st))
 }
@@ -583,10 +624,12 @@ fn backward_impl<'py, T: Dtype>(
         slice(py, "do", &ga)?,
     );
     let [h, n_q, d, n_k, d_v] = st.dims;
+    let hk = st.kv_heads;
+    let grp = (h / hk.max(1)).max(1);
     let dims_now = [q.shape[0], q.shape[1], q.shape[2], k.shape[1], v.shape[2]];
     if dims_now != st.dims
-        || k.shape[0] != h
-        || v.shape[0] != h
+        || k.shape[0] != hk
+        || v.shape[0] != hk
         || k.shape[2] != d
         || v.shape[1] != n_k
     {
@@ -600,7 +643,7 @@ fn backward_impl<'py, T: Dtype>(
         ));
     }
     let out = PyDict::new(py);
-    let shapes = [[h, n_q, d], [h, n_k, d], [h, n_k, d_v]];
+    let shapes = [[h, n_q, d], [hk, n_k, d], [hk, n_k, d_v]];
     if let Some(f) = T::exact_of(&st.state) {
         let cfg = st.attention;
         let grads = compute(py, move || {
@@ -608,10 +651,27 @@ fn backward_impl<'py, T: Dtype>(
             Ok((0..h)
                 .into_par_iter()
                 .map(|i| {
-                    exact::backward(q.head(i)?, k.head(i)?, v.head(i)?, &f[i], g.head(i)?, &cfg)
+                    let (kh, vh) = (k.head(i / grp)?, v.head(i / grp)?);
+                    exact::backward(q.head(i)?, kh, vh, &f[i], g.head(i)?, &cfg)
                 })
                 .collect::<Result<Vec<_>, Error>>()?)
         })?;
+        // Grouped-query attention: each key/value head's gradient is the sum of its
+        // query heads' shares.
+        let dk = sum_shares(
+            grads.iter().map(|x| x.dk.as_slice().to_vec()).collect(),
+            grp,
+            n_k,
+            d,
+        )
+        .map_err(|e| engine_error(py, e))?;
+        let dv = sum_shares(
+            grads.iter().map(|x| x.dv.as_slice().to_vec()).collect(),
+            grp,
+            n_k,
+            d_v,
+        )
+        .map_err(|e| engine_error(py, e))?;
         out.set_item(
             "dq",
             stack_array(
@@ -620,22 +680,8 @@ fn backward_impl<'py, T: Dtype>(
                 &shapes[0],
             )?,
         )?;
-        out.set_item(
-            "dk",
-            stack_array(
-                py,
-                grads.iter().map(|x| x.dk.as_slice().to_vec()),
-                &shapes[1],
-            )?,
-        )?;
-        out.set_item(
-            "dv",
-            stack_array(
-                py,
-                grads.iter().map(|x| x.dv.as_slice().to_vec()),
-                &shapes[2],
-            )?,
-        )?;
+        out.set_item("dk", stack_array(py, std::iter::once(dk), &shapes[1])?)?;
+        out.set_item("dv", stack_array(py, std::iter::once(dv), &shapes[2])?)?;
     } else if let Some(f) = T::poly_of(&st.state) {
         let cfg = st.poly;
         let grads = compute(py, move || {
@@ -645,8 +691,8 @@ fn backward_impl<'py, T: Dtype>(
                 .map(|i| {
                     poly::backward(
                         q.head(i)?,
-                        k.head(i)?,
-                        v.head(i)?,
+                        k.head(i / grp)?,
+                        v.head(i / grp)?,
                         &f[i],
                         g.head(i)?,
                         kind,
@@ -656,6 +702,14 @@ fn backward_impl<'py, T: Dtype>(
                 .collect::<Result<Vec<_>, Error>>()?)
         })?;
         out.set_item("gradient", kind.name())?;
+        // Grouped-query attention: dK, dV summed over each group with their bounds
+        // (the heads' bounds plus the summation's rounding, `poly::bound::sum_groups`).
+        let split = |f: &dyn Fn(&poly::PolyGradients<T>) -> (Vec<T>, poly::Bounds)| {
+            let (vals, bounds): (Vec<_>, Vec<_>) = grads.iter().map(f).unzip();
+            poly::bound::sum_groups(vals, bounds, grp)
+        };
+        let (dk, dk_b) = split(&|x| (x.dk.as_slice().to_vec(), x.bound_dk.clone()));
+        let (dv, dv_b) = split(&|x| (x.dv.as_slice().to_vec(), x.bound_dv.clone()));
         out.set_item(
             "dq",
             stack_array(
@@ -664,22 +718,8 @@ fn backward_impl<'py, T: Dtype>(
                 &shapes[0],
             )?,
         )?;
-        out.set_item(
-            "dk",
-            stack_array(
-                py,
-                grads.iter().map(|x| x.dk.as_slice().to_vec()),
-                &shapes[1],
-            )?,
-        )?;
-        out.set_item(
-            "dv",
-            stack_array(
-                py,
-                grads.iter().map(|x| x.dv.as_slice().to_vec()),
-                &shapes[2],
-            )?,
-        )?;
+        out.set_item("dk", stack_array(py, dk.into_iter(), &shapes[1])?)?;
+        out.set_item("dv", stack_array(py, dv.into_iter(), &shapes[2])?)?;
         out.set_item(
             "dq_bound",
             stack_array(
@@ -690,26 +730,19 @@ fn backward_impl<'py, T: Dtype>(
         )?;
         out.set_item(
             "dk_bound",
-            stack_array(
-                py,
-                grads.iter().map(|x| x.bound_dk.total.clone()),
-                &shapes[1],
-            )?,
+            stack_array(py, dk_b.iter().map(|b| b.total.clone()), &shapes[1])?,
         )?;
         out.set_item(
             "dv_bound",
-            stack_array(
-                py,
-                grads.iter().map(|x| x.bound_dv.total.clone()),
-                &shapes[2],
-            )?,
+            stack_array(py, dv_b.iter().map(|b| b.total.clone()), &shapes[2])?,
         )?;
+        // Per query head; dK, dV's maxima are those of the key/value head it reads.
         let maxes = PyList::empty(py);
-        for x in &grads {
+        for (i, x) in grads.iter().enumerate() {
             let m = PyDict::new(py);
             m.set_item("bound_dq", x.bound_dq.max_total())?;
-            m.set_item("bound_dk", x.bound_dk.max_total())?;
-            m.set_item("bound_dv", x.bound_dv.max_total())?;
+            m.set_item("bound_dk", dk_b[i / grp].max_total())?;
+            m.set_item("bound_dv", dv_b[i / grp].max_total())?;
             maxes.append(m)?;
         }
         out.set_item("grad_bounds", maxes)?;
@@ -786,6 +819,7 @@ fn reference<'py>(
     );
     let gs = ga.as_ref().map(|g| slice(py, "do", g)).transpose()?;
     let h = qs.shape[0];
+    let (hk, grp) = (ks.shape[0], group_of(&qs, &ks));
     let refs = compute(py, move || {
         let mut all = vec![("q", qs), ("k", ks), ("v", vs)];
         if let Some(g) = gs {
@@ -796,7 +830,7 @@ fn reference<'py>(
             .into_par_iter()
             .map(|i| {
                 let g = gs.map(|g| g.head(i)).transpose()?;
-                exact_reference(qs.head(i)?, ks.head(i)?, vs.head(i)?, g, &cfg)
+                exact_reference(qs.head(i)?, ks.head(i / grp)?, vs.head(i / grp)?, g, &cfg)
             })
             .collect::<Result<Vec<_>, Error>>()?)
     })?;
@@ -827,25 +861,45 @@ fn reference<'py>(
             "dq",
             stack_array(py, gr.iter().map(|g| g.dq.clone()), &[h, n_q, d])?,
         )?;
-        out.set_item(
-            "dk",
-            stack_array(py, gr.iter().map(|g| g.dk.clone()), &[h, n_k, d])?,
-        )?;
-        out.set_item(
-            "dv",
-            stack_array(py, gr.iter().map(|g| g.dv.clone()), &[h, n_k, d_v])?,
-        )?;
+        // Grouped-query attention: the group sums, each enclosed by the heads' bounds
+        // plus the f64 summation's rounding (`poly::bound::sum_groups`).
+        let group = |f: &dyn Fn(
+            &polyattn::attention::exact::reference::ReferenceGrads,
+        ) -> (Vec<f64>, Vec<f64>)| {
+            let (vals, bounds): (Vec<_>, Vec<_>) = gr
+                .iter()
+                .map(|g| {
+                    let (v, b) = f(g);
+                    (
+                        v,
+                        poly::Bounds {
+                            total: b.clone(),
+                            poly: b,
+                        },
+                    )
+                })
+                .unzip();
+            let (v, b) = poly::bound::sum_groups(vals, bounds, grp);
+            (
+                v.concat(),
+                b.into_iter().flat_map(|b| b.total).collect::<Vec<f64>>(),
+            )
+        };
+        let (dk, dk_b) = group(&|g| (g.dk.clone(), g.bound_dk.clone()));
+        let (dv, dv_b) = group(&|g| (g.dv.clone(), g.bound_dv.clone()));
+        out.set_item("dk", stack_array(py, std::iter::once(dk), &[hk, n_k, d])?)?;
+        out.set_item("dv", stack_array(py, std::iter::once(dv), &[hk, n_k, d_v])?)?;
         out.set_item(
             "dq_bound",
             stack_array(py, gr.iter().map(|g| g.bound_dq.clone()), &[h, n_q, d])?,
         )?;
         out.set_item(
             "dk_bound",
-            stack_array(py, gr.iter().map(|g| g.bound_dk.clone()), &[h, n_k, d])?,
+            stack_array(py, std::iter::once(dk_b), &[hk, n_k, d])?,
         )?;
         out.set_item(
             "dv_bound",
-            stack_array(py, gr.iter().map(|g| g.bound_dv.clone()), &[h, n_k, d_v])?,
+            stack_array(py, std::iter::once(dv_b), &[hk, n_k, d_v])?,
         )?;
     }
     Ok(out)
