@@ -125,6 +125,49 @@ fn cli_round_trip() {
     assert!(file.metadata["engines_json"].contains("bound_dq"));
 }
 
+/// A cosine-attention model through the polynomial engine: it runs (the audit found
+/// the whole command failing on the propagated bound, which covers dot-product
+/// attention only) and its output carries no `dx_error_bound`.
+#[test]
+fn cli_cosine_model_through_the_polynomial_engine() {
+    use polyattn::model::{CosineAttention, Params};
+    let dir = tmpdir("cosine");
+    let mut cfg = config(1, 2, 8, 8, Activation::Gelu, true, true, LossKind::Mse);
+    cfg.cosine = Some(CosineAttention {
+        tau_max: 1.0,
+        tau_init: 0.5,
+        learnable: true,
+    });
+    cfg.d_qk = Some(2);
+    let model = Model::new(cfg.clone(), Params::<f64>::init(&cfg, false, 7).unwrap()).unwrap();
+    let b = batch(&model, 12, 8);
+    let (w, x) = write_model(&dir, &model, &b);
+    let g = dir.join("g.safetensors");
+    let out = Command::new(bin())
+        .args([
+            "model",
+            "--weights",
+            s(&w),
+            "--input",
+            s(&x),
+            "--output",
+            s(&g),
+        ])
+        .args(["--engine", "poly", "--eps", "1e-6"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = TensorFile::read(&g).unwrap();
+    assert_eq!(file.metadata["engines"], "poly");
+    assert!(!file.metadata.contains_key("dx_error_bound"));
+    assert!(file.get("grad.layers.0.attn.log_tau").is_ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// `--init` writes files the library reads; running them gives the library's result.
 #[test]
 fn cli_init_then_run() {

@@ -312,7 +312,9 @@ fn engines(args: &ModelArgs) -> Vec<EngineChoice> {
 /// docs/math.md §7.3's propagated bounds on `||grad.x - dX_exact||_F` and on each layer's
 /// weight gradients (see
 /// [`polyattn::model::sensitivity`]) for an f64 run in which some layer ran the
-/// polynomial engine, with the MSE loss and a feature input; `None` otherwise.
+/// polynomial engine, with the MSE loss, a feature input and dot-product attention;
+/// `None` otherwise (a cosine-attention model runs, and its output simply has no such
+/// bound: the propagation does not carry the normalisation's Jacobian).
 fn dx_bound(
     weights: &TensorFile,
     input: &TensorFile,
@@ -324,7 +326,10 @@ fn dx_bound(
     }
     let model = read_model::<f64>(weights)?;
     let batch = read_batch(input, &model)?;
-    if model.config().loss != LossKind::Mse || !matches!(batch.source, Source::Embeddings(_)) {
+    if model.config().loss != LossKind::Mse
+        || !matches!(batch.source, Source::Embeddings(_))
+        || model.config().cosine.is_some()
+    {
         return Ok(None);
     }
     Ok(Some(propagated_bound(&model, &batch, reports, 20)?))
