@@ -380,6 +380,11 @@ pub fn sum_groups<T: crate::Real>(
     g: usize,
 ) -> (Vec<Vec<T>>, Vec<Bounds>) {
     use crate::rounding::{gamma, group_sum_radius, U_F32, U_F64};
+    // No group (g <= 1, ordinary multi-head attention): nothing is added, nothing
+    // rounds; the heads pass through unchanged (the same bits as without GQA support).
+    if g <= 1 {
+        return (vals, bounds);
+    }
     let u = if T::DTYPE == "F32" { U_F32 } else { U_F64 };
     let up_poly = 1.0 + gamma(g + 2, U_F64);
     let mut out_v = Vec::new();
@@ -439,6 +444,23 @@ mod group_sum_tests {
         assert_eq!(v, vec![vec![0.0]]);
         assert!(b[0].total[0] >= 1.0 + 20.0 * u, "{:e}", b[0].total[0] - 1.0);
         assert!(b[0].poly[0] >= 1.0 + 20.0 * u, "{:e}", b[0].poly[0] - 1.0);
+    }
+
+    /// g = 1 is no sum: values and bounds pass through bit for bit (the Python package
+    /// calls this for every head layout; its bounds must equal the CLI's).
+    #[test]
+    fn group_of_one_is_the_identity() {
+        let vals = vec![vec![1.5f64, -2.0], vec![0.25, 3.0]];
+        let bounds = vec![
+            Bounds {
+                total: vec![1e-7, 2e-7],
+                poly: vec![1e-8, 2e-8],
+            };
+            2
+        ];
+        let (v, b) = sum_groups(vals.clone(), bounds.clone(), 1);
+        assert_eq!(v, vals);
+        assert_eq!(b, bounds);
     }
 
     /// The value sum's own rounding: three f64 values whose sum rounds; the bound
