@@ -64,6 +64,7 @@ fn spec_mask(m: Mask) -> SpecMask {
         Mask::None => SpecMask::None,
         Mask::CausalTopLeft => SpecMask::CausalTopLeft,
         Mask::CausalBottomRight => SpecMask::CausalBottomRight,
+        Mask::Window(_) => unreachable!("the polynomial engine takes prefix masks only"),
     }
 }
 

@@ -14,33 +14,55 @@ ENGINES = ("exact", "poly", "auto")
 GRADIENTS = ("substituted", "polynomial-model")
 
 
-def mask_name(is_causal: bool, causal_alignment: str) -> str:
-    """The engine's mask name for SDPA-style arguments."""
+def mask_name(is_causal: bool, causal_alignment: str, window: Any = None) -> str:
+    """The engine's mask name for SDPA-style arguments and a FlashAttention-style window.
+
+    ``window = (left, right)`` is FlashAttention's ``window_size`` (``-1`` unbounded):
+    query i sees key j iff ``c - left <= j <= c + right`` with the diagonal ``c = i``
+    (``causal_alignment="top-left"``) or ``c = i + n_k - n_q`` (``"bottom-right"``,
+    FlashAttention's). With ``is_causal`` the right side is capped at 0, as
+    FlashAttention does with ``causal=True``.
+    """
     if causal_alignment not in ("top-left", "bottom-right"):
         raise error(
             "invalid_parameter",
             f"causal_alignment={causal_alignment!r}: expected 'top-left' (PyTorch's "
             "is_causal) or 'bottom-right' (FlashAttention-2's, for decoding with a cache)",
         )
-    if not is_causal:
-        return "none"
-    return "causal" if causal_alignment == "top-left" else "causal-bottom-right"
+    if window is None:
+        if not is_causal:
+            return "none"
+        return "causal" if causal_alignment == "top-left" else "causal-bottom-right"
+    try:
+        left, right = window
+        ok = all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in (left, right))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or left < -1 or right < -1:
+        raise error(
+            "invalid_parameter",
+            f"window={window!r}: expected (left, right), each a count of keys >= 0 or -1 "
+            "for unbounded (FlashAttention's window_size)",
+        )
+    if is_causal:
+        right = 0
+    kind = "window-top-left" if causal_alignment == "top-left" else "window"
+    return f"{kind}({int(left)},{int(right)})"
 
 
-def check_unsupported(attn_mask: Any, dropout_p: float, window: Any) -> None:
+def check_unsupported(attn_mask: Any, dropout_p: float) -> None:
     """Raises for the SDPA options the engine does not have (never emulated)."""
     if attn_mask is not None:
         raise NotImplementedError(
-            "attn_mask: polyattn computes unmasked or causal attention only (is_causal=True, "
-            "causal_alignment='top-left' or 'bottom-right'); arbitrary masks are not implemented"
+            "attn_mask: polyattn computes unmasked, causal (is_causal=True, "
+            "causal_alignment='top-left' or 'bottom-right') or sliding-window (window=) "
+            "attention; arbitrary masks are not implemented"
         )
     if dropout_p != 0.0:
         raise NotImplementedError(
             f"dropout_p={dropout_p}: attention dropout is not implemented (polyattn's "
             "results are deterministic and certified); use dropout_p=0.0"
         )
-    if window is not None:
-        raise NotImplementedError("window: sliding-window attention is not implemented")
 
 
 def check_engine(engine: str, eps: Optional[float], degree: Optional[int]) -> None:
@@ -147,9 +169,10 @@ def run_forward(
     dtype: Optional[str],
     polynomial: str = "chebyshev",
     enable_gqa: bool = False,
+    window: Any = None,
 ) -> _Forward:
     """Folds the inputs (q, k, v first, then any others) and runs the native forward."""
-    mask = mask_name(is_causal, causal_alignment)
+    mask = mask_name(is_causal, causal_alignment, window)
     check_engine(engine, eps, degree)
     if scale is not None:
         scale = float(scale)
@@ -246,7 +269,13 @@ def attention(
             (the last leading dim, equal for both, dividing q's); query head h reads key
             head h // (H_q // H_kv), and dk, dv (backward) are summed over each group,
             with their bounds (the heads' bounds plus the summation's rounding).
-        attn_mask, dropout_p, window: not implemented; anything but the default raises
+        window: a sliding window ``(left, right)``, FlashAttention's ``window_size``
+            (``-1`` unbounded): query i sees key j iff ``c - left <= j <= c + right``,
+            ``c = i`` (``causal_alignment="top-left"``) or ``i + n_k - n_q``
+            (``"bottom-right"``, FlashAttention's); ``is_causal`` caps ``right`` at 0.
+            Exact engine only: ``engine="poly"`` refuses a window
+            (:class:`polyattn.RefusedError`) and ``"auto"`` runs the exact engine.
+        attn_mask, dropout_p: not implemented; anything but the default raises
             ``NotImplementedError``.
 
     Returns:
@@ -259,7 +288,7 @@ def attention(
 
     The GIL is released while the engine computes.
     """
-    check_unsupported(attn_mask, dropout_p, window)
+    check_unsupported(attn_mask, dropout_p)
     fw = run_forward(
         [("q", q), ("k", k), ("v", v)],
         is_causal=is_causal,
@@ -271,6 +300,7 @@ def attention(
         dtype=dtype,
         polynomial=polynomial,
         enable_gqa=enable_gqa,
+        window=window,
     )
     return AttentionResult(**fw.fields)
 
@@ -311,7 +341,7 @@ def attention_backward(
     Returns:
         :class:`BackwardResult` (gradients, o, lse, and for poly the bounds and plan).
     """
-    check_unsupported(attn_mask, dropout_p, window)
+    check_unsupported(attn_mask, dropout_p)
     if gradient not in GRADIENTS:
         raise error("invalid_parameter", f"gradient={gradient!r}: expected one of {GRADIENTS}")
     fw = run_forward(
@@ -325,6 +355,7 @@ def attention_backward(
         dtype=dtype,
         polynomial=polynomial,
         enable_gqa=enable_gqa,
+        window=window,
     )
     g = run_backward(fw, fw.folded.arrays[3], gradient)
     return BackwardResult(**g, **fw.fields)

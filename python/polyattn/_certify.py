@@ -63,6 +63,7 @@ def reference(
     dtype: Optional[str] = None,
     compute_dtype: Optional[str] = None,
     enable_gqa: bool = False,
+    window: Any = None,
 ) -> ReferenceResult:
     """The exact float64 result with an a priori rounding bound on every entry: a
     certified enclosure of exact attention (and, with ``do``, of its gradients).
@@ -73,13 +74,15 @@ def reference(
     float32/float16/bfloat16 inputs, float64 for float64 inputs), so the enclosure is
     of the very problem :func:`polyattn.attention` solves for these inputs.
 
+    ``window`` is a sliding window as in :func:`polyattn.attention`.
+
     With ``enable_gqa`` k and v may have fewer heads (as in :func:`polyattn.attention`);
     dk and dv are then per key/value head, enclosed as the sums of their groups' shares
     (the shares' bounds plus the float64 summation's rounding).
 
     Cost: about three exact float64 forwards (five with ``do``).
     """
-    mask = mask_name(is_causal, causal_alignment)
+    mask = mask_name(is_causal, causal_alignment, window)
     named = [("q", q), ("k", k), ("v", v)] + ([("do", do)] if do is not None else [])
     f = fold(named, dtype, gqa=enable_gqa)
     compute = compute_dtype or f.storage.compute.name
@@ -252,6 +255,7 @@ def certify_outputs(
     dtype: Optional[str] = None,
     compute_dtype: Optional[str] = None,
     enable_gqa: bool = False,
+    window: Any = None,
 ) -> CertificationReport:
     """Certifies candidate outputs (yours, PyTorch's, polyattn's) against exact attention.
 
@@ -260,8 +264,8 @@ def certify_outputs(
     the inputs): a certified upper bound on max |cand - exact|, a certified lower bound,
     and each row's signed mean error with a certified interval. The reference is
     :func:`reference` (exact float64 + a priori rounding bound), computed for the same
-    ``is_causal``, ``causal_alignment``, ``scale``, ``compute_dtype`` and ``enable_gqa``
-    (dk, dv then per key/value head, against their groups' sums).
+    ``is_causal``, ``causal_alignment``, ``window``, ``scale``, ``compute_dtype`` and
+    ``enable_gqa`` (dk, dv then per key/value head, against their groups' sums).
     """
     cands = {"o": o, "dq": dq, "dk": dk, "dv": dv}
     given = {n: c for n, c in cands.items() if c is not None}
@@ -280,6 +284,7 @@ def certify_outputs(
         dtype=dtype,
         compute_dtype=compute_dtype,
         enable_gqa=enable_gqa,
+        window=window,
     )
     storage = fold([("q", q)], dtype).storage
     compute = compute_dtype or storage.compute.name

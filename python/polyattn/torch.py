@@ -117,6 +117,7 @@ def scaled_dot_product_attention(
     gradient: str = "polynomial-model",
     polynomial: str = "chebyshev",
     causal_alignment: str = "top-left",
+    window: Optional[Tuple[int, int]] = None,
 ) -> torch.Tensor:
     """``torch.nn.functional.scaled_dot_product_attention`` computed by polyattn, with
     autograd (``loss.backward()`` runs polyattn's backward).
@@ -132,6 +133,8 @@ def scaled_dot_product_attention(
         is_causal: PyTorch's causal mask (top-left aligned; ``causal_alignment=
             "bottom-right"`` for FlashAttention-2's).
         scale: as in PyTorch (None: 1/sqrt(E)).
+        window: a sliding window ``(left, right)`` (FlashAttention's ``window_size``;
+            see :func:`polyattn.attention`); exact engine only.
         engine: ``"exact"``, ``"poly"`` or ``"auto"``; eps, degree: polynomial accuracy;
             polynomial: ``"chebyshev"`` (default) or ``"taylor"`` (see the module notes).
         gradient: polynomial engine: ``"polynomial-model"`` (default: the true
@@ -142,9 +145,9 @@ def scaled_dot_product_attention(
         The output ``[..., L, Ev]`` in the input dtype. The plan and the certified
         bounds are not returned here; use :func:`polyattn.attention` for them.
     """
-    check_unsupported(attn_mask, dropout_p, None)
+    check_unsupported(attn_mask, dropout_p)
     check_engine(engine, eps, degree)
-    mask_name(is_causal, causal_alignment)
+    mask_name(is_causal, causal_alignment, window)
     if gradient not in GRADIENTS:
         raise error("invalid_parameter", f"gradient={gradient!r}: expected one of {GRADIENTS}")
     opts = {
@@ -157,6 +160,7 @@ def scaled_dot_product_attention(
             degree=degree,
             polynomial=polynomial,
             enable_gqa=enable_gqa,
+            window=window,
         ),
         "gradient": gradient,
     }

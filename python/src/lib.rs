@@ -290,7 +290,7 @@ fn validate<T: Real>(stacks: &[(&str, Stack<'_, T>)]) -> Result<usize, Error> {
 /// The group size of `[heads, ..]` stacks q and k (1 when k has q's heads), for the
 /// closures that index k and v by query head (validated again inside).
 fn group_of<T>(q: &Stack<'_, T>, k: &Stack<'_, T>) -> usize {
-    if k.shape[0] == 0 || q.shape[0] % k.shape[0] != 0 {
+    if k.shape[0] == 0 || !q.shape[0].is_multiple_of(k.shape[0]) {
         1
     } else {
         q.shape[0] / k.shape[0]
@@ -324,16 +324,7 @@ fn stack_array<'py, T: Element + Copy>(
 }
 
 fn parse_mask(py: Python<'_>, mask: &str) -> PyResult<Mask> {
-    match mask {
-        "none" => Ok(Mask::None),
-        "causal" | "causal-top-left" => Ok(Mask::CausalTopLeft),
-        "causal-bottom-right" => Ok(Mask::CausalBottomRight),
-        m => Err(py_error(
-            py,
-            "invalid_parameter",
-            format!("mask `{m}`: expected none, causal or causal-bottom-right"),
-        )),
-    }
+    mask.parse::<Mask>().map_err(|e| engine_error(py, e))
 }
 
 fn parse_gradient(py: Python<'_>, g: &str) -> PyResult<GradientKind> {
@@ -704,7 +695,8 @@ fn backward_impl<'py, T: Dtype>(
         out.set_item("gradient", kind.name())?;
         // Grouped-query attention: dK, dV summed over each group with their bounds
         // (the heads' bounds plus the summation's rounding, `poly::bound::sum_groups`).
-        let split = |f: &dyn Fn(&poly::PolyGradients<T>) -> (Vec<T>, poly::Bounds)| {
+        type Part<T> = (Vec<T>, poly::Bounds);
+        let split = |f: &dyn Fn(&poly::PolyGradients<T>) -> Part<T>| {
             let (vals, bounds): (Vec<_>, Vec<_>) = grads.iter().map(f).unzip();
             poly::bound::sum_groups(vals, bounds, grp)
         };
@@ -863,9 +855,9 @@ fn reference<'py>(
         )?;
         // Grouped-query attention: the group sums, each enclosed by the heads' bounds
         // plus the f64 summation's rounding (`poly::bound::sum_groups`).
-        let group = |f: &dyn Fn(
-            &polyattn::attention::exact::reference::ReferenceGrads,
-        ) -> (Vec<f64>, Vec<f64>)| {
+        type Grads = polyattn::attention::exact::reference::ReferenceGrads;
+        type Pick<'a> = &'a dyn Fn(&Grads) -> (Vec<f64>, Vec<f64>);
+        let group = |f: Pick<'_>| {
             let (vals, bounds): (Vec<_>, Vec<_>) = gr
                 .iter()
                 .map(|g| {

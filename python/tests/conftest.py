@@ -45,7 +45,25 @@ def qkv(shape_q, n_k=None, d_v=None, *, seed=0, scale=1.0, dtype=np.float64, wit
     return q, k, v
 
 
-def visible(n_q: int, n_k: int, mask: str) -> np.ndarray:
+def window_visible(n_q: int, n_k: int, left: int, right: int, align: str) -> np.ndarray:
+    """FlashAttention's sliding-window rule, written from its definition: key j is
+    visible to query i iff ``c - left <= j <= c + right`` with ``c = i`` (top-left) or
+    ``c = i + n_k - n_q`` (bottom-right); -1 leaves a side unbounded."""
+    i = np.arange(n_q)[:, None]
+    j = np.arange(n_k)[None, :]
+    c = i if align == "top-left" else i + n_k - n_q
+    ok = np.ones((n_q, n_k), dtype=bool)
+    if left >= 0:
+        ok &= c - left <= j
+    if right >= 0:
+        ok &= j <= c + right
+    return ok
+
+
+def visible(n_q: int, n_k: int, mask) -> np.ndarray:
+    """The visibility matrix of a mask name, or the given boolean array itself."""
+    if isinstance(mask, np.ndarray):
+        return mask
     i = np.arange(n_q)[:, None]
     j = np.arange(n_k)[None, :]
     if mask == "none":

@@ -113,8 +113,6 @@ def test_unsupported_options_raise_not_implemented():
         polyattn.attention(q, k, v, attn_mask=np.ones((8, 8), dtype=bool))
     with pytest.raises(NotImplementedError, match="dropout"):
         polyattn.attention(q, k, v, dropout_p=0.1)
-    with pytest.raises(NotImplementedError, match="window"):
-        polyattn.attention(q, k, v, window=(4, 0))
 
 
 def test_refusal_carries_the_regime():

@@ -204,3 +204,33 @@ def test_enable_gqa_against_torch_sdpa(causal):
     for a, t in zip(mine, (q, k, v)):
         assert a.shape == t.shape
         assert torch.allclose(a, t.grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("window,align", [((6, 0), "bottom-right"), ((3, 4), "top-left")])
+def test_window_against_torch_sdpa_with_its_boolean_mask(window, align):
+    """A sliding window against torch's SDPA given the same window as a boolean
+    attn_mask (True = attend, built here from FlashAttention's rule), float64, with
+    n_q != n_k: outputs and every gradient through autograd."""
+    left, right = window
+    n_q, n_k = 30, 44
+    i = torch.arange(n_q)[:, None]
+    j = torch.arange(n_k)[None, :]
+    c = i if align == "top-left" else i + n_k - n_q
+    allowed = (c - left <= j) & (j <= c + right)
+    assert allowed.any(dim=1).all()  # torch's math backend gives NaN for empty rows
+    g = torch.Generator().manual_seed(11)
+    q = torch.randn(2, 3, n_q, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 3, n_k, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 3, n_k, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 3, n_q, 8, generator=g, dtype=torch.float64)
+    ours = pt.scaled_dot_product_attention(q, k, v, window=window, causal_alignment=align)
+    (ours * w).sum().backward()
+    mine = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    theirs = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    (theirs * w).sum().backward()
+    # As in the GQA test: two float64 computations of O(1) values.
+    assert torch.allclose(ours, theirs, rtol=0, atol=1e-12)
+    for a, t in zip(mine, (q, k, v)):
+        assert torch.allclose(a, t.grad, rtol=0, atol=1e-12)

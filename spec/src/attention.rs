@@ -58,17 +58,42 @@ pub enum Mask {
     /// `j <= i + n_k - n_q`. When `n_q > n_k` the first `n_q - n_k` queries see
     /// no key (fully masked rows; see the module documentation).
     CausalBottomRight,
+    /// A sliding window: with the diagonal `c_i = i` (top-left) or `c_i = i + n_k -
+    /// n_q` (bottom-right), key `j` is allowed for query `i` iff
+    /// `c_i - left <= j <= c_i + right`; `None` leaves that side unbounded.
+    Window {
+        /// Keys before the diagonal that stay visible.
+        left: Option<usize>,
+        /// Keys after the diagonal that stay visible.
+        right: Option<usize>,
+        /// `true`: bottom-right alignment; `false`: top-left.
+        bottom_right: bool,
+    },
 }
 
 impl Mask {
     /// `true` when query `i` may attend to key `j` in a problem with `n_q`
-    /// queries and `n_k` keys. The comparison is done in `u128`, so it cannot
-    /// overflow or underflow for any `usize` arguments.
+    /// queries and `n_k` keys. The comparisons are done in `u128` and `i128`, so they
+    /// cannot overflow or underflow for any `usize` arguments.
     pub fn allows(&self, i: usize, j: usize, n_q: usize, n_k: usize) -> bool {
-        match self {
+        match *self {
             Mask::None => true,
             Mask::CausalTopLeft => j <= i,
             Mask::CausalBottomRight => j as u128 + n_q as u128 <= i as u128 + n_k as u128,
+            Mask::Window {
+                left,
+                right,
+                bottom_right,
+            } => {
+                let c = i as i128
+                    + if bottom_right {
+                        n_k as i128 - n_q as i128
+                    } else {
+                        0
+                    };
+                let j = j as i128;
+                left.is_none_or(|l| c - l as i128 <= j) && right.is_none_or(|r| j <= c + r as i128)
+            }
         }
     }
 }

@@ -78,15 +78,34 @@ impl<'a, T: Real> Problem<'a, T> {
     pub fn d_v(&self) -> usize {
         self.v.cols()
     }
-    /// Keys `0..key_end(i)` are visible to query `i`.
+    /// The keys visible to query `i` (see [`Mask::key_range`]).
+    #[inline]
+    pub fn key_range(&self, i: usize) -> std::ops::Range<usize> {
+        self.mask.key_range(i, self.n_q(), self.n_k())
+    }
+    /// One past the last key visible to query `i`.
     #[inline]
     pub fn key_end(&self, i: usize) -> usize {
         self.mask.key_end(i, self.n_q(), self.n_k())
+    }
+    /// The queries that see key `j` (see [`Mask::query_range`]).
+    #[inline]
+    pub fn query_range(&self, j: usize) -> std::ops::Range<usize> {
+        self.mask.query_range(j, self.n_q(), self.n_k())
     }
     /// The first query that sees key `j`.
     #[inline]
     pub fn first_query(&self, j: usize) -> usize {
         self.mask.first_query(j, self.n_q(), self.n_k())
+    }
+    /// Query `i`'s visible columns `lo..hi` of the key block `j0..j0 + cols`, relative
+    /// to `j0` (`lo <= hi <= cols`; empty when the row sees none of those keys).
+    #[inline]
+    pub fn visible_cols(&self, i: usize, j0: usize, cols: usize) -> (usize, usize) {
+        let r = self.key_range(i);
+        let lo = r.start.saturating_sub(j0).min(cols);
+        let hi = r.end.saturating_sub(j0).min(cols);
+        (lo, hi.max(lo))
     }
 
     /// The rigorous exponent radius R = |tau| max_i ||q_i|| max_j ||k_j|| (docs/math.md

@@ -97,7 +97,7 @@ fn validate(
         d: q.cols(),
         d_v: v.cols(),
         tau,
-        mask: mask_code(cfg.mask),
+        mask: mask_code(cfg.mask)?,
     })
 }
 

@@ -42,12 +42,20 @@ pub struct Geometry {
     pub shared_bytes: u32,
 }
 
-/// The kernels' integer code for a mask (see `kernels/common.cuh`).
-pub fn mask_code(mask: Mask) -> i32 {
+/// The kernels' integer code for a mask (see `kernels/common.cuh`); the kernels take
+/// the prefix masks only, so a sliding window is refused with a typed error.
+pub fn mask_code(mask: Mask) -> Result<i32> {
     match mask {
-        Mask::None => 0,
-        Mask::CausalTopLeft => 1,
-        Mask::CausalBottomRight => 2,
+        Mask::None => Ok(0),
+        Mask::CausalTopLeft => Ok(1),
+        Mask::CausalBottomRight => Ok(2),
+        Mask::Window(_) => Err(Error::InvalidParameter {
+            name: "mask",
+            value: mask.name(),
+            reason: "the CUDA kernels take no mask or a causal one; sliding windows run \
+                     on the CPU exact engine"
+                .into(),
+        }),
     }
 }
 
@@ -206,7 +214,7 @@ mod tests {
         let (a, b) = exact_static_shared(256, 256);
         assert!(a <= 48 * 1024 && b <= 48 * 1024);
         assert_eq!(apply(5, 64).unwrap().shared_bytes, 256);
-        assert_eq!(mask_code(Mask::CausalBottomRight), 2);
+        assert_eq!(mask_code(Mask::CausalBottomRight).unwrap(), 2);
         assert!(exact_defines(64, 32).contains(&"-DHEAD_DV=32".to_string()));
     }
 }

@@ -395,7 +395,7 @@ pub fn forward<B: Backend>(
     let l = load(b, &pr)?;
     let geom = ContractGeom {
         dir: 0,
-        mask: mask_code(p.mask),
+        mask: mask_code(p.mask)?,
         n_q,
         n_k,
         chunk: 1,
@@ -560,7 +560,7 @@ pub fn backward<B: Backend>(
             (&deriv, rs, rs)
         }
     };
-    let mask = mask_code(p.mask);
+    let mask = mask_code(p.mask)?;
     let left = Factor::<B> {
         a: ua,
         lda,

@@ -81,7 +81,7 @@ mod bench {
                         d,
                         d_v: d,
                         tau: (1.0 / (d as f64).sqrt()) as f32,
-                        mask: mask_code(mask),
+                        mask: mask_code(mask)?,
                     };
                     let up = |x: &Tensor3<f32>| dev.upload_half(&to_half(x.as_slice()));
                     let (qd, kd, vd, gd) = (up(&q)?, up(&k)?, up(&v)?, up(&g)?);

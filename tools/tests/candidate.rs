@@ -176,8 +176,27 @@ fn tensor<'a>(
 /// error from above, the lower bound from below; FlashAttention's rule passes.
 #[test]
 fn bf16_rounding_of_exact_attention_is_bracketed() {
-    let p = problem(2, 9, 11, 4, 3, 1);
-    let ex = exact(&p, spec::Mask::CausalTopLeft);
+    bf16_rounding_is_bracketed(Mask::CausalTopLeft, (9, 11));
+}
+
+/// The same with sliding windows (FlashAttention's window_size) in both alignments,
+/// with rows that see no key (n_q > n_k, a window beside the keys).
+#[test]
+fn windowed_candidates_are_certified() {
+    use polyattn::attention::Alignment;
+    for (l, r, align, shape) in [
+        (Some(3), Some(0), Alignment::BottomRight, (9, 11)),
+        (Some(2), Some(2), Alignment::TopLeft, (9, 11)),
+        (Some(1), Some(0), Alignment::BottomRight, (12, 5)),
+        (None, Some(3), Alignment::TopLeft, (7, 7)),
+    ] {
+        bf16_rounding_is_bracketed(Mask::None.with_window(l, r, align), shape);
+    }
+}
+
+fn bf16_rounding_is_bracketed(mask: Mask, (n_q, n_k): (usize, usize)) {
+    let p = problem(2, n_q, n_k, 4, 3, 1);
+    let ex = exact(&p, polyattn_tools::certify::spec_mask(mask));
     let sh = shapes(&p);
     let mut cand = Vec::new();
     let mut true_err = [0.0f64; 5];
@@ -193,12 +212,7 @@ fn bf16_rounding_of_exact_attention_is_bracketed() {
             AnyTensor::from_f64_rounded(DType::BF16, sh[t].clone(), &rounded),
         ));
     }
-    let r = certify_candidate(
-        &input_file(&p, DType::BF16),
-        &file_of(&cand),
-        &opts(Mask::CausalTopLeft),
-    )
-    .unwrap();
+    let r = certify_candidate(&input_file(&p, DType::BF16), &file_of(&cand), &opts(mask)).unwrap();
     assert_eq!(r.schema, "polyattn.certify.candidate/1");
     assert!(matches!(
         r.reference,
@@ -207,7 +221,7 @@ fn bf16_rounding_of_exact_attention_is_bracketed() {
     for t in 0..5 {
         let c = tensor(&r, NAMES[t]);
         assert_eq!(c.dtype, "BF16");
-        assert!(true_err[t] > 0.0);
+        assert!(true_err[t] > 0.0, "{}: {}", NAMES[t], mask.name());
         assert!(
             c.certified_max_abs >= true_err[t],
             "{}: {} < {}",

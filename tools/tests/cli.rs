@@ -122,6 +122,107 @@ fn forward_and_backward_on_a_multihead_file() {
     );
 }
 
+/// `--window LEFT,RIGHT`: FlashAttention's window_size on the command line. The file
+/// records the canonical mask; a window that is the causal mask gives the causal
+/// file bit for bit; the polynomial engine refuses a window in one line, auto falls
+/// back to exact and says why; malformed windows are one-line usage errors.
+#[test]
+fn sliding_windows_on_the_command_line() {
+    let dir = tmpdir("window");
+    let inp = dir.join("in.safetensors");
+    write(
+        &inp,
+        vec![
+            ("q", f64t(&[2, 9, 3], 1)),
+            ("k", f64t(&[2, 6, 3], 2)),
+            ("v", f64t(&[2, 6, 4], 3)),
+            ("do", f64t(&[2, 9, 4], 4)),
+        ],
+    );
+    let attention = |name: &str, extra: &[&str]| {
+        let outp = dir.join(name);
+        let mut args = vec![
+            "attention",
+            "--input",
+            inp.to_str().unwrap(),
+            "--output",
+            outp.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        (run(&args), outp)
+    };
+    let (out, w) = attention("w.safetensors", &["--window", "2,1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f = TensorFile::read(&w).unwrap();
+    assert_eq!(
+        f.metadata.get("mask").map(String::as_str),
+        Some("window(2,1)")
+    );
+    // n_q = 9 > n_k = 6, bottom-right: row i sees keys i - 3 - 2 ..= i - 3 + 1, so
+    // rows 0 and 1 (up to keys -2 and -1) see none and row 2 sees key 0 only.
+    let lse = f.get("lse").unwrap().to_real::<f64>().unwrap();
+    assert_eq!(&lse[..2], &[f64::NEG_INFINITY; 2]);
+    assert!(lse[2].is_finite());
+    let o = f.get("o").unwrap().to_real::<f64>().unwrap();
+    let v = TensorFile::read(&inp)
+        .unwrap()
+        .get("v")
+        .unwrap()
+        .to_real::<f64>()
+        .unwrap();
+    // One visible key: softmax weight exactly 1, o = v's row 0.
+    assert_eq!(&o[2 * 4..3 * 4], &v[..4]);
+    let (out, c1) = attention("c1.safetensors", &["--window", "-1,0"]);
+    assert!(out.status.success());
+    let (out, c2) = attention("c2.safetensors", &["--mask", "causal-bottom-right"]);
+    assert!(out.status.success());
+    assert_eq!(std::fs::read(&c1).unwrap(), std::fs::read(&c2).unwrap());
+    // --mask causal aligns the window top-left and caps RIGHT at 0.
+    let (out, tl) = attention("tl.safetensors", &["--mask", "causal", "--window", "3,5"]);
+    assert!(out.status.success());
+    let f = TensorFile::read(&tl).unwrap();
+    assert_eq!(
+        f.metadata.get("mask").map(String::as_str),
+        Some("window-top-left(3,0)")
+    );
+    // The polynomial engine refuses; auto runs exact and records why.
+    expect_error(
+        &inp,
+        &["--window", "2,1", "--engine", "poly"],
+        "window(2,1)",
+    );
+    let (out, a) = attention("a.safetensors", &["--window", "2,1", "--engine", "auto"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f = TensorFile::read(&a).unwrap();
+    assert_eq!(f.metadata.get("engine").map(String::as_str), Some("exact"));
+    assert_eq!(
+        f.get("o").unwrap().to_real::<f64>().unwrap(),
+        TensorFile::read(&w)
+            .unwrap()
+            .get("o")
+            .unwrap()
+            .to_real::<f64>()
+            .unwrap()
+    );
+    for bad in ["2", "-2,0", "a,1", "1,2,3"] {
+        let (out, p) = attention("bad.safetensors", &["--window", bad]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("window"),
+            "{bad}: {err}"
+        );
+        assert!(!p.exists());
+    }
+}
+
 #[test]
 fn forward_only_without_do_and_f32_stays_f32() {
     let dir = tmpdir("f32");

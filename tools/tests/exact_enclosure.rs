@@ -1,15 +1,30 @@
 //! The exact engine's f64 and f32 results lie inside the MPFR enclosure of the exact
 //! real result, widened by the rounding allowance derived in `common::allowance`, for
-//! O, lse, dQ, dK and dV, over a grid of shapes, all masks, several scales and input
-//! magnitudes from tiny to |S| ~ 80.
+//! O, lse, dQ, dK and dV, over a grid of shapes, all masks (sliding windows included),
+//! several scales and input magnitudes from tiny to |S| ~ 80.
 
 mod common;
 
 use common::{allowance, case, check_against, check_case, enclosures, run_engine, Case};
-use polyattn::attention::Mask;
+use polyattn::attention::{Alignment, Mask, Window};
 use polyattn::Real;
 
-const MASKS: [Mask; 3] = [Mask::None, Mask::CausalTopLeft, Mask::CausalBottomRight];
+/// The prefix masks and sliding windows (FlashAttention's window_size) in both
+/// alignments: a local window, one with look-ahead, a band with rows that see no key
+/// when n_q > n_k, and a one-sided window.
+const MASKS: [Mask; 7] = [
+    Mask::None,
+    Mask::CausalTopLeft,
+    Mask::CausalBottomRight,
+    window(Some(5), Some(0), Alignment::BottomRight),
+    window(Some(3), Some(2), Alignment::TopLeft),
+    window(Some(0), Some(1), Alignment::BottomRight),
+    window(None, Some(4), Alignment::TopLeft),
+];
+
+const fn window(left: Option<usize>, right: Option<usize>, align: Alignment) -> Mask {
+    Mask::Window(Window { left, right, align })
+}
 
 /// (n_q, n_k, d, d_v): from 1 to 128, non-powers of two, n_q != n_k both ways, d_v != d.
 const SHAPES: [(usize, usize, usize, usize); 9] = [

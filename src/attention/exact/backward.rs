@@ -9,7 +9,8 @@
 //! ```
 //!
 //! One pass, FlashAttention-2's loop order: for each key block, the query blocks that
-//! see it (from `first_query`, so tiles wholly beyond a causal mask are skipped) in
+//! see it (from `query_range`, so tiles wholly outside a causal mask or a window are
+//! skipped) in
 //! increasing order. Per (query block, key block) pair it recomputes the score tile and
 //! the dP tile once ([`abt_packed`]; no `n_q x n_k` storage), forms P and dS from them
 //! and does three accumulating products, `dV_j += P^T dO_i`, `dK_j += dS^T Q_i` and
@@ -211,16 +212,17 @@ impl<T: Real> Tiles<T> {
             .enumerate()
         {
             let i = i0 + r;
-            let visible = pr.key_end(i).saturating_sub(j0).min(cols);
+            let (lo, hi) = pr.visible_cols(i, j0, cols);
             let lse = up.lse[i];
-            if lse == T::NEG_INFINITY || visible == 0 {
-                // A fully masked row has P = 0 (see `Mask`).
+            if lse == T::NEG_INFINITY || lo == hi {
+                // A fully masked row, or one that sees none of these keys, has P = 0.
                 p_row.fill(T::ZERO);
                 ds_row.fill(T::ZERO);
                 continue;
             }
             // Masked keys: S = -inf, so P = e^{-inf} = 0 and dS = 0 (dP is finite).
-            p_row[visible..].fill(T::NEG_INFINITY);
+            p_row[..lo].fill(T::NEG_INFINITY);
+            p_row[hi..].fill(T::NEG_INFINITY);
             let (lse, delta) = (v.splat(lse), v.splat(up.delta[i]));
             // SAFETY: BLOCK_K is a multiple of WIDTH; every access is inside the rows.
             unsafe {
@@ -267,9 +269,11 @@ impl<T: Real> Kernel<T> for Group<'_, '_, T> {
             let k_blk = p.k.rows_slice(j0, j0 + cols);
             dk.fill(T::ZERO);
             dv.fill(T::ZERO);
-            // Rows before first_query(j0) see none of these keys.
+            // Only the rows from the first that sees key j0 to the last that sees key
+            // j0 + cols - 1 see any of these keys (both ends are non-decreasing).
             let mut i0 = p.first_query(j0) / BLOCK_Q * BLOCK_Q;
-            while i0 < p.n_q() {
+            let row_stop = p.query_range(j0 + cols - 1).end;
+            while i0 < row_stop {
                 let rows = BLOCK_Q.min(p.n_q() - i0);
                 let (pt, ds) = tiles.compute(v, p, up, pk, (i0, rows), (j0, cols));
                 atb_acc_lanes(

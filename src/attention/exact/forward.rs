@@ -8,8 +8,9 @@
 //! one score tile and one accumulator per query block, plus K packed once per call
 //! (`n_k x d`, see [`pack_transposed`](super::tile::pack_transposed)).
 //!
-//! Key blocks lying wholly beyond a causal mask are not visited, so causal attention
-//! costs about half the work.
+//! Key blocks lying wholly outside a block's visible keys are not visited, so causal
+//! attention costs about half the work and a sliding window of width `w` about
+//! `w / n_k` of it.
 //!
 //! The tile products and the row updates run on the best SIMD lanes of this CPU
 //! ([`crate::simd::dispatch`], once per query block); `exp` is the lanes' exp.
@@ -71,15 +72,19 @@ impl<T: Real> Kernel<T> for QueryBlock<'_, '_, T> {
         let mut s = [T::ZERO; BLOCK_Q * BLOCK_K];
         let s = &mut s[..rows * BLOCK_K];
 
-        let key_stop = p.key_end(i0 + rows - 1); // the last row sees the most keys
-        let mut j0 = 0;
+        // Both ends of the rows' key ranges are non-decreasing: the block's first row
+        // starts lowest and its last row ends highest. Key blocks stay aligned to
+        // BLOCK_K (the packed K^T is laid out in whole blocks).
+        let key_stop = p.key_end(i0 + rows - 1);
+        let mut j0 = p.key_range(i0).start / BLOCK_K * BLOCK_K;
         while j0 < key_stop {
             let cols = BLOCK_K.min(p.n_k() - j0);
             let kt_blk = &kt[j0 * d..(j0 + BLOCK_K) * d];
             abt_packed(v, q_blk, d, kt_blk, p.tau, s);
             for (r, s_row) in s.chunks_exact_mut(BLOCK_K).enumerate() {
-                let visible = p.key_end(i0 + r).saturating_sub(j0).min(cols);
-                s_row[visible..].fill(T::NEG_INFINITY);
+                let (lo, hi) = p.visible_cols(i0 + r, j0, cols);
+                s_row[..lo].fill(T::NEG_INFINITY);
+                s_row[hi..].fill(T::NEG_INFINITY);
                 let m_new = row_max(v, s_row).max(m[r]);
                 if m_new == T::NEG_INFINITY {
                     // The row has seen no key yet: nothing to accumulate.

@@ -286,6 +286,13 @@ pub fn plan<T: Real>(p: &Problem<'_, T>, cfg: &PolyConfig) -> Result<Plan> {
         entry_bound,
         sqrt_ln_n,
     };
+    if !p.mask.is_prefix() {
+        return Err(refuse(format!(
+            "mask {}: the polynomial engine's chunked scan takes no mask or a causal one; \
+             sliding windows run through the exact engine",
+            p.mask.name()
+        )));
+    }
     let v_max =
         p.v.as_slice()
             .iter()

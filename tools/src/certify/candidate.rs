@@ -544,11 +544,7 @@ fn mpfr_head(
         k: dm(k),
         v: dm(v),
         tau,
-        mask: match mask {
-            Mask::None => spec::Mask::None,
-            Mask::CausalTopLeft => spec::Mask::CausalTopLeft,
-            Mask::CausalBottomRight => spec::Mask::CausalBottomRight,
-        },
+        mask: super::spec_mask(mask),
     };
     let err = |e: spec::SpecError| Error::InvalidParameter {
         name: "reference problem",
@@ -1340,7 +1336,9 @@ pub fn certify_candidate(
     }
     let t_base = t1.elapsed().as_secs_f64();
     let t2 = Instant::now();
-    let key_end: Vec<usize> = (0..n_q).map(|i| mask.key_end(i, n_q, n_k)).collect();
+    let sees_none: Vec<bool> = (0..n_q)
+        .map(|i| mask.key_range(i, n_q, n_k).is_empty())
+        .collect();
     let mut tensors = Vec::new();
     let mut row_profiles = Vec::new();
     let mut row_biases = Vec::new();
@@ -1408,7 +1406,7 @@ pub fn certify_candidate(
         if matches!(ti, 0..=2) {
             for s in 0..stack {
                 for r in 0..rows {
-                    if key_end[r] != 0 {
+                    if !sees_none[r] {
                         continue;
                     }
                     let row = &cand[(s * rows + r) * cols..(s * rows + r + 1) * cols];
@@ -1483,7 +1481,7 @@ pub fn certify_candidate(
         input_dtypes: x.dtypes.clone(),
         shape: [batch, hpb, n_q, n_k, d, d_v],
         kv_heads: hpb / x.group.max(1),
-        mask: mask.name().into(),
+        mask: mask.name(),
         scale: tau,
         reference: if use_mpfr {
             ReferenceUsed::Mpfr { prec: 128 }

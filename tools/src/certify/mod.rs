@@ -28,3 +28,20 @@ pub mod rows;
 
 #[cfg(feature = "certify")]
 pub use rows::{certified_error, certify_row, RowCertificate, RowValues};
+
+/// The spec crate's mask (the MPFR reference's) for the engine's.
+#[cfg(feature = "certify")]
+pub fn spec_mask(m: polyattn::attention::Mask) -> polyattn_spec::attention::Mask {
+    use polyattn::attention::{Alignment, Mask};
+    use polyattn_spec::attention::Mask as Spec;
+    match m {
+        Mask::None => Spec::None,
+        Mask::CausalTopLeft => Spec::CausalTopLeft,
+        Mask::CausalBottomRight => Spec::CausalBottomRight,
+        Mask::Window(w) => Spec::Window {
+            left: w.left,
+            right: w.right,
+            bottom_right: w.align == Alignment::BottomRight,
+        },
+    }
+}

@@ -170,17 +170,18 @@ fn run<A: Acc>(
     let (q, k, v) = (input(q), input(k), input(v));
     let tau_a = A::of(tau);
     let ks: Vec<A> = k.iter().map(|&x| x.mul(tau_a).store(st)).collect();
-    let ends: Vec<usize> = (0..n_q).map(|i| mask.key_end(i, n_q, n_k)).collect();
+    let keys: Vec<std::ops::Range<usize>> = (0..n_q).map(|i| mask.key_range(i, n_q, n_k)).collect();
     let mut p = vec![A::ZERO; n_q * n_k];
     let mut o = vec![0.0f64; n_q * d_v];
     let mut lse = vec![f64::NEG_INFINITY; n_q];
     for i in 0..n_q {
-        let ke = ends[i];
-        if ke == 0 {
+        let ks_i = keys[i].clone();
+        if ks_i.is_empty() {
             continue;
         }
         let qi = &q[i * d..(i + 1) * d];
-        let s: Vec<A> = (0..ke)
+        let s: Vec<A> = ks_i
+            .clone()
             .map(|j| {
                 let kj = &ks[j * d..(j + 1) * d];
                 dot(qi.iter().copied().zip(kj.iter().copied())).store(st)
@@ -195,12 +196,12 @@ fn run<A: Acc>(
         for &x in &e {
             z = z + x;
         }
-        for j in 0..ke {
-            p[i * n_k + j] = e[j].div(z).store(st);
+        for (j, &ej) in ks_i.clone().zip(&e) {
+            p[i * n_k + j] = ej.div(z).store(st);
         }
         lse[i] = (m + A::of(z.wide().ln())).wide();
         for c in 0..d_v {
-            let acc = dot((0..ke).map(|j| (p[i * n_k + j], v[j * d_v + c])));
+            let acc = dot(ks_i.clone().map(|j| (p[i * n_k + j], v[j * d_v + c])));
             o[i * d_v + c] = out(acc.store(st));
         }
     }
@@ -208,38 +209,40 @@ fn run<A: Acc>(
         let g = input(g);
         let mut ds = vec![A::ZERO; n_q * n_k];
         for i in 0..n_q {
-            let ke = ends[i];
+            let ks_i = keys[i].clone();
             let gi = &g[i * d_v..(i + 1) * d_v];
-            let dp: Vec<A> = (0..ke)
+            let dp: Vec<A> = ks_i
+                .clone()
                 .map(|j| {
                     let vj = &v[j * d_v..(j + 1) * d_v];
                     dot(gi.iter().copied().zip(vj.iter().copied())).store(st)
                 })
                 .collect();
-            let sum = dot((0..ke).map(|j| (p[i * n_k + j], dp[j])));
-            for j in 0..ke {
-                ds[i * n_k + j] = p[i * n_k + j].mul(dp[j] - sum).store(st);
+            let sum = dot(ks_i.clone().zip(&dp).map(|(j, &x)| (p[i * n_k + j], x)));
+            for (j, &x) in ks_i.zip(&dp) {
+                ds[i * n_k + j] = p[i * n_k + j].mul(x - sum).store(st);
             }
         }
         let dq: Vec<f64> = (0..n_q * d)
             .map(|il| {
                 let (i, l) = (il / d, il % d);
-                let acc = dot((0..ends[i]).map(|j| (ds[i * n_k + j], ks[j * d + l])));
+                let acc = dot(keys[i].clone().map(|j| (ds[i * n_k + j], ks[j * d + l])));
                 out(acc.store(st))
             })
             .collect();
-        let first: Vec<usize> = (0..n_k).map(|j| mask.first_query(j, n_q, n_k)).collect();
+        let rows: Vec<std::ops::Range<usize>> =
+            (0..n_k).map(|j| mask.query_range(j, n_q, n_k)).collect();
         let dk: Vec<f64> = (0..n_k * d)
             .map(|jl| {
                 let (j, l) = (jl / d, jl % d);
-                let acc = dot((first[j]..n_q).map(|i| (ds[i * n_k + j], q[i * d + l])));
+                let acc = dot(rows[j].clone().map(|i| (ds[i * n_k + j], q[i * d + l])));
                 out(acc.store(st).mul(tau_a).store(st))
             })
             .collect();
         let dv: Vec<f64> = (0..n_k * d_v)
             .map(|jc| {
                 let (j, c) = (jc / d_v, jc % d_v);
-                let acc = dot((first[j]..n_q).map(|i| (p[i * n_k + j], g[i * d_v + c])));
+                let acc = dot(rows[j].clone().map(|i| (p[i * n_k + j], g[i * d_v + c])));
                 out(acc.store(st))
             })
             .collect();

@@ -282,11 +282,7 @@ fn mpfr_reference(
     use polyattn_spec::attention as spec;
     let p = polyattn::attention::Problem::new(q, k, v, &cfg.attention())?;
     let dm = |m: MatRef<'_, f64>| DMatrix::from_row_slice(m.rows(), m.cols(), m.as_slice());
-    let mask = match cfg.mask {
-        polyattn::attention::Mask::None => spec::Mask::None,
-        polyattn::attention::Mask::CausalTopLeft => spec::Mask::CausalTopLeft,
-        polyattn::attention::Mask::CausalBottomRight => spec::Mask::CausalBottomRight,
-    };
+    let mask = super::spec_mask(cfg.mask);
     let sp = spec::Problem {
         q: dm(q),
         k: dm(k),
@@ -437,7 +433,7 @@ pub fn certify_attention<T: Real>(
         schema: "polyattn.certify.attention/1".into(),
         dtype: T::DTYPE.into(),
         shape: [h, n_q, n_k, d, d_v],
-        mask: cfg.mask.name().into(),
+        mask: cfg.mask.name(),
         gradient: d_o.map(|_| kind.name().to_string()),
         reference: if use_mpfr {
             ReferenceUsed::Mpfr { prec: 128 }

@@ -56,7 +56,8 @@ pub fn certify_row<T: Real>(
     vals: RowValues<'_, T>,
     prec: u32,
 ) -> Result<RowCertificate> {
-    let keys = p.key_end(row);
+    let range = p.key_range(row);
+    let keys = range.len();
     let (d, d_v) = (p.d(), p.d_v());
     let o_max = max_abs(vals.o);
     let dq_max = max_abs(vals.dq);
@@ -80,8 +81,8 @@ pub fn certify_row<T: Real>(
     let to64 = |s: &[T]| s.iter().map(|x| x.to_f64()).collect::<Vec<_>>();
     let sub = spec::Problem {
         q: DMatrix::from_row_slice(1, d, &to64(p.q.row(row))),
-        k: DMatrix::from_row_slice(keys, d, &to64(p.k.rows_slice(0, keys))),
-        v: DMatrix::from_row_slice(keys, d_v, &to64(p.v.rows_slice(0, keys))),
+        k: DMatrix::from_row_slice(keys, d, &to64(p.k.rows_slice(range.start, range.end))),
+        v: DMatrix::from_row_slice(keys, d_v, &to64(p.v.rows_slice(range.start, range.end))),
         tau: p.tau.to_f64(),
         mask: spec::Mask::None,
     };

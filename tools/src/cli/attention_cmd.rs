@@ -56,10 +56,7 @@ pub fn run(args: &AttentionArgs) -> Result<()> {
             }
         }
     }
-    metadata.insert(
-        "mask".into(),
-        polyattn::attention::Mask::from(args.mask).name().into(),
-    );
+    metadata.insert("mask".into(), args.mask.mask().name());
     metadata.insert("dtype".into(), dtype.name().into());
     metadata.insert("polyattn_version".into(), env!("CARGO_PKG_VERSION").into());
     metadata.insert(
@@ -141,10 +138,10 @@ fn compute<T: Real>(file: &TensorFile, args: &AttentionArgs) -> Result<Outputs> 
     let x = load_all::<T>(file)?;
     let attention = AttentionConfig {
         scale: args.scale,
-        mask: args.mask.into(),
+        mask: args.mask.mask(),
     };
     let tau = T::from_f64(attention.scale_for(x.shapes[0].cols)).to_f64();
-    let mut poly_cfg = args.poly.config(args.mask, args.scale);
+    let mut poly_cfg = args.poly.config(args.mask.mask(), args.scale);
     let (out, mut meta) = match args.engine {
         EngineArg::Exact => run_exact(&x, &attention)?,
         EngineArg::Poly => run_poly(&x, &poly_cfg, args)?,

@@ -14,7 +14,7 @@
 //! (unless every error is zero); everything is computed before anything is written.
 
 use super::attention_cmd::{input_dtype, load_all};
-use super::{MaskArg, PolyArgs};
+use super::{MaskOpts, PolyArgs};
 use crate::certify::candidate::{certify_candidate, CandidateOptions, CandidateReport, Layout};
 use crate::certify::model_report::{certify_model_with, ModelReport};
 use crate::certify::report::{certify_attention, AttentionReport, ReferenceChoice};
@@ -50,9 +50,9 @@ pub struct CertifyArgs {
     /// bshd = [batch, seq, heads, dim] (FlashAttention); lse is [batch, heads, seq].
     #[arg(long, value_enum, default_value_t = Layout::Bhsd)]
     pub layout: Layout,
-    /// The mask.
-    #[arg(long, value_enum, default_value_t = MaskArg::None)]
-    pub mask: MaskArg,
+    /// The mask and window.
+    #[command(flatten)]
+    pub mask: MaskOpts,
     /// The score scale tau (default 1/sqrt(d)).
     #[arg(long, allow_hyphen_values = true)]
     pub scale: Option<f64>,
@@ -107,7 +107,7 @@ fn run_candidate(args: &CertifyArgs, candidate: &std::path::Path) -> Result<()> 
     let input = TensorFile::read(&args.input)?;
     let cand = TensorFile::read(candidate)?;
     let opts = CandidateOptions {
-        mask: args.mask.into(),
+        mask: args.mask.mask(),
         scale: args.scale,
         layout: args.layout,
         reference: args.reference,
@@ -145,7 +145,7 @@ fn run_model(args: &CertifyArgs, weights: &std::path::Path) -> Result<()> {
     let model = read_model::<f64>(&TensorFile::read(weights)?)?;
     let batch = read_batch(&TensorFile::read(&args.input)?, &model)?;
     let engine = EngineChoice::Auto(PolySettings {
-        config: args.poly.config(args.mask, args.scale),
+        config: args.poly.config(args.mask.mask(), args.scale),
         kind: args.poly.gradient.into(),
     });
     let report = certify_model_with(&model, &batch, &[engine], args.reference, args.power_iters)?;
@@ -172,7 +172,7 @@ fn run_model(args: &CertifyArgs, weights: &std::path::Path) -> Result<()> {
 
 fn certify<T: Real>(file: &TensorFile, args: &CertifyArgs) -> Result<AttentionReport> {
     let x = load_all::<T>(file)?;
-    let cfg = args.poly.config(args.mask, args.scale);
+    let cfg = args.poly.config(args.mask.mask(), args.scale);
     certify_attention(
         &x.q,
         &x.k,

@@ -118,9 +118,9 @@ pub struct AttentionArgs {
     /// Output safetensors file: `o`, `lse`, and `dq`, `dk`, `dv` when `do` was given.
     #[arg(long)]
     pub output: PathBuf,
-    /// The mask.
-    #[arg(long, value_enum, default_value_t = MaskArg::None)]
-    pub mask: MaskArg,
+    /// The mask and window.
+    #[command(flatten)]
+    pub mask: MaskOpts,
     /// The score scale tau (default 1/sqrt(d)).
     #[arg(long, allow_hyphen_values = true)]
     pub scale: Option<f64>,
@@ -156,15 +156,11 @@ pub struct PolyArgs {
 
 impl PolyArgs {
     /// The engine configuration these options and a mask/scale describe.
-    pub fn config(
-        &self,
-        mask: MaskArg,
-        scale: Option<f64>,
-    ) -> polyattn::attention::poly::PolyConfig {
+    pub fn config(&self, mask: Mask, scale: Option<f64>) -> polyattn::attention::poly::PolyConfig {
         use polyattn::attention::poly::{Accuracy, PolyConfig};
         PolyConfig {
             scale,
-            mask: mask.into(),
+            mask,
             accuracy: match (self.eps, self.degree) {
                 (_, Some(g)) => Accuracy::Degree(g),
                 (Some(e), None) => Accuracy::Eps(e),
@@ -220,6 +216,38 @@ impl From<MaskArg> for Mask {
             MaskArg::CausalBottomRight => Mask::CausalBottomRight,
         }
     }
+}
+
+/// The mask options shared by the subcommands that compute attention.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MaskOpts {
+    /// The mask.
+    #[arg(long, value_enum, default_value_t = MaskArg::None)]
+    pub mask: MaskArg,
+    /// A sliding window LEFT,RIGHT (FlashAttention's window_size; -1 = unbounded): key
+    /// j is visible to query i iff c - LEFT <= j <= c + RIGHT, c = i + n_k - n_q
+    /// (bottom-right aligned, FlashAttention's convention). With --mask causal the
+    /// window is top-left aligned (c = i) and RIGHT is capped at 0, with
+    /// --mask causal-bottom-right RIGHT is capped at 0. Exact engine only: the
+    /// polynomial engine refuses a window (auto falls back to exact).
+    #[arg(long, value_name = "LEFT,RIGHT", value_parser = parse_window, allow_hyphen_values = true)]
+    pub window: Option<(Option<usize>, Option<usize>)>,
+}
+
+impl MaskOpts {
+    /// The engine's mask these options describe.
+    pub fn mask(&self) -> Mask {
+        let base = Mask::from(self.mask);
+        match self.window {
+            None => base,
+            Some((l, r)) => base.with_window(l, r, polyattn::attention::Alignment::BottomRight),
+        }
+    }
+}
+
+/// Parses `LEFT,RIGHT` with `-1` for an unbounded side (clap shows the message).
+fn parse_window(s: &str) -> std::result::Result<(Option<usize>, Option<usize>), String> {
+    polyattn::attention::parse_window(s).map_err(|e| e.to_string())
 }
 
 /// Engine names on the command line.

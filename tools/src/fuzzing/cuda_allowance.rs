@@ -26,24 +26,29 @@ pub fn exact_allowance(c: &super::enclosure::Case, u_in: f64) -> super::enclosur
     }
     let (mut a_o, mut a_lse) = (vec![0.0; n_q * d_v], vec![0.0; n_q]);
     for i in 0..n_q {
-        let vis = r.visible[i];
-        if vis == 0 {
+        // The CUDA kernels take prefix masks only (a window is refused): keys 0..end.
+        let vis = r.visible[i].clone();
+        if vis.is_empty() {
             continue;
         }
-        let nb = vis.div_ceil(BLOCK_K);
-        let r_i = (0..vis).map(|j| r.s[i * n_k + j].abs()).fold(0.0, f64::max);
-        let e_max = (0..vis).map(|j| e[i * n_k + j]).fold(0.0, f64::max);
-        let eps = e_max + 4.0 * u * r_i + 4.0 * u + 5.0 * u * nb as f64 + gamma32(vis + nb + 1);
+        let nb = vis.end.div_ceil(BLOCK_K);
+        let r_i = vis
+            .clone()
+            .map(|j| r.s[i * n_k + j].abs())
+            .fold(0.0, f64::max);
+        let e_max = vis.clone().map(|j| e[i * n_k + j]).fold(0.0, f64::max);
+        let eps = e_max + 4.0 * u * r_i + 4.0 * u + 5.0 * u * nb as f64 + gamma32(vis.end + nb + 1);
         for cc in 0..d_v {
-            let pv: f64 = (0..vis)
+            let pv: f64 = vis
+                .clone()
                 .map(|j| r.p[i * n_k + j] * c.v[j * d_v + cc].abs())
                 .sum();
-            let v_abs: f64 = (0..vis).map(|j| c.v[j * d_v + cc].abs()).sum();
+            let v_abs: f64 = vis.clone().map(|j| c.v[j * d_v + cc].abs()).sum();
             a_o[i * d_v + cc] = (2.0 * eps + uh + u_in) / (1.0 - eps) * pv
                 + (u + uh) * r.o[i * d_v + cc].abs()
                 + eta * (v_abs + 1.0);
         }
-        let m = (0..vis)
+        let m = vis
             .map(|j| r.s[i * n_k + j])
             .fold(f64::NEG_INFINITY, f64::max);
         a_lse[i] = eps / (1.0 - eps) + 2.0 * u * (r.lse[i] - m).abs() + u * r.lse[i].abs();
@@ -56,7 +61,7 @@ pub fn exact_allowance(c: &super::enclosure::Case, u_in: f64) -> super::enclosur
                 (gamma32(d_v) + u_in) * x * r.o[i * d_v + cc].abs() + x * a_o[i * d_v + cc]
             })
             .sum();
-        for j in 0..r.visible[i] {
+        for j in r.visible[i].clone() {
             let ij = i * n_k + j;
             rho[ij] = e[ij] + a_lse[i] + u * (r.s[ij] - r.lse[i]).abs() + 4.0 * u;
             let f: f64 = (gamma32(d_v) + 2.0 * u_in)
@@ -72,7 +77,7 @@ pub fn exact_allowance(c: &super::enclosure::Case, u_in: f64) -> super::enclosur
     let (mut a_dq, mut a_dk, mut a_dv) =
         (vec![0.0; n_q * d], vec![0.0; n_k * d], vec![0.0; n_k * d_v]);
     for i in 0..n_q {
-        for j in 0..r.visible[i] {
+        for j in r.visible[i].clone() {
             let ij = i * n_k + j;
             let w = h[ij] + r.ds[ij].abs() * (gq.max(gk) + u_in);
             for l in 0..d {

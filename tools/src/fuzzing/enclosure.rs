@@ -10,13 +10,15 @@
 use super::{log_spread, pick, Outcome, Violation};
 use arbitrary::{Arbitrary, Unstructured};
 use nalgebra::DMatrix;
-use polyattn::attention::{exact, AttentionConfig, Mask};
+use polyattn::attention::{exact, Alignment, AttentionConfig, Mask};
 use polyattn::error::{Error, Result};
 use polyattn::rng::SplitMix64;
 use polyattn::tensor::Matrix;
 use polyattn::Real;
 use polyattn_spec::attention as spec;
 use polyattn_spec::Interval;
+
+pub use crate::certify::spec_mask;
 
 /// A test problem in f64 (values already rounded to the dtype under test).
 #[derive(Clone, Debug)]
@@ -99,15 +101,6 @@ pub fn tau_of<T: Real>(scale: Option<f64>, d: usize) -> f64 {
     T::from_f64(cfg.scale_for(d)).to_f64()
 }
 
-/// The spec crate's mask for ours.
-pub fn spec_mask(m: Mask) -> spec::Mask {
-    match m {
-        Mask::None => spec::Mask::None,
-        Mask::CausalTopLeft => spec::Mask::CausalTopLeft,
-        Mask::CausalBottomRight => spec::Mask::CausalBottomRight,
-    }
-}
-
 /// The engine's results in f64, row-major.
 pub struct Computed {
     /// O.
@@ -180,7 +173,7 @@ pub fn spec_problem<T: Real>(c: &Case) -> spec::Problem {
         k: DMatrix::from_row_slice(c.n_k, c.d, &c.k),
         v: DMatrix::from_row_slice(c.n_k, c.d_v, &c.v),
         tau: tau_of::<T>(c.scale, c.d),
-        mask: spec_mask(c.mask),
+        mask: crate::certify::spec_mask(c.mask),
     }
 }
 
@@ -221,14 +214,15 @@ pub struct Reference {
     pub dq: Vec<f64>,
     /// dK.
     pub dk: Vec<f64>,
-    /// Visible keys per row.
-    pub visible: Vec<usize>,
+    /// The keys each row sees.
+    pub visible: Vec<std::ops::Range<usize>>,
 }
 
 /// The plain f64 formulas for `c` with scale `tau`.
 pub fn reference(c: &Case, tau: f64) -> Reference {
     let (n_q, n_k, d, d_v) = (c.n_q, c.n_k, c.d, c.d_v);
-    let visible: Vec<usize> = (0..n_q).map(|i| c.mask.key_end(i, n_q, n_k)).collect();
+    let visible: Vec<std::ops::Range<usize>> =
+        (0..n_q).map(|i| c.mask.key_range(i, n_q, n_k)).collect();
     let mut s = vec![0.0; n_q * n_k];
     let mut p = vec![0.0; n_q * n_k];
     let mut lse = vec![f64::NEG_INFINITY; n_q];
@@ -236,15 +230,16 @@ pub fn reference(c: &Case, tau: f64) -> Reference {
         for j in 0..n_k {
             s[i * n_k + j] = tau * (0..d).map(|l| c.q[i * d + l] * c.k[j * d + l]).sum::<f64>();
         }
-        let vis = visible[i];
-        if vis == 0 {
+        let vis = visible[i].clone();
+        if vis.is_empty() {
             continue;
         }
-        let m = (0..vis)
+        let m = vis
+            .clone()
             .map(|j| s[i * n_k + j])
             .fold(f64::NEG_INFINITY, f64::max);
-        let z: f64 = (0..vis).map(|j| (s[i * n_k + j] - m).exp()).sum();
-        for j in 0..vis {
+        let z: f64 = vis.clone().map(|j| (s[i * n_k + j] - m).exp()).sum();
+        for j in vis {
             p[i * n_k + j] = (s[i * n_k + j] - m).exp() / z;
         }
         lse[i] = m + z.ln();
@@ -369,23 +364,28 @@ pub fn allowance<T: Real>(c: &Case) -> Allowance {
     let mut a_o = vec![0.0; n_q * d_v];
     let mut a_lse = vec![0.0; n_q];
     for i in 0..n_q {
-        let vis = r.visible[i];
-        if vis == 0 {
+        let vis = r.visible[i].clone();
+        if vis.is_empty() {
             continue;
         }
-        let r_i = (0..vis).map(|j| r.s[i * n_k + j].abs()).fold(0.0, f64::max);
-        let e_max = (0..vis).map(|j| e[i * n_k + j]).fold(0.0, f64::max);
-        let eps = e_max + 4.0 * u * r_i + 2.0 * u + 3.0 * u * nb as f64 + gamma(vis + nb + 1, u);
+        let r_i = vis
+            .clone()
+            .map(|j| r.s[i * n_k + j].abs())
+            .fold(0.0, f64::max);
+        let e_max = vis.clone().map(|j| e[i * n_k + j]).fold(0.0, f64::max);
+        let eps =
+            e_max + 4.0 * u * r_i + 2.0 * u + 3.0 * u * nb as f64 + gamma(vis.len() + nb + 1, u);
         for cc in 0..d_v {
-            let pv: f64 = (0..vis)
+            let pv: f64 = vis
+                .clone()
                 .map(|j| r.p[i * n_k + j] * c.v[j * d_v + cc].abs())
                 .sum();
-            let v_abs: f64 = (0..vis).map(|j| c.v[j * d_v + cc].abs()).sum();
+            let v_abs: f64 = vis.clone().map(|j| c.v[j * d_v + cc].abs()).sum();
             a_o[i * d_v + cc] = 2.0 * eps / (1.0 - eps) * pv
                 + 2.0 * u * r.o[i * d_v + cc].abs()
                 + 2.0 * eta * (v_abs + 1.0);
         }
-        let m = (0..vis)
+        let m = vis
             .map(|j| r.s[i * n_k + j])
             .fold(f64::NEG_INFINITY, f64::max);
         a_lse[i] = eps / (1.0 - eps) + 2.0 * u * (r.lse[i] - m).abs() + u * r.lse[i].abs();
@@ -399,7 +399,7 @@ pub fn allowance<T: Real>(c: &Case) -> Allowance {
                 gamma(d_v, u) * x * r.o[i * d_v + cc].abs() + x * a_o[i * d_v + cc]
             })
             .sum();
-        for j in 0..r.visible[i] {
+        for j in r.visible[i].clone() {
             let ij = i * n_k + j;
             rho[ij] = e[ij] + a_lse[i] + u * (r.s[ij] - r.lse[i]).abs() + 2.0 * u;
             let f: f64 = gamma(d_v, u)
@@ -417,7 +417,7 @@ pub fn allowance<T: Real>(c: &Case) -> Allowance {
     let mut a_dk = vec![0.0; n_k * d];
     let mut a_dv = vec![0.0; n_k * d_v];
     for i in 0..n_q {
-        for j in 0..r.visible[i] {
+        for j in r.visible[i].clone() {
             let ij = i * n_k + j;
             let w = h[ij] + r.ds[ij].abs() * gq.max(gk);
             for l in 0..d {
@@ -600,10 +600,22 @@ impl<'a> Arbitrary<'a> for ExactInput {
         let d = u.int_in_range(1..=4)?;
         let d_v = u.int_in_range(1..=3)?;
         let f32 = u.arbitrary()?;
-        let mask = pick(
-            u,
-            &[Mask::None, Mask::CausalTopLeft, Mask::CausalBottomRight],
-        )?;
+        let mask = match u.int_in_range(0u8..=3)? {
+            0 => Mask::None,
+            1 => Mask::CausalTopLeft,
+            2 => Mask::CausalBottomRight,
+            // A sliding window: sides 0..=9 or unbounded, either alignment (rows that
+            // see no key occur when the window lies outside the keys).
+            _ => {
+                let side = |u: &mut Unstructured<'_>| -> arbitrary::Result<Option<usize>> {
+                    let s = u.int_in_range(0usize..=10)?;
+                    Ok((s < 10).then_some(s))
+                };
+                let (left, right) = (side(u)?, side(u)?);
+                let align = pick(u, &[Alignment::TopLeft, Alignment::BottomRight])?;
+                Mask::None.with_window(left, right, align)
+            }
+        };
         let scale = pick(u, &[None, None, Some(1.0), Some(-0.3)])?;
         let s_max = match u.int_in_range(0u8..=9)? {
             0 => 0.0,
