@@ -67,7 +67,7 @@
 //! minimising the excess; the states and the state products cost the same as
 //! without a mask, so the ratio cannot go below 1.
 
-use super::dense::{Strided, StridedMut};
+use crate::scalar::matmul::{Strided, StridedMut};
 use crate::scalar::Field;
 use rayon::prelude::*;
 

@@ -5,7 +5,8 @@
 //! - [`polynomial`]: P and its certified relative error eps_P (docs/math.md §3.2);
 //! - [`features`]: the symmetric-monomial factors U, V (docs/math.md §3.3);
 //! - [`lowrank`]: the masked contractions by chunked prefix states (docs/math.md §3.4);
-//! - [`dense`]: the small GEMMs those are made of (generic loop, or SIMD for floats);
+//! - the small GEMMs those are made of live with the number trait
+//!   ([`crate::scalar::matmul`]: generic loop, or SIMD for floats);
 //! - [`core`]: the algorithm, generic over the number type (docs/math.md §3.4, §3.5);
 //! - [`plan`]: radius, degree, rank, cost and the regime report; refusals;
 //! - [`bound`]: the a priori bounds on |O~ - O|, |dQ~ - dQ|, ... (docs/math.md §4).
@@ -20,7 +21,6 @@
 
 pub mod bound;
 pub mod core;
-pub mod dense;
 pub mod features;
 pub mod lowrank;
 pub mod plan;

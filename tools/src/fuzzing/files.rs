@@ -165,7 +165,7 @@ pub fn check_safetensors(x: &SafetensorsInput) -> std::result::Result<Outcome, V
 
 /// One metadata value: absent, valid, a size at the edge of `usize`, or any string.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Field {
+pub enum MetaValue {
     /// The key is not in `__metadata__`.
     Absent,
     /// The configuration's own value.
@@ -201,7 +201,7 @@ pub struct ModelInput {
     pub config: ModelConfig,
     /// What `__metadata__` says for each key of
     /// [`METADATA_KEYS`](polyattn::model::config::METADATA_KEYS) and `vocab`, in order.
-    pub fields: Vec<Field>,
+    pub fields: Vec<MetaValue>,
     /// The weights file's departure from the parameters.
     pub edit: WeightsEdit,
     /// Input length n (0..=12; 0 is an empty input).
@@ -253,8 +253,8 @@ impl<'a> Arbitrary<'a> for ModelInput {
         let mut fields = Vec::with_capacity(KEYS.len());
         for _ in KEYS {
             fields.push(match u.int_in_range(0u8..=15)? {
-                0 => Field::Absent,
-                1 => Field::Huge(
+                0 => MetaValue::Absent,
+                1 => MetaValue::Huge(
                     pick(
                         u,
                         &[
@@ -268,8 +268,8 @@ impl<'a> Arbitrary<'a> for ModelInput {
                     )?
                     .to_string(),
                 ),
-                2 => Field::Text(u.arbitrary::<String>()?),
-                _ => Field::Valid,
+                2 => MetaValue::Text(u.arbitrary::<String>()?),
+                _ => MetaValue::Valid,
             });
         }
         let count = u.int_in_range(0..=40usize)?;
@@ -303,13 +303,13 @@ pub fn model_files(x: &ModelInput) -> Result<(Vec<u8>, Vec<u8>)> {
     let mut meta = HashMap::new();
     for (key, field) in KEYS.iter().zip(&x.fields) {
         match field {
-            Field::Absent => {}
-            Field::Valid => {
+            MetaValue::Absent => {}
+            MetaValue::Valid => {
                 if let Some(v) = valid_meta.get(*key) {
                     meta.insert(key.to_string(), v.clone());
                 }
             }
-            Field::Huge(s) | Field::Text(s) => {
+            MetaValue::Huge(s) | MetaValue::Text(s) => {
                 meta.insert(key.to_string(), s.clone());
             }
         }
@@ -509,7 +509,7 @@ mod tests {
                 d_qk: None,
                 cosine: None,
             },
-            fields: vec![Field::Valid; KEYS.len()],
+            fields: vec![MetaValue::Valid; KEYS.len()],
             edit: WeightsEdit::None,
             n: 5,
             tokens: false,

@@ -3,6 +3,12 @@
 //! One algorithm, several number types: the exact engine is written once against
 //! [`Real`] and instantiated for `f32` and `f64`. Every operation the kernels use is
 //! listed here, so the rounding behaviour a test must allow for is visible in one place.
+//!
+//! [`Field`] is the arithmetic of the polynomial engine's low-rank algorithm, and
+//! [`matmul`] the strided matrix products it is made of: a leaf module pair (they use
+//! nothing above them), so every layer can take both.
+
+pub mod matmul;
 
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
@@ -185,12 +191,12 @@ pub trait Field:
     /// default is a plain loop in the type's own arithmetic (exact for exact types); `f32`
     /// and `f64` override it with packed SIMD kernels (the `gemm` crate).
     fn matmul(
-        c: crate::attention::poly::dense::StridedMut<'_, Self>,
-        a: crate::attention::poly::dense::Strided<'_, Self>,
-        b: crate::attention::poly::dense::Strided<'_, Self>,
+        c: matmul::StridedMut<'_, Self>,
+        a: matmul::Strided<'_, Self>,
+        b: matmul::Strided<'_, Self>,
         accumulate: bool,
     ) {
-        crate::attention::poly::dense::matmul_generic(c, a, b, accumulate)
+        matmul::matmul_generic(c, a, b, accumulate)
     }
 }
 
@@ -210,12 +216,12 @@ macro_rules! impl_field {
                 k as $t
             }
             fn matmul(
-                c: crate::attention::poly::dense::StridedMut<'_, Self>,
-                a: crate::attention::poly::dense::Strided<'_, Self>,
-                b: crate::attention::poly::dense::Strided<'_, Self>,
+                c: matmul::StridedMut<'_, Self>,
+                a: matmul::Strided<'_, Self>,
+                b: matmul::Strided<'_, Self>,
                 accumulate: bool,
             ) {
-                crate::attention::poly::dense::matmul_gemm(c, a, b, accumulate)
+                matmul::matmul_gemm(c, a, b, accumulate)
             }
         }
     };

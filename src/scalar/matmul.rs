@@ -11,10 +11,10 @@
 //! is the same for any thread count).
 //!
 //! Rounding: a product entry is a sum of k terms whatever the order the kernel adds
-//! them in, so the a priori estimate of [`super::plan::rounding_rho`] (gamma_k over
-//! the longest chain of additions) covers any blocking of the sum.
+//! them in, so the polynomial engine's a priori estimate (`poly::plan::rounding_rho`:
+//! gamma_k over the longest chain of additions) covers any blocking of the sum.
 
-use crate::scalar::Field;
+use super::Field;
 
 /// A read-only strided matrix: entry (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy, Debug)]
