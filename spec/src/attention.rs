@@ -233,6 +233,26 @@ fn check_prec(prec: u32) -> Result<(), SpecError> {
     }
 }
 
+/// A bias is `n_q x n_k` with entries finite or `-inf`.
+fn check_bias(p: &Problem, bias: Option<&DMatrix<f64>>) -> Result<(), SpecError> {
+    let Some(b) = bias else { return Ok(()) };
+    if b.shape() != (p.n_q(), p.n_k()) {
+        return Err(shape(format!(
+            "the bias is {} x {} but S is {} x {}",
+            b.nrows(),
+            b.ncols(),
+            p.n_q(),
+            p.n_k()
+        )));
+    }
+    match b.iter().position(|x| x.is_nan() || *x == f64::INFINITY) {
+        Some(at) => Err(SpecError::NonFinite {
+            what: format!("bias entry {at} (column-major) = {}", b[at]),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Validates the problem, the precision and (for the backward) `dO`'s shape.
 fn check(p: &Problem, d_o: Option<&DMatrix<f64>>, prec: u32) -> Result<(), SpecError> {
     check_prec(prec)?;
@@ -342,6 +362,8 @@ struct Inputs<T> {
     v: DMatrix<T>,
     tau: T,
     mask: Mask,
+    /// The additive score bias (`-inf` hides a key), kept in f64 and lifted per use.
+    bias: Option<DMatrix<f64>>,
     prec: u32,
 }
 
@@ -351,7 +373,7 @@ fn intervals(m: &DMatrix<f64>, prec: u32) -> DMatrix<Interval> {
 }
 
 impl<T: Arith> Inputs<T> {
-    fn new(p: &Problem, prec: u32) -> Inputs<T> {
+    fn new(p: &Problem, bias: Option<&DMatrix<f64>>, prec: u32) -> Inputs<T> {
         let lift = |m: &DMatrix<f64>| intervals(m, prec).map(T::constant);
         Inputs {
             q: lift(&p.q),
@@ -359,8 +381,19 @@ impl<T: Arith> Inputs<T> {
             v: lift(&p.v),
             tau: T::constant(Interval::from_f64(p.tau, prec)),
             mask: p.mask,
+            bias: bias.cloned(),
             prec,
         }
+    }
+
+    /// Whether query `i` sees key `j`: the mask allows it and the bias is not `-inf`.
+    fn visible(&self, i: usize, j: usize) -> bool {
+        let (n_q, n_k) = (self.q.nrows(), self.k.nrows());
+        self.mask.allows(i, j, n_q, n_k)
+            && self
+                .bias
+                .as_ref()
+                .is_none_or(|b| b[(i, j)] != f64::NEG_INFINITY)
     }
 
     fn zero(&self) -> T {
@@ -372,14 +405,18 @@ impl<T: Arith> Inputs<T> {
         let dot = (0..self.q.ncols()).fold(self.zero(), |acc, c| {
             acc.plus(&self.q[(i, c)].times(&self.k[(j, c)]))
         });
-        self.tau.times(&dot)
+        let s = self.tau.times(&dot);
+        match &self.bias {
+            // Exact: the bias is an f64, lifted exactly (prec >= 53).
+            Some(b) => s.plus(&T::constant(Interval::from_f64(b[(i, j)], self.prec))),
+            None => s,
+        }
     }
 
     /// The unnormalised softmax of row `i`, or `None` for a fully masked row.
     fn softmax_row(&self, i: usize) -> Option<SoftmaxRow<T>> {
-        let (n_q, n_k) = (self.q.nrows(), self.k.nrows());
-        let scores: Vec<(usize, T)> = (0..n_k)
-            .filter(|&j| self.mask.allows(i, j, n_q, n_k))
+        let scores: Vec<(usize, T)> = (0..self.k.nrows())
+            .filter(|&j| self.visible(i, j))
             .map(|j| (j, self.score(i, j)))
             .collect();
         let shift = scores
@@ -452,8 +489,20 @@ impl SoftmaxRow<Interval> {
 /// input; [`SpecError::InvalidPrecision`] for a precision MPFR cannot use.
 /// Fully masked rows give an exactly zero output row and `lse = None`.
 pub fn forward(p: &Problem, prec: u32) -> Result<Forward, SpecError> {
+    forward_with_bias(p, None, prec)
+}
+
+/// [`forward`] with an additive score bias `b` (`n_q x n_k`): `S_ij = tau q_i . k_j +
+/// b_ij`, a `-inf` entry hiding key `j` from query `i` (as a mask does). Errors as for
+/// [`forward`], and for a bias of the wrong shape or with a NaN or `+inf` entry.
+pub fn forward_with_bias(
+    p: &Problem,
+    bias: Option<&DMatrix<f64>>,
+    prec: u32,
+) -> Result<Forward, SpecError> {
     check(p, None, prec)?;
-    let (o, rows) = Inputs::<Interval>::new(p, prec).forward();
+    check_bias(p, bias)?;
+    let (o, rows) = Inputs::<Interval>::new(p, bias, prec).forward();
     let lse = rows
         .iter()
         .map(|r| r.as_ref().map(SoftmaxRow::lse))
@@ -466,7 +515,7 @@ pub fn forward(p: &Problem, prec: u32) -> Result<Forward, SpecError> {
 /// Errors as for [`forward`].
 pub fn probabilities(p: &Problem, prec: u32) -> Result<DMatrix<Interval>, SpecError> {
     check(p, None, prec)?;
-    let (_, rows) = Inputs::<Interval>::new(p, prec).forward();
+    let (_, rows) = Inputs::<Interval>::new(p, None, prec).forward();
     Ok(probability_matrix(&rows, p.n_k(), prec))
 }
 
@@ -505,8 +554,20 @@ fn matmul(a: &DMatrix<Interval>, b: &DMatrix<Interval>, prec: u32) -> DMatrix<In
 /// [`SpecError::NonFinite`]); other errors as for [`forward`]. A fully masked
 /// row has `P`'s row exactly zero, hence contributes exactly nothing.
 pub fn backward(p: &Problem, d_o: &DMatrix<f64>, prec: u32) -> Result<Grads, SpecError> {
+    backward_with_bias(p, None, d_o, prec)
+}
+
+/// [`backward`] with an additive score bias (see [`forward_with_bias`]); the bias
+/// is a constant (it gets no gradient).
+pub fn backward_with_bias(
+    p: &Problem,
+    bias: Option<&DMatrix<f64>>,
+    d_o: &DMatrix<f64>,
+    prec: u32,
+) -> Result<Grads, SpecError> {
     check(p, Some(d_o), prec)?;
-    let inputs = Inputs::<Interval>::new(p, prec);
+    check_bias(p, bias)?;
+    let inputs = Inputs::<Interval>::new(p, bias, prec);
     let (o, rows) = inputs.forward();
     let pm = probability_matrix(&rows, p.n_k(), prec);
     let d_o = intervals(d_o, prec);
@@ -568,7 +629,7 @@ pub fn gradients_by_dual_numbers(
     prec: u32,
 ) -> Result<Grads, SpecError> {
     check(p, Some(d_o), prec)?;
-    let base = Inputs::<Dual>::new(p, prec);
+    let base = Inputs::<Dual>::new(p, None, prec);
     let d_o = intervals(d_o, prec);
     let grad = |which, m: &DMatrix<f64>| {
         DMatrix::from_fn(m.nrows(), m.ncols(), |r, c| {
@@ -595,7 +656,7 @@ mod tests {
             tau: 0.7,
             mask: Mask::None,
         };
-        let inputs = Inputs::<Interval>::new(&p, 96);
+        let inputs = Inputs::<Interval>::new(&p, None, 96);
         for i in 0..2 {
             let row = inputs.softmax_row(i).unwrap();
             assert!(row.shift.is_point());

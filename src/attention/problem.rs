@@ -20,6 +20,10 @@ pub struct Problem<'a, T> {
     pub tau: T,
     /// The mask.
     pub mask: Mask,
+    /// An additive score bias, `n_q x n_k` (`S_ij = tau q_i . k_j + b_ij`): PyTorch's
+    /// float `attn_mask`, ALiBi, or a boolean mask as `0` / `-inf` (`-inf` hides the
+    /// key). Finite or `-inf`; `None`: no bias. Exact engine only.
+    pub bias: Option<MatRef<'a, T>>,
 }
 
 impl<'a, T: Real> Problem<'a, T> {
@@ -53,9 +57,54 @@ impl<'a, T: Real> Problem<'a, T> {
             v,
             tau,
             mask: config.mask,
+            bias: None,
         };
         p.check_forward_range()?;
         Ok(p)
+    }
+
+    /// This problem with an additive score bias `b` (`n_q x n_k`; see [`Problem::bias`]):
+    /// errors on a shape mismatch, a NaN or `+inf` entry, or scores `|tau q.k + b|` that
+    /// could overflow `T`.
+    pub fn with_bias(mut self, bias: Option<MatRef<'a, T>>) -> Result<Self> {
+        let Some(b) = bias else {
+            self.bias = None;
+            return Ok(self);
+        };
+        if b.shape() != [self.n_q(), self.n_k()] {
+            return Err(Error::ShapeMismatch {
+                what: "attention bias (attn_mask)".into(),
+                expected: format!("[{}, {}] (n_q, n_k)", self.n_q(), self.n_k()),
+                got: format!("{:?}", b.shape()),
+            });
+        }
+        if let Some(at) =
+            (b.as_slice().iter()).position(|x| x.is_nan() || x.to_f64() == f64::INFINITY)
+        {
+            return Err(Error::NonFinite {
+                what: "attention bias (attn_mask; -inf hides a key, NaN and +inf are refused)"
+                    .into(),
+                index: format!("[{}, {}]", at / self.n_k(), at % self.n_k()),
+                value: b.as_slice()[at].to_f64(),
+            });
+        }
+        self.bias = Some(b);
+        ensure_range::<T>(
+            "the biased scores tau * q_i . k_j + b_ij",
+            self.score_radius(),
+        )?;
+        Ok(self)
+    }
+
+    /// The largest finite `|b_ij|` of row `i` of the bias (0 without one).
+    pub fn bias_row_max(&self, i: usize) -> f64 {
+        self.bias.map_or(0.0, |b| {
+            b.row(i)
+                .iter()
+                .filter(|x| x.is_finite())
+                .map(|x| x.to_f64().abs())
+                .fold(0.0, f64::max)
+        })
     }
 
     /// Number of queries.
@@ -109,9 +158,17 @@ impl<'a, T: Real> Problem<'a, T> {
     }
 
     /// The rigorous exponent radius R = |tau| max_i ||q_i|| max_j ||k_j|| (docs/math.md
-    /// §3.1), computed in f64 (rounded to nearest: a guard, not a certificate).
+    /// §3.1), plus the largest finite `|b_ij|` with a bias, computed in f64 (rounded to
+    /// nearest: a guard, not a certificate).
     pub fn score_radius(&self) -> f64 {
-        self.tau.to_f64().abs() * max_row_norm(self.q) * max_row_norm(self.k)
+        let bias = self.bias.map_or(0.0, |b| {
+            b.as_slice()
+                .iter()
+                .filter(|x| x.is_finite())
+                .map(|x| x.to_f64().abs())
+                .fold(0.0, f64::max)
+        });
+        self.tau.to_f64().abs() * max_row_norm(self.q) * max_row_norm(self.k) + bias
     }
 
     /// A priori bounds of the forward's intermediates must stay well inside T's range:

@@ -6,9 +6,9 @@
 mod common;
 
 use common::{case, enclosures};
-use polyattn::attention::exact::reference::exact_reference;
+use polyattn::attention::exact::reference::exact_reference_with_bias;
 use polyattn::attention::poly::{Accuracy, GradientKind, PolyConfig};
-use polyattn::attention::{AttentionConfig, Mask};
+use polyattn::attention::{Alignment, AttentionConfig, Mask};
 use polyattn::rng::SplitMix64;
 use polyattn::tensor::{Matrix, Tensor3};
 use polyattn_spec::Interval;
@@ -31,44 +31,96 @@ fn assert_encloses(name: &str, y: &[f64], b: &[f64], ivs: &[Interval]) -> f64 {
     worst
 }
 
+/// Every mask, a sliding window in both alignments, and additive biases (noise with
+/// a large spread, ALiBi, key padding as -inf).
 #[test]
 fn f64_reference_bound_encloses_the_exact_result() {
     let mut worst: f64 = 0.0;
     let mut seed = 0;
-    for mask in [Mask::None, Mask::CausalTopLeft, Mask::CausalBottomRight] {
+    let masks = [
+        Mask::None,
+        Mask::CausalTopLeft,
+        Mask::CausalBottomRight,
+        Mask::None.with_window(Some(4), Some(1), Alignment::BottomRight),
+        Mask::None.with_window(Some(2), None, Alignment::TopLeft),
+    ];
+    for mask in masks {
         for &(dims, s_max) in &[
             ((20, 13, 3, 4), None),
             ((64, 70, 8, 8), None),
             ((33, 33, 4, 2), Some(80.0)),
             ((9, 40, 2, 5), Some(1e-8)),
         ] {
-            seed += 1;
-            let c = case::<f64>(seed, dims, None, mask, s_max);
-            let (n_q, n_k, d, d_v) = dims;
-            let m = |r, cc, x: &[f64]| Matrix::from_vec(r, cc, x.to_vec()).unwrap();
-            let (q, k, v, g) = (
-                m(n_q, d, &c.q),
-                m(n_k, d, &c.k),
-                m(n_k, d_v, &c.v),
-                m(n_q, d_v, &c.d_o),
-            );
-            let r = exact_reference(
-                q.view(),
-                k.view(),
-                v.view(),
-                Some(g.view()),
-                &AttentionConfig { scale: None, mask },
-            )
-            .unwrap();
-            let enc = enclosures::<f64>(&c);
-            let gr = r.grads.unwrap();
-            worst = worst.max(assert_encloses("o", &r.o, &r.bound_o, &enc.o));
-            worst = worst.max(assert_encloses("dq", &gr.dq, &gr.bound_dq, &enc.dq));
-            worst = worst.max(assert_encloses("dk", &gr.dk, &gr.bound_dk, &enc.dk));
-            worst = worst.max(assert_encloses("dv", &gr.dv, &gr.bound_dv, &enc.dv));
+            for bias_kind in 0..4 {
+                seed += 1;
+                let (n_q, n_k) = (dims.0, dims.1);
+                let mut r = SplitMix64::new(seed);
+                let bias: Option<Vec<f64>> = match bias_kind {
+                    0 => None,
+                    1 => Some(r.normal_vec(n_q * n_k, 10.0)),
+                    2 => Some(
+                        (0..n_q * n_k)
+                            .map(|ij| {
+                                let (i, j) = ((ij / n_k) as f64, (ij % n_k) as f64);
+                                -0.5 * (i + n_k as f64 - n_q as f64 - j).abs()
+                            })
+                            .collect(),
+                    ),
+                    _ => Some(
+                        (0..n_q * n_k)
+                            .map(|ij| {
+                                if ij % n_k < 3 * n_k / 4 {
+                                    0.0
+                                } else {
+                                    f64::NEG_INFINITY
+                                }
+                            })
+                            .collect(),
+                    ),
+                };
+                let c = case::<f64>(seed, dims, None, mask, s_max);
+                let c = match bias {
+                    Some(b) => c.with_bias::<f64>(b),
+                    None => c,
+                };
+                worst = worst.max(check_reference(&c, dims, mask));
+            }
         }
     }
     println!("worst |y_ref - exact| / bound = {worst:.3e}");
+}
+
+/// The f64 reference with its bound for case `c`, checked against the MPFR
+/// enclosures; returns the worst `|y_ref - exact| / bound`.
+fn check_reference(c: &common::Case, dims: (usize, usize, usize, usize), mask: Mask) -> f64 {
+    let (n_q, n_k, d, d_v) = dims;
+    let m = |r, cc, x: &[f64]| Matrix::from_vec(r, cc, x.to_vec()).unwrap();
+    let (q, k, v, g) = (
+        m(n_q, d, &c.q),
+        m(n_k, d, &c.k),
+        m(n_k, d_v, &c.v),
+        m(n_q, d_v, &c.d_o),
+    );
+    let bias = c.bias.as_ref().map(|b| m(n_q, n_k, b));
+    let r = exact_reference_with_bias(
+        q.view(),
+        k.view(),
+        v.view(),
+        bias.as_ref().map(|b| b.view()),
+        Some(g.view()),
+        &AttentionConfig { scale: None, mask },
+    )
+    .unwrap();
+    let enc = enclosures::<f64>(c);
+    let gr = r.grads.unwrap();
+    [
+        assert_encloses("o", &r.o, &r.bound_o, &enc.o),
+        assert_encloses("dq", &gr.dq, &gr.bound_dq, &enc.dq),
+        assert_encloses("dk", &gr.dk, &gr.bound_dk, &enc.dk),
+        assert_encloses("dv", &gr.dv, &gr.bound_dv, &enc.dv),
+    ]
+    .into_iter()
+    .fold(0.0, f64::max)
 }
 
 fn stacks(seed: u64, h: usize, n: usize, d: usize, scale: f64) -> [Tensor3<f64>; 4] {

@@ -125,3 +125,51 @@ fn allowance_is_small() {
         assert!(max(v) < 1e-12, "{name} allowance {:e}", max(v));
     }
 }
+
+/// The additive score bias (PyTorch's float `attn_mask`, ALiBi, key padding as `-inf`)
+/// in f64 and f32, with every mask: the engine's results lie in the MPFR enclosure of
+/// `softmax(tau Q K^T + B + mask) V` widened by the allowance (which adds the bias
+/// addition's rounding). Biases: N(0, 3) noise; ALiBi `-slope |i + n_k - n_q - j|`
+/// (FlashAttention's convention); key padding (`-inf` for the last keys), which with a
+/// bottom-right mask or a window leaves rows with no key at all.
+#[test]
+fn additive_bias_alibi_and_key_padding() {
+    fn biases(seed: u64, n_q: usize, n_k: usize) -> Vec<(&'static str, Vec<f64>)> {
+        let mut r = polyattn::rng::SplitMix64::new(seed);
+        let noise = r.normal_vec(n_q * n_k, 3.0);
+        let slope = 0.25;
+        let alibi = (0..n_q * n_k)
+            .map(|ij| {
+                let (i, j) = ((ij / n_k) as f64, (ij % n_k) as f64);
+                -slope * (i + n_k as f64 - n_q as f64 - j).abs()
+            })
+            .collect();
+        let keep = n_k.div_ceil(2);
+        let padding = (0..n_q * n_k)
+            .map(|ij| {
+                if ij % n_k < keep {
+                    0.0
+                } else {
+                    f64::NEG_INFINITY
+                }
+            })
+            .collect();
+        vec![("noise", noise), ("alibi", alibi), ("padding", padding)]
+    }
+    let mut worst: f64 = 0.0;
+    for (si, &shape) in SHAPES.iter().enumerate().take(7) {
+        for (mi, &mask) in MASKS.iter().enumerate() {
+            let (n_q, n_k) = (shape.0, shape.1);
+            for (name, b) in biases((si * 7 + mi) as u64, n_q, n_k) {
+                let seed = 900 + (si * 7 + mi) as u64;
+                let c = case::<f64>(seed, shape, None, mask, None).with_bias::<f64>(b.clone());
+                worst = worst.max(check_case::<f64>(&c));
+                let c = case::<f32>(seed, shape, None, mask, Some(20.0)).with_bias::<f32>(b);
+                let t = check_case::<f32>(&c);
+                assert!(t.is_finite(), "{name} {mask:?} {shape:?}");
+                worst = worst.max(t);
+            }
+        }
+    }
+    println!("bias: worst certified error / allowance = {worst:.3e}");
+}

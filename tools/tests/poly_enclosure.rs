@@ -56,6 +56,7 @@ fn case_with_radius<T: Real>(
         d_o,
         scale: None,
         mask,
+        bias: None,
     }
 }
 

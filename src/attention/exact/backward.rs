@@ -223,6 +223,7 @@ impl<T: Real> Tiles<T> {
             // Masked keys: S = -inf, so P = e^{-inf} = 0 and dS = 0 (dP is finite).
             p_row[..lo].fill(T::NEG_INFINITY);
             p_row[hi..].fill(T::NEG_INFINITY);
+            super::forward::add_bias(pr, i, j0, (lo, hi), p_row);
             let (lse, delta) = (v.splat(lse), v.splat(up.delta[i]));
             // SAFETY: BLOCK_K is a multiple of WIDTH; every access is inside the rows.
             unsafe {

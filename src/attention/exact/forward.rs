@@ -85,6 +85,7 @@ impl<T: Real> Kernel<T> for QueryBlock<'_, '_, T> {
                 let (lo, hi) = p.visible_cols(i0 + r, j0, cols);
                 s_row[..lo].fill(T::NEG_INFINITY);
                 s_row[hi..].fill(T::NEG_INFINITY);
+                add_bias(p, i0 + r, j0, (lo, hi), s_row);
                 let m_new = row_max(v, s_row).max(m[r]);
                 if m_new == T::NEG_INFINITY {
                     // The row has seen no key yet: nothing to accumulate.
@@ -120,6 +121,23 @@ impl<T: Real> Kernel<T> for QueryBlock<'_, '_, T> {
                 scale(inv, acc_row);
                 lse_blk[r] = m[r] + l[r].ln();
             }
+        }
+    }
+}
+
+/// Adds row `i` of the problem's bias (if any) to the visible columns `lo..hi` of a
+/// score row whose first column is key `j0` (one rounding per entry; `-inf` hides).
+#[inline(always)]
+pub(super) fn add_bias<T: Real>(
+    p: &Problem<'_, T>,
+    i: usize,
+    j0: usize,
+    (lo, hi): (usize, usize),
+    s_row: &mut [T],
+) {
+    if let Some(b) = p.bias {
+        for (s, &x) in s_row[lo..hi].iter_mut().zip(&b.row(i)[j0 + lo..j0 + hi]) {
+            *s += x;
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The exact attention engine: tiled, online softmax, forward and backward, causal
 //! masks in both alignments, single head and multi-head, generic over f32/f64.
 //!
-//! Semantics (docs/math.md §2.1): `O = softmax_rows(tau Q K^T + mask) V`, `lse_i =
+//! Semantics (docs/math.md §2.1): `O = softmax_rows(tau Q K^T + B + mask) V` (`B` an
+//! optional additive bias, `*_with_bias`), `lse_i =
 //! log sum_j e^{S_ij}` over visible keys; the backward returns `dQ, dK, dV` for a given
 //! `dO`. See [`Mask`](crate::attention::Mask) for fully masked rows.
 //!
@@ -90,7 +91,19 @@ pub fn forward<T: Real>(
     v: MatRef<'_, T>,
     config: &AttentionConfig,
 ) -> Result<Forward<T>> {
-    let p = Problem::new(q, k, v, config)?;
+    forward_with_bias(q, k, v, None, config)
+}
+
+/// [`forward`] with an additive score bias `bias` (`n_q x n_k`, finite or `-inf`;
+/// see [`Problem::bias`]): `S = tau Q K^T + B` before the mask.
+pub fn forward_with_bias<T: Real>(
+    q: MatRef<'_, T>,
+    k: MatRef<'_, T>,
+    v: MatRef<'_, T>,
+    bias: Option<MatRef<'_, T>>,
+    config: &AttentionConfig,
+) -> Result<Forward<T>> {
+    let p = Problem::new(q, k, v, config)?.with_bias(bias)?;
     let mut o = Matrix::zeros(p.n_q(), p.d_v())?;
     let mut lse = vec![T::ZERO; p.n_q()];
     forward::forward_into(&p, o.as_mut_slice(), &mut lse);
@@ -108,7 +121,21 @@ pub fn backward<T: Real>(
     d_o: MatRef<'_, T>,
     config: &AttentionConfig,
 ) -> Result<Gradients<T>> {
-    let p = Problem::new(q, k, v, config)?;
+    backward_with_bias(q, k, v, None, fwd, d_o, config)
+}
+
+/// [`backward`] with the additive score bias the forward used ([`forward_with_bias`]);
+/// the bias gets no gradient.
+pub fn backward_with_bias<T: Real>(
+    q: MatRef<'_, T>,
+    k: MatRef<'_, T>,
+    v: MatRef<'_, T>,
+    bias: Option<MatRef<'_, T>>,
+    fwd: &Forward<T>,
+    d_o: MatRef<'_, T>,
+    config: &AttentionConfig,
+) -> Result<Gradients<T>> {
+    let p = Problem::new(q, k, v, config)?.with_bias(bias)?;
     p.check_backward_inputs(fwd.o.view(), &fwd.lse, d_o)?;
     let delta = row_deltas(d_o.as_slice(), fwd.o.as_slice(), p.d_v());
     let up = Upstream {
@@ -133,12 +160,24 @@ pub fn backward<T: Real>(
 
 /// Validates a stack of heads and returns one [`Problem`] per query head (query head
 /// `h` paired with key/value head `h / g`, [`super::kv_group`]) and the group size `g`.
+/// A bias stack has one head (shared by all) or one per query head.
 fn head_problems<'a, T: Real>(
     q: &'a Tensor3<T>,
     k: &'a Tensor3<T>,
     v: &'a Tensor3<T>,
+    bias: Option<&'a Tensor3<T>>,
     config: &AttentionConfig,
 ) -> Result<(Vec<Problem<'a, T>>, usize)> {
+    if let Some(b) = bias {
+        if b.heads() != 1 && b.heads() != q.heads() {
+            return Err(Error::ShapeMismatch {
+                what: "attention bias heads".into(),
+                expected: format!("1 or {} (q's heads)", q.heads()),
+                got: b.heads().to_string(),
+            });
+        }
+    }
+    let bias_of = |h: usize| bias.map(|b| b.head(if b.heads() == 1 { 0 } else { h }));
     if v.heads() != k.heads() {
         return Err(Error::ShapeMismatch {
             what: "v heads".into(),
@@ -152,7 +191,9 @@ fn head_problems<'a, T: Real>(
         check_finite(name, &t.shape(), t.as_slice())?;
     }
     let probs = (0..q.heads())
-        .map(|h| Problem::new(q.head(h), k.head(h / g), v.head(h / g), config))
+        .map(|h| {
+            Problem::new(q.head(h), k.head(h / g), v.head(h / g), config)?.with_bias(bias_of(h))
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok((probs, g))
 }
@@ -167,7 +208,19 @@ pub fn forward_multihead<T: Real>(
     v: &Tensor3<T>,
     config: &AttentionConfig,
 ) -> Result<MultiHeadForward<T>> {
-    let (probs, _) = head_problems(q, k, v, config)?;
+    forward_multihead_with_bias(q, k, v, None, config)
+}
+
+/// [`forward_multihead`] with an additive score bias `[1 or heads, n_q, n_k]` (one
+/// head is shared by every query head; see [`Problem::bias`]).
+pub fn forward_multihead_with_bias<T: Real>(
+    q: &Tensor3<T>,
+    k: &Tensor3<T>,
+    v: &Tensor3<T>,
+    bias: Option<&Tensor3<T>>,
+    config: &AttentionConfig,
+) -> Result<MultiHeadForward<T>> {
+    let (probs, _) = head_problems(q, k, v, bias, config)?;
     let (n_q, d_v) = (q.rows(), v.cols());
     let mut o = Tensor3::zeros(q.heads(), n_q, d_v)?;
     let mut lse = Matrix::zeros(q.heads(), n_q)?;
@@ -190,7 +243,21 @@ pub fn backward_multihead<T: Real>(
     d_o: &Tensor3<T>,
     config: &AttentionConfig,
 ) -> Result<MultiHeadGradients<T>> {
-    let (probs, g) = head_problems(q, k, v, config)?;
+    backward_multihead_with_bias(q, k, v, None, fwd, d_o, config)
+}
+
+/// [`backward_multihead`] with the bias the forward used
+/// ([`forward_multihead_with_bias`]).
+pub fn backward_multihead_with_bias<T: Real>(
+    q: &Tensor3<T>,
+    k: &Tensor3<T>,
+    v: &Tensor3<T>,
+    bias: Option<&Tensor3<T>>,
+    fwd: &MultiHeadForward<T>,
+    d_o: &Tensor3<T>,
+    config: &AttentionConfig,
+) -> Result<MultiHeadGradients<T>> {
+    let (probs, g) = head_problems(q, k, v, bias, config)?;
     let (h, n_q, n_k, d, d_v) = (q.heads(), q.rows(), k.rows(), q.cols(), v.cols());
     for (name, shape) in [("o", fwd.o.shape()), ("do", d_o.shape())] {
         if shape != [h, n_q, d_v] {

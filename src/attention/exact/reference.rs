@@ -10,6 +10,7 @@
 //!
 //! ```text
 //! e_i   = |tau| gamma_d ||q_i|| max||k|| + u R_i                 scores
+//!         (+ u R_i with a bias B, R_i = |tau| ||q_i|| max||k|| + max_j |B_ij| then)
 //! eps_i = e_i + 4u R_i + 2u + 3u nb + gamma_{n_k + nb + 1}       each term of l and acc
 //! bO_ic = 2 eps_i / (1 - eps_i) (P|V|)_ic + 2u |O_ic|            (docs/math.md §4.1)
 //! eta_i = eps_i / (1 - eps_i) + 2u ln n_k + u |lse_i|            lse (bound_lse)
@@ -105,21 +106,39 @@ pub fn exact_reference(
     d_o: Option<MatRef<'_, f64>>,
     cfg: &AttentionConfig,
 ) -> Result<ExactReference> {
+    exact_reference_with_bias(q, k, v, None, d_o, cfg)
+}
+
+/// [`exact_reference`] with an additive score bias (`n_q x n_k`, finite or `-inf`;
+/// [`Problem::bias`]): the scores' radius grows by the row's largest finite `|b_ij|`
+/// and each score has one more rounding (the module docs).
+pub fn exact_reference_with_bias(
+    q: MatRef<'_, f64>,
+    k: MatRef<'_, f64>,
+    v: MatRef<'_, f64>,
+    bias: Option<MatRef<'_, f64>>,
+    d_o: Option<MatRef<'_, f64>>,
+    cfg: &AttentionConfig,
+) -> Result<ExactReference> {
     let u = f64::EPSILON / 2.0;
-    let p = Problem::new(q, k, v, cfg)?;
+    let p = Problem::new(q, k, v, cfg)?.with_bias(bias)?;
     let (n_q, n_k, d, d_v) = (p.n_q(), p.n_k(), p.d(), p.d_v());
     let tau = p.tau.abs();
     let nb = n_k.div_ceil(exact::tile::BLOCK_K);
     let norm = |r: &[f64]| r.iter().map(|x| x * x).sum::<f64>().sqrt();
     let k_max = (0..n_k).map(|j| norm(k.row(j))).fold(0.0, f64::max);
     let ln_nk = (n_k as f64).ln();
-    let fwd = exact::forward(q, k, v, cfg)?;
+    let fwd = exact::forward_with_bias(q, k, v, bias, cfg)?;
     // Per-row score and accumulation error factors.
     let (mut e, mut eps, mut big_r) = (vec![0.0; n_q], vec![0.0; n_q], vec![0.0; n_q]);
     for i in 0..n_q {
-        let r_i = tau * norm(q.row(i)) * k_max;
+        // |tau q_i . k_j| <= r0; with a bias |S_ij| <= r_i = r0 + max_j |b_ij| (finite
+        // b_ij; -inf hides the key) and the addition rounds once more: u r_i.
+        let r0 = tau * norm(q.row(i)) * k_max;
+        let r_i = r0 + p.bias_row_max(i);
         big_r[i] = r_i;
-        e[i] = tau * gamma(d) * norm(q.row(i)) * k_max + u * r_i;
+        let add = if p.bias.is_some() { u * r_i } else { 0.0 };
+        e[i] = tau * gamma(d) * norm(q.row(i)) * k_max + u * r0 + add;
         eps[i] = e[i] + 4.0 * u * r_i + 2.0 * u + 3.0 * u * nb as f64 + gamma(n_k + nb + 1);
     }
     let eps_max = eps.iter().cloned().fold(0.0, f64::max);
@@ -137,7 +156,7 @@ pub fn exact_reference(
         })
         .collect();
     let abs_v = abs_matrix(v)?;
-    let w_v = exact::forward(q, k, abs_v.view(), cfg)?.o; // P |V|
+    let w_v = exact::forward_with_bias(q, k, abs_v.view(), bias, cfg)?.o; // P |V|
     let o = fwd.o.as_slice();
     let mut bound_o: Vec<f64> = (0..n_q * d_v)
         .map(|ic| {
@@ -148,7 +167,7 @@ pub fn exact_reference(
     let grads = match d_o {
         None => None,
         Some(g) => {
-            let bwd = exact::backward(q, k, v, &fwd, g, cfg)?;
+            let bwd = exact::backward_with_bias(q, k, v, bias, &fwd, g, cfg)?;
             let v_max: Vec<f64> = (0..d_v)
                 .map(|c| (0..n_k).map(|j| v.at(j, c).abs()).fold(0.0, f64::max))
                 .collect();
@@ -171,7 +190,7 @@ pub fn exact_reference(
             }
             // P|K|: the forward with |K| as values.
             let abs_k = abs_matrix(k)?;
-            let fk = exact::forward(q, k, abs_k.view(), cfg)?;
+            let fk = exact::forward_with_bias(q, k, abs_k.view(), bias, cfg)?;
             let (gq, gk) = (gamma(n_q + 1), gamma(n_k + 1));
             let bound_dq: Vec<f64> = (0..n_q * d)
                 .map(|ic| {
@@ -182,12 +201,13 @@ pub fn exact_reference(
                 .collect();
             // P^T X through the backward's dV (any values of width d work: use |K|).
             let weight_q = Matrix::from_fn(n_q, d, |i, c| (hh[i] + gq * dd[i]) * q.at(i, c).abs())?;
-            let pt_q = exact::backward(q, k, abs_k.view(), &fk, weight_q.view(), cfg)?.dv;
+            let pt_q =
+                exact::backward_with_bias(q, k, abs_k.view(), bias, &fk, weight_q.view(), cfg)?.dv;
             let bound_dk: Vec<f64> = (0..n_k * d)
                 .map(|jc| infl * (tau * pt_q.as_slice()[jc] + u * bwd.dk.as_slice()[jc].abs()))
                 .collect();
             let weight_o = Matrix::from_fn(n_q, d_v, |i, c| (rho[i] + gq) * g.at(i, c).abs())?;
-            let pt_o = exact::backward(q, k, v, &fwd, weight_o.view(), cfg)?.dv;
+            let pt_o = exact::backward_with_bias(q, k, v, bias, &fwd, weight_o.view(), cfg)?.dv;
             let mut bound_dv: Vec<f64> = pt_o.as_slice().iter().map(|x| infl * x).collect();
             let (mut bound_dq, mut bound_dk) = (bound_dq, bound_dk);
             for b in [&mut bound_dq, &mut bound_dk, &mut bound_dv] {

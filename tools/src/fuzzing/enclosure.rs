@@ -43,6 +43,17 @@ pub struct Case {
     pub scale: Option<f64>,
     /// The mask.
     pub mask: Mask,
+    /// An additive score bias, `n_q x n_k` row-major (finite or `-inf`), or none.
+    pub bias: Option<Vec<f64>>,
+}
+
+impl Case {
+    /// This case with an additive score bias (`n_q x n_k` row-major, `-inf` hides a
+    /// key), rounded to `T` as the engine in `T` receives it.
+    pub fn with_bias<T: Real>(mut self, bias: Vec<f64>) -> Case {
+        self.bias = Some(bias.into_iter().map(|z| T::from_f64(z).to_f64()).collect());
+        self
+    }
 }
 
 /// Seeded N(0,1) inputs; q is then rescaled so that max |S_ij| equals `s_max` (when
@@ -89,6 +100,7 @@ pub fn case<T: Real>(
         d_o,
         scale,
         mask,
+        bias: None,
     }
 }
 
@@ -130,8 +142,13 @@ pub fn run_engine<T: Real>(c: &Case) -> Result<Computed> {
         scale: c.scale,
         mask: c.mask,
     };
-    let f = exact::forward(q.view(), k.view(), v.view(), &cfg)?;
-    let g = exact::backward(q.view(), k.view(), v.view(), &f, d_o.view(), &cfg)?;
+    let bias = match &c.bias {
+        Some(b) => Some(m(c.n_q, c.n_k, b)?),
+        None => None,
+    };
+    let b = bias.as_ref().map(|b| b.view());
+    let f = exact::forward_with_bias(q.view(), k.view(), v.view(), b, &cfg)?;
+    let g = exact::backward_with_bias(q.view(), k.view(), v.view(), b, &f, d_o.view(), &cfg)?;
     let v64 = |x: &[T]| x.iter().map(|z| z.to_f64()).collect::<Vec<_>>();
     Ok(Computed {
         o: v64(f.o.as_slice()),
@@ -182,9 +199,13 @@ pub fn enclosures<T: Real>(c: &Case) -> std::result::Result<Enclosures, Violatio
     let p = spec_problem::<T>(c);
     let spec_err =
         |e: polyattn_spec::attention::SpecError| Violation(format!("spec enclosure failed: {e}"));
-    let f = spec::forward(&p, 128).map_err(spec_err)?;
-    let g = spec::backward(&p, &DMatrix::from_row_slice(c.n_q, c.d_v, &c.d_o), 128)
-        .map_err(spec_err)?;
+    let bias = c
+        .bias
+        .as_ref()
+        .map(|b| DMatrix::from_row_slice(c.n_q, c.n_k, b));
+    let f = spec::forward_with_bias(&p, bias.as_ref(), 128).map_err(spec_err)?;
+    let d_o = DMatrix::from_row_slice(c.n_q, c.d_v, &c.d_o);
+    let g = spec::backward_with_bias(&p, bias.as_ref(), &d_o, 128).map_err(spec_err)?;
     Ok(Enclosures {
         o: row_major(&f.o),
         lse: f.lse,
@@ -228,7 +249,8 @@ pub fn reference(c: &Case, tau: f64) -> Reference {
     let mut lse = vec![f64::NEG_INFINITY; n_q];
     for i in 0..n_q {
         for j in 0..n_k {
-            s[i * n_k + j] = tau * (0..d).map(|l| c.q[i * d + l] * c.k[j * d + l]).sum::<f64>();
+            s[i * n_k + j] = tau * (0..d).map(|l| c.q[i * d + l] * c.k[j * d + l]).sum::<f64>()
+                + c.bias.as_ref().map_or(0.0, |b| b[i * n_k + j]);
         }
         let vis = visible[i].clone();
         if vis.is_empty() {
@@ -238,6 +260,9 @@ pub fn reference(c: &Case, tau: f64) -> Reference {
             .clone()
             .map(|j| s[i * n_k + j])
             .fold(f64::NEG_INFINITY, f64::max);
+        if m == f64::NEG_INFINITY {
+            continue; // every visible key hidden by a -inf bias: a fully masked row
+        }
         let z: f64 = vis.clone().map(|j| (s[i * n_k + j] - m).exp()).sum();
         for j in vis {
             p[i * n_k + j] = (s[i * n_k + j] - m).exp() / z;
@@ -358,19 +383,27 @@ pub fn allowance<T: Real>(c: &Case) -> Allowance {
             let abs_dot: f64 = (0..d)
                 .map(|l| (c.q[i * d + l] * c.k[j * d + l]).abs())
                 .sum();
-            e[i * n_k + j] = tau.abs() * gamma(d, u) * abs_dot + u * r.s[i * n_k + j].abs();
+            let s = r.s[i * n_k + j];
+            if !s.is_finite() {
+                continue; // hidden by a -inf bias: P = 0 exactly, nothing computed
+            }
+            let dot: f64 = (0..d).map(|l| c.q[i * d + l] * c.k[j * d + l]).sum();
+            // The product's rounding, and with a bias the addition's: u |S + b|.
+            let add = if c.bias.is_some() { u * s.abs() } else { 0.0 };
+            e[i * n_k + j] = tau.abs() * gamma(d, u) * abs_dot + u * (tau * dot).abs() + add;
         }
     }
     let mut a_o = vec![0.0; n_q * d_v];
     let mut a_lse = vec![0.0; n_q];
     for i in 0..n_q {
         let vis = r.visible[i].clone();
-        if vis.is_empty() {
+        if vis.is_empty() || r.lse[i] == f64::NEG_INFINITY {
             continue;
         }
         let r_i = vis
             .clone()
             .map(|j| r.s[i * n_k + j].abs())
+            .filter(|x| x.is_finite())
             .fold(0.0, f64::max);
         let e_max = vis.clone().map(|j| e[i * n_k + j]).fold(0.0, f64::max);
         let eps =
@@ -401,6 +434,9 @@ pub fn allowance<T: Real>(c: &Case) -> Allowance {
             .sum();
         for j in r.visible[i].clone() {
             let ij = i * n_k + j;
+            if !r.s[ij].is_finite() {
+                continue; // hidden by a -inf bias
+            }
             rho[ij] = e[ij] + a_lse[i] + u * (r.s[ij] - r.lse[i]).abs() + 2.0 * u;
             let f: f64 = gamma(d_v, u)
                 * (0..d_v)
