@@ -114,7 +114,7 @@ def main():
     print()
     print(
         "| run | tensor | dtype | certified max error | certified lower bound | rel. Frobenius | mean error (certified) "
-        "| rows biased | baseline error | ratio | rule | upcast error | rule (upcast) |"
+        "| rows with mean error != 0 | baseline error | ratio | rule | upcast error | rule (upcast) |"
     )
     print("|---|---|---|---:|---:|---:|---|---:|---:|---:|---|---:|---|")
     for dname, t in rows:

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from . import _native
-from ._arrays import Folded, error, fold, from_compute, unfold, widen_bound
+from ._arrays import Folded, error, fold, fold_bias, from_compute, unfold, widen_bound
 
 ENGINES = ("exact", "poly", "auto")
 GRADIENTS = ("substituted", "polynomial-model")
@@ -50,14 +50,8 @@ def mask_name(is_causal: bool, causal_alignment: str, window: Any = None) -> str
     return f"{kind}({int(left)},{int(right)})"
 
 
-def check_unsupported(attn_mask: Any, dropout_p: float) -> None:
+def check_unsupported(dropout_p: float) -> None:
     """Raises for the SDPA options the engine does not have (never emulated)."""
-    if attn_mask is not None:
-        raise NotImplementedError(
-            "attn_mask: polyattn computes unmasked, causal (is_causal=True, "
-            "causal_alignment='top-left' or 'bottom-right') or sliding-window (window=) "
-            "attention; arbitrary masks are not implemented"
-        )
     if dropout_p != 0.0:
         raise NotImplementedError(
             f"dropout_p={dropout_p}: attention dropout is not implemented (polyattn's "
@@ -155,6 +149,7 @@ class _Forward:
     out: Dict[str, Any]
     state: Any
     fields: Dict[str, Any] = field(default_factory=dict)
+    bias: Optional[np.ndarray] = None
 
 
 def run_forward(
@@ -170,6 +165,7 @@ def run_forward(
     polynomial: str = "chebyshev",
     enable_gqa: bool = False,
     window: Any = None,
+    attn_mask: Any = None,
 ) -> _Forward:
     """Folds the inputs (q, k, v first, then any others) and runs the native forward."""
     mask = mask_name(is_causal, causal_alignment, window)
@@ -178,8 +174,18 @@ def run_forward(
         scale = float(scale)
     f = fold(named, dtype, gqa=enable_gqa)
     q, k, v = f.arrays[:3]
+    bias = fold_bias(attn_mask, f.lead, q.shape[1], k.shape[1], q.dtype)
     out, state = _native.forward(
-        q, k, v, mask=mask, scale=scale, engine=engine, eps=eps, degree=degree, polynomial=polynomial
+        q,
+        k,
+        v,
+        mask=mask,
+        scale=scale,
+        engine=engine,
+        eps=eps,
+        degree=degree,
+        polynomial=polynomial,
+        bias=bias,
     )
     s = f.storage
     o = from_compute(out["o"], s)
@@ -200,7 +206,7 @@ def run_forward(
             rank=max(p["rank"] for p in plans),
             sqrt_ln_n=plans[0]["sqrt_ln_n"],
         )
-    return _Forward(f, out, state, fields)
+    return _Forward(f, out, state, fields, bias)
 
 
 def run_backward(fw: _Forward, do3: np.ndarray, gradient: str) -> Dict[str, Any]:
@@ -209,7 +215,7 @@ def run_backward(fw: _Forward, do3: np.ndarray, gradient: str) -> Dict[str, Any]
     if gradient not in GRADIENTS:
         raise error("invalid_parameter", f"gradient={gradient!r}: expected one of {GRADIENTS}")
     q, k, v = fw.folded.arrays[:3]
-    g = _native.backward(fw.state, q, k, v, do3, gradient=gradient)
+    g = _native.backward(fw.state, q, k, v, do3, gradient=gradient, bias=fw.bias)
     s = fw.folded.storage
     res: Dict[str, Any] = {}
     for name in ("dq", "dk", "dv"):
@@ -275,8 +281,15 @@ def attention(
             (``"bottom-right"``, FlashAttention's); ``is_causal`` caps ``right`` at 0.
             Exact engine only: ``engine="poly"`` refuses a window
             (:class:`polyattn.RefusedError`) and ``"auto"`` runs the exact engine.
-        attn_mask, dropout_p: not implemented; anything but the default raises
-            ``NotImplementedError``.
+        attn_mask: as in PyTorch's SDPA: a boolean mask (True = attend) or a float
+            additive bias, broadcastable to ``[..., n_q, n_k]`` (key padding, ALiBi,
+            any mask); it gets no gradient. Exact engine only (``engine="poly"`` raises
+            :class:`polyattn.RefusedError`, ``"auto"`` runs exact). A row that sees no
+            key gets o = 0, lse = -inf, dq = 0 (PyTorch's math backend gives NaN).
+            Entries must be finite or -inf: a huge finite bias (``finfo.min``) makes
+            the scores overflow-guarded (``overflow`` error in float32) and any
+            certified bound infinite; use a boolean mask or -inf instead.
+        dropout_p: not implemented; anything but 0 raises ``NotImplementedError``.
 
     Returns:
         :class:`AttentionResult`.
@@ -288,7 +301,7 @@ def attention(
 
     The GIL is released while the engine computes.
     """
-    check_unsupported(attn_mask, dropout_p)
+    check_unsupported(dropout_p)
     fw = run_forward(
         [("q", q), ("k", k), ("v", v)],
         is_causal=is_causal,
@@ -301,6 +314,7 @@ def attention(
         polynomial=polynomial,
         enable_gqa=enable_gqa,
         window=window,
+        attn_mask=attn_mask,
     )
     return AttentionResult(**fw.fields)
 
@@ -341,7 +355,7 @@ def attention_backward(
     Returns:
         :class:`BackwardResult` (gradients, o, lse, and for poly the bounds and plan).
     """
-    check_unsupported(attn_mask, dropout_p)
+    check_unsupported(dropout_p)
     if gradient not in GRADIENTS:
         raise error("invalid_parameter", f"gradient={gradient!r}: expected one of {GRADIENTS}")
     fw = run_forward(
@@ -356,6 +370,7 @@ def attention_backward(
         polynomial=polynomial,
         enable_gqa=enable_gqa,
         window=window,
+        attn_mask=attn_mask,
     )
     g = run_backward(fw, fw.folded.arrays[3], gradient)
     return BackwardResult(**g, **fw.fields)

@@ -248,3 +248,43 @@ def fold(named: Sequence[Tuple[str, Any]], dtype: Optional[str], gqa: bool = Fal
 def unfold(x: np.ndarray, lead: Tuple[int, ...]) -> np.ndarray:
     """``[heads, ...]`` back to ``[*lead, ...]``."""
     return x.reshape(lead + x.shape[1:])
+
+
+def fold_bias(attn_mask: Any, lead: Tuple[int, ...], n_q: int, n_k: int, compute: np.dtype) -> Optional[np.ndarray]:
+    """PyTorch's ``attn_mask`` as the engine's additive score bias ``[1 or heads, n_q,
+    n_k]`` in the compute dtype: a boolean mask (True = attend) becomes 0 / -inf, a
+    float mask is added to the scores as it is (converted to the compute dtype, which
+    is exact for float16/bfloat16/float32 masks in float32 and for anything in
+    float64). It must broadcast to ``lead + (n_q, n_k)``; one shared head is kept as
+    one (no copy per head)."""
+    if attn_mask is None:
+        return None
+    m = np.asarray(attn_mask)
+    if m.dtype == np.uint16 or m.dtype.kind not in "bf" and str(m.dtype) != "bfloat16":
+        raise error(
+            "unsupported_dtype",
+            f"attn_mask has dtype {m.dtype}: expected bool (True = attend) or a float "
+            "additive bias",
+        )
+    target = tuple(lead) + (n_q, n_k)
+    try:
+        np.broadcast_shapes(m.shape, target)
+        ok = m.ndim <= len(target)
+    except ValueError:
+        ok = False
+    if not ok or np.broadcast_shapes(m.shape, target) != target:
+        raise error(
+            "shape_mismatch",
+            f"attn_mask of shape {m.shape} does not broadcast to {target} "
+            "(the leading dims of q, then n_q, n_k)",
+        )
+    if m.dtype == np.bool_:
+        b = np.where(m, 0.0, -np.inf).astype(compute)
+    else:
+        b = m.astype(np.float32).astype(compute) if str(m.dtype) == "bfloat16" else m.astype(compute)
+    # One shared head when every leading dim broadcasts.
+    if all(x == 1 for x in b.shape[:-2]):
+        return np.ascontiguousarray(np.broadcast_to(b.reshape(b.shape[-2:]), (n_q, n_k))[None])
+    full = np.broadcast_to(b, target)
+    heads = int(np.prod(lead)) if lead else 1
+    return np.ascontiguousarray(full.reshape(heads, n_q, n_k))

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _native
 from ._api import mask_name
-from ._arrays import Storage, error, fold, storage_of, to_f64, unfold
+from ._arrays import Storage, error, fold, fold_bias, storage_of, to_f64, unfold
 
 _U = 2.0**-53  # float64 unit roundoff
 
@@ -64,6 +64,7 @@ def reference(
     compute_dtype: Optional[str] = None,
     enable_gqa: bool = False,
     window: Any = None,
+    attn_mask: Any = None,
 ) -> ReferenceResult:
     """The exact float64 result with an a priori rounding bound on every entry: a
     certified enclosure of exact attention (and, with ``do``, of its gradients).
@@ -74,7 +75,10 @@ def reference(
     float32/float16/bfloat16 inputs, float64 for float64 inputs), so the enclosure is
     of the very problem :func:`polyattn.attention` solves for these inputs.
 
-    ``window`` is a sliding window as in :func:`polyattn.attention`.
+    ``window`` is a sliding window and ``attn_mask`` a boolean mask or additive bias, as
+    in :func:`polyattn.attention`. A float ``attn_mask`` is converted to float64 exactly;
+    the engine in float32 rounds it to float32 first, so pass a float32-representable
+    bias to enclose the problem it solves.
 
     With ``enable_gqa`` k and v may have fewer heads (as in :func:`polyattn.attention`);
     dk and dv are then per key/value head, enclosed as the sums of their groups' shares
@@ -93,7 +97,8 @@ def reference(
     arrays = [np.ascontiguousarray(a, dtype=np.float64) for a in arrays]
     tau = _tau(scale, arrays[0].shape[-1], compute)
     g = arrays[3] if do is not None else None
-    out = _native.reference(arrays[0], arrays[1], arrays[2], g, mask=mask, scale=tau)
+    bias = fold_bias(attn_mask, f.lead, arrays[0].shape[1], arrays[1].shape[1], np.dtype(np.float64))
+    out = _native.reference(arrays[0], arrays[1], arrays[2], g, mask=mask, scale=tau, bias=bias)
     fields = {
         name: unfold(val, f.kv_lead if name[:2] in ("dk", "dv") else f.lead)
         for name, val in out.items()
@@ -256,6 +261,7 @@ def certify_outputs(
     compute_dtype: Optional[str] = None,
     enable_gqa: bool = False,
     window: Any = None,
+    attn_mask: Any = None,
 ) -> CertificationReport:
     """Certifies candidate outputs (yours, PyTorch's, polyattn's) against exact attention.
 
@@ -285,6 +291,7 @@ def certify_outputs(
         compute_dtype=compute_dtype,
         enable_gqa=enable_gqa,
         window=window,
+        attn_mask=attn_mask,
     )
     storage = fold([("q", q)], dtype).storage
     compute = compute_dtype or storage.compute.name

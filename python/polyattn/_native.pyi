@@ -36,8 +36,10 @@ def forward(
     eps: Optional[float] = None,
     degree: Optional[int] = None,
     polynomial: str = "chebyshev",
+    bias: Optional[np.ndarray] = None,
 ) -> Tuple[Dict[str, Any], ForwardState]:
-    """Attention forward on C-contiguous ``[heads, n, d]`` float32/float64 stacks."""
+    """Attention forward on C-contiguous ``[heads, n, d]`` float32/float64 stacks; ``bias``
+    an additive score bias ``[1 or heads, n_q, n_k]`` in q's dtype (finite or -inf)."""
 
 def backward(
     state: ForwardState,
@@ -47,8 +49,10 @@ def backward(
     do: np.ndarray,
     *,
     gradient: str = "substituted",
+    bias: Optional[np.ndarray] = None,
 ) -> Dict[str, Any]:
-    """Gradients dq, dk, dv from a forward's state (plus bounds for the polynomial engine)."""
+    """Gradients dq, dk, dv from a forward's state (plus bounds for the polynomial engine);
+    ``bias`` the forward's."""
 
 def reference(
     q: np.ndarray,
@@ -58,8 +62,9 @@ def reference(
     *,
     mask: str = "none",
     scale: Optional[float] = None,
+    bias: Optional[np.ndarray] = None,
 ) -> Dict[str, np.ndarray]:
-    """Exact float64 results with their a priori rounding bounds."""
+    """Exact float64 results with their a priori rounding bounds (``bias`` float64)."""
 
 class Model:
     """The multi-layer transformer of ``polyattn::model``."""

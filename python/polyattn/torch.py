@@ -126,8 +126,11 @@ def scaled_dot_product_attention(
         query, key, value: CPU tensors ``[..., L, E]``, ``[..., S, E]``, ``[..., S, Ev]``
             with equal leading dims (but for the heads of key and value with
             ``enable_gqa``); float32, float64, bfloat16 or float16 (one dtype).
-        attn_mask, dropout_p: as in PyTorch, but only the defaults are implemented:
-            anything else raises ``NotImplementedError``.
+        attn_mask: as in PyTorch: boolean (True = attend) or a float additive bias,
+            broadcastable to ``[..., L, S]``; no gradient flows to it (a mask that
+            requires grad raises ``NotImplementedError``); exact engine only. A row that
+            sees no key gives 0 (PyTorch's math backend gives NaN).
+        dropout_p: only 0 is implemented; anything else raises ``NotImplementedError``.
         enable_gqa: as in PyTorch: key and value may have fewer heads (dividing the
             query's); their gradients are summed over each group.
         is_causal: PyTorch's causal mask (top-left aligned; ``causal_alignment=
@@ -145,8 +148,21 @@ def scaled_dot_product_attention(
         The output ``[..., L, Ev]`` in the input dtype. The plan and the certified
         bounds are not returned here; use :func:`polyattn.attention` for them.
     """
-    check_unsupported(attn_mask, dropout_p)
+    check_unsupported(dropout_p)
     check_engine(engine, eps, degree)
+    mask_np = None
+    if attn_mask is not None:
+        if not isinstance(attn_mask, torch.Tensor):
+            raise TypeError(f"`attn_mask` must be a torch.Tensor, got {type(attn_mask).__name__}")
+        if attn_mask.requires_grad:
+            raise NotImplementedError(
+                "attn_mask requires grad: polyattn returns no gradient for the mask "
+                "(detach it, or use torch's SDPA for a learned bias)"
+            )
+        m = attn_mask.detach().cpu()
+        if m.dtype in _HALF:
+            m = m.float()  # exact: float16 and bfloat16 values are float32 values
+        mask_np = m.contiguous().numpy()
     mask_name(is_causal, causal_alignment, window)
     if gradient not in GRADIENTS:
         raise error("invalid_parameter", f"gradient={gradient!r}: expected one of {GRADIENTS}")
@@ -161,6 +177,7 @@ def scaled_dot_product_attention(
             polynomial=polynomial,
             enable_gqa=enable_gqa,
             window=window,
+            attn_mask=mask_np,
         ),
         "gradient": gradient,
     }

@@ -14,7 +14,7 @@
 //! before it reaches Python and raised as `PolyattnError` of kind `"internal"`.
 
 use numpy::{Element, PyArray1, PyArray3, PyArrayMethods, PyReadonlyArray3, PyUntypedArrayMethods};
-use polyattn::attention::exact::reference::exact_reference;
+use polyattn::attention::exact::reference::exact_reference_with_bias;
 use polyattn::attention::poly::{self, Accuracy, GradientKind, PolyConfig, PolyForward, PolyKind};
 use polyattn::attention::{exact, AttentionConfig, Mask};
 use polyattn::io::TensorFile;
@@ -200,6 +200,37 @@ impl<'a, T: Real> Stack<'a, T> {
     fn head(&self, h: usize) -> Result<MatRef<'a, T>, Error> {
         let [_, r, c] = self.shape;
         MatRef::new(r, c, &self.data[h * r * c..(h + 1) * r * c])
+    }
+}
+
+/// An optional additive score bias `[1 or heads, n_q, n_k]`: query head `h`'s slice
+/// (the one head when it is shared). The shape is checked against q, k here; the
+/// entries by the engine (`Problem::with_bias`: finite or -inf).
+fn bias_head<'a, T: Real>(
+    bias: Option<Stack<'a, T>>,
+    q: &Stack<'_, T>,
+    k: &Stack<'_, T>,
+    h: usize,
+) -> Result<Option<MatRef<'a, T>>, Error> {
+    let Some(b) = bias else { return Ok(None) };
+    let want = [q.shape[1], k.shape[1]];
+    if (b.shape[0] != 1 && b.shape[0] != q.shape[0]) || b.shape[1..] != want {
+        return Err(Error::ShapeMismatch {
+            what: "attn_mask (the additive bias, folded to [heads, n_q, n_k])".into(),
+            expected: format!("[1 or {}, {}, {}]", q.shape[0], want[0], want[1]),
+            got: format!("{:?}", b.shape),
+        });
+    }
+    Ok(Some(b.head(if b.shape[0] == 1 { 0 } else { h })?))
+}
+
+/// The polynomial engine takes no additive bias: a refusal (so `auto` falls back).
+fn refuse_bias() -> Error {
+    Error::PolyRefused {
+        reason: "an additive bias (attn_mask) runs through the exact engine only".into(),
+        radius: f64::NAN,
+        entry_bound: f64::NAN,
+        sqrt_ln_n: f64::NAN,
     }
 }
 
@@ -419,6 +450,7 @@ enum Ran<T> {
 fn forward_impl<'py, T: Dtype>(
     py: Python<'py>,
     args: [&Bound<'py, PyAny>; 3],
+    bias: Option<&Bound<'py, PyAny>>,
     attention: AttentionConfig,
     poly_cfg: PolyConfig,
     engine: &str,
@@ -433,16 +465,24 @@ fn forward_impl<'py, T: Dtype>(
         slice(py, "k", &ka)?,
         slice(py, "v", &va)?,
     );
+    let ba = bias.map(|b| borrow::<T>(py, "attn_mask", b)).transpose()?;
+    let b = ba.as_ref().map(|b| slice(py, "attn_mask", b)).transpose()?;
     let h = q.shape[0];
     // Query head i reads key/value head i / g (grouped-query attention).
     let g = group_of(&q, &k);
     let run_exact = move || -> Result<Vec<exact::Forward<T>>, Failure> {
         Ok((0..h)
             .into_par_iter()
-            .map(|i| exact::forward(q.head(i)?, k.head(i / g)?, v.head(i / g)?, &attention))
+            .map(|i| {
+                let (kh, vh) = (k.head(i / g)?, v.head(i / g)?);
+                exact::forward_with_bias(q.head(i)?, kh, vh, bias_head(b, &q, &k, i)?, &attention)
+            })
             .collect::<Result<Vec<_>, Error>>()?)
     };
     let run_poly = move |cfg: PolyConfig| -> Result<Vec<PolyForward<T>>, Error> {
+        if b.is_some() {
+            return Err(refuse_bias());
+        }
         (0..h)
             .into_par_iter()
             .map(|i| poly::forward(q.head(i)?, k.head(i / g)?, v.head(i / g)?, &cfg))
@@ -552,7 +592,7 @@ fn forward_impl<'py, T: Dtype>(
 /// dict per head). polynomial: "chebyshev" (interpolation of exp on [-R, R], the
 /// default) or "taylor" (at 0). The GIL is released while computing.
 #[pyfunction]
-#[pyo3(signature = (q, k, v, *, mask="none", scale=None, engine="exact", eps=None, degree=None, polynomial="chebyshev"))]
+#[pyo3(signature = (q, k, v, *, mask="none", scale=None, engine="exact", eps=None, degree=None, polynomial="chebyshev", bias=None))]
 #[allow(clippy::too_many_arguments)]
 fn forward<'py>(
     py: Python<'py>,
@@ -565,6 +605,7 @@ fn forward<'py>(
     eps: Option<f64>,
     degree: Option<usize>,
     polynomial: &str,
+    bias: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<(Bound<'py, PyDict>, ForwardState)> {
     let mask = parse_mask(py, mask)?;
     let kind = parse_polynomial(py, polynomial)?;
@@ -584,9 +625,9 @@ fn forward<'py>(
         ..PolyConfig::default()
     };
     if q.downcast::<PyArray3<f32>>().is_ok() {
-        forward_impl::<f32>(py, [q, k, v], attention, poly_cfg, engine)
+        forward_impl::<f32>(py, [q, k, v], bias, attention, poly_cfg, engine)
     } else if q.downcast::<PyArray3<f64>>().is_ok() {
-        forward_impl::<f64>(py, [q, k, v], attention, poly_cfg, engine)
+        forward_impl::<f64>(py, [q, k, v], bias, attention, poly_cfg, engine)
     } else {
         Err(py_error(
             py,
@@ -600,6 +641,7 @@ fn backward_impl<'py, T: Dtype>(
     py: Python<'py>,
     st: &ForwardState,
     args: [&Bound<'py, PyAny>; 4],
+    bias: Option<&Bound<'py, PyAny>>,
     kind: GradientKind,
 ) -> PyResult<Bound<'py, PyDict>> {
     let (qa, ka, va, ga) = (
@@ -614,6 +656,8 @@ fn backward_impl<'py, T: Dtype>(
         slice(py, "v", &va)?,
         slice(py, "do", &ga)?,
     );
+    let ba = bias.map(|b| borrow::<T>(py, "attn_mask", b)).transpose()?;
+    let b = ba.as_ref().map(|b| slice(py, "attn_mask", b)).transpose()?;
     let [h, n_q, d, n_k, d_v] = st.dims;
     let hk = st.kv_heads;
     let grp = (h / hk.max(1)).max(1);
@@ -643,7 +687,8 @@ fn backward_impl<'py, T: Dtype>(
                 .into_par_iter()
                 .map(|i| {
                     let (kh, vh) = (k.head(i / grp)?, v.head(i / grp)?);
-                    exact::backward(q.head(i)?, kh, vh, &f[i], g.head(i)?, &cfg)
+                    let bh = bias_head(b, &q, &k, i)?;
+                    exact::backward_with_bias(q.head(i)?, kh, vh, bh, &f[i], g.head(i)?, &cfg)
                 })
                 .collect::<Result<Vec<_>, Error>>()?)
         })?;
@@ -748,7 +793,7 @@ fn backward_impl<'py, T: Dtype>(
     Ok(out)
 }
 
-/// backward(state, q, k, v, do, *, gradient="substituted") -> dict
+/// backward(state, q, k, v, do, *, gradient="substituted", bias=None) -> dict
 ///
 /// The gradients dq, dk, dv for the upstream gradient `do` `[h, n_q, d_v]`, from a
 /// `forward` call's state on the same q, k, v. For the polynomial engine also
@@ -756,7 +801,8 @@ fn backward_impl<'py, T: Dtype>(
 /// gradients), `grad_bounds` (per head maxima) and `gradient` (the kind computed).
 /// The GIL is released while computing.
 #[pyfunction]
-#[pyo3(signature = (state, q, k, v, r#do, *, gradient="substituted"))]
+#[pyo3(signature = (state, q, k, v, r#do, *, gradient="substituted", bias=None))]
+#[allow(clippy::too_many_arguments)]
 fn backward<'py>(
     py: Python<'py>,
     state: &ForwardState,
@@ -765,14 +811,15 @@ fn backward<'py>(
     v: &Bound<'py, PyAny>,
     r#do: &Bound<'py, PyAny>,
     gradient: &str,
+    bias: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let kind = parse_gradient(py, gradient)?;
     match state.state {
         State::ExactF32(_) | State::PolyF32(_) => {
-            backward_impl::<f32>(py, state, [q, k, v, r#do], kind)
+            backward_impl::<f32>(py, state, [q, k, v, r#do], bias, kind)
         }
         State::ExactF64(_) | State::PolyF64(_) => {
-            backward_impl::<f64>(py, state, [q, k, v, r#do], kind)
+            backward_impl::<f64>(py, state, [q, k, v, r#do], bias, kind)
         }
     }
 }
@@ -784,7 +831,8 @@ fn backward<'py>(
 /// `do`: `dq`, `dk`, `dv`, `dq_bound`, `dk_bound`, `dv_bound`. The exact real-number
 /// result lies within value +- bound entrywise. float64 `[h, n, d]` inputs only.
 #[pyfunction]
-#[pyo3(signature = (q, k, v, r#do=None, *, mask="none", scale=None))]
+#[pyo3(signature = (q, k, v, r#do=None, *, mask="none", scale=None, bias=None))]
+#[allow(clippy::too_many_arguments)]
 fn reference<'py>(
     py: Python<'py>,
     q: &Bound<'py, PyAny>,
@@ -793,6 +841,7 @@ fn reference<'py>(
     r#do: Option<&Bound<'py, PyAny>>,
     mask: &str,
     scale: Option<f64>,
+    bias: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let cfg = AttentionConfig {
         scale,
@@ -810,6 +859,10 @@ fn reference<'py>(
         slice(py, "v", &va)?,
     );
     let gs = ga.as_ref().map(|g| slice(py, "do", g)).transpose()?;
+    let ba = bias
+        .map(|b| borrow::<f64>(py, "attn_mask", b))
+        .transpose()?;
+    let bs = ba.as_ref().map(|b| slice(py, "attn_mask", b)).transpose()?;
     let h = qs.shape[0];
     let (hk, grp) = (ks.shape[0], group_of(&qs, &ks));
     let refs = compute(py, move || {
@@ -822,7 +875,9 @@ fn reference<'py>(
             .into_par_iter()
             .map(|i| {
                 let g = gs.map(|g| g.head(i)).transpose()?;
-                exact_reference(qs.head(i)?, ks.head(i / grp)?, vs.head(i / grp)?, g, &cfg)
+                let bh = bias_head(bs, &qs, &ks, i)?;
+                let (kh, vh) = (ks.head(i / grp)?, vs.head(i / grp)?);
+                exact_reference_with_bias(qs.head(i)?, kh, vh, bh, g, &cfg)
             })
             .collect::<Result<Vec<_>, Error>>()?)
     })?;

@@ -75,14 +75,17 @@ def visible(n_q: int, n_k: int, mask) -> np.ndarray:
     raise ValueError(mask)
 
 
-def np_attention(q, k, v, do=None, *, tau=None, mask="none"):
-    """The longdouble reference; returns a dict of longdouble arrays."""
+def np_attention(q, k, v, do=None, *, tau=None, mask="none", bias=None):
+    """The longdouble reference; returns a dict of longdouble arrays. ``bias`` is added
+    to the scores (broadcast; -inf hides a key) before the mask."""
     q, k, v = (np.asarray(x).astype(LD) for x in (q, k, v))
     n_q, d = q.shape[-2:]
     n_k = k.shape[-2]
     tau = LD(1.0 / math.sqrt(d) if tau is None else tau)
     vis = visible(n_q, n_k, mask)
     s = tau * np.matmul(q, np.swapaxes(k, -1, -2))
+    if bias is not None:
+        s = s + np.asarray(bias).astype(LD)
     s = np.where(vis, s, LD(-np.inf))
     m = np.max(s, axis=-1, keepdims=True)
     empty = ~np.isfinite(m)

@@ -169,8 +169,8 @@ def test_unsupported_arguments():
     q, k, v = inputs((4, 8), seed=8)
     with pytest.raises(NotImplementedError, match="dropout"):
         pt.scaled_dot_product_attention(q, k, v, dropout_p=0.1)
-    with pytest.raises(NotImplementedError, match="attn_mask"):
-        pt.scaled_dot_product_attention(q, k, v, attn_mask=torch.ones(4, 4, dtype=torch.bool))
+    with pytest.raises(TypeError, match="attn_mask"):
+        pt.scaled_dot_product_attention(q, k, v, attn_mask=[[True] * 4] * 4)
     meta = [torch.empty(4, 8, device="meta") for _ in range(3)]
     with pytest.raises(ValueError, match="CPU tensors only"):
         pt.scaled_dot_product_attention(*meta)
@@ -234,3 +234,35 @@ def test_window_against_torch_sdpa_with_its_boolean_mask(window, align):
     assert torch.allclose(ours, theirs, rtol=0, atol=1e-12)
     for a, t in zip(mine, (q, k, v)):
         assert torch.allclose(a, t.grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["bool", "float"])
+def test_attn_mask_against_torch_sdpa(kind):
+    """A boolean mask (key padding per batch) and a float ALiBi bias against torch's
+    SDPA with the same attn_mask, float64: outputs and gradients through autograd."""
+    g = torch.Generator().manual_seed(13)
+    n_q, n_k = 20, 28
+    q = torch.randn(2, 3, n_q, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 3, n_k, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 3, n_k, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 3, n_q, 8, generator=g, dtype=torch.float64)
+    if kind == "bool":
+        lengths = torch.tensor([21, 28])
+        mask = (torch.arange(n_k)[None, :] < lengths[:, None])[:, None, None, :]
+    else:
+        i = torch.arange(n_q)[:, None]
+        j = torch.arange(n_k)[None, :]
+        slopes = 2.0 ** (-8.0 * (torch.arange(3) + 1) / 3)
+        mask = (-slopes[:, None, None] * (i + n_k - n_q - j).abs()).to(torch.float64)
+    ours = pt.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    (ours * w).sum().backward()
+    mine = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    theirs = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    (theirs * w).sum().backward()
+    assert torch.allclose(ours, theirs, rtol=0, atol=1e-12)
+    for a, t in zip(mine, (q, k, v)):
+        assert torch.allclose(a, t.grad, rtol=0, atol=1e-12)
+    with pytest.raises(NotImplementedError, match="grad"):
+        pt.scaled_dot_product_attention(q, k, v, attn_mask=mask.double().requires_grad_(True))
