@@ -16,7 +16,7 @@
 use numpy::{Element, PyArray1, PyArray3, PyArrayMethods, PyReadonlyArray3, PyUntypedArrayMethods};
 use polyattn::attention::exact::reference::exact_reference_with_bias;
 use polyattn::attention::poly::{self, Accuracy, GradientKind, PolyConfig, PolyForward, PolyKind};
-use polyattn::attention::{exact, AttentionConfig, Mask};
+use polyattn::attention::{exact, AttentionConfig, Mask, Problem};
 use polyattn::io::TensorFile;
 use polyattn::model::file::{read_batch, read_model};
 use polyattn::model::{EngineChoice, ModelConfig, PolySettings};
@@ -222,16 +222,6 @@ fn bias_head<'a, T: Real>(
         });
     }
     Ok(Some(b.head(if b.shape[0] == 1 { 0 } else { h })?))
-}
-
-/// The polynomial engine takes no additive bias: a refusal (so `auto` falls back).
-fn refuse_bias() -> Error {
-    Error::PolyRefused {
-        reason: "an additive bias (attn_mask) runs through the exact engine only".into(),
-        radius: f64::NAN,
-        entry_bound: f64::NAN,
-        sqrt_ln_n: f64::NAN,
-    }
 }
 
 /// Borrows `obj` as a C-contiguous 3-d array of `T`.
@@ -481,7 +471,9 @@ fn forward_impl<'py, T: Dtype>(
     };
     let run_poly = move |cfg: PolyConfig| -> Result<Vec<PolyForward<T>>, Error> {
         if b.is_some() {
-            return Err(refuse_bias());
+            // The polynomial engine has no bias: refused (auto falls back to exact).
+            let p = Problem::new(q.head(0)?, k.head(0)?, v.head(0)?, &cfg.attention())?;
+            return Err(poly::plan::refuse_bias(&p));
         }
         (0..h)
             .into_par_iter()

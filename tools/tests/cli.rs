@@ -223,6 +223,118 @@ fn sliding_windows_on_the_command_line() {
     }
 }
 
+/// An additive `bias` tensor in the input file (PyTorch's float attn_mask): key
+/// padding as `-inf` gives the attention of the unpadded keys (checked against a run
+/// on the truncated file, for values and gradients); poly refuses naming the bias and
+/// auto falls back; a bias of the wrong shape is a one-line error.
+#[test]
+fn an_additive_bias_in_the_input_file() {
+    let dir = tmpdir("bias");
+    let (n_q, n_k, keep) = (6, 9, 5);
+    let q = f64t(&[2, n_q, 3], 1);
+    let k = f64t(&[2, n_k, 3], 2);
+    let v = f64t(&[2, n_k, 4], 3);
+    let d_o = f64t(&[2, n_q, 4], 4);
+    let pad: Vec<f64> = (0..n_q * n_k)
+        .map(|ij| {
+            if ij % n_k < keep {
+                0.0
+            } else {
+                f64::NEG_INFINITY
+            }
+        })
+        .collect();
+    let inp = dir.join("in.safetensors");
+    write(
+        &inp,
+        vec![
+            ("q", q.clone()),
+            ("k", k.clone()),
+            ("v", v.clone()),
+            ("do", d_o.clone()),
+            (
+                "bias",
+                AnyTensor::F64 {
+                    shape: vec![n_q, n_k],
+                    data: pad,
+                },
+            ),
+        ],
+    );
+    // The same problem with the padded keys removed.
+    let cut = |t: &AnyTensor, cols: usize| {
+        let x = t.to_real::<f64>().unwrap();
+        let data: Vec<f64> = (0..2)
+            .flat_map(|h| x[h * n_k * cols..(h * n_k + keep) * cols].to_vec())
+            .collect();
+        AnyTensor::F64 {
+            shape: vec![2, keep, cols],
+            data,
+        }
+    };
+    let short = dir.join("short.safetensors");
+    write(
+        &short,
+        vec![("q", q), ("k", cut(&k, 3)), ("v", cut(&v, 4)), ("do", d_o)],
+    );
+    let run_to = |input: &Path, name: &str, extra: &[&str]| {
+        let outp = dir.join(name);
+        let mut args = vec![
+            "attention",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            outp.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        (run(&args), outp)
+    };
+    let (out, a) = run_to(&inp, "a.safetensors", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (out, b) = run_to(&short, "b.safetensors", &[]);
+    assert!(out.status.success());
+    let (fa, fb) = (TensorFile::read(&a).unwrap(), TensorFile::read(&b).unwrap());
+    for name in ["o", "lse", "dq"] {
+        let (x, y) = (
+            fa.get(name).unwrap().to_real::<f64>().unwrap(),
+            fb.get(name).unwrap().to_real::<f64>().unwrap(),
+        );
+        // Hidden keys add exact zeros; the visible terms are the same operations, so
+        // the two agree to rounding (1e-14 on values of order 1).
+        for (p, q) in x.iter().zip(&y) {
+            assert!((p - q).abs() <= 1e-14, "{name}: {p} vs {q}");
+        }
+    }
+    // dK, dV of the padded keys are exactly 0.
+    let dv = fa.get("dv").unwrap().to_real::<f64>().unwrap();
+    for h in 0..2 {
+        assert!(dv[(h * n_k + keep) * 4..(h + 1) * n_k * 4]
+            .iter()
+            .all(|&x| x == 0.0));
+    }
+    expect_error(&inp, &["--engine", "poly"], "attn_mask");
+    let (out, c) = run_to(&inp, "c.safetensors", &["--engine", "auto"]);
+    assert!(out.status.success());
+    let fc = TensorFile::read(&c).unwrap();
+    assert_eq!(fc.metadata.get("engine").map(String::as_str), Some("exact"));
+    assert!(fc.metadata["auto_reason"].contains("attn_mask"));
+    let bad = dir.join("bad.safetensors");
+    write(
+        &bad,
+        vec![
+            ("q", f64t(&[2, n_q, 3], 1)),
+            ("k", f64t(&[2, n_k, 3], 2)),
+            ("v", f64t(&[2, n_k, 4], 3)),
+            ("bias", f64t(&[n_q, n_k + 1], 5)),
+        ],
+    );
+    expect_error(&bad, &[], "bias");
+}
+
 #[test]
 fn forward_only_without_do_and_f32_stays_f32() {
     let dir = tmpdir("f32");

@@ -260,6 +260,35 @@ pub fn rho_of(eps: f64) -> f64 {
     }
 }
 
+/// The polynomial engine's refusal of `p` for `reason`, with the regime it was in:
+/// the exponent radius `radius`, the entry bound B = max |q|, |k| and sqrt(ln n).
+pub fn refusal<T: Real>(p: &Problem<'_, T>, radius: f64, reason: String) -> Error {
+    let n = p.n_q().max(p.n_k());
+    Error::PolyRefused {
+        reason,
+        radius,
+        entry_bound: entry_bound(p),
+        sqrt_ln_n: (n as f64).ln().max(0.0).sqrt(),
+    }
+}
+
+/// The papers' entry bound B = max |q|, |k|.
+fn entry_bound<T: Real>(p: &Problem<'_, T>) -> f64 {
+    (p.q.as_slice().iter().chain(p.k.as_slice()))
+        .map(|x| x.to_f64().abs())
+        .fold(0.0, f64::max)
+}
+
+/// The refusal of an input with an additive score bias (the polynomial engine has
+/// none; the exact engine takes it, and `auto` falls back to it).
+pub fn refuse_bias<T: Real>(p: &Problem<'_, T>) -> Error {
+    refusal(
+        p,
+        rigorous_radius(p),
+        "an additive score bias (attn_mask) runs through the exact engine only".into(),
+    )
+}
+
 /// Chooses the polynomial for `p` under `cfg`, or refuses with the reason.
 pub fn plan<T: Real>(p: &Problem<'_, T>, cfg: &PolyConfig) -> Result<Plan> {
     let (n_q, n_k, d, d_v) = (p.n_q(), p.n_k(), p.d(), p.d_v());
@@ -272,20 +301,10 @@ pub fn plan<T: Real>(p: &Problem<'_, T>, cfg: &PolyConfig) -> Result<Plan> {
             reason: "must be finite".into(),
         });
     }
-    let entry_bound =
-        p.q.as_slice()
-            .iter()
-            .chain(p.k.as_slice())
-            .map(|x| x.to_f64().abs())
-            .fold(0.0, f64::max);
+    let entry_bound = entry_bound(p);
     let n = n_q.max(n_k);
     let sqrt_ln_n = (n as f64).ln().max(0.0).sqrt();
-    let refuse = |reason: String| Error::PolyRefused {
-        reason,
-        radius,
-        entry_bound,
-        sqrt_ln_n,
-    };
+    let refuse = |reason: String| refusal(p, radius, reason);
     if !p.mask.is_prefix() {
         return Err(refuse(format!(
             "mask {}: the polynomial engine's chunked scan takes no mask or a causal one; \

@@ -3,7 +3,9 @@
 //! Input tensors: `q` `[.., n_q, d]`, `k` `[.., n_k, d]`, `v` `[.., n_k, d_v]`, optional
 //! `do` `[.., n_q, d_v]`, all of one dtype (F16, BF16, F32 or F64; F16 and BF16 are
 //! computed in f32), with the same leading dimensions (none,
-//! `[heads]` or `[batch, heads]`). Output tensors, in the input's dtype: `o`
+//! `[heads]` or `[batch, heads]`), and an optional additive score bias `bias`
+//! `[n_q, n_k]` (shared by every head) or `[.., n_q, n_k]` (q's leading dimensions):
+//! finite or `-inf` (hides the key), exact engine only (PyTorch's float `attn_mask`). Output tensors, in the input's dtype: `o`
 //! `[.., n_q, d_v]`, `lse` `[.., n_q]`, and with `do`: `dq`, `dk`, `dv` shaped like
 //! `q`, `k`, `v`. With the polynomial engine, also F64 entrywise bounds `o_bound` (and
 //! `dq_bound`, `dk_bound`, `dv_bound`) on the distance to exact attention.
@@ -69,8 +71,8 @@ pub fn run(args: &AttentionArgs) -> Result<()> {
 /// The dtype of `q`, after checking that `k`, `v` and `do` (if present) share it.
 pub(crate) fn input_dtype(file: &TensorFile) -> Result<DType> {
     let dtype = file.get("q")?.dtype();
-    for name in ["k", "v", "do"] {
-        if name == "do" && !file.contains(name) {
+    for name in ["k", "v", "do", "bias"] {
+        if matches!(name, "do" | "bias") && !file.contains(name) {
             continue;
         }
         let t = file.get(name)?;
@@ -85,8 +87,41 @@ pub(crate) fn input_dtype(file: &TensorFile) -> Result<DType> {
     Ok(dtype)
 }
 
-/// A tensor of the file as a stack of heads, with its split shape.
+/// A tensor of the file as a stack of heads, with its split shape; every entry finite.
 fn load<T: Real>(file: &TensorFile, name: &str) -> Result<(HeadShape, Tensor3<T>)> {
+    let (shape, stack) = load_entries::<T>(file, name)?;
+    // Checked here so that messages index the tensor as the file shapes it.
+    check_finite(
+        name,
+        &shape.with_tail(&[shape.rows, shape.cols]),
+        stack.as_slice(),
+    )?;
+    Ok((shape, stack))
+}
+
+/// The optional `bias` tensor as `[1 or heads, n_q, n_k]`: its leading dimensions are
+/// none (one shared matrix) or `q`'s; entries are checked by the engine (finite or
+/// `-inf`).
+fn load_bias<T: Real>(file: &TensorFile, sq: &HeadShape, n_k: usize) -> Result<Option<Tensor3<T>>> {
+    if !file.contains("bias") {
+        return Ok(None);
+    }
+    let (sb, bias) = load_entries::<T>(file, "bias")?;
+    if !sb.lead.is_empty() {
+        sq.same_lead("bias", &sb)?;
+    }
+    if (sb.rows, sb.cols) != (sq.rows, n_k) {
+        return Err(Error::ShapeMismatch {
+            what: "the last two dimensions of `bias`".into(),
+            expected: format!("[{}, {n_k}] (n_q, n_k)", sq.rows),
+            got: format!("[{}, {}]", sb.rows, sb.cols),
+        });
+    }
+    Ok(Some(bias))
+}
+
+/// A tensor of the file as a stack of heads, unchecked values.
+fn load_entries<T: Real>(file: &TensorFile, name: &str) -> Result<(HeadShape, Tensor3<T>)> {
     let t = file.get(name)?;
     let shape = HeadShape::of(name, t.shape())?;
     check_nonempty(name, t.shape())?;
@@ -97,8 +132,6 @@ fn load<T: Real>(file: &TensorFile, name: &str) -> Result<(HeadShape, Tensor3<T>
         dtype: t.dtype().name().into(),
         expected: T::DTYPE.into(),
     })?;
-    // Checked here so that messages index the tensor as the file shapes it.
-    check_finite(name, t.shape(), &data)?;
     let stack = Tensor3::from_vec(shape.heads()?, shape.rows, shape.cols, data)?;
     Ok((shape, stack))
 }
@@ -110,6 +143,8 @@ pub(crate) struct Loaded<T> {
     pub(crate) k: Tensor3<T>,
     pub(crate) v: Tensor3<T>,
     pub(crate) d_o: Option<Tensor3<T>>,
+    /// The additive score bias, `[1 or heads, n_q, n_k]`.
+    pub(crate) bias: Option<Tensor3<T>>,
 }
 
 pub(crate) fn load_all<T: Real>(file: &TensorFile) -> Result<Loaded<T>> {
@@ -125,12 +160,14 @@ pub(crate) fn load_all<T: Real>(file: &TensorFile) -> Result<Loaded<T>> {
     } else {
         None
     };
+    let bias = load_bias::<T>(file, &sq, sk.rows)?;
     Ok(Loaded {
         shapes: [sq, sk, sv],
         q,
         k,
         v,
         d_o,
+        bias,
     })
 }
 
@@ -181,7 +218,7 @@ fn out_shapes(s: &[HeadShape; 3]) -> [Vec<usize>; 5] {
 
 fn run_exact<T: Real>(x: &Loaded<T>, cfg: &AttentionConfig) -> Result<Outputs> {
     let [so, slse, sdq, sdk, sdv] = out_shapes(&x.shapes);
-    let fwd = exact::forward_multihead(&x.q, &x.k, &x.v, cfg)?;
+    let fwd = exact::forward_multihead_with_bias(&x.q, &x.k, &x.v, x.bias.as_ref(), cfg)?;
     let mut out = vec![
         (
             "o".to_string(),
@@ -193,7 +230,8 @@ fn run_exact<T: Real>(x: &Loaded<T>, cfg: &AttentionConfig) -> Result<Outputs> {
         ),
     ];
     if let Some(d_o) = &x.d_o {
-        let g = exact::backward_multihead(&x.q, &x.k, &x.v, &fwd, d_o, cfg)?;
+        let b = x.bias.as_ref();
+        let g = exact::backward_multihead_with_bias(&x.q, &x.k, &x.v, b, &fwd, d_o, cfg)?;
         out.push(("dq".into(), AnyTensor::from_real(sdq, g.dq.into_vec())));
         out.push(("dk".into(), AnyTensor::from_real(sdk, g.dk.into_vec())));
         out.push(("dv".into(), AnyTensor::from_real(sdv, g.dv.into_vec())));
@@ -210,6 +248,15 @@ fn concat<T: Clone>(parts: impl Iterator<Item = Vec<T>>) -> Vec<T> {
 
 fn run_poly<T: Real>(x: &Loaded<T>, cfg: &PolyConfig, args: &AttentionArgs) -> Result<Outputs> {
     let [so, slse, sdq, sdk, sdv] = out_shapes(&x.shapes);
+    if x.bias.is_some() {
+        let p = polyattn::attention::Problem::new(
+            x.q.head(0),
+            x.k.head(0),
+            x.v.head(0),
+            &cfg.attention(),
+        )?;
+        return Err(poly::plan::refuse_bias(&p));
+    }
     let fwd = poly::forward_multihead(&x.q, &x.k, &x.v, cfg)?;
     let max = |f: &dyn Fn(usize) -> f64| (0..fwd.len()).map(f).fold(0.0f64, f64::max);
     let mut meta = HashMap::from([
