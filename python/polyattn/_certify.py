@@ -76,9 +76,9 @@ def reference(
     of the very problem :func:`polyattn.attention` solves for these inputs.
 
     ``window`` is a sliding window and ``attn_mask`` a boolean mask or additive bias, as
-    in :func:`polyattn.attention`. A float ``attn_mask`` is converted to float64 exactly;
-    the engine in float32 rounds it to float32 first, so pass a float32-representable
-    bias to enclose the problem it solves.
+    in :func:`polyattn.attention`; a float ``attn_mask`` is rounded to ``compute_dtype``
+    first, as the engine computing in that dtype rounds it (like the scale), so the
+    enclosure is of the very problem the engine solved.
 
     With ``enable_gqa`` k and v may have fewer heads (as in :func:`polyattn.attention`);
     dk and dv are then per key/value head, enclosed as the sums of their groups' shares
@@ -97,7 +97,10 @@ def reference(
     arrays = [np.ascontiguousarray(a, dtype=np.float64) for a in arrays]
     tau = _tau(scale, arrays[0].shape[-1], compute)
     g = arrays[3] if do is not None else None
-    bias = fold_bias(attn_mask, f.lead, arrays[0].shape[1], arrays[1].shape[1], np.dtype(np.float64))
+    # The bias the engine adds, rounded to the compute dtype as it is (like tau).
+    bias = fold_bias(attn_mask, f.lead, arrays[0].shape[1], arrays[1].shape[1], np.dtype(compute))
+    if bias is not None:
+        bias = bias.astype(np.float64)
     out = _native.reference(arrays[0], arrays[1], arrays[2], g, mask=mask, scale=tau, bias=bias)
     fields = {
         name: unfold(val, f.kv_lead if name[:2] in ("dk", "dv") else f.lead)

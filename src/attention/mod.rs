@@ -141,7 +141,9 @@ impl Mask {
     /// `window_size`, `None` = unbounded): a causal mask keeps its alignment and caps
     /// `right` at 0 (as FlashAttention does with `causal=True`); no mask takes `align`.
     /// The result is canonical: a window that is no mask or a causal one becomes that
-    /// prefix mask (so `(None, Some(0))` runs through every engine as causal).
+    /// prefix mask (so `(None, Some(0))` runs through every engine as causal). A window
+    /// given to a window intersects the sides and keeps the first window's alignment
+    /// (`align` is not used then): combine windows of one alignment only.
     pub fn with_window(self, left: Option<usize>, right: Option<usize>, align: Alignment) -> Mask {
         let (right, align) = match self {
             Mask::CausalTopLeft => (Some(0), Alignment::TopLeft),

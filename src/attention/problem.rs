@@ -96,10 +96,11 @@ impl<'a, T: Real> Problem<'a, T> {
         Ok(self)
     }
 
-    /// The largest finite `|b_ij|` of row `i` of the bias (0 without one).
+    /// The largest finite `|b_ij|` over the keys row `i` sees (0 without a bias): the
+    /// entries the mask hides are never added, so they do not count.
     pub fn bias_row_max(&self, i: usize) -> f64 {
         self.bias.map_or(0.0, |b| {
-            b.row(i)
+            b.row(i)[self.key_range(i)]
                 .iter()
                 .filter(|x| x.is_finite())
                 .map(|x| x.to_f64().abs())
@@ -158,16 +159,12 @@ impl<'a, T: Real> Problem<'a, T> {
     }
 
     /// The rigorous exponent radius R = |tau| max_i ||q_i|| max_j ||k_j|| (docs/math.md
-    /// §3.1), plus the largest finite `|b_ij|` with a bias, computed in f64 (rounded to
-    /// nearest: a guard, not a certificate).
+    /// §3.1), plus the largest finite visible `|b_ij|` with a bias, computed in f64
+    /// (rounded to nearest: a guard, not a certificate).
     pub fn score_radius(&self) -> f64 {
-        let bias = self.bias.map_or(0.0, |b| {
-            b.as_slice()
-                .iter()
-                .filter(|x| x.is_finite())
-                .map(|x| x.to_f64().abs())
-                .fold(0.0, f64::max)
-        });
+        let bias = (0..self.n_q())
+            .map(|i| self.bias_row_max(i))
+            .fold(0.0, f64::max);
         self.tau.to_f64().abs() * max_row_norm(self.q) * max_row_norm(self.k) + bias
     }
 

@@ -84,7 +84,7 @@ impl Pattern {
     #[inline]
     pub fn visible(&self, i: usize, j: usize, n_q: usize, n_k: usize) -> bool {
         match self {
-            Pattern::Prefix(m) => j < m.key_end(i, n_q, n_k),
+            Pattern::Prefix(m) => m.key_range(i, n_q, n_k).contains(&j),
             Pattern::Blocks(b) => b.get(i / b.block, j / b.block),
         }
     }
@@ -102,10 +102,18 @@ impl Pattern {
             return false;
         }
         match self {
-            // key_end is non-decreasing in i: the last row sees the most keys, and
-            // every row sees a prefix, so the tile is nonempty iff the last row sees
-            // key `cols.start`.
-            Pattern::Prefix(m) => cols.start < m.key_end(rows.end - 1, n_q, n_k),
+            // Both ends of the rows' key ranges are non-decreasing in i (for a prefix
+            // mask the start is 0): the tile is nonempty iff the first row starts
+            // before `cols.end`, the last row ends after `cols.start`, and some row's
+            // range meets the columns (checked row by row only when the first two hold).
+            Pattern::Prefix(m) => {
+                m.key_range(rows.start, n_q, n_k).start < cols.end
+                    && cols.start < m.key_end(rows.end - 1, n_q, n_k)
+                    && rows.clone().any(|i| {
+                        let r = m.key_range(i, n_q, n_k);
+                        r.start < cols.end && cols.start < r.end
+                    })
+            }
             Pattern::Blocks(b) => {
                 let (bi, bj) = (rows.start / b.block, cols.start / b.block);
                 let (ei, ej) = ((rows.end - 1) / b.block, (cols.end - 1) / b.block);
@@ -118,7 +126,7 @@ impl Pattern {
     pub fn nnz(&self, n_q: usize, n_k: usize) -> u64 {
         (0..n_q)
             .map(|i| match self {
-                Pattern::Prefix(m) => m.key_end(i, n_q, n_k) as u64,
+                Pattern::Prefix(m) => m.key_range(i, n_q, n_k).len() as u64,
                 Pattern::Blocks(_) => {
                     (0..n_k).filter(|&j| self.visible(i, j, n_q, n_k)).count() as u64
                 }

@@ -289,3 +289,50 @@ fn model_report_certifies_every_gradient() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A bias gap past f64's range flushes P to 0: the exact dV of the hidden-by-bias key
+/// is e^-1000 / (1 + e^-1000) ~ 5e-435 > 0, so its radius must not be 0 (it is
+/// subnormal-sized: the underflow term). And an entry the mask hides never counts: a
+/// -1e300 bias there leaves every bound finite.
+#[test]
+fn underflow_and_hidden_bias_entries() {
+    let m = |r, c, x: Vec<f64>| Matrix::from_vec(r, c, x).unwrap();
+    let (q, k) = (m(1, 1, vec![0.0]), m(2, 1, vec![0.0, 0.0]));
+    let (v, g) = (m(2, 1, vec![1.0, 2.0]), m(1, 1, vec![1.0]));
+    let bias = m(1, 2, vec![0.0, -1000.0]);
+    let cfg = AttentionConfig::default();
+    let r = exact_reference_with_bias(
+        q.view(),
+        k.view(),
+        v.view(),
+        Some(bias.view()),
+        Some(g.view()),
+        &cfg,
+    )
+    .unwrap();
+    let gr = r.grads.unwrap();
+    assert_eq!(gr.dv[1], 0.0);
+    assert!(gr.bound_dv[1] > 0.0, "the flushed e^-1000 must be covered");
+    // A window hides column 0 from every row; a huge bias there must not matter.
+    let (n_q, n_k) = (4, 6);
+    let mut r = SplitMix64::new(5);
+    let mut mk = |rows, cols| m(rows, cols, r.normal_vec(rows * cols, 1.0));
+    let (q, k, v, g) = (mk(n_q, 3), mk(n_k, 3), mk(n_k, 2), mk(n_q, 2));
+    let mut b = vec![0.0; n_q * n_k];
+    b[0] = -1e300;
+    let bias = m(n_q, n_k, b);
+    let mask = Mask::None.with_window(Some(1), Some(0), Alignment::BottomRight);
+    let cfg = AttentionConfig { scale: None, mask };
+    assert!(!(0..n_q).any(|i| mask.key_range(i, n_q, n_k).contains(&0)));
+    let r = exact_reference_with_bias(
+        q.view(),
+        k.view(),
+        v.view(),
+        Some(bias.view()),
+        Some(g.view()),
+        &cfg,
+    )
+    .unwrap();
+    assert!(r.bound_o.iter().all(|b| b.is_finite()));
+    assert!(r.grads.unwrap().bound_dk.iter().all(|b| b.is_finite()));
+}

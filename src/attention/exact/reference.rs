@@ -29,10 +29,19 @@
 //! scores `|tau| ||q_i|| ||k_j||` or `n_k` near `1/u`), every radius is `+inf`, and so
 //! is any single bound that came out non-finite (NaN or an overflow); an infinite
 //! radius certifies nothing (the certify reports print `inf`, never a false bound).
-//! A fully masked row keeps its exact `lse = -inf` with radius 0. The same derivation, per entry rather than with row maxima, is checked
+//! A fully masked row keeps its exact `lse = -inf` with radius 0 (and O, dQ rows of
+//! exact zeros). The same derivation, per entry rather than with row maxima, is checked
 //! against 128-bit MPFR enclosures in `tests/exact_enclosure.rs`; `tests/certify.rs`
-//! checks this one against them too. Underflow is ignored (f64's subnormal spacing,
-//! 5e-324, is far below every bound that matters here).
+//! checks this one against them too.
+//!
+//! Underflow: below f64's normal range each operation may also err by an absolute
+//! `eta = 2^-1074` (the subnormal spacing; an `e^x` flushed to 0 errs by less). A
+//! score gap past ~745 (a large bias makes that easy) flushes `P_ij` to 0, so the
+//! relative terms above miss it; every radius therefore also gets an absolute term,
+//! first order, counting the flushed terms of its sum with their largest weights:
+//! `2 eta n_k (1 + max|V|)` for O, `2 eta n_k` for lse (`l >= 1`),
+//! `2 eta n_q (1 + max|dO|)` for dV, and `2 |tau| eta n_k (1 + max_i D_i)(1 + max|K|)`,
+//! `2 |tau| eta n_q (1 + max_i D_i)(1 + max|Q|)` for dQ and dK.
 
 use crate::attention::exact;
 use crate::attention::{AttentionConfig, Problem};
@@ -75,6 +84,13 @@ pub struct ReferenceGrads {
 /// gamma_k in f64 ([`crate::rounding::gamma`]).
 fn gamma(k: usize) -> f64 {
     crate::rounding::gamma(k, crate::rounding::U_F64)
+}
+
+/// The subnormal spacing of f64, the absolute error an underflowing operation may add.
+const ETA: f64 = f64::from_bits(1);
+
+fn max_abs(x: &[f64]) -> f64 {
+    x.iter().fold(0.0, |m, v| m.max(v.abs()))
 }
 
 /// The largest per-row eps for which the doubled first-order bounds hold.
@@ -132,6 +148,9 @@ pub fn exact_reference_with_bias(
     // Per-row score and accumulation error factors.
     let (mut e, mut eps, mut big_r) = (vec![0.0; n_q], vec![0.0; n_q], vec![0.0; n_q]);
     for i in 0..n_q {
+        if fwd.lse[i] == f64::NEG_INFINITY {
+            continue; // a fully masked row is exact (O = 0, dQ = 0): no error terms
+        }
         // |tau q_i . k_j| <= r0; with a bias |S_ij| <= r_i = r0 + max_j |b_ij| (finite
         // b_ij; -inf hides the key) and the addition rounds once more: u r_i.
         let r0 = tau * norm(q.row(i)) * k_max;
@@ -210,6 +229,24 @@ pub fn exact_reference_with_bias(
             let pt_o = exact::backward_with_bias(q, k, v, bias, &fwd, weight_o.view(), cfg)?.dv;
             let mut bound_dv: Vec<f64> = pt_o.as_slice().iter().map(|x| infl * x).collect();
             let (mut bound_dq, mut bound_dk) = (bound_dq, bound_dk);
+            // Underflow (the module docs): each P_ij, dS_ij and product may lose up to
+            // eta absolutely; summed over a row or a column of the weights.
+            let d_max = dd.iter().cloned().fold(0.0, f64::max);
+            let grad_under = |count: usize, weight: f64| {
+                2.0 * ETA * count as f64 * (1.0 + d_max) * (1.0 + weight)
+            };
+            let (under_dq, under_dk) = (
+                tau * grad_under(n_k, max_abs(k.as_slice())),
+                tau * grad_under(n_q, max_abs(q.as_slice())),
+            );
+            let under_dv = 2.0 * ETA * n_q as f64 * (1.0 + max_abs(g.as_slice()));
+            for (ic, b) in bound_dq.iter_mut().enumerate() {
+                if fwd.lse[ic / d] != f64::NEG_INFINITY {
+                    *b += under_dq;
+                }
+            }
+            bound_dk.iter_mut().for_each(|b| *b += under_dk);
+            bound_dv.iter_mut().for_each(|b| *b += under_dv);
             for b in [&mut bound_dq, &mut bound_dk, &mut bound_dv] {
                 sanitize(b, valid);
             }
@@ -223,6 +260,18 @@ pub fn exact_reference_with_bias(
             })
         }
     };
+    // Underflow: P_ij e^{..} below the subnormal range is flushed (error < eta each).
+    let under_o = 2.0 * ETA * n_k as f64 * (1.0 + max_abs(v.as_slice()));
+    for (ic, b) in bound_o.iter_mut().enumerate() {
+        if fwd.lse[ic / d_v] != f64::NEG_INFINITY {
+            *b += under_o;
+        }
+    }
+    for (b, l) in bound_lse.iter_mut().zip(&fwd.lse) {
+        if *l != f64::NEG_INFINITY {
+            *b += 2.0 * ETA * n_k as f64; // l >= 1 loses at most n_k eta
+        }
+    }
     sanitize(&mut bound_o, valid);
     for (b, l) in bound_lse.iter_mut().zip(&fwd.lse) {
         // A fully masked row's lse is exactly -inf: its radius 0 stays.

@@ -56,6 +56,14 @@ pub fn certify_row<T: Real>(
     vals: RowValues<'_, T>,
     prec: u32,
 ) -> Result<RowCertificate> {
+    if p.bias.is_some() {
+        // The one-row problem below has no bias: refuse rather than certify another one.
+        return Err(Error::InvalidParameter {
+            name: "bias",
+            value: "present".into(),
+            reason: "certify_row certifies unbiased attention rows only".into(),
+        });
+    }
     let range = p.key_range(row);
     let keys = range.len();
     let (d, d_v) = (p.d(), p.d_v());

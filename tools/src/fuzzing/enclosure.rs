@@ -624,6 +624,60 @@ pub struct ExactInput {
     pub s_max: f64,
     /// Seed of the entries.
     pub seed: u64,
+    /// The additive score bias: none, N(0, sigma) noise, ALiBi, random -inf entries
+    /// (key padding and holes), large entries, or a fully hidden first row.
+    pub bias: BiasKind,
+}
+
+/// The fuzzed additive bias (see [`ExactInput::bias`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum BiasKind {
+    /// No bias.
+    None,
+    /// N(0, sigma) entries.
+    Noise(f64),
+    /// FlashAttention's ALiBi, `-slope |i + n_k - n_q - j|`.
+    Alibi(f64),
+    /// Each entry `-inf` with probability 1/3, else 0.
+    Holes,
+    /// N(0, 1) times a large magnitude (1e3 in f32, 1e5 in f64).
+    Large,
+    /// Row 0 wholly `-inf`, the rest N(0, 1).
+    HiddenRow,
+}
+
+impl BiasKind {
+    /// The `n_q x n_k` bias (row-major) from `seed`, or `None`.
+    fn build(self, seed: u64, n_q: usize, n_k: usize, f32: bool) -> Option<Vec<f64>> {
+        let mut r = SplitMix64::new(seed ^ 0x9e37_79b9_7f4a_7c15);
+        let at = |ij: usize| ((ij / n_k) as f64, (ij % n_k) as f64);
+        let n = n_q * n_k;
+        Some(match self {
+            BiasKind::None => return None,
+            BiasKind::Noise(sigma) => r.normal_vec(n, sigma),
+            BiasKind::Alibi(slope) => (0..n)
+                .map(|ij| {
+                    let (i, j) = at(ij);
+                    -slope * (i + n_k as f64 - n_q as f64 - j).abs()
+                })
+                .collect(),
+            BiasKind::Holes => (0..n)
+                .map(|_| {
+                    if r.int(0, 2) == 0 {
+                        f64::NEG_INFINITY
+                    } else {
+                        0.0
+                    }
+                })
+                .collect(),
+            BiasKind::Large => r.normal_vec(n, if f32 { 1e3 } else { 1e5 }),
+            BiasKind::HiddenRow => {
+                let mut b = r.normal_vec(n, 1.0);
+                b[..n_k].fill(f64::NEG_INFINITY);
+                b
+            }
+        })
+    }
 }
 
 /// Largest |S| of the target (f64's exp overflows past about 709).
@@ -659,6 +713,15 @@ impl<'a> Arbitrary<'a> for ExactInput {
             _ => log_spread(u, 1e-3, MAX_SCORE)?,
         };
         let seed = u.arbitrary()?;
+        // Last, so that inputs from before the bias decode as before (no bias).
+        let bias = match u.int_in_range(0u8..=5)? {
+            0 => BiasKind::None,
+            1 => BiasKind::Noise(log_spread(u, 1e-3, 1e2)?),
+            2 => BiasKind::Alibi(log_spread(u, 1e-2, 8.0)?),
+            3 => BiasKind::Holes,
+            4 => BiasKind::Large,
+            _ => BiasKind::HiddenRow,
+        };
         Ok(Self {
             n_q,
             n_k,
@@ -669,6 +732,7 @@ impl<'a> Arbitrary<'a> for ExactInput {
             scale,
             s_max,
             seed,
+            bias,
         })
     }
 }
@@ -683,6 +747,9 @@ fn check_in<T: Real>(x: &ExactInput) -> std::result::Result<Outcome, Violation> 
     );
     if x.s_max == 0.0 {
         c.q.iter_mut().for_each(|q| *q = 0.0);
+    }
+    if let Some(b) = x.bias.build(x.seed, x.n_q, x.n_k, x.f32) {
+        c = c.with_bias::<T>(b);
     }
     let tau = tau_of::<T>(c.scale, c.d);
     let r = reference(&c, tau);
@@ -734,10 +801,54 @@ mod tests {
             scale: None,
             s_max: 650.0,
             seed: 3,
+            bias: BiasKind::None,
         };
         let out = check(&x).unwrap();
         assert!(out.tightness.unwrap() <= 1.0);
         assert!((out.score_radius.unwrap() - 650.0).abs() < 1e-6 * 650.0);
+    }
+
+    /// Every bias kind the fuzz target draws, with windows and causal masks, in both
+    /// dtypes and at small and large scores, holds the property.
+    #[test]
+    fn every_bias_kind_is_enclosed() {
+        let kinds = [
+            BiasKind::Noise(30.0),
+            BiasKind::Alibi(2.0),
+            BiasKind::Holes,
+            BiasKind::Large,
+            BiasKind::HiddenRow,
+        ];
+        let masks = [
+            Mask::None,
+            Mask::CausalBottomRight,
+            Mask::None.with_window(Some(2), Some(1), Alignment::TopLeft),
+        ];
+        let mut seed = 0;
+        for bias in kinds {
+            for mask in masks {
+                for (f32, s_max) in [(false, 3.0), (true, 3.0), (false, 300.0), (true, 60.0)] {
+                    seed += 1;
+                    let x = ExactInput {
+                        n_q: 7,
+                        n_k: 6,
+                        d: 3,
+                        d_v: 2,
+                        f32,
+                        mask,
+                        scale: None,
+                        s_max,
+                        seed,
+                        bias,
+                    };
+                    let out = check(&x).unwrap_or_else(|v| panic!("{v:?}"));
+                    assert!(
+                        out.refused.is_some() || out.tightness.unwrap() <= 1.0,
+                        "{x:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
