@@ -206,6 +206,23 @@ def test_enable_gqa_against_torch_sdpa(causal):
         assert torch.allclose(a, t.grad, rtol=0, atol=1e-12)
 
 
+def agree_with_sdpa(qkvw, ours_fn, theirs_fn):
+    """polyattn's and torch's outputs, and the gradients of sum(w * out) through
+    autograd, agree to 1e-12 (float64: two computations of O(1) values, each within a
+    few 1e-16 of exact)."""
+    q, k, v, w = qkvw
+    ours = ours_fn()
+    (ours * w).sum().backward()
+    mine = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    theirs = theirs_fn()
+    (theirs * w).sum().backward()
+    assert torch.allclose(ours, theirs, rtol=0, atol=1e-12)
+    for a, t in zip(mine, (q, k, v)):
+        assert torch.allclose(a, t.grad, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("window,align", [((6, 0), "bottom-right"), ((3, 4), "top-left")])
 def test_window_against_torch_sdpa_with_its_boolean_mask(window, align):
     """A sliding window against torch's SDPA given the same window as a boolean
@@ -223,17 +240,11 @@ def test_window_against_torch_sdpa_with_its_boolean_mask(window, align):
     k = torch.randn(2, 3, n_k, 8, generator=g, dtype=torch.float64, requires_grad=True)
     v = torch.randn(2, 3, n_k, 8, generator=g, dtype=torch.float64, requires_grad=True)
     w = torch.randn(2, 3, n_q, 8, generator=g, dtype=torch.float64)
-    ours = pt.scaled_dot_product_attention(q, k, v, window=window, causal_alignment=align)
-    (ours * w).sum().backward()
-    mine = [t.grad.clone() for t in (q, k, v)]
-    for t in (q, k, v):
-        t.grad = None
-    theirs = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
-    (theirs * w).sum().backward()
-    # As in the GQA test: two float64 computations of O(1) values.
-    assert torch.allclose(ours, theirs, rtol=0, atol=1e-12)
-    for a, t in zip(mine, (q, k, v)):
-        assert torch.allclose(a, t.grad, rtol=0, atol=1e-12)
+    agree_with_sdpa(
+        (q, k, v, w),
+        lambda: pt.scaled_dot_product_attention(q, k, v, window=window, causal_alignment=align),
+        lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=allowed),
+    )
 
 
 @pytest.mark.parametrize("kind", ["bool", "float"])
@@ -254,15 +265,10 @@ def test_attn_mask_against_torch_sdpa(kind):
         j = torch.arange(n_k)[None, :]
         slopes = 2.0 ** (-8.0 * (torch.arange(3) + 1) / 3)
         mask = (-slopes[:, None, None] * (i + n_k - n_q - j).abs()).to(torch.float64)
-    ours = pt.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    (ours * w).sum().backward()
-    mine = [t.grad.clone() for t in (q, k, v)]
-    for t in (q, k, v):
-        t.grad = None
-    theirs = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    (theirs * w).sum().backward()
-    assert torch.allclose(ours, theirs, rtol=0, atol=1e-12)
-    for a, t in zip(mine, (q, k, v)):
-        assert torch.allclose(a, t.grad, rtol=0, atol=1e-12)
+    agree_with_sdpa(
+        (q, k, v, w),
+        lambda: pt.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+        lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+    )
     with pytest.raises(NotImplementedError, match="grad"):
         pt.scaled_dot_product_attention(q, k, v, attn_mask=mask.double().requires_grad_(True))

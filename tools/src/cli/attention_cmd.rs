@@ -147,6 +147,19 @@ pub(crate) struct Loaded<T> {
     pub(crate) bias: Option<Tensor3<T>>,
 }
 
+impl<T: Real> Loaded<T> {
+    /// The polynomial engine has no additive bias: its typed refusal (with R, B and
+    /// sqrt(ln n) of the first head) when the file holds one.
+    pub(crate) fn check_no_bias_for_poly(&self, cfg: &PolyConfig) -> Result<()> {
+        if self.bias.is_none() {
+            return Ok(());
+        }
+        let (q, k, v) = (self.q.head(0), self.k.head(0), self.v.head(0));
+        let p = polyattn::attention::Problem::new(q, k, v, &cfg.attention())?;
+        Err(poly::plan::refuse_bias(&p))
+    }
+}
+
 pub(crate) fn load_all<T: Real>(file: &TensorFile) -> Result<Loaded<T>> {
     let (sq, q) = load::<T>(file, "q")?;
     let (sk, k) = load::<T>(file, "k")?;
@@ -248,15 +261,7 @@ fn concat<T: Clone>(parts: impl Iterator<Item = Vec<T>>) -> Vec<T> {
 
 fn run_poly<T: Real>(x: &Loaded<T>, cfg: &PolyConfig, args: &AttentionArgs) -> Result<Outputs> {
     let [so, slse, sdq, sdk, sdv] = out_shapes(&x.shapes);
-    if x.bias.is_some() {
-        let p = polyattn::attention::Problem::new(
-            x.q.head(0),
-            x.k.head(0),
-            x.v.head(0),
-            &cfg.attention(),
-        )?;
-        return Err(poly::plan::refuse_bias(&p));
-    }
+    x.check_no_bias_for_poly(cfg)?;
     let fwd = poly::forward_multihead(&x.q, &x.k, &x.v, cfg)?;
     let max = |f: &dyn Fn(usize) -> f64| (0..fwd.len()).map(f).fold(0.0f64, f64::max);
     let mut meta = HashMap::from([

@@ -173,16 +173,8 @@ fn run_model(args: &CertifyArgs, weights: &std::path::Path) -> Result<()> {
 fn certify<T: Real>(file: &TensorFile, args: &CertifyArgs) -> Result<AttentionReport> {
     let x = load_all::<T>(file)?;
     let cfg = args.poly.config(args.mask.mask(), args.scale);
-    if x.bias.is_some() {
-        // This mode certifies the polynomial engine, which has no bias.
-        let p = polyattn::attention::Problem::new(
-            x.q.head(0),
-            x.k.head(0),
-            x.v.head(0),
-            &cfg.attention(),
-        )?;
-        return Err(polyattn::attention::poly::plan::refuse_bias(&p));
-    }
+    // This mode certifies the polynomial engine, which has no bias.
+    x.check_no_bias_for_poly(&cfg)?;
     certify_attention(
         &x.q,
         &x.k,
