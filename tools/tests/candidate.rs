@@ -564,12 +564,14 @@ fn layouts_give_identical_reports() {
 // The baseline emulation against an independent implementation
 
 /// FlashAttention's `attention_ref(upcast=False, reorder_ops=True)` written plainly in
-/// f64 with explicit roundings: `st` to storage, `r32` after every f32 operation.
+/// f64 with explicit roundings: `st` to storage, `r32` after every f32 operation; an
+/// additive `bias` (`n_q x n_k`, in the inputs' dtype) is added to the stored scores
+/// (`scores + attn_bias`), `-inf` hiding the key.
 #[allow(clippy::type_complexity)]
 fn independent_plain(
     p: &Problem,
     h: usize,
-    causal: bool,
+    (causal, bias): (bool, Option<&[f64]>),
     st: &dyn Fn(f64) -> f64,
     out: &dyn Fn(f64) -> f64,
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
@@ -585,7 +587,8 @@ fn independent_plain(
         inp(&p.d_o, n_q * d_v),
     );
     let kp: Vec<f64> = k.iter().map(|&x| st(r32(x * tau))).collect();
-    let sees = |i: usize, j: usize| !causal || j <= i;
+    let hidden = |i: usize, j: usize| bias.is_some_and(|b| b[i * n_k + j] == f64::NEG_INFINITY);
+    let sees = |i: usize, j: usize| (!causal || j <= i) && !hidden(i, j);
     let mut pm = vec![0.0; n_q * n_k];
     let (mut o, mut lse) = (vec![0.0; n_q * d_v], vec![0.0; n_q]);
     for i in 0..n_q {
@@ -596,7 +599,10 @@ fn independent_plain(
                 for l in 0..d {
                     acc = r32(acc + r32(q[i * d + l] * kp[j * d + l]));
                 }
-                s[j] = st(acc);
+                s[j] = match bias {
+                    Some(b) => st(r32(st(acc) + out(b[i * n_k + j]))),
+                    None => st(acc),
+                };
             }
         }
         let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -683,7 +689,20 @@ fn independent_plain(
 #[test]
 fn plain_baseline_matches_an_independent_implementation() {
     let p = problem(2, 13, 13, 8, 5, 10);
-    for causal in [false, true] {
+    // No bias; an ALiBi-like bias; key padding (-inf for the last keys).
+    let alibi: Vec<f64> = (0..13 * 13)
+        .map(|ij| -0.3 * ((ij / 13) as f64 - (ij % 13) as f64).abs())
+        .collect();
+    let pad: Vec<f64> = (0..13 * 13)
+        .map(|ij| if ij % 13 < 9 { 0.0 } else { f64::NEG_INFINITY })
+        .collect();
+    for (causal, bias) in [
+        (false, None),
+        (true, None),
+        (false, Some(alibi.clone())),
+        (true, Some(alibi)),
+        (false, Some(pad)),
+    ] {
         let mask = if causal {
             Mask::CausalTopLeft
         } else {
@@ -716,15 +735,15 @@ fn plain_baseline_matches_an_independent_implementation() {
                     sl(&p.v, 13 * 5),
                     sl(&p.d_o, 13 * 5),
                 );
+                let b = bias.as_deref();
                 let lib = plain_head(
                     (&q, &k, &v, Some(&g)),
                     (13, 13, 8, 5),
-                    1.0 / 8f64.sqrt(),
-                    mask,
+                    (1.0 / 8f64.sqrt(), mask, b),
                     dtype,
                     rule,
                 );
-                let (o, lse, dq, dk, dv) = independent_plain(&p, h, causal, &st, &out);
+                let (o, lse, dq, dk, dv) = independent_plain(&p, h, (causal, b), &st, &out);
                 let grads = lib.grads.unwrap();
                 assert_eq!(lib.o, o, "o {dtype:?} {rule:?} causal {causal}");
                 assert_eq!(lib.lse, lse, "lse {dtype:?} {rule:?}");
@@ -1098,4 +1117,77 @@ fn grouped_query_candidates_are_certified_against_group_sums() {
         msg.contains("[3, 10, 4]") && msg.contains("[4, 10, 4]"),
         "{msg}"
     );
+}
+
+/// An additive `bias` in the input file (ALiBi with a -inf hole, shared by every
+/// head): the bf16 rounding of the biased exact result (MPFR, here) is bracketed, the
+/// plain baseline passes, and an unbiased output is proven wrong.
+#[test]
+fn a_biased_problem_is_certified_and_an_unbiased_output_is_not() {
+    let p = problem(2, 9, 11, 4, 3, 7);
+    let (n_q, n_k) = (p.n_q, p.n_k);
+    // 0.25 * integer distances: exact in bf16, so every engine sees the same bias.
+    let mut b: Vec<f64> = (0..n_q * n_k)
+        .map(|ij| -0.25 * ((ij / n_k) as f64 + 2.0 - (ij % n_k) as f64).abs())
+        .collect();
+    b[3] = f64::NEG_INFINITY;
+    let bias = DMatrix::from_row_slice(n_q, n_k, &b);
+    let tau = 1.0 / (p.d as f64).sqrt();
+    let (mut want, mut unbiased) = (Vec::new(), Vec::new());
+    for h in 0..p.heads {
+        let m = |x: &[f64], r: usize, c: usize| {
+            DMatrix::from_row_slice(r, c, &x[h * r * c..(h + 1) * r * c])
+        };
+        let sp = spec::Problem {
+            q: m(&p.q, n_q, p.d),
+            k: m(&p.k, n_k, p.d),
+            v: m(&p.v, n_k, p.d_v),
+            tau,
+            mask: spec::Mask::None,
+        };
+        let f = spec::forward_with_bias(&sp, Some(&bias), 128).unwrap();
+        let f0 = spec::forward(&sp, 128).unwrap();
+        for i in 0..n_q {
+            for c in 0..p.d_v {
+                want.push(f.o[(i, c)].mid_f64());
+                unbiased.push(f0.o[(i, c)].mid_f64());
+            }
+        }
+    }
+    let mut input = vec![
+        (
+            "q".to_string(),
+            AnyTensor::from_f64_rounded(DType::BF16, vec![2, n_q, p.d], &p.q),
+        ),
+        (
+            "k".to_string(),
+            AnyTensor::from_f64_rounded(DType::BF16, vec![2, n_k, p.d], &p.k),
+        ),
+        (
+            "v".to_string(),
+            AnyTensor::from_f64_rounded(DType::BF16, vec![2, n_k, p.d_v], &p.v),
+        ),
+    ];
+    input.push(("bias".to_string(), f64t(vec![n_q, n_k], b)));
+    let input = file_of(&input);
+    let rounded: Vec<f64> = want.iter().map(|&x| bf16_of(x)).collect();
+    let true_err = rounded
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    let cand = |o: &[f64]| {
+        file_of(&[(
+            "o".to_string(),
+            AnyTensor::from_f64_rounded(DType::BF16, vec![2, n_q, p.d_v], o),
+        )])
+    };
+    let r = certify_candidate(&input, &cand(&rounded), &opts(Mask::None)).unwrap();
+    let c = tensor(&r, "o");
+    assert!(
+        c.certified_max_abs >= true_err && c.certified_max_abs <= true_err * (1.0 + 1e-9) + 1e-25
+    );
+    assert_eq!(c.baseline.verdict, "pass", "{:?}", c.baseline);
+    let r = certify_candidate(&input, &cand(&unbiased), &opts(Mask::None)).unwrap();
+    assert!(tensor(&r, "o").certified_lower_max_abs > 1e-2);
 }

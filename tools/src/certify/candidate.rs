@@ -14,9 +14,11 @@
 //! may have fewer heads than `q` if they divide `q`'s (grouped-query attention, query
 //! head `h` reads key/value head `h / g`, `g = H_q / H_kv`); `dk`, `dv` are then per
 //! key/value head, the exact ones being the sums of the group's shares (enclosed by
-//! [`polyattn::rounding::group_sum_radius`]). Semantics:
-//! `S = tau Q K^T` (tau = `--scale`, default `1/sqrt(d)`, as an f64), the mask, `O =
-//! softmax(S) V`, `lse_i = ln sum_j exp(S_ij)`, gradients of `<dO, O>`.
+//! [`polyattn::rounding::group_sum_radius`]). An optional `bias` `[n_q, n_k]` (every
+//! head) or `[.., heads, n_q, n_k]` (q's batch dims and heads, head-major in both
+//! layouts) is an additive score bias, finite or `-inf` (hides the key). Semantics:
+//! `S = tau Q K^T + bias` (tau = `--scale`, default `1/sqrt(d)`, as an f64), the mask
+//! or window, `O = softmax(S) V`, `lse_i = ln sum_j exp(S_ij)`, gradients of `<dO, O>`.
 //!
 //! # Reference
 //! Every exact value `y` is enclosed as `mid +- r`: by 128-bit MPFR interval
@@ -76,7 +78,7 @@
 use super::plain::{plain_head, PlainHead, PlainRule};
 use super::report::{ReferenceChoice, ReferenceUsed};
 use crate::table::{markdown_table, sig3, sig3_down, sig3_up};
-use polyattn::attention::exact::reference::exact_reference;
+use polyattn::attention::exact::reference::exact_reference_with_bias;
 use polyattn::attention::{exact, AttentionConfig, Mask};
 use polyattn::error::{Error, Result};
 use polyattn::io::{AnyTensor, DType, TensorFile};
@@ -533,8 +535,7 @@ fn mpfr_head(
         MatRef<'_, f64>,
         Option<MatRef<'_, f64>>,
     ),
-    tau: f64,
-    mask: Mask,
+    (tau, mask, bias): (f64, Mask, Option<MatRef<'_, f64>>),
 ) -> Result<HeadRef> {
     use nalgebra::DMatrix;
     use polyattn_spec::attention as spec;
@@ -567,7 +568,8 @@ fn mpfr_head(
         }
         out
     };
-    let f = spec::forward(&sp, 128).map_err(err)?;
+    let bias = bias.map(dm);
+    let f = spec::forward_with_bias(&sp, bias.as_ref(), 128).map_err(err)?;
     let lse = f
         .lse
         .iter()
@@ -578,7 +580,7 @@ fn mpfr_head(
         .unzip();
     let mut t = [split(&f.o), lse, empty(), empty(), empty()];
     if let Some(g) = d_o {
-        let b = spec::backward(&sp, &dm(g), 128).map_err(err)?;
+        let b = spec::backward_with_bias(&sp, bias.as_ref(), &dm(g), 128).map_err(err)?;
         t[2] = split(&b.dq);
         t[3] = split(&b.dk);
         t[4] = split(&b.dv);
@@ -597,14 +599,13 @@ fn f64_head(
         MatRef<'_, f64>,
         Option<MatRef<'_, f64>>,
     ),
-    tau: f64,
-    mask: Mask,
+    (tau, mask, bias): (f64, Mask, Option<MatRef<'_, f64>>),
 ) -> Result<HeadRef> {
     let cfg = AttentionConfig {
         scale: Some(tau),
         mask,
     };
-    let r = exact_reference(q, k, v, d_o, &cfg)?;
+    let r = exact_reference_with_bias(q, k, v, bias, d_o, &cfg)?;
     let mut t = [
         (r.o, r.bound_o),
         (r.lse, r.bound_lse),
@@ -1075,6 +1076,9 @@ struct Inputs {
     k: Vec<f64>,
     v: Vec<f64>,
     d_o: Option<Vec<f64>>,
+    /// The additive score bias: one `n_q x n_k` matrix shared by every head, or one per
+    /// query head (the stack's order).
+    bias: Option<(bool, Vec<f64>)>,
     dtypes: Vec<String>,
 }
 
@@ -1109,6 +1113,51 @@ impl Inputs {
             g,
         ))
     }
+
+    /// Head `h`'s bias, if any.
+    fn bias(&self, h: usize) -> Result<Option<MatRef<'_, f64>>> {
+        let [gq, gk, _] = &self.geoms;
+        let Some((shared, b)) = &self.bias else {
+            return Ok(None);
+        };
+        let (r, c) = (gq.rows, gk.rows);
+        let at = if *shared { 0 } else { h };
+        Ok(Some(MatRef::new(
+            r,
+            c,
+            b.get(at * r * c..(at + 1) * r * c).unwrap_or(&[]),
+        )?))
+    }
+}
+
+/// The input file's optional `bias`: `[n_q, n_k]` (every head) or `[.., heads, n_q,
+/// n_k]` (q's batch dims and heads, in either layout: FlashAttention's `attn_bias` and
+/// PyTorch's mask are head-major); values finite or `-inf`.
+fn load_bias(file: &TensorFile, gq: &Geom, n_k: usize) -> Result<Option<(bool, Vec<f64>)>> {
+    if !file.contains("bias") {
+        return Ok(None);
+    }
+    let t = file.get("bias")?;
+    let (batch, heads) = gq.batch_and_heads();
+    let shared = [gq.rows, n_k];
+    let full: Vec<usize> = batch.iter().copied().chain([heads, gq.rows, n_k]).collect();
+    let is_shared = t.shape() == shared;
+    if !is_shared && t.shape() != full.as_slice() {
+        return Err(Error::ShapeMismatch {
+            what: "`bias` (an additive score bias)".into(),
+            expected: format!("{shared:?} (every head) or {full:?} (batch, heads, n_q, n_k)"),
+            got: format!("{:?}", t.shape()),
+        });
+    }
+    let data = t.to_f64_vec();
+    if let Some(at) = data.iter().position(|x| x.is_nan() || *x == f64::INFINITY) {
+        return Err(Error::NonFinite {
+            what: "bias (-inf hides a key; NaN and +inf are refused)".into(),
+            index: format!("[{at}] (flat)"),
+            value: data[at],
+        });
+    }
+    Ok(Some((is_shared, data)))
 }
 
 fn load_inputs(file: &TensorFile, layout: Layout) -> Result<Inputs> {
@@ -1173,6 +1222,7 @@ fn load_inputs(file: &TensorFile, layout: Layout) -> Result<Inputs> {
     } else {
         None
     };
+    let bias = load_bias(file, &gq, gk.rows)?;
     Ok(Inputs {
         geoms: [gq, gk, gv],
         group,
@@ -1180,6 +1230,7 @@ fn load_inputs(file: &TensorFile, layout: Layout) -> Result<Inputs> {
         k,
         v,
         d_o,
+        bias,
         dtypes,
     })
 }
@@ -1285,11 +1336,12 @@ pub fn certify_candidate(
         .map(|h| {
             let (q, k, v, g) = x.head(h)?;
             let g = if need_grads { g } else { None };
+            let b = x.bias(h)?;
             #[cfg(feature = "certify")]
             if use_mpfr {
-                return mpfr_head((q, k, v, g), tau, mask);
+                return mpfr_head((q, k, v, g), (tau, mask, b));
             }
-            f64_head((q, k, v, g), tau, mask)
+            f64_head((q, k, v, g), (tau, mask, b))
         })
         .collect::<Result<_>>()?;
     let t_ref = t0.elapsed().as_secs_f64();
@@ -1316,6 +1368,7 @@ pub fn certify_candidate(
                 .map(|h| {
                     let (q, k, v, g) = x.head(h)?;
                     let g = if need_grads { g } else { None };
+                    let b = x.bias(h)?;
                     Ok(plain_head(
                         (
                             q.as_slice(),
@@ -1324,8 +1377,7 @@ pub fn certify_candidate(
                             g.map(|g| g.as_slice()),
                         ),
                         (n_q, n_k, d, d_v),
-                        tau,
-                        mask,
+                        (tau, mask, b.map(|b| b.as_slice())),
                         dt,
                         rule,
                     ))
@@ -1592,7 +1644,7 @@ fn hints(e: &Entries<'_>, ti: usize, x: &Inputs, (tau, mask): (f64, Mask)) -> Re
             let stack = gq.stack();
             for h in 0..stack {
                 let (q, k, v, _) = x.head(h)?;
-                match exact::forward(q, k, v, &cfg) {
+                match exact::forward_with_bias(q, k, v, x.bias(h)?, &cfg) {
                     Ok(f) => alt.extend(f.o.into_vec()),
                     Err(_) => break,
                 }

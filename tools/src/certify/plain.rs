@@ -129,18 +129,21 @@ impl Acc for f64 {
 /// Plain attention of one head under `rule` for storage dtype `dtype` (see the module
 /// doc); `dims = (n_q, n_k, d, d_v)`; `d_o` adds the backward. Slices must hold
 /// `n_q d`, `n_k d`, `n_k d_v` and `n_q d_v` values (the caller's shapes are checked).
+///
+/// `bias` (`n_q x n_k`, finite or `-inf`) is an additive score bias in the inputs'
+/// dtype, added to the stored scores and the sum stored again (FlashAttention's
+/// reference: `scores + attn_bias`); `-inf` hides the key.
 pub fn plain_head(
     (q, k, v, d_o): HeadInputs<'_>,
     dims: (usize, usize, usize, usize),
-    tau: f64,
-    mask: Mask,
+    (tau, mask, bias): (f64, Mask, Option<&[f64]>),
     dtype: DType,
     rule: PlainRule,
 ) -> PlainHead {
     if dtype == DType::F64 {
-        run::<f64>((q, k, v, d_o), dims, tau, mask, dtype, rule)
+        run::<f64>((q, k, v, d_o), dims, (tau, mask, bias), dtype, rule)
     } else {
-        run::<f32>((q, k, v, d_o), dims, tau, mask, dtype, rule)
+        run::<f32>((q, k, v, d_o), dims, (tau, mask, bias), dtype, rule)
     }
 }
 
@@ -155,8 +158,7 @@ fn dot<A: Acc>(a: impl Iterator<Item = (A, A)>) -> A {
 fn run<A: Acc>(
     (q, k, v, d_o): HeadInputs<'_>,
     (n_q, n_k, d, d_v): (usize, usize, usize, usize),
-    tau: f64,
-    mask: Mask,
+    (tau, mask, bias): (f64, Mask, Option<&[f64]>),
     dtype: DType,
     rule: PlainRule,
 ) -> PlainHead {
@@ -184,13 +186,20 @@ fn run<A: Acc>(
             .clone()
             .map(|j| {
                 let kj = &ks[j * d..(j + 1) * d];
-                dot(qi.iter().copied().zip(kj.iter().copied())).store(st)
+                let s = dot(qi.iter().copied().zip(kj.iter().copied())).store(st);
+                match bias {
+                    Some(b) => (s + A::of(dtype.round(b[i * n_k + j]))).store(st),
+                    None => s,
+                }
             })
             .collect();
         let m = s
             .iter()
             .copied()
             .fold(s[0], |a, b| if b > a { b } else { a });
+        if m.wide() == f64::NEG_INFINITY {
+            continue; // every visible key hidden by a -inf bias: a row with no key
+        }
         let e: Vec<A> = s.iter().map(|&x| A::of((x - m).wide().exp())).collect();
         let mut z = A::ZERO;
         for &x in &e {
