@@ -102,3 +102,29 @@ fn seed_experiment_small_preset() {
     seed::write_outputs(&r, &dir).unwrap();
     assert!(dir.join("seed.md").exists());
 }
+
+/// `polyattn sweep NAME` writes `provenance.json` beside its files: the revision, the
+/// machine and the thread count the numbers came from.
+#[test]
+fn a_sweep_folder_records_its_provenance() {
+    let dir = std::env::temp_dir().join(format!("polyattn-prov-{}", std::process::id()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_polyattn"))
+        .args(["sweep", "error-n", "--preset", "small", "--out"])
+        .arg(&dir)
+        .env("RAYON_NUM_THREADS", "2")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(dir.join("provenance.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["sweep"], "error_n");
+    assert_eq!(v["preset"], "Small");
+    let p = &v["provenance"];
+    assert!(!p["revision"].as_str().unwrap().is_empty());
+    assert!(p["machine"].as_str().unwrap().contains("logical CPUs"));
+    assert_eq!(p["threads"], 2);
+}

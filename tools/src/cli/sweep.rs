@@ -161,6 +161,18 @@ fn preset_sweep<R>(
     let report = sweep(a.preset)?;
     out!("{}", summary(&report));
     write(&report, &out)?;
-    outln!("wrote {} to {}", files.join(", "), out.display());
+    // Where every file of the folder came from (revision, machine, threads), beside
+    // them: the sweeps' own files keep their formats.
+    let provenance = serde_json::json!({
+        "sweep": name,
+        "preset": a.preset,
+        "provenance": crate::harness::Provenance::here(),
+    });
+    crate::harness::write_json(&out.join("provenance.json"), &provenance)?;
+    outln!(
+        "wrote {}, provenance.json to {}",
+        files.join(", "),
+        out.display()
+    );
     Ok(())
 }
