@@ -281,7 +281,16 @@ def fold_bias(attn_mask: Any, lead: Tuple[int, ...], n_q: int, n_k: int, compute
     if m.dtype == np.bool_:
         b = np.where(m, 0.0, -np.inf).astype(compute)
     else:
-        b = m.astype(np.float32).astype(compute) if str(m.dtype) == "bfloat16" else m.astype(compute)
+        with np.errstate(over="ignore"):
+            b = m.astype(np.float32).astype(compute) if str(m.dtype) == "bfloat16" else m.astype(compute)
+        grew = np.isinf(b) & np.isfinite(m.astype(np.float64))
+        if grew.any():
+            idx = tuple(int(i) for i in np.argwhere(grew)[0])
+            raise error(
+                "overflow",
+                f"attn_mask{list(idx)} = {m[idx]} overflows {np.dtype(compute).name} (the "
+                "compute dtype); use -inf (or a boolean mask) to hide a key",
+            )
     # One shared head when every leading dim broadcasts.
     if all(x == 1 for x in b.shape[:-2]):
         return np.ascontiguousarray(np.broadcast_to(b.reshape(b.shape[-2:]), (n_q, n_k))[None])

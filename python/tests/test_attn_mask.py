@@ -98,10 +98,12 @@ def test_polynomial_engine_refuses_a_bias_and_auto_falls_back():
         (np.full((8, 8), np.nan), "non_finite"),
         (np.full((8, 8), np.inf), "non_finite"),
         (np.zeros((8, 8), dtype=np.int64), "unsupported_dtype"),
+        (np.full((8, 8), -1e300), "overflow"),
     ],
 )
 def test_bad_masks_are_typed_errors(mask, kind):
-    q, k, v = qkv((2, 8, 4))
+    # float32 inputs: a float64 mask is rounded to float32, where -1e300 overflows.
+    q, k, v = (x.astype(np.float32) for x in qkv((2, 8, 4)))
     with pytest.raises(polyattn.PolyattnError) as e:
         polyattn.attention(q, k, v, attn_mask=mask)
     assert e.value.kind == kind
