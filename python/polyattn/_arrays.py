@@ -268,11 +268,11 @@ def fold_bias(attn_mask: Any, lead: Tuple[int, ...], n_q: int, n_k: int, compute
         )
     target = tuple(lead) + (n_q, n_k)
     try:
-        np.broadcast_shapes(m.shape, target)
-        ok = m.ndim <= len(target)
+        # It must broadcast *to* target: the result is target itself, never larger.
+        ok = np.broadcast_shapes(m.shape, target) == target
     except ValueError:
         ok = False
-    if not ok or np.broadcast_shapes(m.shape, target) != target:
+    if not ok:
         raise error(
             "shape_mismatch",
             f"attn_mask of shape {m.shape} does not broadcast to {target} "
