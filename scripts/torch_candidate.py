@@ -112,6 +112,12 @@ def main():
         f"{kv} key/value heads, n = {args.n}, d = {args.d}"
     )
     print()
+    print_table(rows)
+    return 0
+
+
+def print_table(rows):
+    """One Markdown row per certified tensor; `rows` holds (run label, report.json tensor)."""
     print(
         "| run | tensor | dtype | certified max error | certified lower bound | rel. Frobenius | mean error (certified) "
         "| rows with mean error != 0 | baseline error | ratio | rule | upcast error | rule (upcast) |"
@@ -126,7 +132,6 @@ def main():
             f"{b['certified_max_abs']:.3g} | {b['ratio']:.3g} | {b['verdict']} | "
             f"{u['certified_max_abs']:.3g} | {u['verdict']} |"
         )
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,15 +1,40 @@
-//! Timings of the f16 CUDA kernels with certified errors: exact forward and
-//! backward at d = 64, 128 and n = 4k .. 64k (TFLOP/s, FlashAttention's flop count:
-//! forward 4 n_q n_k d, halved when causal, backward 2.5 x forward), and the
-//! polynomial engine at d = 8, 16 and n = 16k .. 256k. Each exact configuration gets
-//! two rows certified against 128-bit MPFR (`certify::certify_row`), each polynomial
-//! one its f16 bound (`cuda::allowance::poly_bounds`). Writes
-//! `results/cuda/bench.json`. Run by `scripts/cuda_device_check.sh`:
+//! The f16 CUDA kernels on a device: bit-level agreement with their CPU emulation,
+//! timings with certified errors, and the polynomial engine at long sequences.
+//!
+//! Sections (`--sections compare,exact,poly`, all by default):
+//!
+//! - `compare`: the same problems through the device and through
+//!   [`polyattn::cuda::emulate::Emulator`] (exact forward and backward under the three
+//!   masks, the polynomial forward and both gradient kinds). Per tensor: entries,
+//!   entries with identical bits, the largest distance in units in the last place of
+//!   the stored format (f16 for O, dQ, dK, dV; f32 for lse) and the largest absolute
+//!   difference. With `--fmad=false` the kernels and the emulation perform the same
+//!   operations in the same order, so a difference comes from the device's `expf` /
+//!   `logf` (CUDA's documented maximum errors 2 and 1 ulp) against Rust's; this
+//!   section measures how far that carries. It asserts nothing: that each side lies in
+//!   its certified enclosure is what the `cuda` tests check.
+//! - `exact`: forward and backward at d = 64, 128, n = 4096 .. 65536, no mask and
+//!   causal, heads = 65536 / n (1 .. 16); kernel time only (inputs already on the
+//!   device, median of `reps`); TFLOP/s with FlashAttention's flop count (forward
+//!   4 n^2 d per head, halved when causal, backward 2.5 x forward). For n <= 16384 two
+//!   rows of head 0 (the first and the last) are certified against 128-bit MPFR
+//!   (`certify_row`).
+//! - `poly`: the polynomial engine at eps = 1e-3, causal, one head, d = 8 and 16,
+//!   n = 16384 .. 1048576; end-to-end host time (planning, uploads, kernels,
+//!   downloads), the certified f16 bound of O (and of dQ for n <= 65536).
+//!
+//! A time budget (`--budget-s`, per timed section) stops a section before a
+//! configuration that its predecessor's rate predicts would overrun; skipped
+//! configurations are listed as such. Writes `<out>/bench.json` with the revision
+//! (`$POLYATTN_REVISION` or git), the host CPU, the device and the threads.
 //!
 //! ```sh
-//! cargo run --release --features cuda --example cuda_bench [-- --quick]
+//! cargo run --release -p polyattn-tools --features cuda --example cuda_bench -- \
+//!     [--quick] [--budget-s 150] [--sections compare,exact,poly] [--out results/cuda]
 //! ```
-//! Without the feature, or without a device, it says so and exits 0.
+//! Without the feature, or without a device, it says so and exits 0. `--emulate` runs
+//! every section on the CPU emulation at toy sizes instead (a dry run: the comparison
+//! then must find every bit identical).
 
 #[cfg(feature = "cuda")]
 mod bench {
@@ -17,21 +42,43 @@ mod bench {
     use polyattn::attention::{AttentionConfig, Mask, Problem};
     use polyattn::cuda::allowance::poly_bounds;
     use polyattn::cuda::backend::ExactArgs;
+    use polyattn::cuda::emulate::Emulator;
     use polyattn::cuda::exact::to_half;
     use polyattn::cuda::launch::mask_code;
     use polyattn::cuda::{self, Backend, CudaDevice};
     use polyattn::rng::SplitMix64;
     use polyattn::tensor::{Matrix, Tensor3};
     use polyattn_tools::certify::{certify_row, RowValues};
-    use std::time::Instant;
+    use polyattn_tools::harness::Provenance;
+    use serde_json::{json, Value};
+    use std::time::{Duration, Instant};
+
+    /// Command-line options.
+    pub struct Opts {
+        pub quick: bool,
+        /// Run on the CPU emulation at toy sizes: a dry run of this program.
+        pub emulate: bool,
+        pub budget: Duration,
+        pub sections: Vec<String>,
+        pub out: String,
+    }
 
     fn normal(r: &mut SplitMix64, len: usize, s: f64) -> Vec<f32> {
         r.normal_vec(len, s).into_iter().map(|x| x as f32).collect()
     }
 
-    /// Median of `reps` timings of `f` (seconds).
+    /// f16-representable values: N(0, s^2) rounded to f16.
+    fn normal_f16(r: &mut SplitMix64, len: usize, s: f64) -> Vec<f32> {
+        r.normal_vec(len, s)
+            .into_iter()
+            .map(|x| half::f16::from_f64(x).to_f32())
+            .collect()
+    }
+
+    /// Median of `reps` timings of `f` (seconds), after one untimed call (which also
+    /// compiles the kernels on first use).
     fn time(reps: usize, mut f: impl FnMut() -> polyattn::Result<()>) -> polyattn::Result<f64> {
-        f()?; // warm-up (and NVRTC compilation on first use)
+        f()?;
         let mut t = Vec::with_capacity(reps);
         for _ in 0..reps {
             let s = Instant::now();
@@ -42,27 +89,272 @@ mod bench {
         Ok(t[t.len() / 2])
     }
 
-    pub fn run(quick: bool) -> polyattn::Result<()> {
-        let dev = match CudaDevice::new(0) {
-            Ok(d) => d,
-            Err(e) => {
-                println!("skipped: no CUDA device ({e})");
-                return Ok(());
+    /// The position of `x` among the values of a format whose sign bit is `sign`:
+    /// consecutive representable values have consecutive positions, so the
+    /// difference of two positions is the distance in ulps (+0 and -0 coincide).
+    fn position(bits: u32, sign: u32) -> i64 {
+        let mag = i64::from(bits & (sign - 1));
+        if bits & sign != 0 {
+            -mag
+        } else {
+            mag
+        }
+    }
+
+    /// Distance in f16 ulps of two f16 values held in f32 (exactly).
+    fn ulps_f16(a: f32, b: f32) -> i64 {
+        let p = |x: f32| position(u32::from(half::f16::from_f32(x).to_bits()), 0x8000);
+        (p(a) - p(b)).abs()
+    }
+
+    /// Distance in f32 ulps.
+    fn ulps_f32(a: f32, b: f32) -> i64 {
+        (position(a.to_bits(), 0x8000_0000) - position(b.to_bits(), 0x8000_0000)).abs()
+    }
+
+    /// One row of the comparison table: device vs emulation for one tensor.
+    fn agreement(problem: &str, tensor: &str, dev: &[f32], emu: &[f32], f16: bool) -> Value {
+        let same = dev
+            .iter()
+            .zip(emu)
+            .filter(|(a, b)| a.to_bits() == b.to_bits())
+            .count();
+        let mut ulps = 0i64;
+        let mut abs: f64 = 0.0;
+        let mut nonfinite = 0usize;
+        for (a, b) in dev.iter().zip(emu) {
+            if !(a.is_finite() && b.is_finite()) {
+                // Fully masked rows carry lse = -inf on both sides; anything else is
+                // reported, not folded into the distances.
+                if a.to_bits() != b.to_bits() {
+                    nonfinite += 1;
+                }
+                continue;
             }
-        };
-        println!("device: {}", dev.describe());
-        let mut json = Vec::new();
-        let ns: &[usize] = if quick {
+            ulps = ulps.max(if f16 {
+                ulps_f16(*a, *b)
+            } else {
+                ulps_f32(*a, *b)
+            });
+            abs = abs.max((f64::from(*a) - f64::from(*b)).abs());
+        }
+        println!(
+            "| {problem} | {tensor} | {} | {same} | {:.4} | {ulps} ({}) | {abs:.3e} | {nonfinite} |",
+            dev.len(),
+            same as f64 / dev.len().max(1) as f64,
+            if f16 { "f16" } else { "f32" },
+        );
+        json!({
+            "problem": problem, "tensor": tensor, "entries": dev.len(), "identical": same,
+            "max_ulps": ulps, "ulp_of": if f16 { "f16" } else { "f32" },
+            "max_abs_diff": abs, "nonfinite_mismatches": nonfinite,
+        })
+    }
+
+    /// f16-representable inputs of one problem (q, k, v, dO), q scaled by `s`.
+    fn inputs(
+        seed: u64,
+        (n_q, n_k, d, d_v): (usize, usize, usize, usize),
+        s: f64,
+    ) -> polyattn::Result<[Matrix<f32>; 4]> {
+        let mut r = SplitMix64::new(seed);
+        Ok([
+            Matrix::from_vec(n_q, d, normal_f16(&mut r, n_q * d, s))?,
+            Matrix::from_vec(n_k, d, normal_f16(&mut r, n_k * d, 1.0))?,
+            Matrix::from_vec(n_k, d_v, normal_f16(&mut r, n_k * d_v, 1.0))?,
+            Matrix::from_vec(n_q, d_v, normal_f16(&mut r, n_q * d_v, 1.0))?,
+        ])
+    }
+
+    fn compare<B: Backend>(dev: &B) -> polyattn::Result<Vec<Value>> {
+        let mut rows = Vec::new();
+        println!("| problem | tensor | entries | identical | fraction | max distance (ulps) | max abs diff | non-finite mismatches |");
+        println!("|---|---|--:|--:|--:|--:|--:|--:|");
+        let exact_cases = [
+            (1u64, (256, 256, 64, 64), Mask::None, 1.0),
+            (2, (256, 256, 64, 64), Mask::CausalTopLeft, 2.0),
+            (3, (200, 330, 32, 48), Mask::CausalBottomRight, 1.5),
+            (4, (330, 200, 128, 64), Mask::CausalBottomRight, 1.0),
+            (5, (1024, 1024, 64, 64), Mask::CausalTopLeft, 1.0),
+        ];
+        for (seed, dims, mask, s) in exact_cases {
+            let [q, k, v, g] = inputs(seed, dims, s)?;
+            let cfg = AttentionConfig { scale: None, mask };
+            let name = format!(
+                "exact {}x{} d {}/{} {}",
+                dims.0,
+                dims.1,
+                dims.2,
+                dims.3,
+                mask.name()
+            );
+            let fd = cuda::exact::forward(dev, q.view(), k.view(), v.view(), &cfg)?;
+            let fe = cuda::exact::forward(&Emulator, q.view(), k.view(), v.view(), &cfg)?;
+            let gd = cuda::exact::backward(dev, q.view(), k.view(), v.view(), &fd, g.view(), &cfg)?;
+            // The emulated backward starts from the emulated forward: each side is its
+            // own pipeline end to end.
+            let ge = cuda::exact::backward(
+                &Emulator,
+                q.view(),
+                k.view(),
+                v.view(),
+                &fe,
+                g.view(),
+                &cfg,
+            )?;
+            rows.push(agreement(
+                &name,
+                "O",
+                fd.o.as_slice(),
+                fe.o.as_slice(),
+                true,
+            ));
+            rows.push(agreement(&name, "lse", &fd.lse, &fe.lse, false));
+            rows.push(agreement(
+                &name,
+                "dQ",
+                gd.dq.as_slice(),
+                ge.dq.as_slice(),
+                true,
+            ));
+            rows.push(agreement(
+                &name,
+                "dK",
+                gd.dk.as_slice(),
+                ge.dk.as_slice(),
+                true,
+            ));
+            rows.push(agreement(
+                &name,
+                "dV",
+                gd.dv.as_slice(),
+                ge.dv.as_slice(),
+                true,
+            ));
+        }
+        let poly_cases = [
+            (21u64, (150, 150, 4, 4), Mask::None, 0.15),
+            (22, (200, 200, 4, 3), Mask::CausalTopLeft, 0.2),
+            (24, (210, 130, 8, 4), Mask::CausalBottomRight, 0.1),
+        ];
+        for (seed, dims, mask, s) in poly_cases {
+            let [q, k, v, g] = inputs(seed, dims, s)?;
+            let cfg = PolyConfig {
+                mask,
+                accuracy: Accuracy::Eps(1e-5),
+                ..Default::default()
+            };
+            let fd = cuda::poly::forward(dev, q.view(), k.view(), v.view(), &cfg)?;
+            let fe = cuda::poly::forward(&Emulator, q.view(), k.view(), v.view(), &cfg)?;
+            let name = format!(
+                "poly {}x{} d {}/{} {} degree {}",
+                dims.0,
+                dims.1,
+                dims.2,
+                dims.3,
+                mask.name(),
+                fd.plan.regime.degree
+            );
+            rows.push(agreement(
+                &name,
+                "O",
+                fd.o.as_slice(),
+                fe.o.as_slice(),
+                true,
+            ));
+            for kind in [GradientKind::Substituted, GradientKind::PolynomialModel] {
+                let gd = cuda::poly::backward(
+                    dev,
+                    q.view(),
+                    k.view(),
+                    v.view(),
+                    &fd,
+                    g.view(),
+                    kind,
+                    &cfg,
+                )?;
+                let ge = cuda::poly::backward(
+                    &Emulator,
+                    q.view(),
+                    k.view(),
+                    v.view(),
+                    &fe,
+                    g.view(),
+                    kind,
+                    &cfg,
+                )?;
+                let tag = format!("{name} {kind:?}");
+                rows.push(agreement(
+                    &tag,
+                    "dQ",
+                    gd.dq.as_slice(),
+                    ge.dq.as_slice(),
+                    true,
+                ));
+                rows.push(agreement(
+                    &tag,
+                    "dK",
+                    gd.dk.as_slice(),
+                    ge.dk.as_slice(),
+                    true,
+                ));
+                rows.push(agreement(
+                    &tag,
+                    "dV",
+                    gd.dv.as_slice(),
+                    ge.dv.as_slice(),
+                    true,
+                ));
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Predicts whether a configuration of `work` units fits before `deadline`, from
+    /// the seconds per unit of the last one measured (`rate`); the first always runs.
+    fn fits(rate: Option<f64>, work: f64, calls: f64, deadline: Instant) -> bool {
+        match rate {
+            None => true,
+            Some(r) => Instant::now() + Duration::from_secs_f64(r * work * calls) < deadline,
+        }
+    }
+
+    fn exact<B: Backend>(dev: &B, o: &Opts) -> polyattn::Result<Vec<Value>> {
+        let mut rows = Vec::new();
+        let deadline = Instant::now() + o.budget;
+        let ns: &[usize] = if o.emulate {
+            &[64, 128]
+        } else if o.quick {
             &[4096]
         } else {
             &[4096, 8192, 16384, 32768, 65536]
         };
+        let reps = if o.quick { 2 } else { 3 };
         println!("| d | n | mask | heads | fwd ms | fwd TFLOP/s | bwd ms | bwd TFLOP/s | certified err O (2 rows) | dQ |");
         println!("|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|");
         for &d in &[64usize, 128] {
+            // Seconds per forward flop of the previous configuration (fwd + bwd).
+            let mut rate: Option<f64> = None;
             for &n in ns {
                 for mask in [Mask::None, Mask::CausalTopLeft] {
-                    let heads = (65536 / n).clamp(1, 16);
+                    let heads = if o.emulate {
+                        2
+                    } else {
+                        (65536 / n).clamp(1, 16)
+                    };
+                    let causal = if mask == Mask::None { 1.0 } else { 0.5 };
+                    let flops = 4.0 * (n * n * d * heads) as f64 * causal;
+                    if !fits(rate, flops, (reps + 1) as f64, deadline) {
+                        println!(
+                            "| {d} | {n} | {} | {heads} | skipped: budget | | | | | |",
+                            mask.name()
+                        );
+                        rows.push(
+                            json!({"engine": "exact", "d": d, "n": n, "mask": mask.name(),
+                            "heads": heads, "skipped": "time budget"}),
+                        );
+                        continue;
+                    }
                     let mut r = SplitMix64::new(n as u64 + d as u64);
                     let len = heads * n * d;
                     let t3 = |x: Vec<f32>| Tensor3::from_vec(heads, n, d, x);
@@ -73,7 +365,6 @@ mod bench {
                         t3(normal(&mut r, len, 1.0))?,
                     );
                     let cfg = AttentionConfig { scale: None, mask };
-                    // Kernel timings through the backend (inputs already on the device).
                     let a = ExactArgs {
                         heads,
                         n_q: n,
@@ -85,7 +376,7 @@ mod bench {
                     };
                     let up = |x: &Tensor3<f32>| dev.upload_half(&to_half(x.as_slice()));
                     let (qd, kd, vd, gd) = (up(&q)?, up(&k)?, up(&v)?, up(&g)?);
-                    let mut o = dev.alloc_half(len)?;
+                    let mut out = dev.alloc_half(len)?;
                     let mut lse = dev.alloc_float(heads * n)?;
                     let mut delta = dev.alloc_float(heads * n)?;
                     let (mut dq, mut dk, mut dv) = (
@@ -93,12 +384,11 @@ mod bench {
                         dev.alloc_half(len)?,
                         dev.alloc_half(len)?,
                     );
-                    let reps = if quick { 2 } else { 5 };
                     let t_f = time(reps, || {
-                        dev.exact_forward(&a, (&qd, &kd, &vd), &mut o, &mut lse)
+                        dev.exact_forward(&a, (&qd, &kd, &vd), &mut out, &mut lse)
                     })?;
                     let t_b = time(reps, || {
-                        dev.row_delta(heads * n, d, &gd, &o, &mut delta)?;
+                        dev.row_delta(heads * n, d, &gd, &out, &mut delta)?;
                         dev.exact_backward(
                             &a,
                             (&qd, &kd, &vd),
@@ -109,72 +399,93 @@ mod bench {
                             &mut dv,
                         )
                     })?;
-                    let causal = if mask == Mask::None { 1.0 } else { 0.5 };
-                    let flops = 4.0 * (n * n * d * heads) as f64 * causal;
-                    // Certified error of two rows of head 0 (host API results).
-                    let f = cuda::exact::forward_multihead(&dev, &q, &k, &v, &cfg)?;
-                    let gr = cuda::exact::backward_multihead(&dev, &q, &k, &v, &f, &g, &cfg)?;
-                    let p = Problem::new(q.head(0), k.head(0), v.head(0), &cfg)?;
-                    let (mut e_o, mut e_dq): (f64, f64) = (0.0, 0.0);
-                    for row in [0, n - 1] {
-                        let vals = RowValues {
-                            o: f.o.head(0).row(row),
-                            lse: f.lse.row(0)[row],
-                            dq: gr.dq.head(0).row(row),
-                            d_o: g.head(0).row(row),
-                        };
-                        let c = certify_row(&p, row, vals, 128)?;
-                        e_o = e_o.max(c.o_err);
-                        e_dq = e_dq.max(c.dq_err);
+                    rate = Some((t_f + t_b) / flops);
+                    let (mut e_o, mut e_dq) = (f64::NAN, f64::NAN);
+                    if n <= 16384 {
+                        let f = cuda::exact::forward_multihead(dev, &q, &k, &v, &cfg)?;
+                        let gr = cuda::exact::backward_multihead(dev, &q, &k, &v, &f, &g, &cfg)?;
+                        let p = Problem::new(q.head(0), k.head(0), v.head(0), &cfg)?;
+                        (e_o, e_dq) = (0.0, 0.0);
+                        for row in [0, n - 1] {
+                            let vals = RowValues {
+                                o: f.o.head(0).row(row),
+                                lse: f.lse.row(0)[row],
+                                dq: gr.dq.head(0).row(row),
+                                d_o: g.head(0).row(row),
+                            };
+                            let c = certify_row(&p, row, vals, 128)?;
+                            e_o = e_o.max(c.o_err);
+                            e_dq = e_dq.max(c.dq_err);
+                        }
                     }
                     println!(
-                        "| {d} | {n} | {} | {heads} | {:.2} | {:.1} | {:.2} | {:.1} | {e_o:.2e} | {e_dq:.2e} |",
+                        "| {d} | {n} | {} | {heads} | {:.2} | {:.2} | {:.2} | {:.2} | {e_o:.2e} | {e_dq:.2e} |",
                         mask.name(),
                         t_f * 1e3,
                         flops / t_f / 1e12,
                         t_b * 1e3,
                         2.5 * flops / t_b / 1e12
                     );
-                    json.push(serde_json::json!({
+                    rows.push(json!({
                         "engine": "exact", "d": d, "n": n, "mask": mask.name(), "heads": heads,
-                        "forward_s": t_f, "backward_s": t_b,
+                        "reps": reps, "forward_s": t_f, "backward_s": t_b,
                         "forward_tflops": flops / t_f / 1e12, "backward_tflops": 2.5 * flops / t_b / 1e12,
-                        "certified_err_o_rows": e_o, "certified_err_dq_rows": e_dq,
+                        "certified_err_o_rows": if e_o.is_nan() { Value::Null } else { json!(e_o) },
+                        "certified_err_dq_rows": if e_dq.is_nan() { Value::Null } else { json!(e_dq) },
                     }));
                 }
             }
         }
+        Ok(rows)
+    }
+
+    fn poly<B: Backend>(dev: &B, o: &Opts) -> Vec<Value> {
+        let mut rows = Vec::new();
+        let deadline = Instant::now() + o.budget;
         println!("\n| d | n | degree | rank | fwd ms | bwd ms | certified bound O | dQ |");
         println!("|--:|--:|--:|--:|--:|--:|--:|--:|");
-        let pns: &[usize] = if quick {
+        let ns: &[usize] = if o.emulate {
+            &[512, 2048]
+        } else if o.quick {
             &[16384]
         } else {
-            &[16384, 65536, 262144]
+            &[16384, 65536, 262144, 1048576]
         };
         for &d in &[8usize, 16] {
-            for &n in pns {
+            // Seconds per row of the previous n (forward, backward and bounds).
+            let mut rate: Option<f64> = None;
+            for &n in ns {
+                if !fits(rate, n as f64, 1.0, deadline) {
+                    println!("| {d} | {n} | skipped: budget | | | | | |");
+                    rows.push(json!({"engine": "poly", "d": d, "n": n, "skipped": "time budget"}));
+                    continue;
+                }
+                let start = Instant::now();
                 let mut r = SplitMix64::new(7 + n as u64);
                 let s = 0.5 / (d as f64).sqrt();
-                let m = |r: &mut SplitMix64, sc: f64| Matrix::from_vec(n, d, normal(r, n * d, sc));
-                let (q, k, v, g) = (
-                    m(&mut r, s)?,
-                    m(&mut r, s)?,
-                    m(&mut r, 1.0)?,
-                    m(&mut r, 1.0)?,
-                );
-                let cfg = PolyConfig {
-                    mask: Mask::CausalTopLeft,
-                    accuracy: Accuracy::Eps(1e-3),
-                    max_cost_ratio: f64::INFINITY,
-                    ..Default::default()
-                };
-                let res = (|| -> polyattn::Result<()> {
+                let res = (|| -> polyattn::Result<Value> {
+                    let m =
+                        |r: &mut SplitMix64, sc: f64| Matrix::from_vec(n, d, normal(r, n * d, sc));
+                    let (q, k, v, g) = (
+                        m(&mut r, s)?,
+                        m(&mut r, s)?,
+                        m(&mut r, 1.0)?,
+                        m(&mut r, 1.0)?,
+                    );
+                    let cfg = PolyConfig {
+                        mask: Mask::CausalTopLeft,
+                        accuracy: Accuracy::Eps(1e-3),
+                        max_cost_ratio: f64::INFINITY,
+                        ..Default::default()
+                    };
+                    // One untimed forward: compiles the kernels for this d.
+                    cuda::poly::forward(dev, q.view(), k.view(), v.view(), &cfg)?;
                     let t0 = Instant::now();
-                    let f = cuda::poly::forward(&dev, q.view(), k.view(), v.view(), &cfg)?;
+                    let f = cuda::poly::forward(dev, q.view(), k.view(), v.view(), &cfg)?;
                     let t_f = t0.elapsed().as_secs_f64();
                     let t0 = Instant::now();
                     let gr = cuda::poly::backward(
-                        &dev,
+                        dev,
                         q.view(),
                         k.view(),
                         v.view(),
@@ -197,46 +508,126 @@ mod bench {
                     )?;
                     let bdq = bd.grads.as_ref().map_or(f64::NAN, |b| b.0.max_total());
                     println!(
-                        "| {d} | {n} | {} | {} | {:.1} | {:.1} | {:.2e} | {bdq:.2e} |",
+                        "| {d} | {n} | {} | {} | {:.2} | {:.2} | {:.2e} | {bdq:.2e} |",
                         f.plan.regime.degree,
                         f.plan.regime.rank,
                         t_f * 1e3,
                         t_b * 1e3,
                         bd.o.max_total()
                     );
-                    json.push(serde_json::json!({
-                        "engine": "poly", "d": d, "n": n, "mask": "causal",
+                    Ok(json!({
+                        "engine": "poly", "d": d, "n": n, "mask": "causal", "eps": 1e-3,
                         "degree": f.plan.regime.degree, "rank": f.plan.regime.rank,
-                        "forward_s": t_f, "backward_s": t_b,
-                        "bound_o": bd.o.max_total(), "bound_dq": bdq,
-                    }));
-                    Ok(())
+                        "forward_s": t_f, "backward_s": t_b, "timing": "end to end, one call",
+                        "bound_o": bd.o.max_total(),
+                        "bound_dq": if bdq.is_nan() { Value::Null } else { json!(bdq) },
+                    }))
                 })();
-                if let Err(e) = res {
-                    println!("| {d} | {n} | - | - | - | - | {e} | |");
+                match res {
+                    Ok(v) => rows.push(v),
+                    Err(e) => {
+                        println!("| {d} | {n} | - | - | - | - | {e} | |");
+                        rows.push(
+                            json!({"engine": "poly", "d": d, "n": n, "error": e.to_string()}),
+                        );
+                    }
                 }
+                rate = Some(start.elapsed().as_secs_f64() / n as f64);
             }
         }
-        std::fs::create_dir_all("results/cuda").map_err(|e| polyattn::Error::Io {
-            action: "write",
-            path: "results/cuda".into(),
-            source: e,
-        })?;
-        let text = serde_json::to_string_pretty(&json).unwrap_or_default();
-        std::fs::write("results/cuda/bench.json", text).map_err(|e| polyattn::Error::Io {
-            action: "write",
-            path: "results/cuda/bench.json".into(),
-            source: e,
-        })?;
-        println!("wrote results/cuda/bench.json");
+        rows
+    }
+
+    pub fn run(o: &Opts) -> polyattn::Result<()> {
+        if o.emulate {
+            return run_on(&Emulator, o);
+        }
+        match CudaDevice::new(0) {
+            Ok(d) => run_on(&d, o),
+            Err(e) => {
+                println!("skipped: no CUDA device ({e})");
+                Ok(())
+            }
+        }
+    }
+
+    fn run_on<B: Backend>(dev: &B, o: &Opts) -> polyattn::Result<()> {
+        let device = dev.describe();
+        println!("device: {device}");
+        let prov = Provenance::here();
+        println!("{}", prov.sentence());
+        let mut doc = json!({
+            "revision": prov.revision, "machine": prov.machine, "threads": prov.threads,
+            "device": device,
+        });
+        let write = |doc: &Value| -> polyattn::Result<()> {
+            let io = |e| polyattn::Error::Io {
+                action: "write",
+                path: o.out.clone().into(),
+                source: e,
+            };
+            std::fs::create_dir_all(&o.out).map_err(io)?;
+            let text = serde_json::to_string_pretty(doc).unwrap_or_default();
+            std::fs::write(format!("{}/bench.json", o.out), text).map_err(io)
+        };
+        let on = |s: &str| o.sections.iter().any(|x| x == s);
+        // Each section is written as soon as it ends: a run stopped later keeps it.
+        if on("compare") {
+            println!("\n## compare: device vs emulation");
+            doc["compare"] = json!(compare(dev)?);
+            write(&doc)?;
+        }
+        if on("exact") {
+            println!("\n## exact: kernel timings");
+            doc["exact"] = json!(exact(dev, o)?);
+            write(&doc)?;
+        }
+        if on("poly") {
+            println!("\n## poly: end-to-end timings");
+            doc["poly"] = json!(poly(dev, o));
+            write(&doc)?;
+        }
+        println!("wrote {}/bench.json", o.out);
         Ok(())
     }
 }
 
 #[cfg(feature = "cuda")]
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    if let Err(e) = bench::run(quick) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let budget = match value("--budget-s").map(|s| s.parse::<f64>()) {
+        None => 150.0,
+        Some(Ok(b)) if b.is_finite() && b > 0.0 => b,
+        Some(_) => {
+            eprintln!("cuda_bench: --budget-s takes a positive number of seconds");
+            std::process::exit(2);
+        }
+    };
+    let sections: Vec<String> = value("--sections")
+        .unwrap_or_else(|| "compare,exact,poly".into())
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    if let Some(bad) = sections
+        .iter()
+        .find(|s| !["compare", "exact", "poly"].contains(&s.as_str()))
+    {
+        eprintln!("cuda_bench: unknown section {bad:?} (compare, exact, poly)");
+        std::process::exit(2);
+    }
+    let opts = bench::Opts {
+        quick: args.iter().any(|a| a == "--quick"),
+        emulate: args.iter().any(|a| a == "--emulate"),
+        budget: std::time::Duration::from_secs_f64(budget),
+        sections,
+        out: value("--out").unwrap_or_else(|| "results/cuda".into()),
+    };
+    if let Err(e) = bench::run(&opts) {
         eprintln!("cuda_bench: {e}");
         std::process::exit(1);
     }

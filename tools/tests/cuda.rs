@@ -528,6 +528,19 @@ fn detection_without_a_device_is_a_typed_error() {
 
 #[test]
 fn multihead_matches_single_heads_on_the_emulator() {
+    multihead_check(&Emulator);
+}
+
+#[test]
+fn device_multihead_matches_single_heads() {
+    let Some(dev) = device("device_multihead_matches_single_heads") else {
+        return;
+    };
+    multihead_check(&dev);
+}
+
+/// One launch over all heads gives each head's single-head result, bit for bit.
+fn multihead_check<B: Backend>(b: &B) {
     use polyattn::tensor::Tensor3;
     let mut r = SplitMix64::new(41);
     let (h, n, d) = (3, 70, 8);
@@ -537,22 +550,15 @@ fn multihead_matches_single_heads_on_the_emulator() {
         scale: None,
         mask: Mask::CausalTopLeft,
     };
-    let f = cuda::exact::forward_multihead(&Emulator, &q, &k, &v, &cfg).unwrap();
-    let gr = cuda::exact::backward_multihead(&Emulator, &q, &k, &v, &f, &g, &cfg).unwrap();
+    let f = cuda::exact::forward_multihead(b, &q, &k, &v, &cfg).unwrap();
+    let gr = cuda::exact::backward_multihead(b, &q, &k, &v, &f, &g, &cfg).unwrap();
     for hd in 0..h {
-        let f1 = cuda::exact::forward(&Emulator, q.head(hd), k.head(hd), v.head(hd), &cfg).unwrap();
+        let f1 = cuda::exact::forward(b, q.head(hd), k.head(hd), v.head(hd), &cfg).unwrap();
         assert_eq!(f1.o.as_slice(), f.o.head(hd).as_slice());
         assert_eq!(&f1.lse[..], f.lse.row(hd));
-        let g1 = cuda::exact::backward(
-            &Emulator,
-            q.head(hd),
-            k.head(hd),
-            v.head(hd),
-            &f1,
-            g.head(hd),
-            &cfg,
-        )
-        .unwrap();
+        let g1 =
+            cuda::exact::backward(b, q.head(hd), k.head(hd), v.head(hd), &f1, g.head(hd), &cfg)
+                .unwrap();
         assert_eq!(g1.dq.as_slice(), gr.dq.head(hd).as_slice());
         assert_eq!(g1.dk.as_slice(), gr.dk.head(hd).as_slice());
         assert_eq!(g1.dv.as_slice(), gr.dv.head(hd).as_slice());

@@ -69,7 +69,9 @@ pub use crate::table::{markdown_table, sig3, text_table};
 /// reproducible).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Provenance {
-    /// `git describe --always --dirty` of the source tree, or `unknown`.
+    /// `$POLYATTN_REVISION` when set (a prebuilt binary run where the source tree
+    /// and git are absent, e.g. a GPU machine), else `git describe --always --dirty`
+    /// of the source tree, or `unknown`.
     pub revision: String,
     /// CPU model (`/proc/cpuinfo`), logical CPUs and the SIMD level in use.
     pub machine: String,
@@ -80,20 +82,26 @@ pub struct Provenance {
 impl Provenance {
     /// This process's provenance.
     pub fn here() -> Self {
-        let revision = std::process::Command::new("git")
-            .args([
-                "-C",
-                env!("CARGO_MANIFEST_DIR"),
-                "describe",
-                "--always",
-                "--dirty",
-            ])
-            .output()
+        let from_env = std::env::var("POLYATTN_REVISION")
             .ok()
-            .filter(|o| o.status.success())
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
+            .filter(|s| !s.trim().is_empty());
+        let revision = from_env
+            .or_else(|| {
+                std::process::Command::new("git")
+                    .args([
+                        "-C",
+                        env!("CARGO_MANIFEST_DIR"),
+                        "describe",
+                        "--always",
+                        "--dirty",
+                    ])
+                    .output()
+                    .ok()
+                    .filter(|o| o.status.success())
+                    .and_then(|o| String::from_utf8(o.stdout).ok())
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+            })
             .unwrap_or_else(|| "unknown".into());
         let model = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
