@@ -17,7 +17,9 @@
 #   scripts/cuda_device_check.sh                  # builds with cargo first
 #   scripts/cuda_device_check.sh --prebuilt DIR   # runs DIR/cuda-tests, DIR/cuda_bench
 #                                                 # (made by scripts/cuda_prebuild.sh DIR)
-# Environment: QUICK=1 (smallest sizes), BUDGET_S (default 90), POLYATTN_REVISION.
+# Environment: QUICK=1 (smallest sizes), BUDGET_S (default 90), POLYATTN_REVISION,
+# BENCH_ARGS / TORCH_ARGS (extra options of cuda_bench / cuda_torch.py time),
+# SKIP (stages to leave out, e.g. "tests torch_dump").
 # Exit status: that of the tests.
 set -u
 cd "$(dirname "$0")/.."
@@ -35,6 +37,7 @@ pack() { tar -C "$WORK" -cf "$OUT_DIR/results.tar" --exclude=dump --exclude=lib 
 stage() {
   local name=$1 limit=$2
   shift 2
+  case " ${SKIP:-} " in *" $name "*) say "== $name: skipped (SKIP)"; return 0 ;; esac
   say "== $name (limit ${limit} s): $*"
   local t0=$SECONDS
   timeout -k 10 "$limit" "$@" 2>&1 | tee "$WORK/$name.txt" >> "$LOG"
@@ -83,12 +86,14 @@ machine() {
   grep -m1 "model name" /proc/cpuinfo; nproc
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))" || true
 }
-stage machine 60 machine
+export -f machine
+export nvrtc
+stage machine 60 bash -c machine
 
 # 2. The tests, one thread: each device test prints what it measured.
 stage tests 180 "$BIN/cuda-tests" --test-threads 1 --nocapture
 status=$?
-if grep -q "skipped: no CUDA device" "$WORK/tests.txt"; then
+if grep -q "skipped: no CUDA device" "$WORK/tests.txt" 2>/dev/null; then
   say "WARNING: the device tests were skipped (no device found); see tests.txt"
 fi
 
@@ -99,11 +104,11 @@ for dn in f16 bf16; do
     tar -C "$WORK/dump" -cf "$OUT_DIR/dump_$dn.tar" meta.json $(cd "$WORK/dump" && ls | grep "_$dn[._]")
 done
 if [ -n "$QUICK" ]; then tq=--quick; else tq=; fi
-stage torch_time $((BUDGET_S + 60)) python3 scripts/cuda_torch.py time --out "$WORK" --budget-s "$BUDGET_S" $tq
+stage torch_time $((BUDGET_S + 60)) python3 scripts/cuda_torch.py time --out "$WORK" --budget-s "$BUDGET_S" $tq ${TORCH_ARGS:-}
 
 # 4. The bench: compare, exact, poly (each timed section within BUDGET_S).
 if [ -n "$QUICK" ]; then bq=--quick; else bq=; fi
-stage bench $((2 * BUDGET_S + 90)) "$BIN/cuda_bench" --budget-s "$BUDGET_S" --out "$WORK" $bq
+stage bench $((2 * BUDGET_S + 90)) "$BIN/cuda_bench" --budget-s "$BUDGET_S" --out "$WORK" $bq ${BENCH_ARGS:-}
 
 say "finished $(date -u +%FT%TZ); tests exit $status"
 pack

@@ -8,8 +8,8 @@ Three subcommands; the first two need torch with a CUDA device, the third only t
            cuDNN) in f16 (flash also in bf16) on the shapes of
            `cuda_bench` (d = 64, 128; n = 4096 .. 65536; heads = 65536 / n, 1 .. 16;
            no mask and causal), and the flash backend at d = 8, causal, one head,
-           n = 16384 .. 1048576 (the polynomial engine's shapes). Median of 5 timed calls
-           after one warm-up, CUDA events; TFLOP/s with FlashAttention's count (forward
+           n = 16384 .. 1048576 (the polynomial engine's shapes). Median of 5 (--reps) timed
+           calls after one warm-up, CUDA events; TFLOP/s with FlashAttention's count (forward
            4 n^2 d per head, halved when causal; backward 2.5 x forward). A time budget
            (--budget-s) skips what would overrun. Writes <out>/torch_sdpa.json.
   dump     Causal attention of one problem (batch 1, 2 heads, n = 2048, d = 64; inputs
@@ -79,14 +79,14 @@ def cmd_time(args):
     doc = {**provenance(torch), "rows": []}
     ns = [4096] if args.quick else [4096, 8192, 16384, 32768, 65536]
     configs = []
-    for d in (64, 128):
+    for d in args.d:
         for n in ns:
             for causal in (False, True):
                 heads = max(1, min(16, 65536 // n))
                 for name in ("flash", "efficient", "cudnn"):
                     configs.append((name, "f16", d, n, causal, heads))
                 configs.append(("flash", "bf16", d, n, causal, heads))
-    for n in [16384] if args.quick else [16384, 65536, 262144, 1048576]:
+    for n in [16384] if args.quick else args.poly_n:
         configs.append(("flash", "f16", 8, n, True, 1))
     print("| backend | dtype | d | n | mask | heads | fwd ms | fwd TFLOP/s | bwd ms | bwd TFLOP/s |")
     print("|---|---|--:|--:|---|--:|--:|--:|--:|--:|")
@@ -107,9 +107,9 @@ def cmd_time(args):
             v.requires_grad_(True)
             with sdpa_kernel([bk[name]]):
                 fwd = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-                t_f = median_ms(torch, fwd)
+                t_f = median_ms(torch, fwd, args.reps)
                 o = fwd()
-                t_b = median_ms(torch, lambda: torch.autograd.grad(o, (q, k, v), do, retain_graph=True))
+                t_b = median_ms(torch, lambda: torch.autograd.grad(o, (q, k, v), do, retain_graph=True), args.reps)
             flops = 4.0 * n * n * d * heads * (0.5 if causal else 1.0)
             row.update(forward_ms=t_f, backward_ms=t_b, forward_tflops=flops / t_f / 1e9,
                        backward_tflops=2.5 * flops / t_b / 1e9)
@@ -218,6 +218,11 @@ def main():
     t.add_argument("--out", required=True)
     t.add_argument("--budget-s", type=float, default=120.0)
     t.add_argument("--quick", action="store_true")
+    t.add_argument("--reps", type=int, default=5, help="timed calls per measurement (median)")
+    t.add_argument("--d", type=lambda s: [int(x) for x in s.split(",") if x], default=[64, 128],
+                   help="head dimensions of the exact shapes (empty: none)")
+    t.add_argument("--poly-n", type=lambda s: [int(x) for x in s.split(",") if x],
+                   default=[16384, 65536, 262144, 1048576], help="n of the d = 8 causal shapes")
     dmp = sub.add_parser("dump")
     dmp.add_argument("--out", required=True)
     dmp.add_argument("--n", type=int, default=2048)

@@ -30,7 +30,8 @@
 //!
 //! ```sh
 //! cargo run --release -p polyattn-tools --features cuda --example cuda_bench -- \
-//!     [--quick] [--budget-s 150] [--sections compare,exact,poly] [--out results/cuda]
+//!     [--quick] [--budget-s 150] [--sections compare,exact,poly] [--out results/cuda] \
+//!     [--exact-d 64,128] [--poly-d 8,16] [--poly-n 16384,65536,262144,1048576]
 //! ```
 //! Without the feature, or without a device, it says so and exits 0. `--emulate` runs
 //! every section on the CPU emulation at toy sizes instead (a dry run: the comparison
@@ -61,6 +62,11 @@ mod bench {
         pub budget: Duration,
         pub sections: Vec<String>,
         pub out: String,
+        /// Head dimensions of the `exact` section.
+        pub exact_d: Vec<usize>,
+        /// Head dimensions and sequence lengths of the `poly` section.
+        pub poly_d: Vec<usize>,
+        pub poly_n: Vec<usize>,
     }
 
     fn normal(r: &mut SplitMix64, len: usize, s: f64) -> Vec<f32> {
@@ -332,7 +338,7 @@ mod bench {
         let reps = if o.quick { 2 } else { 3 };
         println!("| d | n | mask | heads | fwd ms | fwd TFLOP/s | bwd ms | bwd TFLOP/s | certified err O (2 rows) | dQ |");
         println!("|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|");
-        for &d in &[64usize, 128] {
+        for &d in &o.exact_d {
             // Seconds per forward flop of the previous configuration (fwd + bwd).
             let mut rate: Option<f64> = None;
             for &n in ns {
@@ -449,9 +455,9 @@ mod bench {
         } else if o.quick {
             &[16384]
         } else {
-            &[16384, 65536, 262144, 1048576]
+            &o.poly_n
         };
-        for &d in &[8usize, 16] {
+        for &d in &o.poly_d {
             // Seconds per row of the previous n (forward, backward and bounds).
             let mut rate: Option<f64> = None;
             for &n in ns {
@@ -620,7 +626,26 @@ fn main() {
         eprintln!("cuda_bench: unknown section {bad:?} (compare, exact, poly)");
         std::process::exit(2);
     }
+    let list = |flag: &str, default: &[usize]| -> Vec<usize> {
+        match value(flag) {
+            None => default.to_vec(),
+            Some(s) => match s
+                .split(',')
+                .map(str::parse)
+                .collect::<Result<Vec<usize>, _>>()
+            {
+                Ok(v) if !v.is_empty() && v.iter().all(|x| *x > 0) => v,
+                _ => {
+                    eprintln!("cuda_bench: {flag} takes positive integers separated by commas");
+                    std::process::exit(2);
+                }
+            },
+        }
+    };
     let opts = bench::Opts {
+        exact_d: list("--exact-d", &[64, 128]),
+        poly_d: list("--poly-d", &[8, 16]),
+        poly_n: list("--poly-n", &[16384, 65536, 262144, 1048576]),
         quick: args.iter().any(|a| a == "--quick"),
         emulate: args.iter().any(|a| a == "--emulate"),
         budget: std::time::Duration::from_secs_f64(budget),
