@@ -31,8 +31,17 @@
 //! ```sh
 //! cargo run --release -p polyattn-tools --features cuda --example cuda_bench -- \
 //!     [--quick] [--budget-s 150] [--sections compare,exact,poly] [--out results/cuda] \
-//!     [--exact-d 64,128] [--poly-d 8,16] [--poly-n 16384,65536,262144,1048576]
+//!     [--exact-d 64,128] [--poly-d 8,16] [--poly-n 16384,65536,262144,1048576] \
+//!     [--no-bounds]
+//! cargo run --release -p polyattn-tools --features cuda --example cuda_bench -- \
+//!     --check-rows results/cuda/bench.json
 //! ```
+//!
+//! The `poly` section keeps O and dQ of three causal rows per n (seeing n/16, n/4
+//! and n keys); `--check-rows` (no device needed) regenerates the inputs from their
+//! seed and certifies those rows against the f64 reference with its a priori bound:
+//! the actual error where the f16 bound, computed over all rows, is loose.
+//!
 //! Without the feature, or without a device, it says so and exits 0. `--emulate` runs
 //! every section on the CPU emulation at toy sizes instead (a dry run: the comparison
 //! then must find every bit identical).
@@ -62,6 +71,8 @@ mod bench {
         pub budget: Duration,
         pub sections: Vec<String>,
         pub out: String,
+        /// Compute the `poly` section's certified f16 bounds (CPU; slow at n >= 1M).
+        pub bounds: bool,
         /// Head dimensions of the `exact` section.
         pub exact_d: Vec<usize>,
         /// Head dimensions and sequence lengths of the `poly` section.
@@ -445,6 +456,110 @@ mod bench {
         Ok(rows)
     }
 
+    /// The `poly` section's inputs for (n, d): q, k entries N(0, 1/(16 d)) (so
+    /// |tau q.k| stays near the polynomial regime), v and dO N(0, 1); one seed per n.
+    fn poly_inputs(n: usize, d: usize) -> polyattn::Result<[Matrix<f32>; 4]> {
+        let mut r = SplitMix64::new(7 + n as u64);
+        let s = 0.5 / (d as f64).sqrt();
+        let mut m = |sc: f64| Matrix::from_vec(n, d, normal(&mut r, n * d, sc));
+        Ok([m(s)?, m(s)?, m(1.0)?, m(1.0)?])
+    }
+
+    fn poly_config() -> PolyConfig {
+        PolyConfig {
+            mask: Mask::CausalTopLeft,
+            accuracy: Accuracy::Eps(1e-3),
+            max_cost_ratio: f64::INFINITY,
+            ..Default::default()
+        }
+    }
+
+    /// The rows whose O and dQ the `poly` section keeps: causal rows that see n/16,
+    /// n/4 and all n keys.
+    fn check_rows(n: usize) -> Vec<usize> {
+        vec![n / 16 - 1, n / 4 - 1, n - 1]
+    }
+
+    /// `--check-rows FILE` (no device): the kept rows of a `poly` section against the
+    /// f64 reference with its a priori bound on the same regenerated inputs; the
+    /// certified error of a row is max |y - ref| + bound (docs/math.md §5.1).
+    pub fn check_rows_file(path: &str) -> polyattn::Result<()> {
+        use polyattn::attention::exact::reference::exact_reference;
+        let io = |e: std::io::Error| polyattn::Error::Io {
+            action: "read",
+            path: path.into(),
+            source: e,
+        };
+        let text = std::fs::read_to_string(path).map_err(io)?;
+        let doc: Value =
+            serde_json::from_str(&text).map_err(|e| polyattn::Error::InvalidParameter {
+                name: "--check-rows",
+                value: path.into(),
+                reason: e.to_string(),
+            })?;
+        println!(
+            "rows of {path} (revision {}, device {})",
+            doc["revision"], doc["device"]
+        );
+        println!("| d | n | row | keys | certified err O | max abs O | certified err dQ | max abs dQ | f16 bound O (all rows) |");
+        println!("|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        let empty = Vec::new();
+        for e in doc["poly"].as_array().unwrap_or(&empty) {
+            let (Some(n), Some(d), Some(kept)) =
+                (e["n"].as_u64(), e["d"].as_u64(), e["rows"].as_array())
+            else {
+                continue;
+            };
+            let (n, d) = (n as usize, d as usize);
+            let [q, k, v, g] = poly_inputs(n, d)?;
+            let tau = poly_config().attention().scale;
+            for kr in kept {
+                let i = kr["row"].as_u64().unwrap_or(0) as usize;
+                let vals = |key: &str| -> Vec<f64> {
+                    kr[key]
+                        .as_array()
+                        .map(|a| a.iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect())
+                        .unwrap_or_default()
+                };
+                let (y_o, y_dq) = (vals("o"), vals("dq"));
+                // Row i of causal attention = one query against keys 0..=i, no mask.
+                let m64 = |x: &[f32], rows: usize, cols: usize| {
+                    Matrix::from_vec(rows, cols, x.iter().map(|z| f64::from(*z)).collect())
+                };
+                let q1 = m64(q.row(i), 1, d)?;
+                let k1 = m64(&k.as_slice()[..(i + 1) * d], i + 1, d)?;
+                let v1 = m64(&v.as_slice()[..(i + 1) * d], i + 1, d)?;
+                let g1 = m64(g.row(i), 1, d)?;
+                let cfg = AttentionConfig {
+                    scale: tau,
+                    mask: Mask::None,
+                };
+                let r = exact_reference(q1.view(), k1.view(), v1.view(), Some(g1.view()), &cfg)?;
+                let err = |y: &[f64], x: &[f64], b: &[f64]| {
+                    y.iter()
+                        .zip(x)
+                        .zip(b)
+                        .map(|((y, x), b)| (y - x).abs() + b)
+                        .fold(0.0, f64::max)
+                };
+                let amax = |x: &[f64]| x.iter().fold(0.0f64, |a, b| a.max(b.abs()));
+                let rg = r.grads.as_ref().expect("d_o was given");
+                println!(
+                    "| {d} | {n} | {i} | {} | {:.3e} | {:.3} | {:.3e} | {:.3} | {} |",
+                    i + 1,
+                    err(&y_o, &r.o, &r.bound_o),
+                    amax(&r.o),
+                    err(&y_dq, &rg.dq, &rg.bound_dq),
+                    amax(&rg.dq),
+                    e["bound_o"]
+                        .as_f64()
+                        .map_or("-".into(), |b| format!("{b:.3e}")),
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn poly<B: Backend>(dev: &B, o: &Opts) -> Vec<Value> {
         let mut rows = Vec::new();
         let deadline = Instant::now() + o.budget;
@@ -467,23 +582,9 @@ mod bench {
                     continue;
                 }
                 let start = Instant::now();
-                let mut r = SplitMix64::new(7 + n as u64);
-                let s = 0.5 / (d as f64).sqrt();
                 let res = (|| -> polyattn::Result<Value> {
-                    let m =
-                        |r: &mut SplitMix64, sc: f64| Matrix::from_vec(n, d, normal(r, n * d, sc));
-                    let (q, k, v, g) = (
-                        m(&mut r, s)?,
-                        m(&mut r, s)?,
-                        m(&mut r, 1.0)?,
-                        m(&mut r, 1.0)?,
-                    );
-                    let cfg = PolyConfig {
-                        mask: Mask::CausalTopLeft,
-                        accuracy: Accuracy::Eps(1e-3),
-                        max_cost_ratio: f64::INFINITY,
-                        ..Default::default()
-                    };
+                    let [q, k, v, g] = poly_inputs(n, d)?;
+                    let cfg = poly_config();
                     // One untimed forward: compiles the kernels for this d.
                     cuda::poly::forward(dev, q.view(), k.view(), v.view(), &cfg)?;
                     let t0 = Instant::now();
@@ -501,32 +602,41 @@ mod bench {
                         &cfg,
                     )?;
                     let t_b = t0.elapsed().as_secs_f64();
-                    let with_grads = n <= 65536;
-                    let bd = poly_bounds(
-                        q.view(),
-                        k.view(),
-                        v.view(),
-                        with_grads.then(|| g.view()),
-                        &cfg,
-                        &f,
-                        with_grads.then_some(&gr),
-                        0.0,
-                    )?;
-                    let bdq = bd.grads.as_ref().map_or(f64::NAN, |b| b.0.max_total());
+                    let (mut b_o, mut b_dq) = (f64::NAN, f64::NAN);
+                    if o.bounds {
+                        let with_grads = n <= 65536;
+                        let bd = poly_bounds(
+                            q.view(),
+                            k.view(),
+                            v.view(),
+                            with_grads.then(|| g.view()),
+                            &cfg,
+                            &f,
+                            with_grads.then_some(&gr),
+                            0.0,
+                        )?;
+                        b_o = bd.o.max_total();
+                        b_dq = bd.grads.as_ref().map_or(f64::NAN, |b| b.0.max_total());
+                    }
                     println!(
-                        "| {d} | {n} | {} | {} | {:.2} | {:.2} | {:.2e} | {bdq:.2e} |",
+                        "| {d} | {n} | {} | {} | {:.2} | {:.2} | {b_o:.2e} | {b_dq:.2e} |",
                         f.plan.regime.degree,
                         f.plan.regime.rank,
                         t_f * 1e3,
                         t_b * 1e3,
-                        bd.o.max_total()
                     );
+                    let null_nan = |x: f64| if x.is_nan() { Value::Null } else { json!(x) };
+                    // Rows kept for `--check-rows` (inputs are regenerated from the seed).
+                    let kept: Vec<Value> = check_rows(n)
+                        .into_iter()
+                        .map(|i| json!({"row": i, "o": f.o.row(i), "dq": gr.dq.row(i)}))
+                        .collect();
                     Ok(json!({
                         "engine": "poly", "d": d, "n": n, "mask": "causal", "eps": 1e-3,
                         "degree": f.plan.regime.degree, "rank": f.plan.regime.rank,
                         "forward_s": t_f, "backward_s": t_b, "timing": "end to end, one call",
-                        "bound_o": bd.o.max_total(),
-                        "bound_dq": if bdq.is_nan() { Value::Null } else { json!(bdq) },
+                        "bound_o": null_nan(b_o), "bound_dq": null_nan(b_dq),
+                        "rows": kept,
                     }))
                 })();
                 match res {
@@ -642,7 +752,15 @@ fn main() {
             },
         }
     };
+    if let Some(path) = value("--check-rows") {
+        if let Err(e) = bench::check_rows_file(&path) {
+            eprintln!("cuda_bench: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let opts = bench::Opts {
+        bounds: !args.iter().any(|a| a == "--no-bounds"),
         exact_d: list("--exact-d", &[64, 128]),
         poly_d: list("--poly-d", &[8, 16]),
         poly_n: list("--poly-n", &[16384, 65536, 262144, 1048576]),
