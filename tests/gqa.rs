@@ -143,3 +143,62 @@ fn poly_grouped_heads_equal_the_expansion_and_stay_in_their_bounds() {
         }
     }
 }
+
+/// A non-finite entry in a multi-head call is reported once, as `[head, row, column]`
+/// of its stack (key/value stacks by their own head index), by both engines.
+#[test]
+fn multihead_non_finite_entries_name_their_head() {
+    use polyattn::Error;
+    let (q, k, v) = (
+        stack::<f64>(4, 9, 3, 1, 0.3),
+        stack::<f64>(2, 9, 3, 2, 0.3),
+        stack::<f64>(2, 9, 3, 3, 1.0),
+    );
+    let expect = |e: Error, what: &str, index: &str| match e {
+        Error::NonFinite {
+            what: w, index: i, ..
+        } => {
+            assert_eq!((w.as_str(), i.as_str()), (what, index))
+        }
+        other => panic!("expected NonFinite, got {other}"),
+    };
+    let cfg = AttentionConfig::default();
+    let pcfg = PolyConfig {
+        accuracy: Accuracy::Degree(3),
+        ..Default::default()
+    };
+    let mut bad_q = q.clone();
+    bad_q.as_mut_slice()[3 * 27 + 2 * 3 + 1] = f64::NAN;
+    expect(
+        exact::forward_multihead(&bad_q, &k, &v, &cfg).unwrap_err(),
+        "q",
+        "[3, 2, 1]",
+    );
+    expect(
+        poly::forward_multihead(&bad_q, &k, &v, &pcfg).unwrap_err(),
+        "q",
+        "[3, 2, 1]",
+    );
+    let mut bad_v = v.clone();
+    bad_v.as_mut_slice()[27 + 8 * 3] = f64::INFINITY;
+    expect(
+        exact::forward_multihead(&q, &k, &bad_v, &cfg).unwrap_err(),
+        "v",
+        "[1, 8, 0]",
+    );
+    expect(
+        poly::forward_multihead(&q, &k, &bad_v, &pcfg).unwrap_err(),
+        "v",
+        "[1, 8, 0]",
+    );
+    // The backward's dO likewise.
+    let f = poly::forward_multihead(&q, &k, &v, &pcfg).unwrap();
+    let mut d_o = stack::<f64>(4, 9, 3, 4, 1.0);
+    d_o.as_mut_slice()[2 * 27] = f64::NAN;
+    expect(
+        poly::backward_multihead(&q, &k, &v, &f, &d_o, GradientKind::Substituted, &pcfg)
+            .unwrap_err(),
+        "do",
+        "[2, 0, 0]",
+    );
+}

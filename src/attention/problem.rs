@@ -37,11 +37,26 @@ impl<'a, T: Real> Problem<'a, T> {
         check_nonempty("q", &q.shape())?;
         check_nonempty("k", &k.shape())?;
         check_nonempty("v", &v.shape())?;
-        same("k columns (head dim d, from q)", q.cols(), k.cols())?;
-        same("v rows (n_k, from k)", k.rows(), v.rows())?;
         check_finite("q", &q.shape(), q.as_slice())?;
         check_finite("k", &k.shape(), k.as_slice())?;
         check_finite("v", &v.shape(), v.as_slice())?;
+        Self::from_finite(q, k, v, config)
+    }
+
+    /// [`Problem::new`] for inputs whose entries the caller has already checked to be
+    /// finite (the multi-head entry points check whole stacks once, so that an error
+    /// names the head): every other check of `new` is made here.
+    pub(crate) fn from_finite(
+        q: MatRef<'a, T>,
+        k: MatRef<'a, T>,
+        v: MatRef<'a, T>,
+        config: &AttentionConfig,
+    ) -> Result<Self> {
+        check_nonempty("q", &q.shape())?;
+        check_nonempty("k", &k.shape())?;
+        check_nonempty("v", &v.shape())?;
+        same("k columns (head dim d, from q)", q.cols(), k.cols())?;
+        same("v rows (n_k, from k)", k.rows(), v.rows())?;
         let tau64 = config.scale_for(q.cols());
         let tau = T::from_f64(tau64);
         if !tau64.is_finite() || !tau.is_finite() {

@@ -192,7 +192,9 @@ fn head_problems<'a, T: Real>(
     }
     let probs = (0..q.heads())
         .map(|h| {
-            Problem::new(q.head(h), k.head(h / g), v.head(h / g), config)?.with_bias(bias_of(h))
+            // Entries were checked on the stacks above (errors name the head).
+            Problem::from_finite(q.head(h), k.head(h / g), v.head(h / g), config)?
+                .with_bias(bias_of(h))
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((probs, g))

@@ -201,7 +201,12 @@ pub fn forward<T: Real>(
     v: MatRef<'_, T>,
     cfg: &PolyConfig,
 ) -> Result<PolyForward<T>> {
-    let p = Problem::new(q, k, v, &cfg.attention())?;
+    forward_problem(&Problem::new(q, k, v, &cfg.attention())?, cfg)
+}
+
+/// [`forward`] of a validated problem.
+fn forward_problem<T: Real>(p: &Problem<'_, T>, cfg: &PolyConfig) -> Result<PolyForward<T>> {
+    let p = *p;
     let plan = plan::plan(&p, cfg)?;
     let inputs = Inputs::new(&p);
     let block = exact_block(&p, cfg.exact_prefix);
@@ -336,6 +341,18 @@ pub fn backward<T: Real>(
     cfg: &PolyConfig,
 ) -> Result<PolyGradients<T>> {
     let p = Problem::new(q, k, v, &cfg.attention())?;
+    backward_problem(&p, fwd, d_o, kind, cfg)
+}
+
+/// [`backward`] of a validated problem.
+fn backward_problem<T: Real>(
+    p: &Problem<'_, T>,
+    fwd: &PolyForward<T>,
+    d_o: MatRef<'_, T>,
+    kind: GradientKind,
+    cfg: &PolyConfig,
+) -> Result<PolyGradients<T>> {
+    let p = *p;
     p.check_backward_inputs(fwd.o.view(), &fwd.lse, d_o)?;
     let inputs = Inputs::new(&p);
     let plan = &fwd.plan;
@@ -408,9 +425,14 @@ pub fn forward_multihead<T: Real>(
     use rayon::prelude::*;
     same_heads(k.heads(), &[("v", v.heads())])?;
     let g = crate::attention::kv_group(q.heads(), k.heads())?;
+    check_stacks(&[("q", q), ("k", k), ("v", v)])?;
+    let attn = cfg.attention();
     (0..q.heads())
         .into_par_iter()
-        .map(|h| forward(q.head(h), k.head(h / g), v.head(h / g), cfg))
+        .map(|h| {
+            let p = Problem::from_finite(q.head(h), k.head(h / g), v.head(h / g), &attn)?;
+            forward_problem(&p, cfg)
+        })
         .collect::<Vec<_>>()
         // Sequentially: the error reported is the first refusing head's in head order,
         // whatever the scheduling (a parallel collect keeps whichever failed first).
@@ -438,22 +460,27 @@ pub fn backward_multihead<T: Real>(
     )?;
     same_heads(k.heads(), &[("v", v.heads())])?;
     let g = crate::attention::kv_group(q.heads(), k.heads())?;
+    check_stacks(&[("q", q), ("k", k), ("v", v), ("do", d_o)])?;
+    let attn = cfg.attention();
     (0..q.heads())
         .into_par_iter()
         .map(|h| {
-            backward(
-                q.head(h),
-                k.head(h / g),
-                v.head(h / g),
-                &fwd[h],
-                d_o.head(h),
-                kind,
-                cfg,
-            )
+            let p = Problem::from_finite(q.head(h), k.head(h / g), v.head(h / g), &attn)?;
+            backward_problem(&p, &fwd[h], d_o.head(h), kind, cfg)
         })
         .collect::<Vec<_>>()
         .into_iter()
         .collect()
+}
+
+/// Checks that the stacks are non-empty and finite, an error naming the entry as
+/// `[head, row, column]`.
+fn check_stacks<T: Real>(stacks: &[(&str, &crate::tensor::Tensor3<T>)]) -> Result<()> {
+    for (name, t) in stacks {
+        crate::tensor::check_nonempty(name, &t.shape())?;
+        crate::tensor::check_finite(name, &t.shape(), t.as_slice())?;
+    }
+    Ok(())
 }
 
 /// Checks that every stack of a multi-head call has `h` heads (named in the error)
