@@ -456,7 +456,7 @@ mod bench {
         Ok(rows)
     }
 
-    /// The `poly` section's inputs for (n, d): q, k entries N(0, 1/(16 d)) (so
+    /// The `poly` section's inputs for (n, d): q, k entries N(0, 1/(4 d)) (so
     /// |tau q.k| stays near the polynomial regime), v and dO N(0, 1); one seed per n.
     fn poly_inputs(n: usize, d: usize) -> polyattn::Result<[Matrix<f32>; 4]> {
         let mut r = SplitMix64::new(7 + n as u64);
