@@ -19,6 +19,7 @@ variant) and its subclass :class:`RefusedError` (attributes ``R``, ``B``,
 
 from ._native import PolyattnError, RefusedError, __version__
 from ._api import AttentionResult, BackwardResult, attention, attention_backward
+from ._arrays import alibi_slopes
 from ._certify import (
     CertificationReport,
     ReferenceResult,
@@ -29,6 +30,7 @@ from ._certify import (
 from ._model import Model, ModelGradients
 
 __all__ = [
+    "alibi_slopes",
     "AttentionResult",
     "BackwardResult",
     "CertificationReport",

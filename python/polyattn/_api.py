@@ -166,6 +166,7 @@ def run_forward(
     enable_gqa: bool = False,
     window: Any = None,
     attn_mask: Any = None,
+    alibi_slopes: Any = None,
 ) -> _Forward:
     """Folds the inputs (q, k, v first, then any others) and runs the native forward."""
     mask = mask_name(is_causal, causal_alignment, window)
@@ -174,7 +175,7 @@ def run_forward(
         scale = float(scale)
     f = fold(named, dtype, gqa=enable_gqa)
     q, k, v = f.arrays[:3]
-    bias = fold_bias(attn_mask, f.lead, q.shape[1], k.shape[1], q.dtype)
+    bias = fold_bias(attn_mask, f.lead, q.shape[1], k.shape[1], q.dtype, alibi_slopes)
     out, state = _native.forward(
         q,
         k,
@@ -246,6 +247,7 @@ def attention(
     dropout_p: float = 0.0,
     enable_gqa: bool = False,
     window: Any = None,
+    alibi_slopes: Any = None,
 ) -> AttentionResult:
     """Attention forward, ``O = softmax(scale * q k^T + mask) v``, with its row log-sum-exp.
 
@@ -289,6 +291,12 @@ def attention(
             Entries must be finite or -inf: a huge finite bias (``finfo.min``) makes
             the scores overflow-guarded (``overflow`` error in float32) and any
             certified bound infinite; use a boolean mask or -inf instead.
+        alibi_slopes: FlashAttention's ``alibi_slopes``: shape ``(heads,)`` or
+            ``(batch, heads)`` (q's leading dims), adding ``-slope * |i + n_k - n_q - j|``
+            to the score of query i and key j (bottom-right aligned, whatever
+            ``causal_alignment``); summed with ``attn_mask`` and treated like it (exact
+            engine only, no gradient). :func:`polyattn.alibi_slopes` gives the standard
+            slopes. Costs one ``n_q x n_k`` bias per head in memory.
         dropout_p: not implemented; anything but 0 raises ``NotImplementedError``.
 
     Returns:
@@ -315,6 +323,7 @@ def attention(
         enable_gqa=enable_gqa,
         window=window,
         attn_mask=attn_mask,
+        alibi_slopes=alibi_slopes,
     )
     return AttentionResult(**fw.fields)
 
@@ -338,6 +347,7 @@ def attention_backward(
     dropout_p: float = 0.0,
     enable_gqa: bool = False,
     window: Any = None,
+    alibi_slopes: Any = None,
 ) -> BackwardResult:
     """Attention forward and backward: the gradients of ``sum(do * O)`` with respect to
     q, k, v, for an upstream gradient ``do`` ``[..., n_q, d_v]``.
@@ -371,6 +381,7 @@ def attention_backward(
         enable_gqa=enable_gqa,
         window=window,
         attn_mask=attn_mask,
+        alibi_slopes=alibi_slopes,
     )
     g = run_backward(fw, fw.folded.arrays[3], gradient)
     return BackwardResult(**g, **fw.fields)

@@ -250,13 +250,89 @@ def unfold(x: np.ndarray, lead: Tuple[int, ...]) -> np.ndarray:
     return x.reshape(lead + x.shape[1:])
 
 
-def fold_bias(attn_mask: Any, lead: Tuple[int, ...], n_q: int, n_k: int, compute: np.dtype) -> Optional[np.ndarray]:
+def alibi_slopes(n_heads: int) -> np.ndarray:
+    """The ALiBi slopes of ``n_heads`` heads (Press et al., the geometric sequence
+    ``2^(-8 (h + 1) / n)`` for a power of two ``n``; otherwise the slopes of the largest
+    power of two ``m < n_heads`` followed by every other slope of ``2 m`` heads), as
+    float32, FlashAttention's ``alibi_slopes`` dtype."""
+    if not isinstance(n_heads, (int, np.integer)) or isinstance(n_heads, bool) or n_heads < 1:
+        raise error("invalid_parameter", f"n_heads={n_heads!r}: a positive integer")
+
+    def power_of_two(n: int) -> list:
+        return [2.0 ** (-8.0 * (h + 1) / n) for h in range(n)]
+
+    m = 1 << (int(n_heads).bit_length() - 1)
+    slopes = power_of_two(m)
+    if m < n_heads:
+        slopes += power_of_two(2 * m)[0::2][: n_heads - m]
+    return np.asarray(slopes, dtype=np.float32)
+
+
+def alibi_bias(slopes: Any, lead: Tuple[int, ...], n_q: int, n_k: int) -> np.ndarray:
+    """FlashAttention's ALiBi bias in float64, ``-slope[h] * |i + n_k - n_q - j|`` for query
+    i and key j (bottom-right aligned, as FlashAttention's ``alibi_slopes``), shaped
+    ``slopes.shape + (n_q, n_k)``: slopes of shape ``(heads,)`` (the last leading dim of
+    q) or ``(batch, heads)`` (q's two leading dims); for a 2-D q, one slope. The
+    product is exact in float64 for float32 slopes (24 + 29 bits) while n < 2^29."""
+    s = np.asarray(slopes)
+    if s.dtype.kind not in "fiu" or s.dtype == np.bool_:
+        raise error("unsupported_dtype", f"alibi_slopes has dtype {s.dtype}: expected a float array")
+    s = s.astype(np.float64)
+    want = [tuple(lead[-1:]), tuple(lead[-2:])] if lead else [(), (1,)]
+    if s.shape not in want or (len(lead) >= 2 and s.ndim == 2 and s.shape != tuple(lead[-2:])):
+        raise error(
+            "shape_mismatch",
+            f"alibi_slopes of shape {s.shape}: expected {' or '.join(str(w) for w in dict.fromkeys(want))} "
+            "(q's heads, or its batch and heads)",
+        )
+    if not np.all(np.isfinite(s)):
+        i = tuple(int(x) for x in np.argwhere(~np.isfinite(s))[0])
+        raise error("non_finite", f"alibi_slopes{list(i)} = {s[i]} is not finite")
+    i = np.arange(n_q, dtype=np.float64)[:, None]
+    j = np.arange(n_k, dtype=np.float64)[None, :]
+    dist = np.abs(i + (n_k - n_q) - j)
+    return -s[..., None, None] * dist
+
+
+def fold_bias(
+    attn_mask: Any,
+    lead: Tuple[int, ...],
+    n_q: int,
+    n_k: int,
+    compute: np.dtype,
+    alibi_slopes: Any = None,
+) -> Optional[np.ndarray]:
     """PyTorch's ``attn_mask`` as the engine's additive score bias ``[1 or heads, n_q,
     n_k]`` in the compute dtype: a boolean mask (True = attend) becomes 0 / -inf, a
     float mask is added to the scores as it is (converted to the compute dtype, which
     is exact for float16/bfloat16/float32 masks in float32 and for anything in
     float64). It must broadcast to ``lead + (n_q, n_k)``; one shared head is kept as
-    one (no copy per head)."""
+    one (no copy per head). ``alibi_slopes`` (:func:`alibi_bias`) adds FlashAttention's
+    ALiBi bias, summed with the mask in float64 and then rounded to the compute dtype
+    like a float mask."""
+    if alibi_slopes is not None:
+        alibi = alibi_bias(alibi_slopes, lead, n_q, n_k)
+        if attn_mask is None:
+            attn_mask = alibi
+        else:
+            m0 = np.asarray(attn_mask)
+            if m0.dtype == np.bool_:
+                base = np.where(m0, 0.0, -np.inf)
+            elif str(m0.dtype) == "bfloat16":
+                base = m0.astype(np.float32).astype(np.float64)
+            elif m0.dtype.kind == "f":
+                base = m0.astype(np.float64)
+            else:
+                base = None  # the dtype check below names the problem
+            if base is not None:
+                try:
+                    attn_mask = base + alibi
+                except ValueError:
+                    raise error(
+                        "shape_mismatch",
+                        f"attn_mask of shape {m0.shape} and the ALiBi bias of shape "
+                        f"{alibi.shape} do not broadcast together",
+                    ) from None
     if attn_mask is None:
         return None
     m = np.asarray(attn_mask)

@@ -65,6 +65,7 @@ def reference(
     enable_gqa: bool = False,
     window: Any = None,
     attn_mask: Any = None,
+    alibi_slopes: Any = None,
 ) -> ReferenceResult:
     """The exact float64 result with an a priori rounding bound on every entry: a
     certified enclosure of exact attention (and, with ``do``, of its gradients).
@@ -75,8 +76,9 @@ def reference(
     float32/float16/bfloat16 inputs, float64 for float64 inputs), so the enclosure is
     of the very problem :func:`polyattn.attention` solves for these inputs.
 
-    ``window`` is a sliding window and ``attn_mask`` a boolean mask or additive bias, as
-    in :func:`polyattn.attention`; a float ``attn_mask`` is rounded to ``compute_dtype``
+    ``window`` is a sliding window and ``attn_mask`` a boolean mask or additive bias
+    (``alibi_slopes`` adds FlashAttention's ALiBi bias to it), as in
+    :func:`polyattn.attention`; a float ``attn_mask`` is rounded to ``compute_dtype``
     first, as the engine computing in that dtype rounds it (like the scale), so the
     enclosure is of the very problem the engine solved.
 
@@ -98,7 +100,9 @@ def reference(
     tau = _tau(scale, arrays[0].shape[-1], compute)
     g = arrays[3] if do is not None else None
     # The bias the engine adds, rounded to the compute dtype as it is (like tau).
-    bias = fold_bias(attn_mask, f.lead, arrays[0].shape[1], arrays[1].shape[1], np.dtype(compute))
+    bias = fold_bias(
+        attn_mask, f.lead, arrays[0].shape[1], arrays[1].shape[1], np.dtype(compute), alibi_slopes
+    )
     if bias is not None:
         bias = bias.astype(np.float64)
     out = _native.reference(arrays[0], arrays[1], arrays[2], g, mask=mask, scale=tau, bias=bias)
@@ -265,6 +269,7 @@ def certify_outputs(
     enable_gqa: bool = False,
     window: Any = None,
     attn_mask: Any = None,
+    alibi_slopes: Any = None,
 ) -> CertificationReport:
     """Certifies candidate outputs (yours, PyTorch's, polyattn's) against exact attention.
 
@@ -273,8 +278,9 @@ def certify_outputs(
     the inputs): a certified upper bound on max |cand - exact|, a certified lower bound,
     and each row's signed mean error with a certified interval. The reference is
     :func:`reference` (exact float64 + a priori rounding bound), computed for the same
-    ``is_causal``, ``causal_alignment``, ``window``, ``scale``, ``compute_dtype`` and
-    ``enable_gqa`` (dk, dv then per key/value head, against their groups' sums).
+    ``is_causal``, ``causal_alignment``, ``window``, ``attn_mask``, ``alibi_slopes``
+    (FlashAttention's ALiBi), ``scale``, ``compute_dtype`` and ``enable_gqa`` (dk, dv
+    then per key/value head, against their groups' sums).
     """
     cands = {"o": o, "dq": dq, "dk": dk, "dv": dv}
     given = {n: c for n, c in cands.items() if c is not None}
@@ -295,6 +301,7 @@ def certify_outputs(
         enable_gqa=enable_gqa,
         window=window,
         attn_mask=attn_mask,
+        alibi_slopes=alibi_slopes,
     )
     storage = fold([("q", q)], dtype).storage
     compute = compute_dtype or storage.compute.name

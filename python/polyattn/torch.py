@@ -118,6 +118,7 @@ def scaled_dot_product_attention(
     polynomial: str = "chebyshev",
     causal_alignment: str = "top-left",
     window: Optional[Tuple[int, int]] = None,
+    alibi_slopes: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """``torch.nn.functional.scaled_dot_product_attention`` computed by polyattn, with
     autograd (``loss.backward()`` runs polyattn's backward).
@@ -138,6 +139,9 @@ def scaled_dot_product_attention(
         scale: as in PyTorch (None: 1/sqrt(E)).
         window: a sliding window ``(left, right)`` (FlashAttention's ``window_size``;
             see :func:`polyattn.attention`); exact engine only.
+        alibi_slopes: FlashAttention's ``alibi_slopes`` (``(heads,)`` or ``(batch,
+            heads)``, a tensor or array; see :func:`polyattn.attention`); exact engine
+            only, no gradient.
         engine: ``"exact"``, ``"poly"`` or ``"auto"``; eps, degree: polynomial accuracy;
             polynomial: ``"chebyshev"`` (default) or ``"taylor"`` (see the module notes).
         gradient: polynomial engine: ``"polynomial-model"`` (default: the true
@@ -163,6 +167,15 @@ def scaled_dot_product_attention(
         if m.dtype in _HALF:
             m = m.float()  # exact: float16 and bfloat16 values are float32 values
         mask_np = m.contiguous().numpy()
+    slopes_np = None
+    if alibi_slopes is not None:
+        if isinstance(alibi_slopes, torch.Tensor):
+            if alibi_slopes.requires_grad:
+                raise NotImplementedError("alibi_slopes requires grad: polyattn returns no gradient for it")
+            sl = alibi_slopes.detach().cpu()
+            slopes_np = (sl.float() if sl.dtype in _HALF else sl).contiguous().numpy()
+        else:
+            slopes_np = alibi_slopes
     mask_name(is_causal, causal_alignment, window)
     if gradient not in GRADIENTS:
         raise error("invalid_parameter", f"gradient={gradient!r}: expected one of {GRADIENTS}")
@@ -178,6 +191,7 @@ def scaled_dot_product_attention(
             enable_gqa=enable_gqa,
             window=window,
             attn_mask=mask_np,
+            alibi_slopes=slopes_np,
         ),
         "gradient": gradient,
     }

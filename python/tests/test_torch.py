@@ -272,3 +272,24 @@ def test_attn_mask_against_torch_sdpa(kind):
     )
     with pytest.raises(NotImplementedError, match="grad"):
         pt.scaled_dot_product_attention(q, k, v, attn_mask=mask.double().requires_grad_(True))
+
+
+def test_alibi_slopes_against_torch_sdpa_with_the_bias():
+    """``alibi_slopes`` (FlashAttention's) against torch's SDPA given the ALiBi bias as
+    a float attn_mask built here from FlashAttention's formula, float64, n_q != n_k,
+    slopes per batch and head: outputs and gradients through autograd."""
+    g = torch.Generator().manual_seed(17)
+    n_q, n_k = 19, 26
+    q = torch.randn(2, 3, n_q, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 3, n_k, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 3, n_k, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 3, n_q, 8, generator=g, dtype=torch.float64)
+    slopes = torch.rand(2, 3, generator=g, dtype=torch.float32)
+    i = torch.arange(n_q)[:, None]
+    j = torch.arange(n_k)[None, :]
+    bias = -slopes.double()[:, :, None, None] * (i + n_k - n_q - j).abs().double()
+    agree_with_sdpa(
+        (q, k, v, w),
+        lambda: pt.scaled_dot_product_attention(q, k, v, alibi_slopes=slopes),
+        lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=bias),
+    )

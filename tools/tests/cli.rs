@@ -336,6 +336,91 @@ fn an_additive_bias_in_the_input_file() {
 }
 
 #[test]
+fn alibi_slopes_in_the_input_file_equal_the_explicit_bias() {
+    // FlashAttention's alibi_slopes (f32, one per head) against the same ALiBi bias
+    // written out as a `bias` tensor from the formula: the same output bytes.
+    let dir = tmpdir("alibi");
+    let (h, n_q, n_k) = (3, 5, 8);
+    let slopes = [0.5f32, 0.25, 0.0625];
+    let mut bias = Vec::new();
+    for s in slopes {
+        for i in 0..n_q {
+            for j in 0..n_k {
+                let dist = (i as f64 + n_k as f64 - n_q as f64 - j as f64).abs();
+                bias.push(-(s as f64) * dist);
+            }
+        }
+    }
+    let base = || {
+        vec![
+            ("q", f64t(&[h, n_q, 4], 1)),
+            ("k", f64t(&[h, n_k, 4], 2)),
+            ("v", f64t(&[h, n_k, 2], 3)),
+            ("do", f64t(&[h, n_q, 2], 4)),
+        ]
+    };
+    let (a_in, b_in) = (dir.join("a.safetensors"), dir.join("b.safetensors"));
+    let mut a = base();
+    a.push((
+        "alibi_slopes",
+        AnyTensor::F32 {
+            shape: vec![h],
+            data: slopes.to_vec(),
+        },
+    ));
+    write(&a_in, a);
+    let mut b = base();
+    b.push((
+        "bias",
+        AnyTensor::F64 {
+            shape: vec![h, n_q, n_k],
+            data: bias,
+        },
+    ));
+    write(&b_in, b);
+    let outs: Vec<_> = [&a_in, &b_in]
+        .iter()
+        .enumerate()
+        .map(|(n, input)| {
+            let outp = dir.join(format!("out{n}.safetensors"));
+            let out = run(&[
+                "attention",
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                outp.to_str().unwrap(),
+                "--mask",
+                "causal-bottom-right",
+            ]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            TensorFile::read(&outp).unwrap()
+        })
+        .collect();
+    for name in ["o", "lse", "dq", "dk", "dv"] {
+        assert_eq!(
+            outs[0].get(name).unwrap().to_real::<f64>(),
+            outs[1].get(name).unwrap().to_real::<f64>(),
+            "{name}"
+        );
+    }
+    // Slopes of the wrong shape or not finite: one line naming them.
+    for (shape, data) in [
+        (vec![2], vec![0.5f32, 0.25]),
+        (vec![h], vec![0.5, f32::NAN, 0.1]),
+    ] {
+        let bad = dir.join("bad.safetensors");
+        let mut t = base();
+        t.push(("alibi_slopes", AnyTensor::F32 { shape, data }));
+        write(&bad, t);
+        expect_error(&bad, &[], "alibi_slopes");
+    }
+}
+
+#[test]
 fn forward_only_without_do_and_f32_stays_f32() {
     let dir = tmpdir("f32");
     let (inp, outp) = (dir.join("in.safetensors"), dir.join("out.safetensors"));
