@@ -270,6 +270,8 @@ def certify_outputs(
     window: Any = None,
     attn_mask: Any = None,
     alibi_slopes: Any = None,
+    cu_seqlens_q: Any = None,
+    cu_seqlens_k: Any = None,
 ) -> CertificationReport:
     """Certifies candidate outputs (yours, PyTorch's, polyattn's) against exact attention.
 
@@ -281,8 +283,24 @@ def certify_outputs(
     ``is_causal``, ``causal_alignment``, ``window``, ``attn_mask``, ``alibi_slopes``
     (FlashAttention's ALiBi), ``scale``, ``compute_dtype`` and ``enable_gqa`` (dk, dv
     then per key/value head, against their groups' sums).
+
+    FlashAttention's packed variable-length layout (``flash_attn_varlen_func``): with
+    ``cu_seqlens_q`` and ``cu_seqlens_k`` (int arrays of ``batch + 1`` cumulative
+    offsets, starting at 0), q, dq, do and o are ``[total_q, heads, d]``, k, v, dk, dv
+    ``[total_k, heads_kv, d]``, and sequence b is the rows ``cu[b]:cu[b + 1]`` of each;
+    every sequence is its own problem (masks and windows apply per sequence, e.g.
+    ``is_causal=True, causal_alignment="bottom-right"`` as FlashAttention), certified
+    as above, and the report merges them: the maxima over sequences, and the row
+    means as ``[total, heads]``. ``attn_mask`` is refused there (it has no packed form).
     """
     cands = {"o": o, "dq": dq, "dk": dk, "dv": dv}
+    if cu_seqlens_q is not None or cu_seqlens_k is not None:
+        return _certify_varlen(
+            q, k, v, cands, do, cu_seqlens_q, cu_seqlens_k, attn_mask,
+            dict(is_causal=is_causal, causal_alignment=causal_alignment, scale=scale,
+                 dtype=dtype, compute_dtype=compute_dtype, enable_gqa=enable_gqa,
+                 window=window, alibi_slopes=alibi_slopes),
+        )
     given = {n: c for n, c in cands.items() if c is not None}
     if not given:
         raise error("invalid_parameter", "give at least one of o, dq, dk, dv to certify")
@@ -315,3 +333,99 @@ def certify_outputs(
         c64 = to_f64(arr, s)
         out.append(certify_tensor(name, c64, getattr(ref, name), getattr(ref, name + "_bound")))
     return CertificationReport(tensors=out, scale=ref.scale, compute_dtype=compute)
+
+
+def _offsets(name: str, cu: Any, total: int) -> np.ndarray:
+    """Validated cumulative sequence offsets: 1-D integers, 0 first, non-decreasing,
+    ``total`` last."""
+    a = np.asarray(cu)
+    if a.ndim != 1 or a.size < 2 or a.dtype.kind not in "iu":
+        raise error(
+            "invalid_parameter",
+            f"{name} must be a 1-D integer array of batch + 1 offsets, got shape {a.shape}, dtype {a.dtype}",
+        )
+    a = a.astype(np.int64)
+    if a[0] != 0 or a[-1] != total or np.any(np.diff(a) < 0):
+        raise error(
+            "invalid_parameter",
+            f"{name} = {a.tolist()} must start at 0, never decrease and end at {total} "
+            "(the packed tensor's rows)",
+        )
+    return a
+
+
+def _certify_varlen(q, k, v, cands, do, cu_q, cu_k, attn_mask, kw) -> CertificationReport:
+    """:func:`certify_outputs` for FlashAttention's packed layout, one sequence at a time."""
+    if cu_q is None or cu_k is None:
+        raise error("invalid_parameter", "the packed layout needs both cu_seqlens_q and cu_seqlens_k")
+    if attn_mask is not None:
+        raise error("invalid_parameter", "attn_mask has no packed form: give a window or alibi_slopes instead")
+    arrs = {"q": np.asarray(q), "k": np.asarray(k), "v": np.asarray(v)}
+    if do is not None:
+        arrs["do"] = np.asarray(do)
+    given = {n: np.asarray(c) for n, c in cands.items() if c is not None}
+    for name, a in list(arrs.items()) + list(given.items()):
+        if a.ndim != 3:
+            raise error(
+                "shape_mismatch",
+                f"{name} of shape {list(a.shape)}: the packed layout is [total, heads, d]",
+            )
+    oq = _offsets("cu_seqlens_q", cu_q, arrs["q"].shape[0])
+    ok = _offsets("cu_seqlens_k", cu_k, arrs["k"].shape[0])
+    if oq.size != ok.size:
+        raise error(
+            "shape_mismatch",
+            f"cu_seqlens_q has {oq.size - 1} sequences, cu_seqlens_k {ok.size - 1}",
+        )
+    on_q = {"q", "do", "o", "dq"}
+    for name, a in list(arrs.items()) + list(given.items()):
+        total = oq[-1] if name in on_q else ok[-1]
+        if a.shape[0] != total:
+            raise error(
+                "shape_mismatch",
+                f"{name} has {a.shape[0]} packed rows, cu_seqlens_{'q' if name in on_q else 'k'} "
+                f"ends at {total}",
+            )
+    parts: Dict[str, List[TensorCertificate]] = {n: [] for n in given}
+    report = None
+    for b in range(oq.size - 1):
+        (q0, q1), (k0, k1) = (oq[b], oq[b + 1]), (ok[b], ok[b + 1])
+        if q1 == q0:
+            continue
+        if k1 == k0:
+            raise error("invalid_parameter", f"sequence {b} has {q1 - q0} queries and no key")
+
+        def seq(name: str, a: np.ndarray) -> np.ndarray:
+            lo, hi = (q0, q1) if name in on_q else (k0, k1)
+            return np.ascontiguousarray(np.swapaxes(a[lo:hi], 0, 1))  # [heads, n, d]
+
+        report = certify_outputs(
+            seq("q", arrs["q"]),
+            seq("k", arrs["k"]),
+            seq("v", arrs["v"]),
+            do=seq("do", arrs["do"]) if "do" in arrs else None,
+            **{n: seq(n, c) for n, c in given.items()},
+            **kw,
+        )
+        for t in report.tensors:
+            parts[t.name].append(t)
+    if report is None:
+        raise error("invalid_parameter", "every sequence is empty: nothing to certify")
+
+    def rows(ts: List[TensorCertificate], field: str) -> np.ndarray:
+        # Each [heads, n_b] -> [n_b, heads], stacked along the packed rows.
+        return np.concatenate([np.swapaxes(getattr(t, field), 0, 1) for t in ts], axis=0)
+
+    merged = [
+        TensorCertificate(
+            name=n,
+            max_abs_error_upper=max(t.max_abs_error_upper for t in ts),
+            max_abs_error_lower=max(t.max_abs_error_lower for t in ts),
+            row_mean_error=rows(ts, "row_mean_error"),
+            row_mean_lower=rows(ts, "row_mean_lower"),
+            row_mean_upper=rows(ts, "row_mean_upper"),
+            max_reference_bound=max(t.max_reference_bound for t in ts),
+        )
+        for n, ts in parts.items()
+    ]
+    return CertificationReport(tensors=merged, scale=report.scale, compute_dtype=report.compute_dtype)
