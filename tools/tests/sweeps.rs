@@ -128,3 +128,33 @@ fn a_sweep_folder_records_its_provenance() {
     assert!(p["machine"].as_str().unwrap().contains("logical CPUs"));
     assert_eq!(p["threads"], 2);
 }
+
+/// formats small preset: with an unbounded exponent, every extra bit helps: the
+/// rounding of O falls strictly as c grows (0.5, 0.75, 1, 2 log2 n bits) at every
+/// (n, s); rows are finite there; the files are written.
+#[test]
+fn formats_small_preset_runs() {
+    use polyattn_tools::harness::formats;
+    let r = formats::sweep(Preset::Small).unwrap();
+    for &l in &r.grid.log2_ns {
+        let n = 1usize << l;
+        for &a in &r.grid.scale_powers {
+            let s = (n as f64).powf(a);
+            let unbounded: Vec<&formats::Record> = r
+                .records
+                .iter()
+                .filter(|x| x.n == n && x.s == s && x.format.emax >= 1000)
+                .collect();
+            assert_eq!(unbounded.len(), 4, "{unbounded:?}");
+            for w in unbounded.windows(2) {
+                assert!(w[0].format.p < w[1].format.p, "{w:?}");
+                assert!(w[0].rounding_o > w[1].rounding_o, "{w:?}");
+                assert_eq!(w[1].non_finite, 0, "{w:?}");
+            }
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("polyattn-formats-{}", std::process::id()));
+    formats::write_outputs(&r, &dir).unwrap();
+    assert!(dir.join("formats.svg").exists() && dir.join("formats.md").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -39,6 +39,9 @@ pub enum SweepKind {
     /// ML24's rebuttal experiment redone: d = 4..12, n = 10 * 2^d, N(0,1) inputs,
     /// scores Q K^T / d; error in the standard metric and speedup over the exact engine.
     Seed(PresetArgs),
+    /// The polynomial algorithm in narrow and exponent-limited formats (f16, bf16,
+    /// fewer than log2 n bits) with entries up to n, certified against exact attention.
+    Formats(PresetArgs),
     /// The polynomial algorithm in MPFR at p = c log2(n) bits (feature `certify`).
     #[cfg(feature = "certify")]
     Bits(PresetArgs),
@@ -129,6 +132,17 @@ pub fn run(args: &SweepArgs) -> Result<()> {
             exponent::terminal_summary,
             exponent::write_outputs,
         ),
+        SweepKind::Formats(a) => {
+            use crate::harness::formats;
+            preset_sweep(
+                a,
+                "formats",
+                &["formats.md", "formats.json", "formats.svg"],
+                formats::sweep,
+                formats::terminal_summary,
+                formats::write_outputs,
+            )
+        }
         #[cfg(feature = "certify")]
         SweepKind::Bits(a) => {
             use crate::harness::bits;

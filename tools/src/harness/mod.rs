@@ -19,6 +19,7 @@ pub mod accuracy;
 pub mod bits;
 pub mod exponent;
 pub mod fit;
+pub mod formats;
 pub mod io_sweep;
 pub mod model_depth;
 pub mod model_time;
