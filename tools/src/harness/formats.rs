@@ -482,8 +482,17 @@ pub fn write_outputs(r: &Report, out: &Path) -> Result<()> {
             .filter(|x| x.arith == name && x.s == 1.0)
             .map(|x| (x.n as f64, x.rel_total_o))
             .collect();
+        // A series drawn exactly over an earlier one would be hidden: say so.
+        let pts: Vec<(f64, f64)> = pts;
+        let same = series
+            .iter()
+            .find(|s: &&Series| s.points == pts)
+            .map(|s| s.name.clone());
         series.push(Series {
-            name: format!("{name}, s = 1"),
+            name: match same {
+                Some(other) => format!("{name}, s = 1 (same values as {other}, drawn over it)"),
+                None => format!("{name}, s = 1"),
+            },
             points: pts,
             style: Style::Line,
         });
@@ -496,8 +505,8 @@ pub fn write_outputs(r: &Report, out: &Path) -> Result<()> {
     });
     LogLogChart {
         title: "Certified relative error of O by number format (entries in [-1, 1])".into(),
-        x_label: "n".into(),
-        y_label: "max |O - O_exact| / max |O_exact| (certified)".into(),
+        x_label: "n (log scale)".into(),
+        y_label: "max |O - O_exact| / max |O_exact|, certified (log scale)".into(),
         series,
     }
     .write_svg(&out.join("formats.svg"), 900, 600)
