@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 
@@ -180,7 +179,7 @@ def cmd_dump(args):
 
 def cmd_certify(args):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from torch_candidate import print_table
+    from torch_candidate import certify_candidate, print_table
 
     with open(os.path.join(args.dir, "meta.json")) as f:
         meta = json.load(f)
@@ -191,17 +190,11 @@ def cmd_certify(args):
             continue
         dn = label.split("_")[0]
         rep = os.path.join(args.dir, f"report_{label}")
-        cmd = [args.polyattn, "certify", "--input", os.path.join(args.dir, f"in_{dn}.safetensors"),
-               "--candidate", cand, "--out", rep, "--mask", "causal"]
-        print("$", " ".join(cmd), flush=True)
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        print(r.stdout, end="")
-        if r.returncode != 0:
-            print(r.stderr, file=sys.stderr)
-            return r.returncode
-        with open(os.path.join(rep, "report.json")) as f:
-            for t in json.load(f)["tensors"]:
-                rows.append((label.replace("_", " "), t))
+        inp = os.path.join(args.dir, f"in_{dn}.safetensors")
+        tensors = certify_candidate(args.polyattn, inp, cand, rep, ["--mask", "causal"])
+        if isinstance(tensors, int):
+            return tensors
+        rows += [(label.replace("_", " "), t) for t in tensors]
     b, h, n, d = meta["shape"]
     print()
     print(f"torch {meta['torch']} (CUDA {meta['cuda']}) on {meta['device']}, SDPA backends, causal, "

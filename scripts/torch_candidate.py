@@ -94,17 +94,10 @@ def main():
         cpath = os.path.join(args.out, f"cand_{dname}.safetensors")
         save_file(cand, cpath)
         rep = os.path.join(args.out, f"report_{dname}")
-        cmd = [args.polyattn, "certify", "--input", inp, "--candidate", cpath, "--out", rep, *mask_args]
-        print("$", " ".join(cmd), f"  # {lse_note}", flush=True)
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        print(r.stdout, end="")
-        if r.returncode != 0:
-            print(r.stderr, file=sys.stderr)
-            return r.returncode
-        with open(os.path.join(rep, "report.json")) as f:
-            report = json.load(f)
-        for t in report["tensors"]:
-            rows.append((dname, t))
+        tensors = certify_candidate(args.polyattn, inp, cpath, rep, mask_args, lse_note)
+        if isinstance(tensors, int):
+            return tensors
+        rows += [(dname, t) for t in tensors]
     print()
     win = f", window {args.window}" if args.window else ""
     print(
@@ -114,6 +107,21 @@ def main():
     print()
     print_table(rows)
     return 0
+
+
+def certify_candidate(polyattn, inp, cand, rep, mask_args, note=""):
+    """Runs `polyattn certify --input INP --candidate CAND --out REP MASK_ARGS`, echoing
+    the command and its output; returns report.json's tensors, or the exit status when
+    it failed (its stderr printed)."""
+    cmd = [polyattn, "certify", "--input", inp, "--candidate", cand, "--out", rep, *mask_args]
+    print("$", " ".join(cmd), f"  # {note}" if note else "", flush=True)
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    print(r.stdout, end="")
+    if r.returncode != 0:
+        print(r.stderr, file=sys.stderr)
+        return r.returncode
+    with open(os.path.join(rep, "report.json")) as f:
+        return json.load(f)["tensors"]
 
 
 def print_table(rows):
