@@ -277,6 +277,14 @@ impl AttentionConfig {
     }
 }
 
+/// FlashAttention's ALiBi bias (its `alibi_slopes`) of query `i` and key `j`:
+/// `-slope |i + n_k - n_q - j|`, bottom-right aligned whatever the mask (docs/math.md
+/// §1.2's additive bias). Computed in f64: exact for f32 slopes while `n_q, n_k <
+/// 2^29` (24 + 29 bits).
+pub fn alibi_bias(slope: f64, (n_q, n_k): (usize, usize), i: usize, j: usize) -> f64 {
+    -slope * (i as f64 + n_k as f64 - n_q as f64 - j as f64).abs()
+}
+
 /// Grouped-query attention: the number of query heads sharing one key/value head,
 /// `g = q_heads / kv_heads` (1 for ordinary multi-head attention, `q_heads` for
 /// multi-query). Query head `h` reads key/value head `h / g`, PyTorch's

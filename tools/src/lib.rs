@@ -16,6 +16,7 @@ pub mod certify;
 pub mod cli;
 pub mod fuzzing;
 pub mod harness;
+pub mod inputs;
 pub mod memory;
 pub mod plot;
 pub mod table;

@@ -407,6 +407,41 @@ fn alibi_slopes_in_the_input_file_equal_the_explicit_bias() {
             "{name}"
         );
     }
+    // `certify --candidate` reads the slopes too: polyattn's own f64 result is
+    // certified within 1e-10 given the slopes (its f64 rounding is about 1e-15 on
+    // entries of order 1), and certifiably wrong (by more than 1e-3) without them.
+    let certify = |input: &Path, rep: &str| {
+        let out_dir = dir.join(rep);
+        let out = run(&[
+            "certify",
+            "--input",
+            input.to_str().unwrap(),
+            "--candidate",
+            dir.join("out0.safetensors").to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--mask",
+            "causal-bottom-right",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(out_dir.join("report.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["tensors"].as_array().unwrap().clone()
+    };
+    for t in certify(&a_in, "rep_alibi") {
+        assert!(t["certified_max_abs"].as_f64().unwrap() < 1e-10, "{t}");
+    }
+    let plain = dir.join("plain.safetensors");
+    write(&plain, base());
+    let o = certify(&plain, "rep_plain")
+        .into_iter()
+        .find(|t| t["name"] == "o")
+        .unwrap();
+    assert!(o["certified_lower_max_abs"].as_f64().unwrap() > 1e-3, "{o}");
     // Slopes of the wrong shape or not finite: one line naming them.
     for (shape, data) in [
         (vec![2], vec![0.5f32, 0.25]),

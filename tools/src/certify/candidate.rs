@@ -16,7 +16,9 @@
 //! key/value head, the exact ones being the sums of the group's shares (enclosed by
 //! [`polyattn::rounding::group_sum_radius`]). An optional `bias` `[n_q, n_k]` (every
 //! head) or `[.., heads, n_q, n_k]` (q's batch dims and heads, head-major in both
-//! layouts) is an additive score bias, finite or `-inf` (hides the key). Semantics:
+//! layouts) is an additive score bias, finite or `-inf` (hides the key); an optional
+//! `alibi_slopes` (FlashAttention's, [`crate::inputs::read_alibi_slopes`]) adds its
+//! ALiBi bias ([`polyattn::attention::alibi_bias`]) to it. Semantics:
 //! `S = tau Q K^T + bias` (tau = `--scale`, default `1/sqrt(d)`, as an f64), the mask
 //! or window, `O = softmax(S) V`, `lse_i = ln sum_j exp(S_ij)`, gradients of `<dO, O>`.
 //!
@@ -1160,6 +1162,38 @@ fn load_bias(file: &TensorFile, gq: &Geom, n_k: usize) -> Result<Option<(bool, V
     Ok(Some((is_shared, data)))
 }
 
+/// The file's `bias` plus, when it holds `alibi_slopes`
+/// ([`crate::inputs::read_alibi_slopes`]), FlashAttention's ALiBi bias
+/// ([`polyattn::attention::alibi_bias`]), one matrix per stacked query head, summed in
+/// f64 (exact for f32 slopes).
+fn load_bias_and_alibi(
+    file: &TensorFile,
+    gq: &Geom,
+    n_k: usize,
+) -> Result<Option<(bool, Vec<f64>)>> {
+    let bias = load_bias(file, gq, n_k)?;
+    let (batch, heads) = gq.batch_and_heads();
+    let Some(slopes) = crate::inputs::read_alibi_slopes(file, batch, heads)? else {
+        return Ok(bias);
+    };
+    let (stack, n_q) = (gq.stack(), gq.rows);
+    let mut out = Vec::with_capacity(stack * n_q * n_k);
+    for h in 0..stack {
+        let s = slopes[h % slopes.len()];
+        for i in 0..n_q {
+            for j in 0..n_k {
+                let base = match &bias {
+                    Some((true, b)) => b[i * n_k + j],
+                    Some((false, b)) => b[(h * n_q + i) * n_k + j],
+                    None => 0.0,
+                };
+                out.push(base + polyattn::attention::alibi_bias(s, (n_q, n_k), i, j));
+            }
+        }
+    }
+    Ok(Some((false, out)))
+}
+
 fn load_inputs(file: &TensorFile, layout: Layout) -> Result<Inputs> {
     let (gq, q, tq) = load_input(file, "q", layout)?;
     let (gk, k, tk) = load_input(file, "k", layout)?;
@@ -1222,7 +1256,7 @@ fn load_inputs(file: &TensorFile, layout: Layout) -> Result<Inputs> {
     } else {
         None
     };
-    let bias = load_bias(file, &gq, gk.rows)?;
+    let bias = load_bias_and_alibi(file, &gq, gk.rows)?;
     Ok(Inputs {
         geoms: [gq, gk, gv],
         group,

@@ -18,7 +18,7 @@
 use super::shapes::HeadShape;
 use super::{AttentionArgs, EngineArg};
 use polyattn::attention::poly::{self, PolyConfig};
-use polyattn::attention::{exact, AttentionConfig};
+use polyattn::attention::{alibi_bias, exact, AttentionConfig};
 use polyattn::error::{Error, Result};
 use polyattn::io::{AnyTensor, DType, TensorFile};
 use polyattn::scalar::Real;
@@ -103,62 +103,43 @@ fn load<T: Real>(file: &TensorFile, name: &str) -> Result<(HeadShape, Tensor3<T>
 /// `alibi_slopes`, FlashAttention's ALiBi bias ([`with_alibi`]).
 fn load_bias<T: Real>(file: &TensorFile, sq: &HeadShape, n_k: usize) -> Result<Option<Tensor3<T>>> {
     let bias = load_bias_tensor::<T>(file, sq, n_k)?;
-    if !file.contains("alibi_slopes") {
-        return Ok(bias);
+    let (batch, heads) = match sq.lead.split_last() {
+        Some((h, b)) => (b, *h),
+        None => (&[][..], 1),
+    };
+    match crate::inputs::read_alibi_slopes(file, batch, heads)? {
+        None => Ok(bias),
+        Some(slopes) => with_alibi(&slopes, sq, n_k, bias).map(Some),
     }
-    with_alibi(file, sq, n_k, bias).map(Some)
 }
 
-/// `bias + ALiBi` as `[heads, n_q, n_k]` (one matrix when `q` has no leading
-/// dimensions): FlashAttention's `alibi_slopes`, shape `[heads]` (`q`'s last leading
-/// dimension) or `q`'s leading dimensions, any float dtype, add `-slope * |i + n_k -
-/// n_q - j|` to the score of query i and key j (bottom-right aligned whatever the
-/// mask). The sum is formed in f64 (exact for f32 slopes below n = 2^29, plus the bias
-/// entry) and rounded once to the compute dtype, as a `bias` entry is.
+/// `bias + ALiBi` as `[stack, n_q, n_k]` (one matrix when `q` has no leading
+/// dimensions): `slopes` ([`crate::inputs::read_alibi_slopes`], non-empty) add
+/// [`alibi_bias`] to the score of query i and key j. The sum is formed in f64 (exact
+/// for f32 slopes below n = 2^29, plus the bias entry) and rounded once to the compute
+/// dtype, as a `bias` entry is.
 fn with_alibi<T: Real>(
-    file: &TensorFile,
+    slopes: &[f64],
     sq: &HeadShape,
     n_k: usize,
     bias: Option<Tensor3<T>>,
 ) -> Result<Tensor3<T>> {
-    let t = file.get("alibi_slopes")?;
-    let slopes = t.to_f64_vec();
-    let shape = t.shape().to_vec();
-    let per_head = sq.lead.last().map_or(vec![1], |h| vec![*h]);
-    if shape != per_head && shape != sq.lead && !(sq.lead.is_empty() && shape.is_empty()) {
-        return Err(Error::ShapeMismatch {
-            what: "`alibi_slopes`".into(),
-            expected: format!(
-                "{per_head:?} (q's heads) or {:?} (q's leading dims)",
-                sq.lead
-            ),
-            got: format!("{shape:?}"),
-        });
-    }
-    if let Some(i) = slopes.iter().position(|x| !x.is_finite()) {
-        return Err(Error::NonFinite {
-            what: "alibi_slopes".into(),
-            index: format!("[{i}]"),
-            value: slopes[i],
-        });
-    }
-    let (heads, n_q) = (sq.heads()?, sq.rows);
-    let len = polyattn::tensor::checked_len(&[heads, n_q, n_k])?;
+    let (stack, n_q) = (sq.heads()?, sq.rows);
+    let len = polyattn::tensor::checked_len(&[stack, n_q, n_k])?;
     let mut data = Vec::with_capacity(len);
-    for h in 0..heads {
+    for h in 0..stack {
         // Flattened leading dims, the last fastest: h % |slopes| is the head's slope.
-        let s = slopes[h % slopes.len()];
+        let s = slopes[h % slopes.len().max(1)];
         for i in 0..n_q {
             for j in 0..n_k {
-                let dist = (i as f64 + n_k as f64 - n_q as f64 - j as f64).abs();
                 let b = bias.as_ref().map_or(0.0, |b| {
                     b.head(if b.heads() == 1 { 0 } else { h }).row(i)[j].to_f64()
                 });
-                data.push(T::from_f64(b - s * dist));
+                data.push(T::from_f64(b + alibi_bias(s, (n_q, n_k), i, j)));
             }
         }
     }
-    Tensor3::from_vec(heads, n_q, n_k, data)
+    Tensor3::from_vec(stack, n_q, n_k, data)
 }
 
 /// The optional `bias` tensor as `[1 or heads, n_q, n_k]`: its leading dimensions are
