@@ -294,6 +294,22 @@ def alibi_bias(slopes: Any, lead: Tuple[int, ...], n_q: int, n_k: int) -> np.nda
     return -s[..., None, None] * dist
 
 
+def mask_as_f64(m: np.ndarray) -> np.ndarray:
+    """An ``attn_mask`` as a float64 additive bias: a boolean mask (True = attend) as
+    0 / -inf, a float mask exactly (float16, bfloat16, float32 and float64 values are
+    float64 values)."""
+    if m.dtype == np.bool_:
+        return np.where(m, 0.0, -np.inf)
+    if str(m.dtype) == "bfloat16":
+        return m.astype(np.float32).astype(np.float64)
+    if m.dtype.kind == "f":
+        return m.astype(np.float64)
+    raise error(
+        "unsupported_dtype",
+        f"attn_mask has dtype {m.dtype}: expected bool (True = attend) or a float additive bias",
+    )
+
+
 def fold_bias(
     attn_mask: Any,
     lead: Tuple[int, ...],
@@ -304,44 +320,25 @@ def fold_bias(
 ) -> Optional[np.ndarray]:
     """PyTorch's ``attn_mask`` as the engine's additive score bias ``[1 or heads, n_q,
     n_k]`` in the compute dtype: a boolean mask (True = attend) becomes 0 / -inf, a
-    float mask is added to the scores as it is (converted to the compute dtype, which
-    is exact for float16/bfloat16/float32 masks in float32 and for anything in
-    float64). It must broadcast to ``lead + (n_q, n_k)``; one shared head is kept as
-    one (no copy per head). ``alibi_slopes`` (:func:`alibi_bias`) adds FlashAttention's
-    ALiBi bias, summed with the mask in float64 and then rounded to the compute dtype
-    like a float mask."""
+    float mask is added to the scores as it is. ``alibi_slopes`` (:func:`alibi_bias`)
+    adds FlashAttention's ALiBi bias. Both are summed exactly in float64
+    (:func:`mask_as_f64`; the ALiBi term is exact for float32 slopes) and rounded once
+    to the compute dtype, which is exact for float16/bfloat16/float32 masks in float32
+    and for anything in float64. The result must broadcast to ``lead + (n_q, n_k)``; one
+    shared head is kept as one (no copy per head)."""
+    if attn_mask is None and alibi_slopes is None:
+        return None
+    m = None if attn_mask is None else mask_as_f64(np.asarray(attn_mask))
     if alibi_slopes is not None:
         alibi = alibi_bias(alibi_slopes, lead, n_q, n_k)
-        if attn_mask is None:
-            attn_mask = alibi
-        else:
-            m0 = np.asarray(attn_mask)
-            if m0.dtype == np.bool_:
-                base = np.where(m0, 0.0, -np.inf)
-            elif str(m0.dtype) == "bfloat16":
-                base = m0.astype(np.float32).astype(np.float64)
-            elif m0.dtype.kind == "f":
-                base = m0.astype(np.float64)
-            else:
-                base = None  # the dtype check below names the problem
-            if base is not None:
-                try:
-                    attn_mask = base + alibi
-                except ValueError:
-                    raise error(
-                        "shape_mismatch",
-                        f"attn_mask of shape {m0.shape} and the ALiBi bias of shape "
-                        f"{alibi.shape} do not broadcast together",
-                    ) from None
-    if attn_mask is None:
-        return None
-    m = np.asarray(attn_mask)
-    if m.dtype == np.uint16 or m.dtype.kind not in "bf" and str(m.dtype) != "bfloat16":
-        raise error(
-            "unsupported_dtype",
-            f"attn_mask has dtype {m.dtype}: expected bool (True = attend) or a float "
-            "additive bias",
-        )
+        try:
+            m = alibi if m is None else m + alibi
+        except ValueError:
+            raise error(
+                "shape_mismatch",
+                f"attn_mask of shape {np.shape(attn_mask)} and the ALiBi bias of shape "
+                f"{alibi.shape} do not broadcast together",
+            ) from None
     target = tuple(lead) + (n_q, n_k)
     try:
         # It must broadcast *to* target: the result is target itself, never larger.
@@ -354,19 +351,16 @@ def fold_bias(
             f"attn_mask of shape {m.shape} does not broadcast to {target} "
             "(the leading dims of q, then n_q, n_k)",
         )
-    if m.dtype == np.bool_:
-        b = np.where(m, 0.0, -np.inf).astype(compute)
-    else:
-        with np.errstate(over="ignore"):
-            b = m.astype(np.float32).astype(compute) if str(m.dtype) == "bfloat16" else m.astype(compute)
-        grew = np.isinf(b) & np.isfinite(m.astype(np.float64))
-        if grew.any():
-            idx = tuple(int(i) for i in np.argwhere(grew)[0])
-            raise error(
-                "overflow",
-                f"attn_mask{list(idx)} = {m[idx]} overflows {np.dtype(compute).name} (the "
-                "compute dtype); use -inf (or a boolean mask) to hide a key",
-            )
+    with np.errstate(over="ignore"):
+        b = m.astype(compute)
+    grew = np.isinf(b) & np.isfinite(m)
+    if grew.any():
+        idx = tuple(int(i) for i in np.argwhere(grew)[0])
+        raise error(
+            "overflow",
+            f"attn_mask{list(idx)} = {m[idx]} overflows {np.dtype(compute).name} (the "
+            "compute dtype); use -inf (or a boolean mask) to hide a key",
+        )
     # One shared head when every leading dim broadcasts.
     if all(x == 1 for x in b.shape[:-2]):
         return np.ascontiguousarray(np.broadcast_to(b.reshape(b.shape[-2:]), (n_q, n_k))[None])

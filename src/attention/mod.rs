@@ -277,6 +277,19 @@ impl AttentionConfig {
     }
 }
 
+/// Checks that multi-head stacks are non-empty and finite, an error naming the entry
+/// as `[head, row, column]` of its stack: the one entry check of the multi-head entry
+/// points, which then build each head's problem with [`Problem::from_finite`].
+pub(crate) fn check_stacks<T: crate::Real>(
+    stacks: &[(&str, &crate::tensor::Tensor3<T>)],
+) -> crate::Result<()> {
+    for (name, t) in stacks {
+        crate::tensor::check_nonempty(name, &t.shape())?;
+        crate::tensor::check_finite(name, &t.shape(), t.as_slice())?;
+    }
+    Ok(())
+}
+
 /// FlashAttention's ALiBi bias (its `alibi_slopes`) of query `i` and key `j`:
 /// `-slope |i + n_k - n_q - j|`, bottom-right aligned whatever the mask (docs/math.md
 /// §1.2's additive bias). Computed in f64: exact for f32 slopes while `n_q, n_k <

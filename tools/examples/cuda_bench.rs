@@ -183,10 +183,48 @@ mod bench {
         ])
     }
 
+    /// The exact kernels' results on backend `b`, each side its own pipeline end to
+    /// end (the backward starts from that backend's forward): O, lse, dQ, dK, dV.
+    fn exact_run<B: Backend>(
+        b: &B,
+        [q, k, v, g]: &[Matrix<f32>; 4],
+        cfg: &AttentionConfig,
+    ) -> polyattn::Result<[Vec<f32>; 5]> {
+        let f = cuda::exact::forward(b, q.view(), k.view(), v.view(), cfg)?;
+        let gr = cuda::exact::backward(b, q.view(), k.view(), v.view(), &f, g.view(), cfg)?;
+        Ok([
+            f.o.into_vec(),
+            f.lse,
+            gr.dq.into_vec(),
+            gr.dk.into_vec(),
+            gr.dv.into_vec(),
+        ])
+    }
+
+    /// The polynomial kernels' results on backend `b`: O, then dQ, dK, dV of each
+    /// gradient kind (substituted, polynomial model), and the planned degree.
+    fn poly_run<B: Backend>(
+        b: &B,
+        [q, k, v, g]: &[Matrix<f32>; 4],
+        cfg: &PolyConfig,
+    ) -> polyattn::Result<(Vec<Vec<f32>>, usize)> {
+        let f = cuda::poly::forward(b, q.view(), k.view(), v.view(), cfg)?;
+        let mut out = vec![f.o.as_slice().to_vec()];
+        for kind in [GradientKind::Substituted, GradientKind::PolynomialModel] {
+            let gr =
+                cuda::poly::backward(b, q.view(), k.view(), v.view(), &f, g.view(), kind, cfg)?;
+            out.extend([gr.dq.into_vec(), gr.dk.into_vec(), gr.dv.into_vec()]);
+        }
+        Ok((out, f.plan.regime.degree))
+    }
+
     fn compare<B: Backend>(dev: &B) -> polyattn::Result<Vec<Value>> {
         let mut rows = Vec::new();
         println!("| problem | tensor | entries | identical | fraction | max distance (ulps) | max abs diff | non-finite mismatches |");
         println!("|---|---|--:|--:|--:|--:|--:|--:|");
+        let dims_name = |(n_q, n_k, d, d_v): (usize, usize, usize, usize), mask: Mask| {
+            format!("{n_q}x{n_k} d {d}/{d_v} {}", mask.name())
+        };
         let exact_cases = [
             (1u64, (256, 256, 64, 64), Mask::None, 1.0),
             (2, (256, 256, 64, 64), Mask::CausalTopLeft, 2.0),
@@ -195,59 +233,19 @@ mod bench {
             (5, (1024, 1024, 64, 64), Mask::CausalTopLeft, 1.0),
         ];
         for (seed, dims, mask, s) in exact_cases {
-            let [q, k, v, g] = inputs(seed, dims, s)?;
+            let x = inputs(seed, dims, s)?;
             let cfg = AttentionConfig { scale: None, mask };
-            let name = format!(
-                "exact {}x{} d {}/{} {}",
-                dims.0,
-                dims.1,
-                dims.2,
-                dims.3,
-                mask.name()
-            );
-            let fd = cuda::exact::forward(dev, q.view(), k.view(), v.view(), &cfg)?;
-            let fe = cuda::exact::forward(&Emulator, q.view(), k.view(), v.view(), &cfg)?;
-            let gd = cuda::exact::backward(dev, q.view(), k.view(), v.view(), &fd, g.view(), &cfg)?;
-            // The emulated backward starts from the emulated forward: each side is its
-            // own pipeline end to end.
-            let ge = cuda::exact::backward(
-                &Emulator,
-                q.view(),
-                k.view(),
-                v.view(),
-                &fe,
-                g.view(),
-                &cfg,
-            )?;
-            rows.push(agreement(
-                &name,
-                "O",
-                fd.o.as_slice(),
-                fe.o.as_slice(),
-                true,
-            ));
-            rows.push(agreement(&name, "lse", &fd.lse, &fe.lse, false));
-            rows.push(agreement(
-                &name,
-                "dQ",
-                gd.dq.as_slice(),
-                ge.dq.as_slice(),
-                true,
-            ));
-            rows.push(agreement(
-                &name,
-                "dK",
-                gd.dk.as_slice(),
-                ge.dk.as_slice(),
-                true,
-            ));
-            rows.push(agreement(
-                &name,
-                "dV",
-                gd.dv.as_slice(),
-                ge.dv.as_slice(),
-                true,
-            ));
+            let name = format!("exact {}", dims_name(dims, mask));
+            let (on_dev, emulated) = (exact_run(dev, &x, &cfg)?, exact_run(&Emulator, &x, &cfg)?);
+            for (t, tensor) in ["O", "lse", "dQ", "dK", "dV"].into_iter().enumerate() {
+                rows.push(agreement(
+                    &name,
+                    tensor,
+                    &on_dev[t],
+                    &emulated[t],
+                    tensor != "lse",
+                ));
+            }
         }
         let poly_cases = [
             (21u64, (150, 150, 4, 4), Mask::None, 0.15),
@@ -255,73 +253,20 @@ mod bench {
             (24, (210, 130, 8, 4), Mask::CausalBottomRight, 0.1),
         ];
         for (seed, dims, mask, s) in poly_cases {
-            let [q, k, v, g] = inputs(seed, dims, s)?;
+            let x = inputs(seed, dims, s)?;
             let cfg = PolyConfig {
                 mask,
                 accuracy: Accuracy::Eps(1e-5),
                 ..Default::default()
             };
-            let fd = cuda::poly::forward(dev, q.view(), k.view(), v.view(), &cfg)?;
-            let fe = cuda::poly::forward(&Emulator, q.view(), k.view(), v.view(), &cfg)?;
-            let name = format!(
-                "poly {}x{} d {}/{} {} degree {}",
-                dims.0,
-                dims.1,
-                dims.2,
-                dims.3,
-                mask.name(),
-                fd.plan.regime.degree
-            );
-            rows.push(agreement(
-                &name,
-                "O",
-                fd.o.as_slice(),
-                fe.o.as_slice(),
-                true,
-            ));
-            for kind in [GradientKind::Substituted, GradientKind::PolynomialModel] {
-                let gd = cuda::poly::backward(
-                    dev,
-                    q.view(),
-                    k.view(),
-                    v.view(),
-                    &fd,
-                    g.view(),
-                    kind,
-                    &cfg,
-                )?;
-                let ge = cuda::poly::backward(
-                    &Emulator,
-                    q.view(),
-                    k.view(),
-                    v.view(),
-                    &fe,
-                    g.view(),
-                    kind,
-                    &cfg,
-                )?;
-                let tag = format!("{name} {kind:?}");
-                rows.push(agreement(
-                    &tag,
-                    "dQ",
-                    gd.dq.as_slice(),
-                    ge.dq.as_slice(),
-                    true,
-                ));
-                rows.push(agreement(
-                    &tag,
-                    "dK",
-                    gd.dk.as_slice(),
-                    ge.dk.as_slice(),
-                    true,
-                ));
-                rows.push(agreement(
-                    &tag,
-                    "dV",
-                    gd.dv.as_slice(),
-                    ge.dv.as_slice(),
-                    true,
-                ));
+            let ((on_dev, degree), (emulated, _)) =
+                (poly_run(dev, &x, &cfg)?, poly_run(&Emulator, &x, &cfg)?);
+            let name = format!("poly {} degree {degree}", dims_name(dims, mask));
+            let tags = ["", " Substituted", " PolynomialModel"];
+            let tensors = ["O", "dQ", "dK", "dV", "dQ", "dK", "dV"];
+            for (t, tensor) in tensors.into_iter().enumerate() {
+                let tag = format!("{name}{}", tags[t.div_ceil(3)]);
+                rows.push(agreement(&tag, tensor, &on_dev[t], &emulated[t], true));
             }
         }
         Ok(rows)

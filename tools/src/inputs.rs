@@ -1,6 +1,7 @@
 //! Conventions of the input files shared by the commands that read them (`attention`,
 //! `certify`, `certify --candidate`).
 
+use polyattn::attention::alibi_bias;
 use polyattn::error::{Error, Result};
 use polyattn::io::TensorFile;
 
@@ -38,4 +39,26 @@ pub fn read_alibi_slopes(
         });
     }
     Ok(Some(slopes))
+}
+
+/// `base(h, i, j) + alibi_bias(slope_h, i, j)` for every stacked matrix `h < stack`
+/// (slope `slopes[h % slopes.len()]`, [`read_alibi_slopes`]), row-major `[stack, n_q,
+/// n_k]`, summed in f64 (the ALiBi term is exact for f32 slopes, [`alibi_bias`]).
+pub fn add_alibi(
+    slopes: &[f64],
+    stack: usize,
+    (n_q, n_k): (usize, usize),
+    base: impl Fn(usize, usize, usize) -> f64,
+) -> Result<Vec<f64>> {
+    let len = polyattn::tensor::checked_len(&[stack, n_q, n_k])?;
+    let mut out = Vec::with_capacity(len);
+    for h in 0..stack {
+        let s = slopes[h % slopes.len().max(1)];
+        for i in 0..n_q {
+            for j in 0..n_k {
+                out.push(base(h, i, j) + alibi_bias(s, (n_q, n_k), i, j));
+            }
+        }
+    }
+    Ok(out)
 }

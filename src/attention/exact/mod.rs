@@ -37,7 +37,7 @@ pub mod tile;
 use super::{AttentionConfig, Problem};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
-use crate::tensor::{check_finite, check_nonempty, MatRef, Matrix, Tensor3};
+use crate::tensor::{check_finite, MatRef, Matrix, Tensor3};
 use backward::{row_deltas, Upstream};
 use rayon::prelude::*;
 
@@ -186,10 +186,7 @@ fn head_problems<'a, T: Real>(
         });
     }
     let g = super::kv_group(q.heads(), k.heads())?;
-    for (name, t) in [("q", q), ("k", k), ("v", v)] {
-        check_nonempty(name, &t.shape())?;
-        check_finite(name, &t.shape(), t.as_slice())?;
-    }
+    super::check_stacks(&[("q", q), ("k", k), ("v", v)])?;
     let probs = (0..q.heads())
         .map(|h| {
             // Entries were checked on the stacks above (errors name the head).

@@ -425,7 +425,7 @@ pub fn forward_multihead<T: Real>(
     use rayon::prelude::*;
     same_heads(k.heads(), &[("v", v.heads())])?;
     let g = crate::attention::kv_group(q.heads(), k.heads())?;
-    check_stacks(&[("q", q), ("k", k), ("v", v)])?;
+    crate::attention::check_stacks(&[("q", q), ("k", k), ("v", v)])?;
     let attn = cfg.attention();
     (0..q.heads())
         .into_par_iter()
@@ -460,7 +460,7 @@ pub fn backward_multihead<T: Real>(
     )?;
     same_heads(k.heads(), &[("v", v.heads())])?;
     let g = crate::attention::kv_group(q.heads(), k.heads())?;
-    check_stacks(&[("q", q), ("k", k), ("v", v), ("do", d_o)])?;
+    crate::attention::check_stacks(&[("q", q), ("k", k), ("v", v), ("do", d_o)])?;
     let attn = cfg.attention();
     (0..q.heads())
         .into_par_iter()
@@ -471,16 +471,6 @@ pub fn backward_multihead<T: Real>(
         .collect::<Vec<_>>()
         .into_iter()
         .collect()
-}
-
-/// Checks that the stacks are non-empty and finite, an error naming the entry as
-/// `[head, row, column]`.
-fn check_stacks<T: Real>(stacks: &[(&str, &crate::tensor::Tensor3<T>)]) -> Result<()> {
-    for (name, t) in stacks {
-        crate::tensor::check_nonempty(name, &t.shape())?;
-        crate::tensor::check_finite(name, &t.shape(), t.as_slice())?;
-    }
-    Ok(())
 }
 
 /// Checks that every stack of a multi-head call has `h` heads (named in the error)

@@ -1177,20 +1177,11 @@ fn load_bias_and_alibi(
         return Ok(bias);
     };
     let (stack, n_q) = (gq.stack(), gq.rows);
-    let mut out = Vec::with_capacity(stack * n_q * n_k);
-    for h in 0..stack {
-        let s = slopes[h % slopes.len()];
-        for i in 0..n_q {
-            for j in 0..n_k {
-                let base = match &bias {
-                    Some((true, b)) => b[i * n_k + j],
-                    Some((false, b)) => b[(h * n_q + i) * n_k + j],
-                    None => 0.0,
-                };
-                out.push(base + polyattn::attention::alibi_bias(s, (n_q, n_k), i, j));
-            }
-        }
-    }
+    let out = crate::inputs::add_alibi(&slopes, stack, (n_q, n_k), |h, i, j| match &bias {
+        Some((true, b)) => b[i * n_k + j],
+        Some((false, b)) => b[(h * n_q + i) * n_k + j],
+        None => 0.0,
+    })?;
     Ok(Some((false, out)))
 }
 

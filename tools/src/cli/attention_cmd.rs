@@ -18,7 +18,7 @@
 use super::shapes::HeadShape;
 use super::{AttentionArgs, EngineArg};
 use polyattn::attention::poly::{self, PolyConfig};
-use polyattn::attention::{alibi_bias, exact, AttentionConfig};
+use polyattn::attention::{exact, AttentionConfig};
 use polyattn::error::{Error, Result};
 use polyattn::io::{AnyTensor, DType, TensorFile};
 use polyattn::scalar::Real;
@@ -114,8 +114,8 @@ fn load_bias<T: Real>(file: &TensorFile, sq: &HeadShape, n_k: usize) -> Result<O
 }
 
 /// `bias + ALiBi` as `[stack, n_q, n_k]` (one matrix when `q` has no leading
-/// dimensions): `slopes` ([`crate::inputs::read_alibi_slopes`], non-empty) add
-/// [`alibi_bias`] to the score of query i and key j. The sum is formed in f64 (exact
+/// dimensions): `slopes` ([`crate::inputs::read_alibi_slopes`]) add FlashAttention's
+/// ALiBi bias ([`crate::inputs::add_alibi`]) to the score of query i and key j. The sum is formed in f64 (exact
 /// for f32 slopes below n = 2^29, plus the bias entry) and rounded once to the compute
 /// dtype, as a `bias` entry is.
 fn with_alibi<T: Real>(
@@ -125,20 +125,12 @@ fn with_alibi<T: Real>(
     bias: Option<Tensor3<T>>,
 ) -> Result<Tensor3<T>> {
     let (stack, n_q) = (sq.heads()?, sq.rows);
-    let len = polyattn::tensor::checked_len(&[stack, n_q, n_k])?;
-    let mut data = Vec::with_capacity(len);
-    for h in 0..stack {
-        // Flattened leading dims, the last fastest: h % |slopes| is the head's slope.
-        let s = slopes[h % slopes.len().max(1)];
-        for i in 0..n_q {
-            for j in 0..n_k {
-                let b = bias.as_ref().map_or(0.0, |b| {
-                    b.head(if b.heads() == 1 { 0 } else { h }).row(i)[j].to_f64()
-                });
-                data.push(T::from_f64(b + alibi_bias(s, (n_q, n_k), i, j)));
-            }
-        }
-    }
+    let data = crate::inputs::add_alibi(slopes, stack, (n_q, n_k), |h, i, j| {
+        bias.as_ref().map_or(0.0, |b| {
+            b.head(if b.heads() == 1 { 0 } else { h }).row(i)[j].to_f64()
+        })
+    })?;
+    let data = data.into_iter().map(T::from_f64).collect();
     Tensor3::from_vec(stack, n_q, n_k, data)
 }
 
