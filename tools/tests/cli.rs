@@ -541,6 +541,61 @@ fn bad_inputs_give_one_clear_line() {
         vec![("q", q), ("k", f64t(&[3, 2], 2)), ("v", f64t(&[3, 2], 3))],
     );
     expect_error(&p("nan.st"), &[], "q[2, 0] is NaN");
+    // Entries are checked once, by the engines, on the flattened stacks; the error
+    // still names the first offender by its index in the file's own shape (here
+    // batch 1, head 0 of a [2, 2, 3, 2] tensor), whichever engine or command meets it.
+    let with_nan = |shape: &[usize], seed: u64, at: usize| {
+        let mut t = f64t(shape, seed);
+        if let AnyTensor::F64 { data, .. } = &mut t {
+            data[at] = f64::NAN;
+        }
+        t
+    };
+    let lead = [2, 2, 3, 2];
+    // Flat index 2*6 + 2*2 + 1 = 17 of [2, 2, 3, 2] is [1, 0, 2, 1].
+    write(
+        &p("nan_do.st"),
+        vec![
+            ("q", f64t(&lead, 1)),
+            ("k", f64t(&lead, 2)),
+            ("v", f64t(&lead, 3)),
+            ("do", with_nan(&lead, 4, 17)),
+        ],
+    );
+    write(
+        &p("nan_k.st"),
+        vec![
+            ("q", f64t(&lead, 1)),
+            ("k", with_nan(&lead, 2, 17)),
+            ("v", f64t(&lead, 3)),
+        ],
+    );
+    for engine in ["exact", "poly", "auto"] {
+        expect_error(
+            &p("nan_do.st"),
+            &["--engine", engine],
+            "do[1, 0, 2, 1] is NaN",
+        );
+        expect_error(
+            &p("nan_k.st"),
+            &["--engine", engine],
+            "k[1, 0, 2, 1] is NaN",
+        );
+    }
+    for file in ["nan_do.st", "nan_k.st"] {
+        let report = dir.join(format!("{file}.report"));
+        let out = run(&[
+            "certify",
+            "--input",
+            p(file).to_str().unwrap(),
+            "--out",
+            report.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && !err.contains("panicked"), "{err}");
+        let name = &file[4..file.len() - 3];
+        assert!(err.contains(&format!("{name}[1, 0, 2, 1] is NaN")), "{err}");
+    }
     // Empty dimension.
     write(
         &p("empty.st"),

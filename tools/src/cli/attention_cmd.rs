@@ -87,18 +87,6 @@ pub(crate) fn input_dtype(file: &TensorFile) -> Result<DType> {
     Ok(dtype)
 }
 
-/// A tensor of the file as a stack of heads, with its split shape; every entry finite.
-fn load<T: Real>(file: &TensorFile, name: &str) -> Result<(HeadShape, Tensor3<T>)> {
-    let (shape, stack) = load_entries::<T>(file, name)?;
-    // Checked here so that messages index the tensor as the file shapes it.
-    check_finite(
-        name,
-        &shape.with_tail(&[shape.rows, shape.cols]),
-        stack.as_slice(),
-    )?;
-    Ok((shape, stack))
-}
-
 /// The score bias of the file: the optional `bias` tensor plus, when the file holds
 /// `alibi_slopes`, FlashAttention's ALiBi bias ([`with_alibi`]).
 fn load_bias<T: Real>(file: &TensorFile, sq: &HeadShape, n_k: usize) -> Result<Option<Tensor3<T>>> {
@@ -175,7 +163,10 @@ fn load_entries<T: Real>(file: &TensorFile, name: &str) -> Result<(HeadShape, Te
     Ok((shape, stack))
 }
 
-/// The file's tensors as stacks, with shapes checked against `q`'s leading dims.
+/// The file's tensors as stacks, with shapes checked against `q`'s leading dims. The
+/// entries of `q`, `k`, `v` and `bias` are not checked here: the engines check them
+/// once, on the stacks ([`Loaded::in_file_terms`] restates such an error in the file's
+/// indices); `do` is checked on loading as well (see [`load_all`]).
 pub(crate) struct Loaded<T> {
     pub(crate) shapes: [HeadShape; 3],
     pub(crate) q: Tensor3<T>,
@@ -187,6 +178,32 @@ pub(crate) struct Loaded<T> {
 }
 
 impl<T: Real> Loaded<T> {
+    /// `e` in the file's terms: an engine's [`Error::NonFinite`] for `q`, `k`, `v` or
+    /// `do` indexes the flattened `[heads, rows, cols]` stack (or one head of it); the
+    /// user wrote `[.., heads, rows, cols]`, so the first offender is named by its
+    /// index in the file's shape. Only runs on the error path: the entries are scanned
+    /// once, by the engine, when they are fine.
+    pub(crate) fn in_file_terms(&self, e: Error) -> Error {
+        let Error::NonFinite { what, .. } = &e else {
+            return e;
+        };
+        let [sq, sk, sv] = &self.shapes;
+        let (shape, stack) = match what.as_str() {
+            "q" => (sq.with_tail(&[sq.rows, sq.cols]), &self.q),
+            "k" => (sk.with_tail(&[sk.rows, sk.cols]), &self.k),
+            "v" => (sv.with_tail(&[sv.rows, sv.cols]), &self.v),
+            "do" => match &self.d_o {
+                Some(d_o) => (sq.with_tail(&[sq.rows, sv.cols]), d_o),
+                None => return e,
+            },
+            _ => return e,
+        };
+        match check_finite(what, &shape, stack.as_slice()) {
+            Err(in_file) => in_file,
+            Ok(()) => e,
+        }
+    }
+
     /// The polynomial engine has no additive bias: its typed refusal (with R, B and
     /// sqrt(ln n) of the first head) when the file holds one.
     pub(crate) fn check_no_bias_for_poly(&self, cfg: &PolyConfig) -> Result<()> {
@@ -200,14 +217,17 @@ impl<T: Real> Loaded<T> {
 }
 
 pub(crate) fn load_all<T: Real>(file: &TensorFile) -> Result<Loaded<T>> {
-    let (sq, q) = load::<T>(file, "q")?;
-    let (sk, k) = load::<T>(file, "k")?;
-    let (sv, v) = load::<T>(file, "v")?;
+    let (sq, q) = load_entries::<T>(file, "q")?;
+    let (sk, k) = load_entries::<T>(file, "k")?;
+    let (sv, v) = load_entries::<T>(file, "v")?;
     sq.same_lead_grouped("k", &sk)?;
     sk.same_lead("v", &sv)?;
     let d_o = if file.contains("do") {
-        let (sdo, d_o) = load::<T>(file, "do")?;
+        let (sdo, d_o) = load_entries::<T>(file, "do")?;
         sq.same_lead("do", &sdo)?;
+        // The engines meet `do` only in the backward, after the whole forward has
+        // run: checked here too, so that a bad `do` fails before any work.
+        check_finite("do", &sdo.with_tail(&[sdo.rows, sdo.cols]), d_o.as_slice())?;
         Some(d_o)
     } else {
         None
@@ -225,6 +245,10 @@ pub(crate) fn load_all<T: Real>(file: &TensorFile) -> Result<Loaded<T>> {
 
 fn compute<T: Real>(file: &TensorFile, args: &AttentionArgs) -> Result<Outputs> {
     let x = load_all::<T>(file)?;
+    compute_loaded(&x, args).map_err(|e| x.in_file_terms(e))
+}
+
+fn compute_loaded<T: Real>(x: &Loaded<T>, args: &AttentionArgs) -> Result<Outputs> {
     let attention = AttentionConfig {
         scale: args.scale,
         mask: args.mask.mask(),
@@ -232,16 +256,16 @@ fn compute<T: Real>(file: &TensorFile, args: &AttentionArgs) -> Result<Outputs> 
     let tau = T::from_f64(attention.scale_for(x.shapes[0].cols)).to_f64();
     let mut poly_cfg = args.poly.config(args.mask.mask(), args.scale);
     let (out, mut meta) = match args.engine {
-        EngineArg::Exact => run_exact(&x, &attention)?,
-        EngineArg::Poly => run_poly(&x, &poly_cfg, args)?,
+        EngineArg::Exact => run_exact(x, &attention)?,
+        EngineArg::Poly => run_poly(x, &poly_cfg, args)?,
         EngineArg::Auto => {
             // Poly only where certified and predicted faster than exact.
             poly_cfg.max_cost_ratio = args.poly.max_cost_ratio.unwrap_or(1.0);
             poly_cfg.cost_floor_flops = 0.0;
-            match run_poly(&x, &poly_cfg, args) {
+            match run_poly(x, &poly_cfg, args) {
                 Ok(r) => r,
                 Err(Error::PolyRefused { reason, .. }) => {
-                    let (o, mut m) = run_exact(&x, &attention)?;
+                    let (o, mut m) = run_exact(x, &attention)?;
                     m.insert(
                         "auto_reason".into(),
                         format!("polynomial engine refused: {reason}"),

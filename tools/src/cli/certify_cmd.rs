@@ -174,14 +174,17 @@ fn certify<T: Real>(file: &TensorFile, args: &CertifyArgs) -> Result<AttentionRe
     let x = load_all::<T>(file)?;
     let cfg = args.poly.config(args.mask.mask(), args.scale);
     // This mode certifies the polynomial engine, which has no bias.
-    x.check_no_bias_for_poly(&cfg)?;
-    certify_attention(
-        &x.q,
-        &x.k,
-        &x.v,
-        x.d_o.as_ref(),
-        &cfg,
-        args.poly.gradient.into(),
-        args.reference,
-    )
+    x.check_no_bias_for_poly(&cfg)
+        .and_then(|()| {
+            certify_attention(
+                &x.q,
+                &x.k,
+                &x.v,
+                x.d_o.as_ref(),
+                &cfg,
+                args.poly.gradient.into(),
+                args.reference,
+            )
+        })
+        .map_err(|e| x.in_file_terms(e))
 }

@@ -84,7 +84,7 @@ const MAX_WORK: usize = 1 << 16;
 fn finite_or_violation(what: &str, xs: &[f64]) -> std::result::Result<(), Violation> {
     match xs.iter().position(|x| !x.is_finite()) {
         Some(i) => Err(Violation(format!(
-            "{what}[{i}] = {} is not finite on loaded (validated) inputs",
+            "{what}[{i}] = {} is not finite although the engine accepted the inputs",
             xs[i]
         ))),
         None => Ok(()),

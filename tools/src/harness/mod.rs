@@ -6,12 +6,15 @@
 //!   IO24).
 //! - [`accuracy`]: the polynomial engine's certified error against n (eps = 1/n).
 //! - `bits` (feature `certify`): the algorithm in MPFR at p = c log2(n) bits.
+//! - [`formats`]: the algorithm with every operation rounded to a binary format of p
+//!   bits and a limited exponent (f16, bf16 and p around log2 n).
 //! - [`exponent`]: the polynomial method's cost exponent against n, plan-only up to
-//!   n = 2^40 under the papers' prescriptions (issue 18's items 1 and 3).
+//!   n = 2^40 under the papers' prescriptions (d = Theta(log n), B = Theta(sqrt(log n))).
 //! - [`fit`]: least-squares slopes on log-log data.
 //! - [`model_time`]: the whole model's time against n, exact vs polynomial.
 //! - [`threshold`]: where the polynomial engine stops paying, B against n (AS23's line).
 //! - [`model_depth`]: the gradient difference against the number of layers.
+//! - [`seed`]: ML24's rebuttal experiment (d = 4..12, n = 10 * 2^d) redone with certified errors.
 //! - [`progress`]: the progress bar the long sweeps draw on a terminal.
 
 pub mod accuracy;
