@@ -79,7 +79,11 @@ fn shapes(dims: &[usize]) -> Vec<(usize, usize)> {
 
 fn bench_dtype<T: Real>(c: &mut Criterion, dims: &[usize]) {
     for mask in [Mask::None, Mask::CausalTopLeft] {
-        let cfg = AttentionConfig { scale: None, mask };
+        let cfg = AttentionConfig {
+            scale: None,
+            mask,
+            softcap: None,
+        };
         for (d, n) in shapes(dims) {
             let mut g = c.benchmark_group(format!("exact/{}/{}/d{d}", T::DTYPE, mask.name()));
             g.sample_size(10);

@@ -89,6 +89,7 @@ fn versus_exact(c: &mut Criterion) {
         let ec = AttentionConfig {
             scale: None,
             mask: Mask::CausalTopLeft,
+            softcap: None,
         };
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new("exact", n), &n, |b, _| {

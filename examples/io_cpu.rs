@@ -151,6 +151,7 @@ fn engine(p: &Problem) -> Vec<f32> {
     let cfg = AttentionConfig {
         scale: None,
         mask: Mask::None,
+        softcap: None,
     };
     exact::forward(q.view(), k.view(), v.view(), &cfg)
         .expect("valid inputs")

@@ -34,7 +34,7 @@
 //! let q = Matrix::from_fn(4, 2, |i, j| (i + j) as f64 * 0.1).unwrap();
 //! let k = Matrix::from_fn(5, 2, |i, j| (i * j) as f64 * 0.2).unwrap();
 //! let v = Matrix::from_fn(5, 3, |i, j| i as f64 - j as f64).unwrap();
-//! let cfg = AttentionConfig { scale: None, mask: Mask::CausalBottomRight };
+//! let cfg = AttentionConfig { scale: None, mask: Mask::CausalBottomRight, softcap: None };
 //! let out = exact::forward(q.view(), k.view(), v.view(), &cfg).unwrap();
 //! assert_eq!(out.o.shape(), [4, 3]);
 //! ```

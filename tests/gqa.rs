@@ -47,7 +47,11 @@ fn check_exact<T: Real>() {
     for (hq, hkv) in [(4, 2), (4, 1), (6, 3), (3, 3)] {
         let g = hq / hkv;
         for mask in [Mask::None, Mask::CausalTopLeft, Mask::CausalBottomRight] {
-            let cfg = AttentionConfig { scale: None, mask };
+            let cfg = AttentionConfig {
+                scale: None,
+                mask,
+                softcap: None,
+            };
             let q = stack::<T>(hq, n_q, d, 1, 1.0);
             let k = stack::<T>(hkv, n_k, d, 2, 1.0);
             let v = stack::<T>(hkv, n_k, d_v, 3, 1.0);
@@ -87,6 +91,7 @@ fn heads_that_do_not_divide_are_refused() {
     let cfg = AttentionConfig {
         scale: None,
         mask: Mask::None,
+        softcap: None,
     };
     let e = exact::forward_multihead(&q, &k, &k, &cfg).unwrap_err();
     assert!(e.to_string().contains("divide"), "{e}");
@@ -126,6 +131,7 @@ fn poly_grouped_heads_equal_the_expansion_and_stay_in_their_bounds() {
     let acfg = AttentionConfig {
         scale: None,
         mask: Mask::CausalTopLeft,
+        softcap: None,
     };
     let xf = exact::forward_multihead(&q, &ke, &ve, &acfg).unwrap();
     let xb = exact::backward_multihead(&q, &ke, &ve, &xf, &d_o, &acfg).unwrap();

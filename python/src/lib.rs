@@ -608,7 +608,7 @@ fn forward<'py>(
             format!("engine `{engine}`: expected exact, poly or auto"),
         ));
     }
-    let attention = AttentionConfig { scale, mask };
+    let attention = AttentionConfig { scale, mask, softcap: None };
     let poly_cfg = PolyConfig {
         scale,
         mask,
@@ -837,7 +837,7 @@ fn reference<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let cfg = AttentionConfig {
         scale,
-        mask: parse_mask(py, mask)?,
+        mask: parse_mask(py, mask)?, softcap: None,
     };
     let (qa, ka, va) = (
         borrow::<f64>(py, "q", q)?,

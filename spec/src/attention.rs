@@ -111,6 +111,9 @@ pub struct Problem {
     pub tau: f64,
     /// Which scores are kept.
     pub mask: Mask,
+    /// Score softcapping: `Some(c)`, `c > 0` finite, replaces each score `s = tau <q_i,
+    /// k_j>` by `c tanh(s / c)` before the bias (docs/math.md §1.4); `None`: no cap.
+    pub softcap: Option<f64>,
 }
 
 impl Problem {
@@ -157,6 +160,13 @@ impl Problem {
             return Err(SpecError::NonFinite {
                 what: format!("tau = {}", self.tau),
             });
+        }
+        if let Some(c) = self.softcap {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(SpecError::NonFinite {
+                    what: format!("softcap = {c} (must be finite and positive)"),
+                });
+            }
         }
         check_finite("q", &self.q)?;
         check_finite("k", &self.k)?;
@@ -304,6 +314,7 @@ trait Arith: Clone + PartialEq + fmt::Debug + 'static {
     fn times(&self, other: &Self) -> Self;
     fn over(&self, other: &Self) -> Self;
     fn exponential(&self) -> Self;
+    fn hyperbolic_tangent(&self) -> Self;
 }
 
 impl Arith for Interval {
@@ -327,6 +338,9 @@ impl Arith for Interval {
     }
     fn exponential(&self) -> Self {
         self.exp()
+    }
+    fn hyperbolic_tangent(&self) -> Self {
+        self.tanh()
     }
 }
 
@@ -352,6 +366,9 @@ impl Arith for Dual {
     fn exponential(&self) -> Self {
         self.exp()
     }
+    fn hyperbolic_tangent(&self) -> Self {
+        self.tanh()
+    }
 }
 
 /// The inputs of [`Problem`] in some arithmetic `T`.
@@ -362,6 +379,8 @@ struct Inputs<T> {
     v: DMatrix<T>,
     tau: T,
     mask: Mask,
+    /// The softcap `c` (exact: an f64 lifted at `prec >= 53`).
+    softcap: Option<T>,
     /// The additive score bias (`-inf` hides a key), kept in f64 and lifted per use.
     bias: Option<DMatrix<f64>>,
     prec: u32,
@@ -381,6 +400,7 @@ impl<T: Arith> Inputs<T> {
             v: lift(&p.v),
             tau: T::constant(Interval::from_f64(p.tau, prec)),
             mask: p.mask,
+            softcap: p.softcap.map(|c| T::constant(Interval::from_f64(c, prec))),
             bias: bias.cloned(),
             prec,
         }
@@ -400,12 +420,22 @@ impl<T: Arith> Inputs<T> {
         T::constant(Interval::zero(self.prec))
     }
 
-    /// `S_ij = tau <q_i, k_j>` (docs/math.md §2.1).
-    fn score(&self, i: usize, j: usize) -> T {
+    /// `tau <q_i, k_j>`, the score before the softcap and the bias.
+    fn raw_score(&self, i: usize, j: usize) -> T {
         let dot = (0..self.q.ncols()).fold(self.zero(), |acc, c| {
             acc.plus(&self.q[(i, c)].times(&self.k[(j, c)]))
         });
-        let s = self.tau.times(&dot);
+        self.tau.times(&dot)
+    }
+
+    /// `S_ij = cap(tau <q_i, k_j>) + b_ij` with `cap(s) = c tanh(s / c)` under a
+    /// softcap and the identity without one (docs/math.md §1.4, §2.1).
+    fn score(&self, i: usize, j: usize) -> T {
+        let raw = self.raw_score(i, j);
+        let s = match &self.softcap {
+            Some(c) => c.times(&raw.over(c).hyperbolic_tangent()),
+            None => raw,
+        };
         match &self.bias {
             // Exact: the bias is an f64, lifted exactly (prec >= 53).
             Some(b) => s.plus(&T::constant(Interval::from_f64(b[(i, j)], self.prec))),
@@ -580,8 +610,19 @@ pub fn backward_with_bias(
             })
         })
         .collect();
+    // Under a softcap, dS of the raw score: times d(c tanh(s / c))/ds = 1 - tanh^2(s / c).
+    let slope = |i: usize, j: usize| {
+        inputs.softcap.as_ref().map(|c| {
+            let t = inputs.raw_score(i, j).over(c).hyperbolic_tangent();
+            Interval::one(prec) - &t * &t
+        })
+    };
     let ds = DMatrix::from_fn(p.n_q(), p.n_k(), |i, j| {
-        &pm[(i, j)] * (&dp[(i, j)] - &delta[i])
+        let g = &pm[(i, j)] * (&dp[(i, j)] - &delta[i]);
+        match slope(i, j) {
+            Some(s) => g * s,
+            None => g,
+        }
     });
     let tau = &inputs.tau;
     let dq = matmul(&ds, &inputs.k, prec).map(|x| tau * x);
@@ -655,6 +696,7 @@ mod tests {
             v: DMatrix::from_element(3, 1, 1.0),
             tau: 0.7,
             mask: Mask::None,
+            softcap: None,
         };
         let inputs = Inputs::<Interval>::new(&p, None, 96);
         for i in 0..2 {

@@ -86,6 +86,14 @@ impl Dual {
         Dual { val, der }
     }
 
+    /// Chain rule for the hyperbolic tangent: `(tanh u)' = (1 - tanh^2 u) u'`.
+    pub fn tanh(&self) -> Dual {
+        let val = self.val.tanh();
+        let slope = Interval::one(val.prec()) - &(&val * &val);
+        let der = &slope * &self.der;
+        Dual { val, der }
+    }
+
     /// Chain rule for the natural logarithm: `(ln u)' = u' / u`.
     /// `None` when no point of `u`'s enclosure is positive (as
     /// [`Interval::ln`]); when the enclosure reaches down to zero or below, the

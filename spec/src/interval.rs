@@ -319,6 +319,16 @@ impl Interval {
         )
     }
 
+    /// Hyperbolic tangent `[tanh(lo), tanh(hi)]`, rounded outwards (tanh is
+    /// increasing; `tanh(+-inf) = +-1`).
+    pub fn tanh(&self) -> Interval {
+        let prec = self.prec();
+        Interval::from_ends(
+            rounded(prec, self.lo.tanh_ref(), Round::Down),
+            rounded(prec, self.hi.tanh_ref(), Round::Up),
+        )
+    }
+
     /// Natural logarithm of the part of the interval inside the domain
     /// `(0, +inf)`.
     ///

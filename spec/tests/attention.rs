@@ -59,6 +59,7 @@ fn problem(rng: &mut Rng, dims: &Dims, scale: f64) -> Problem {
         v: rng.matrix(dims.n_k, dims.d_v, 1.0),
         tau: dims.tau,
         mask: dims.mask,
+        softcap: None,
     }
 }
 
@@ -140,6 +141,54 @@ fn closed_form_backward_agrees_with_the_dual_number_oracle() {
         }
     }
     assert!(disagreements.is_empty(), "{disagreements:#?}");
+}
+
+/// Under a softcap the closed form multiplies dS by the cap's slope `1 - tanh^2(s / c)`;
+/// the dual-number oracle differentiates the capped forward itself (`Dual::tanh`), so
+/// the two agree only if that slope is right. Caps from below the scores to far above.
+#[test]
+fn softcap_backward_agrees_with_the_oracle() {
+    let mut rng = Rng(0x5eed_0c4b);
+    let mut disagreements = Vec::new();
+    let mut moved = 0;
+    for case in 0..12 {
+        let dims = random_dims(&mut rng, case);
+        let mut p = problem(&mut rng, &dims, 2.0);
+        p.softcap = Some([0.3, 1.0, 2.5, 50.0][case % 4]);
+        let d_o = rng.matrix(dims.n_q, dims.d_v, 1.0);
+        let closed = backward(&p, &d_o, DEFAULT_PREC).unwrap();
+        let oracle = gradients_by_dual_numbers(&p, &d_o, DEFAULT_PREC).unwrap();
+        for m in [&closed.dq, &closed.dk, &closed.dv] {
+            assert_tight("gradient", m, 1e-25, 1.0);
+        }
+        for (name, ij, x, y) in pairs(&closed, &oracle) {
+            if !x.overlaps(&y) {
+                disagreements.push(format!("case {case} {name}{ij:?}: {x:?} vs {y:?}"));
+            }
+        }
+        // The cap changes the answer (the check is not comparing a no-op).
+        let mut plain = p.clone();
+        plain.softcap = None;
+        let uncapped = backward(&plain, &d_o, DEFAULT_PREC).unwrap();
+        if pairs(&closed, &uncapped).into_iter().any(|(_, _, x, y)| !x.overlaps(&y)) {
+            moved += 1;
+        }
+    }
+    assert!(disagreements.is_empty(), "{disagreements:#?}");
+    // Rows that see one key have P = 1 and dS = 0 whatever the cap; most cases move.
+    assert!(moved >= 8, "the softcap changed the gradients in only {moved} of 12 cases");
+}
+
+/// A non-finite or non-positive softcap is refused.
+#[test]
+fn softcap_must_be_finite_and_positive() {
+    let mut rng = Rng(7);
+    let dims = random_dims(&mut rng, 0);
+    for c in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        let mut p = problem(&mut rng, &dims, 1.0);
+        p.softcap = Some(c);
+        assert!(forward(&p, 64).is_err(), "softcap {c} accepted");
+    }
 }
 
 #[test]
@@ -349,6 +398,7 @@ fn no_keys_at_all_gives_an_all_zero_result() {
         v: DMatrix::zeros(0, 4),
         tau: 1.0,
         mask: Mask::None,
+        softcap: None,
     };
     let f = forward(&p, 64).unwrap();
     assert_eq!(f.o.shape(), (3, 4));

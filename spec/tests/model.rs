@@ -349,6 +349,7 @@ fn attention_part_matches_the_single_head_module() {
                 } else {
                     Mask::None
                 },
+                softcap: None,
             };
             let o = attention::forward(&prob, DEFAULT_PREC).unwrap().o;
             for i in 0..6 {

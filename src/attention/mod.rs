@@ -268,6 +268,11 @@ pub struct AttentionConfig {
     pub scale: Option<f64>,
     /// The mask.
     pub mask: Mask,
+    /// Score softcapping (Gemma 2, FlashAttention's `softcap`): with `Some(c)`, `c > 0`,
+    /// each score becomes `c tanh(tau q_i . k_j / c)` before the bias and the mask
+    /// (docs/math.md §1.4); `c` is rounded once to the compute dtype. `None`: no cap.
+    /// Exact engine only; the polynomial engine and the CUDA kernels refuse it.
+    pub softcap: Option<f64>,
 }
 
 impl AttentionConfig {

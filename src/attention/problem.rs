@@ -24,6 +24,10 @@ pub struct Problem<'a, T> {
     /// float `attn_mask`, ALiBi, or a boolean mask as `0` / `-inf` (`-inf` hides the
     /// key). Finite or `-inf`; `None`: no bias. Exact engine only.
     pub bias: Option<MatRef<'a, T>>,
+    /// The softcap `c` actually used (`config.softcap` rounded once to `T`; finite and
+    /// positive): each score is `c tanh(tau q_i . k_j / c)` before the bias is added
+    /// (docs/math.md §1.4). Exact engine only.
+    pub softcap: Option<T>,
 }
 
 impl<'a, T: Real> Problem<'a, T> {
@@ -65,6 +69,20 @@ impl<'a, T: Real> Problem<'a, T> {
                 reason: format!("the scale must be finite in {}", T::DTYPE),
             });
         }
+        let softcap = match config.softcap {
+            None => None,
+            Some(c64) => {
+                let c = T::from_f64(c64);
+                if !(c64.is_finite() && c.is_finite() && c > T::ZERO) {
+                    return Err(Error::InvalidParameter {
+                        name: "softcap",
+                        value: c64.to_string(),
+                        reason: format!("the softcap must be finite and positive in {}", T::DTYPE),
+                    });
+                }
+                Some(c)
+            }
+        };
         let p = Self {
             q,
             k,
@@ -72,6 +90,7 @@ impl<'a, T: Real> Problem<'a, T> {
             tau,
             mask: config.mask,
             bias: None,
+            softcap,
         };
         p.check_forward_range()?;
         Ok(p)
@@ -173,13 +192,23 @@ impl<'a, T: Real> Problem<'a, T> {
     }
 
     /// The rigorous exponent radius R = |tau| max_i ||q_i|| max_j ||k_j|| (docs/math.md
-    /// §3.1), plus the largest finite visible `|b_ij|` with a bias, computed in f64
-    /// (rounded to nearest: a guard, not a certificate).
+    /// §3.1), at most the softcap `c` with one, plus the largest finite visible `|b_ij|`
+    /// with a bias, computed in f64 (rounded to nearest: a guard, not a certificate).
     pub fn score_radius(&self) -> f64 {
         let bias = (0..self.n_q())
             .map(|i| self.bias_row_max(i))
             .fold(0.0, f64::max);
-        self.tau.to_f64().abs() * max_row_norm(self.q) * max_row_norm(self.k) + bias
+        let raw = self.raw_score_radius();
+        match self.softcap {
+            Some(c) => raw.min(c.to_f64()) + bias,
+            None => raw + bias,
+        }
+    }
+
+    /// `|tau| max_i ||q_i|| max_j ||k_j||`, the radius of the scores before the softcap
+    /// and the bias.
+    pub fn raw_score_radius(&self) -> f64 {
+        self.tau.to_f64().abs() * max_row_norm(self.q) * max_row_norm(self.k)
     }
 
     /// A priori bounds of the forward's intermediates must stay well inside T's range:
@@ -188,7 +217,8 @@ impl<'a, T: Real> Problem<'a, T> {
     fn check_forward_range(&self) -> Result<()> {
         let qk = max_row_norm(self.q) * max_row_norm(self.k);
         ensure_range::<T>("the dot products q_i . k_j", qk)?;
-        ensure_range::<T>("the scores tau * q_i . k_j", self.score_radius())?;
+        ensure_range::<T>("the scores tau * q_i . k_j", self.raw_score_radius())?;
+        ensure_range::<T>("the scores after softcap and bias", self.score_radius())?;
         ensure_range::<T>(
             "the softmax accumulators n_k * max|v|",
             self.n_k() as f64 * max_abs(self.v),

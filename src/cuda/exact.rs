@@ -90,6 +90,14 @@ fn validate(
     check_f16_storage("k", k.as_slice())?;
     check_f16_storage("v", v.as_slice())?;
     check_head_dims(q.cols(), v.cols())?;
+    if let Some(c) = cfg.softcap {
+        return Err(Error::InvalidParameter {
+            name: "softcap",
+            value: c.to_string(),
+            reason: "the CUDA kernels have no score softcap; it runs on the CPU exact engine"
+                .into(),
+        });
+    }
     Ok(ExactArgs {
         heads: q.heads(),
         n_q: q.rows(),

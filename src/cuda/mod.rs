@@ -23,7 +23,7 @@
 //! use polyattn::tensor::Matrix;
 //!
 //! let q = Matrix::from_fn(128, 64, |i, j| ((i + j) % 7) as f32 * 0.1)?;
-//! let cfg = AttentionConfig { scale: None, mask: Mask::CausalTopLeft };
+//! let cfg = AttentionConfig { scale: None, mask: Mask::CausalTopLeft, softcap: None };
 //! match CudaDevice::new(0) {
 //!     Ok(dev) => {
 //!         let f = cuda::exact::forward(&dev, q.view(), q.view(), q.view(), &cfg)?;

@@ -66,6 +66,7 @@ fn against_engine(alg: Algorithm, c: &Case, mask: Mask, pattern: &Pattern, capac
     let cfg = AttentionConfig {
         scale: Some(c.tau),
         mask,
+        softcap: None,
     };
     let f = exact::forward(c.q.view(), c.k.view(), c.v.view(), &cfg).unwrap();
     let g = exact::backward(c.q.view(), c.k.view(), c.v.view(), &f, c.d_o.view(), &cfg).unwrap();

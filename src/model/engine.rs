@@ -148,6 +148,7 @@ fn exact_config(sc: Scores) -> AttentionConfig {
     AttentionConfig {
         scale: sc.scale,
         mask: sc.mask,
+        softcap: None,
     }
 }
 

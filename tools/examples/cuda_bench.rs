@@ -234,7 +234,11 @@ mod bench {
         ];
         for (seed, dims, mask, s) in exact_cases {
             let x = inputs(seed, dims, s)?;
-            let cfg = AttentionConfig { scale: None, mask };
+            let cfg = AttentionConfig {
+                scale: None,
+                mask,
+                softcap: None,
+            };
             let name = format!("exact {}", dims_name(dims, mask));
             let (on_dev, emulated) = (exact_run(dev, &x, &cfg)?, exact_run(&Emulator, &x, &cfg)?);
             for (t, tensor) in ["O", "lse", "dQ", "dK", "dV"].into_iter().enumerate() {
@@ -326,7 +330,11 @@ mod bench {
                         t3(normal(&mut r, len, 1.0))?,
                         t3(normal(&mut r, len, 1.0))?,
                     );
-                    let cfg = AttentionConfig { scale: None, mask };
+                    let cfg = AttentionConfig {
+                        scale: None,
+                        mask,
+                        softcap: None,
+                    };
                     let a = ExactArgs {
                         heads,
                         n_q: n,
@@ -478,6 +486,7 @@ mod bench {
                 let cfg = AttentionConfig {
                     scale: tau,
                     mask: Mask::None,
+                    softcap: None,
                 };
                 let r = exact_reference(q1.view(), k1.view(), v1.view(), Some(g1.view()), &cfg)?;
                 let err = |y: &[f64], x: &[f64], b: &[f64]| {

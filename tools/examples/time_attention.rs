@@ -86,7 +86,11 @@ fn run<T: Real>(a: &Args) -> Result<serde_json::Value, String> {
     for rep in 0..=a.reps {
         let (tf, tb) = match a.engine.as_str() {
             "exact" => {
-                let cfg = AttentionConfig { scale: None, mask };
+                let cfg = AttentionConfig {
+                    scale: None,
+                    mask,
+                    softcap: None,
+                };
                 let t = Instant::now();
                 let f = exact::forward_multihead(&q, &k, &v, &cfg).map_err(|e| e.to_string())?;
                 let tf = t.elapsed().as_secs_f64();

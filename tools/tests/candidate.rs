@@ -88,6 +88,7 @@ fn exact(p: &Problem, mask: spec::Mask) -> [Vec<f64>; 5] {
             v: m(&p.v, p.n_k, p.d_v),
             tau,
             mask,
+            softcap: None,
         };
         let f = spec::forward(&sp, 128).unwrap();
         let g = spec::backward(&sp, &m(&p.d_o, p.n_q, p.d_v), 128).unwrap();
@@ -468,6 +469,7 @@ fn a_wrong_scale_gets_a_hint() {
             v: m(&p.v, 8, 4),
             tau: 1.0,
             mask: spec::Mask::None,
+            softcap: None,
         };
         let f = spec::forward(&sp, 128).unwrap();
         for i in 0..8 {
@@ -1144,6 +1146,7 @@ fn a_biased_problem_is_certified_and_an_unbiased_output_is_not() {
             v: m(&p.v, n_k, p.d_v),
             tau,
             mask: spec::Mask::None,
+            softcap: None,
         };
         let f = spec::forward_with_bias(&sp, Some(&bias), 128).unwrap();
         let f0 = spec::forward(&sp, 128).unwrap();

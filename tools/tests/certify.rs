@@ -90,6 +90,48 @@ fn f64_reference_bound_encloses_the_exact_result() {
     println!("worst |y_ref - exact| / bound = {worst:.3e}");
 }
 
+/// Under a softcap (with and without an ALiBi bias, every mask, the caps from near-
+/// linear to saturated, scores up to 80): the f64 reference's bound, extended by the
+/// cap's terms, still encloses the exact result.
+#[test]
+fn f64_reference_bound_encloses_softcapped_attention() {
+    let mut worst: f64 = 0.0;
+    let mut seed = 500;
+    let masks = [
+        Mask::None,
+        Mask::CausalBottomRight,
+        Mask::None.with_window(Some(4), Some(1), Alignment::BottomRight),
+    ];
+    for mask in masks {
+        for &(dims, s_max, cap) in &[
+            ((20, 13, 3, 4), Some(1.0), 30.0),
+            ((64, 70, 8, 8), Some(10.0), 5.0),
+            ((33, 33, 4, 2), Some(80.0), 20.0),
+            ((9, 40, 2, 5), Some(1e-8), 0.5),
+        ] {
+            for alibi in [false, true] {
+                seed += 1;
+                let (n_q, n_k) = (dims.0, dims.1);
+                let c = case::<f64>(seed, dims, None, mask, s_max).with_softcap::<f64>(cap);
+                let c = if alibi {
+                    c.with_bias::<f64>(
+                        (0..n_q * n_k)
+                            .map(|ij| {
+                                let (i, j) = ((ij / n_k) as f64, (ij % n_k) as f64);
+                                -0.5 * (i + n_k as f64 - n_q as f64 - j).abs()
+                            })
+                            .collect(),
+                    )
+                } else {
+                    c
+                };
+                worst = worst.max(check_reference(&c, dims, mask));
+            }
+        }
+    }
+    println!("softcap: worst |y_ref - exact| / bound = {worst:.3e}");
+}
+
 /// The f64 reference with its bound for case `c`, checked against the MPFR
 /// enclosures; returns the worst `|y_ref - exact| / bound`.
 fn check_reference(c: &common::Case, dims: (usize, usize, usize, usize), mask: Mask) -> f64 {
@@ -108,7 +150,11 @@ fn check_reference(c: &common::Case, dims: (usize, usize, usize, usize), mask: M
         v.view(),
         bias.as_ref().map(|b| b.view()),
         Some(g.view()),
-        &AttentionConfig { scale: None, mask },
+        &AttentionConfig {
+            scale: None,
+            mask,
+            softcap: c.softcap,
+        },
     )
     .unwrap();
     let enc = enclosures::<f64>(c);
@@ -322,7 +368,11 @@ fn underflow_and_hidden_bias_entries() {
     b[0] = -1e300;
     let bias = m(n_q, n_k, b);
     let mask = Mask::None.with_window(Some(1), Some(0), Alignment::BottomRight);
-    let cfg = AttentionConfig { scale: None, mask };
+    let cfg = AttentionConfig {
+        scale: None,
+        mask,
+        softcap: None,
+    };
     assert!(!(0..n_q).any(|i| mask.key_range(i, n_q, n_k).contains(&0)));
     let r = exact_reference_with_bias(
         q.view(),

@@ -113,6 +113,7 @@ fn forward_and_backward_on_a_multihead_file() {
     let cfg = polyattn::attention::AttentionConfig {
         scale: None,
         mask: polyattn::attention::Mask::CausalBottomRight,
+        softcap: None,
     };
     let fw =
         polyattn::attention::exact::forward_multihead(&t3("q"), &t3("k"), &t3("v"), &cfg).unwrap();

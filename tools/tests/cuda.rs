@@ -100,6 +100,7 @@ impl Prob {
         AttentionConfig {
             scale: Some(self.tau as f64),
             mask: self.mask,
+            softcap: None,
         }
     }
 }
@@ -209,6 +210,7 @@ fn run_f16<B: Backend>(b: &B, c: &Case) -> Computed {
     let cfg = AttentionConfig {
         scale: c.scale,
         mask: c.mask,
+        softcap: None,
     };
     let f = cuda::exact::forward(b, q.view(), k.view(), v.view(), &cfg).unwrap();
     let gr = cuda::exact::backward(b, q.view(), k.view(), v.view(), &f, g.view(), &cfg).unwrap();
@@ -549,6 +551,7 @@ fn multihead_check<B: Backend>(b: &B) {
     let cfg = AttentionConfig {
         scale: None,
         mask: Mask::CausalTopLeft,
+        softcap: None,
     };
     let f = cuda::exact::forward_multihead(b, &q, &k, &v, &cfg).unwrap();
     let gr = cuda::exact::backward_multihead(b, &q, &k, &v, &f, &g, &cfg).unwrap();

@@ -173,3 +173,77 @@ fn additive_bias_alibi_and_key_padding() {
     }
     println!("bias: worst certified error / allowance = {worst:.3e}");
 }
+
+/// Score softcapping (`c tanh(s / c)`, Gemma 2 / FlashAttention's `softcap`) in f64 and
+/// f32, with every mask, alone and with an ALiBi bias: the engine's results lie in the
+/// MPFR enclosure of `softmax(c tanh(tau Q K^T / c) + B + mask) V` (and its gradients
+/// through the cap) widened by the allowance, which adds the cap's absolute `6u c` and
+/// its slope's relative error. The caps cover the near-linear regime (scores well
+/// below c: where `1 - e^{-2|y|}` cancels), the bend, and saturation (scores 4x c).
+#[test]
+fn softcap_alone_and_with_alibi() {
+    let mut worst: f64 = 0.0;
+    for (si, &shape) in SHAPES.iter().enumerate().take(7) {
+        for (mi, &mask) in MASKS.iter().enumerate() {
+            let seed = 1300 + (si * 7 + mi) as u64;
+            let (n_q, n_k) = (shape.0, shape.1);
+            for (cap, s_max) in [(30.0, 2.0), (5.0, 6.0), (0.5, 2.0), (4.0, 16.0)] {
+                let c = case::<f64>(seed, shape, None, mask, Some(s_max)).with_softcap::<f64>(cap);
+                worst = worst.max(check_case::<f64>(&c));
+                let c = case::<f32>(seed, shape, None, mask, Some(s_max)).with_softcap::<f32>(cap);
+                worst = worst.max(check_case::<f32>(&c));
+            }
+            let alibi: Vec<f64> = (0..n_q * n_k)
+                .map(|ij| {
+                    let (i, j) = ((ij / n_k) as f64, (ij % n_k) as f64);
+                    -0.25 * (i + n_k as f64 - n_q as f64 - j).abs()
+                })
+                .collect();
+            let c = case::<f64>(seed, shape, None, mask, Some(8.0))
+                .with_softcap::<f64>(3.0)
+                .with_bias::<f64>(alibi.clone());
+            worst = worst.max(check_case::<f64>(&c));
+            let c = case::<f32>(seed, shape, None, mask, Some(8.0))
+                .with_softcap::<f32>(3.0)
+                .with_bias::<f32>(alibi);
+            worst = worst.max(check_case::<f32>(&c));
+        }
+    }
+    println!("softcap: worst certified error / allowance = {worst:.3e}");
+}
+
+/// The softcap check can fail: results computed without the cap (scores up to 8 under
+/// a cap of 2) lie far outside the capped problem's widened enclosure, and so do the
+/// gradients of a cap whose slope is ignored (the forward capped, dS not multiplied).
+#[test]
+fn softcap_negative_control() {
+    let capped =
+        case::<f64>(21, (12, 10, 4, 3), None, Mask::None, Some(8.0)).with_softcap::<f64>(2.0);
+    let enc = enclosures::<f64>(&capped);
+    let allow = allowance::<f64>(&capped);
+    let mut plain = capped.clone();
+    plain.softcap = None;
+    let got = run_engine::<f64>(&plain);
+    let caught = std::panic::catch_unwind(|| check_against(&capped, &got, &enc, &allow));
+    assert!(caught.is_err(), "uncapped results passed as capped ones");
+    // Capped forward, gradients without the slope: dS / slope is what the engine would
+    // return had it forgotten d(c tanh(s/c))/ds (reconstructed from the plain-f64
+    // reference, not from the engine).
+    let mut got = run_engine::<f64>(&capped);
+    check_against(&capped, &got, &enc, &allow);
+    let r = polyattn_tools::fuzzing::enclosure::reference(
+        &capped,
+        polyattn_tools::fuzzing::enclosure::tau_of::<f64>(None, 4),
+    );
+    let (n_q, n_k, d) = (12, 10, 4);
+    let tau = polyattn_tools::fuzzing::enclosure::tau_of::<f64>(None, d);
+    for i in 0..n_q {
+        for l in 0..d {
+            got.dq[i * d + l] = (0..n_k)
+                .map(|j| tau * r.ds[i * n_k + j] / r.slope[i * n_k + j] * capped.k[j * d + l])
+                .sum();
+        }
+    }
+    let caught = std::panic::catch_unwind(|| check_against(&capped, &got, &enc, &allow));
+    assert!(caught.is_err(), "gradients without the cap's slope passed");
+}

@@ -60,7 +60,11 @@ fn run_multihead(
 fn bitwise_deterministic_across_thread_counts() {
     let x = mats(1, 3, 150, 200, 16, 8);
     for mask in [Mask::None, Mask::CausalTopLeft, Mask::CausalBottomRight] {
-        let cfg = AttentionConfig { scale: None, mask };
+        let cfg = AttentionConfig {
+            scale: None,
+            mask,
+            softcap: None,
+        };
         let runs: Vec<_> = [1, 2, 3]
             .iter()
             .map(|&t| {
@@ -94,7 +98,11 @@ fn bitwise_deterministic_across_thread_counts() {
 fn backward_bitwise_deterministic_with_more_key_blocks_than_groups() {
     fn check<T: polyattn::Real>(x: &[Tensor3<T>; 4]) {
         for mask in [Mask::None, Mask::CausalTopLeft, Mask::CausalBottomRight] {
-            let cfg = AttentionConfig { scale: None, mask };
+            let cfg = AttentionConfig {
+                scale: None,
+                mask,
+                softcap: None,
+            };
             let f = exact::forward_multihead(&x[0], &x[1], &x[2], &cfg).unwrap();
             let runs: Vec<_> = [1, 2, 3, 5]
                 .iter()
@@ -144,6 +152,7 @@ fn multihead_equals_per_head() {
     let cfg = AttentionConfig {
         scale: Some(0.4),
         mask: Mask::CausalBottomRight,
+        softcap: None,
     };
     let (f, g) = run_multihead(&x, &cfg);
     for h in 0..4 {
@@ -167,6 +176,7 @@ fn causal_alignments_agree_on_square_problems() {
         &AttentionConfig {
             scale: None,
             mask: Mask::CausalTopLeft,
+            softcap: None,
         },
     );
     let b = run_multihead(
@@ -174,6 +184,7 @@ fn causal_alignments_agree_on_square_problems() {
         &AttentionConfig {
             scale: None,
             mask: Mask::CausalBottomRight,
+            softcap: None,
         },
     );
     assert_eq!(a, b);
@@ -187,6 +198,7 @@ fn fully_masked_rows_are_defined() {
     let cfg = AttentionConfig {
         scale: None,
         mask: Mask::CausalBottomRight,
+        softcap: None,
     };
     let (f, g) = run_multihead(&x, &cfg);
     for i in 0..6 {
@@ -214,6 +226,7 @@ fn last_causal_row_equals_unmasked_row() {
         &AttentionConfig {
             scale: None,
             mask: Mask::CausalTopLeft,
+            softcap: None,
         },
     );
     let (fu, _) = run_multihead(
@@ -221,6 +234,7 @@ fn last_causal_row_equals_unmasked_row() {
         &AttentionConfig {
             scale: None,
             mask: Mask::None,
+            softcap: None,
         },
     );
     assert_eq!(fc.o.head(0).row(129), fu.o.head(0).row(129));
@@ -260,6 +274,7 @@ fn bad_inputs_give_typed_errors() {
         &AttentionConfig {
             scale: Some(f64::NAN),
             mask: Mask::None,
+            softcap: None,
         },
     )
     .unwrap_err();

@@ -57,6 +57,7 @@ fn case_with_radius<T: Real>(
         scale: None,
         mask,
         bias: None,
+        softcap: None,
     }
 }
 

@@ -25,6 +25,7 @@ fn causal_oracle(inst: &Instance, prec: u32) -> Res<[Mat<Interval>; 3]> {
         v: exact_product(&l.x, &l.w_v)?,
         tau: l.tau,
         mask: Mask::CausalTopLeft,
+        softcap: None,
     };
     let gr = gradients_by_dual_numbers(&p, &inst.g, prec)?;
     let x = lift::<Interval>("X", &l.x, prec)?;

@@ -514,6 +514,7 @@ pub(super) fn probe_prefix(inst: &Instance, prec: u32) -> Res<Probe> {
         v: exact_product(&l.x, &l.w_v)?,
         tau: l.tau,
         mask: attention::Mask::CausalTopLeft,
+        softcap: None,
     };
     let o = attention::forward(&problem, prec)?.o;
     Ok(Probe {

@@ -163,13 +163,16 @@ struct Tiles<T> {
     p: Vec<T>,
     /// dS.
     ds: Vec<T>,
+    /// The softcap's slope `sech^2(S / c)` (empty without a softcap).
+    slope: Vec<T>,
 }
 
 impl<T: Real> Tiles<T> {
-    fn new() -> Self {
+    fn new(softcap: bool) -> Self {
         Self {
             p: vec![T::ZERO; BLOCK_Q * BLOCK_K],
             ds: vec![T::ZERO; BLOCK_Q * BLOCK_K],
+            slope: vec![T::ZERO; if softcap { BLOCK_K } else { 0 }],
         }
     }
 
@@ -223,6 +226,9 @@ impl<T: Real> Tiles<T> {
             // Masked keys: S = -inf, so P = e^{-inf} = 0 and dS = 0 (dP is finite).
             p_row[..lo].fill(T::NEG_INFINITY);
             p_row[hi..].fill(T::NEG_INFINITY);
+            if let Some(c) = pr.softcap {
+                super::softcap::cap_row(v, c, (lo, hi), p_row, Some(&mut self.slope));
+            }
             super::forward::add_bias(pr, i, j0, (lo, hi), p_row);
             let (lse, delta) = (v.splat(lse), v.splat(up.delta[i]));
             // SAFETY: BLOCK_K is a multiple of WIDTH; every access is inside the rows.
@@ -232,6 +238,13 @@ impl<T: Real> Tiles<T> {
                     let e = v.exp(v.sub(v.load(pp), lse));
                     v.store(pp, e);
                     v.store(dp, v.mul(e, v.sub(v.load(dp), delta)));
+                }
+            }
+            if pr.softcap.is_some() {
+                // dS of the raw score: times the cap's slope (0 outside lo..hi, where
+                // dS is already 0).
+                for (d, &g) in ds_row[lo..hi].iter_mut().zip(&self.slope[lo..hi]) {
+                    *d *= g;
                 }
             }
         }
@@ -264,7 +277,7 @@ impl<T: Real> Kernel<T> for Group<'_, '_, T> {
         } = self;
         let (d, d_v) = (p.d(), p.d_v());
         dq.fill(T::ZERO);
-        let mut tiles = Tiles::new();
+        let mut tiles = Tiles::new(p.softcap.is_some());
         for (j0, dk, dv) in blocks {
             let cols = dv.len() / d_v;
             let k_blk = p.k.rows_slice(j0, j0 + cols);

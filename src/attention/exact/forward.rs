@@ -85,6 +85,9 @@ impl<T: Real> Kernel<T> for QueryBlock<'_, '_, T> {
                 let (lo, hi) = p.visible_cols(i0 + r, j0, cols);
                 s_row[..lo].fill(T::NEG_INFINITY);
                 s_row[hi..].fill(T::NEG_INFINITY);
+                if let Some(c) = p.softcap {
+                    super::softcap::cap_row(v, c, (lo, hi), s_row, None);
+                }
                 add_bias(p, i0 + r, j0, (lo, hi), s_row);
                 let m_new = row_max(v, s_row).max(m[r]);
                 if m_new == T::NEG_INFINITY {

@@ -32,6 +32,7 @@
 mod backward;
 mod forward;
 pub mod reference;
+mod softcap;
 pub mod tile;
 
 use super::{AttentionConfig, Problem};

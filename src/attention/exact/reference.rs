@@ -9,14 +9,17 @@
 //! |tau| ||q_i|| max_j ||k_j|| >= max_j |S_ij| by Cauchy-Schwarz, nb key blocks):
 //!
 //! ```text
-//! e_i   = |tau| gamma_d ||q_i|| max||k|| + u R_i                 scores
-//!         (+ u R_i with a bias B, R_i = |tau| ||q_i|| max||k|| + max_j |B_ij| then)
+//! e_i   = |tau| gamma_d ||q_i|| max||k|| + u r_i                 scores, r_i = |tau| ||q_i|| max||k||
+//!         (+ 6u c with a softcap c: R_i = min(r_i, c) then; `exact::softcap`)
+//!         (+ u R_i with a bias B, R_i = min(r_i, c) + max_j |B_ij| then)
 //! eps_i = e_i + 4u R_i + 2u + 3u nb + gamma_{n_k + nb + 1}       each term of l and acc
 //! bO_ic = 2 eps_i / (1 - eps_i) (P|V|)_ic + 2u |O_ic|            (docs/math.md §4.1)
 //! eta_i = eps_i / (1 - eps_i) + 2u ln n_k + u |lse_i|            lse (bound_lse)
 //! rho_i = e_i + eta_i + u (2 R_i + ln n_k) + 2u                  recomputed P
 //! D_i   = sum_c |dO_ic| (Vmax_c + |O_ic|)  >= |dP_ij - delta_i|
 //! H_i   = (rho_i + 2u) D_i + gamma_dv sum_c |dO_ic| (Vmax_c + |O_ic|) + sum_c |dO_ic| bO_ic
+//!         (+ D_i (3u + gamma_4 + 2u r_i / c + 2 (e_i - 6u c - u R_i) / c) with a softcap:
+//!         dS times the cap's slope, its relative error and the product's rounding)
 //! bdQ_ic = |tau| (H_i + gamma_{n_k+1} D_i) (P|K|)_ic + u |dQ_ic|
 //! bdK_jc = |tau| (P^T ((H + gamma_{n_q+1} D) o |Q|))_jc + u |dK_jc|
 //! bdV_jc = (P^T ((rho + gamma_{n_q+1}) o |dO|))_jc
@@ -41,7 +44,8 @@
 //! first order, counting the flushed terms of its sum with their largest weights:
 //! `2 eta n_k (1 + max|V|)` for O, `2 eta n_k` for lse (`l >= 1`),
 //! `2 eta n_q (1 + max|dO|)` for dV, and `2 |tau| eta n_k (1 + max_i D_i)(1 + max|K|)`,
-//! `2 |tau| eta n_q (1 + max_i D_i)(1 + max|Q|)` for dQ and dK.
+//! `2 |tau| eta n_q (1 + max_i D_i)(1 + max|Q|)` for dQ and dK (6 instead of 2 with a
+//! softcap, whose slope may lose `4 eta` per term).
 
 use crate::attention::exact;
 use crate::attention::{AttentionConfig, Problem};
@@ -147,17 +151,23 @@ pub fn exact_reference_with_bias(
     let fwd = exact::forward_with_bias(q, k, v, bias, cfg)?;
     // Per-row score and accumulation error factors.
     let (mut e, mut eps, mut big_r) = (vec![0.0; n_q], vec![0.0; n_q], vec![0.0; n_q]);
+    let mut e_raw = vec![0.0; n_q];
+    let cap = p.softcap;
     for i in 0..n_q {
         if fwd.lse[i] == f64::NEG_INFINITY {
             continue; // a fully masked row is exact (O = 0, dQ = 0): no error terms
         }
         // |tau q_i . k_j| <= r0; with a bias |S_ij| <= r_i = r0 + max_j |b_ij| (finite
         // b_ij; -inf hides the key) and the addition rounds once more: u r_i.
+        // A softcap c keeps |S_ij| <= c (before the bias) and adds an absolute 6u c
+        // (`exact::softcap`; the raw score's error passes through, 1-Lipschitz).
         let r0 = tau * norm(q.row(i)) * k_max;
-        let r_i = r0 + p.bias_row_max(i);
+        let capped = cap.map_or(r0, |c| r0.min(c));
+        let r_i = capped + p.bias_row_max(i);
         big_r[i] = r_i;
         let add = if p.bias.is_some() { u * r_i } else { 0.0 };
-        e[i] = tau * gamma(d) * norm(q.row(i)) * k_max + u * r0 + add;
+        e_raw[i] = tau * gamma(d) * norm(q.row(i)) * k_max + u * r0;
+        e[i] = e_raw[i] + cap.map_or(0.0, |c| 6.0 * u * c) + add;
         eps[i] = e[i] + 4.0 * u * r_i + 2.0 * u + 3.0 * u * nb as f64 + gamma(n_k + nb + 1);
     }
     let eps_max = eps.iter().cloned().fold(0.0, f64::max);
@@ -206,6 +216,12 @@ pub fn exact_reference_with_bias(
                 }
                 dd[i] = d_i;
                 hh[i] = (rho[i] + 2.0 * u) * d_i + gamma(d_v) * d_i + b_i;
+                if let Some(c) = cap {
+                    // dS times the slope sech^2(S / c): the slope's relative error
+                    // (`exact::softcap`) and the product's rounding, on |dS| <= P D_i.
+                    let r0 = tau * norm(q.row(i)) * k_max;
+                    hh[i] += d_i * (3.0 * u + gamma(4) + 2.0 * u * r0 / c + 2.0 * e_raw[i] / c);
+                }
             }
             // P|K|: the forward with |K| as values.
             let abs_k = abs_matrix(k)?;
@@ -232,8 +248,10 @@ pub fn exact_reference_with_bias(
             // Underflow (the module docs): each P_ij, dS_ij and product may lose up to
             // eta absolutely; summed over a row or a column of the weights.
             let d_max = dd.iter().cloned().fold(0.0, f64::max);
+            // A softcap's slope may lose 4 eta more per term (`exact::softcap`).
+            let per_term = if cap.is_some() { 6.0 } else { 2.0 };
             let grad_under = |count: usize, weight: f64| {
-                2.0 * ETA * count as f64 * (1.0 + d_max) * (1.0 + weight)
+                per_term * ETA * count as f64 * (1.0 + d_max) * (1.0 + weight)
             };
             let (under_dq, under_dk) = (
                 tau * grad_under(n_k, max_abs(k.as_slice())),

@@ -126,6 +126,7 @@ fn exact_on_block<T: Real>(
     let cfg = crate::attention::AttentionConfig {
         scale: Some(p.tau.to_f64()),
         mask: p.mask,
+        softcap: None,
     };
     exact_reference(
         q.view(),

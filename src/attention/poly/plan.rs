@@ -88,6 +88,7 @@ impl PolyConfig {
         crate::attention::AttentionConfig {
             scale: self.scale,
             mask: self.mask,
+            softcap: None,
         }
     }
 }

@@ -548,6 +548,7 @@ fn mpfr_head(
         v: dm(v),
         tau,
         mask: super::spec_mask(mask),
+        softcap: None,
     };
     let err = |e: spec::SpecError| Error::InvalidParameter {
         name: "reference problem",
@@ -606,6 +607,7 @@ fn f64_head(
     let cfg = AttentionConfig {
         scale: Some(tau),
         mask,
+        softcap: None,
     };
     let r = exact_reference_with_bias(q, k, v, bias, d_o, &cfg)?;
     let mut t = [
@@ -1664,6 +1666,7 @@ fn hints(e: &Entries<'_>, ti: usize, x: &Inputs, (tau, mask): (f64, Mask)) -> Re
             let cfg = AttentionConfig {
                 scale: Some(t),
                 mask: m,
+                softcap: None,
             };
             let mut alt = Vec::with_capacity(e.cand.len());
             let stack = gq.stack();

@@ -289,6 +289,7 @@ fn mpfr_reference(
         v: dm(v),
         tau: p.tau,
         mask,
+        softcap: None,
     };
     let err = |e: spec::SpecError| polyattn::error::Error::InvalidParameter {
         name: "reference problem",

@@ -93,6 +93,7 @@ pub fn certify_row<T: Real>(
         v: DMatrix::from_row_slice(keys, d_v, &to64(p.v.rows_slice(range.start, range.end))),
         tau: p.tau.to_f64(),
         mask: spec::Mask::None,
+        softcap: None,
     };
     let spec_err = |e: spec::SpecError| Error::InvalidParameter {
         name: "reference problem",

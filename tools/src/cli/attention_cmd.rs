@@ -252,6 +252,7 @@ fn compute_loaded<T: Real>(x: &Loaded<T>, args: &AttentionArgs) -> Result<Output
     let attention = AttentionConfig {
         scale: args.scale,
         mask: args.mask.mask(),
+        softcap: None,
     };
     let tau = T::from_f64(attention.scale_for(x.shapes[0].cols)).to_f64();
     let mut poly_cfg = args.poly.config(args.mask.mask(), args.scale);

@@ -95,6 +95,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     let config = AttentionConfig {
         scale: None,
         mask: Mask::CausalTopLeft,
+        softcap: None,
     };
     outln!(
         "polyattn demo: exact attention, {} heads x n = {} x d = {}, causal, tau = 1/sqrt(d), seed {}, {} threads",

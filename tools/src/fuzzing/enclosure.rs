@@ -45,6 +45,8 @@ pub struct Case {
     pub mask: Mask,
     /// An additive score bias, `n_q x n_k` row-major (finite or `-inf`), or none.
     pub bias: Option<Vec<f64>>,
+    /// A score softcap `c` (rounded to the dtype), or none.
+    pub softcap: Option<f64>,
 }
 
 impl Case {
@@ -52,6 +54,12 @@ impl Case {
     /// key), rounded to `T` as the engine in `T` receives it.
     pub fn with_bias<T: Real>(mut self, bias: Vec<f64>) -> Case {
         self.bias = Some(bias.into_iter().map(|z| T::from_f64(z).to_f64()).collect());
+        self
+    }
+
+    /// This case with a score softcap `c` (rounded to `T`, as the engine rounds it).
+    pub fn with_softcap<T: Real>(mut self, c: f64) -> Case {
+        self.softcap = Some(T::from_f64(c).to_f64());
         self
     }
 }
@@ -101,6 +109,7 @@ pub fn case<T: Real>(
         scale,
         mask,
         bias: None,
+        softcap: None,
     }
 }
 
@@ -109,6 +118,7 @@ pub fn tau_of<T: Real>(scale: Option<f64>, d: usize) -> f64 {
     let cfg = AttentionConfig {
         scale,
         mask: Mask::None,
+        softcap: None,
     };
     T::from_f64(cfg.scale_for(d)).to_f64()
 }
@@ -141,6 +151,7 @@ pub fn run_engine<T: Real>(c: &Case) -> Result<Computed> {
     let cfg = AttentionConfig {
         scale: c.scale,
         mask: c.mask,
+        softcap: c.softcap,
     };
     let bias = match &c.bias {
         Some(b) => Some(m(c.n_q, c.n_k, b)?),
@@ -191,6 +202,7 @@ pub fn spec_problem<T: Real>(c: &Case) -> spec::Problem {
         v: DMatrix::from_row_slice(c.n_k, c.d_v, &c.v),
         tau: tau_of::<T>(c.scale, c.d),
         mask: crate::certify::spec_mask(c.mask),
+        softcap: c.softcap,
     }
 }
 
@@ -217,8 +229,12 @@ pub fn enclosures<T: Real>(c: &Case) -> std::result::Result<Enclosures, Violatio
 
 /// Plain f64 values of the exact formulas, used only as magnitudes in the allowance.
 pub struct Reference {
-    /// S = tau Q K^T.
+    /// S = cap(tau Q K^T) + B (cap: the softcap, or the identity).
     pub s: Vec<f64>,
+    /// The softcap's slope sech^2(tau q_i . k_j / c) (1 without a softcap).
+    pub slope: Vec<f64>,
+    /// |tau q_i . k_j| / c, the capped argument's size (0 without a softcap).
+    pub y: Vec<f64>,
     /// P = softmax(S) (masked).
     pub p: Vec<f64>,
     /// O = P V.
@@ -229,7 +245,7 @@ pub struct Reference {
     pub dp: Vec<f64>,
     /// delta_i = dO_i . O_i.
     pub delta: Vec<f64>,
-    /// dS = P o (dP - delta).
+    /// dS = P o (dP - delta) o slope.
     pub ds: Vec<f64>,
     /// dQ.
     pub dq: Vec<f64>,
@@ -245,12 +261,24 @@ pub fn reference(c: &Case, tau: f64) -> Reference {
     let visible: Vec<std::ops::Range<usize>> =
         (0..n_q).map(|i| c.mask.key_range(i, n_q, n_k)).collect();
     let mut s = vec![0.0; n_q * n_k];
+    let mut slope = vec![1.0; n_q * n_k];
+    let mut y = vec![0.0; n_q * n_k];
     let mut p = vec![0.0; n_q * n_k];
     let mut lse = vec![f64::NEG_INFINITY; n_q];
     for i in 0..n_q {
         for j in 0..n_k {
-            s[i * n_k + j] = tau * (0..d).map(|l| c.q[i * d + l] * c.k[j * d + l]).sum::<f64>()
-                + c.bias.as_ref().map_or(0.0, |b| b[i * n_k + j]);
+            let ij = i * n_k + j;
+            let raw = tau * (0..d).map(|l| c.q[i * d + l] * c.k[j * d + l]).sum::<f64>();
+            let capped = match c.softcap {
+                Some(cap) => {
+                    let t = (raw / cap).tanh();
+                    y[ij] = (raw / cap).abs();
+                    slope[ij] = 1.0 / ((raw / cap).cosh() * (raw / cap).cosh());
+                    cap * t
+                }
+                None => raw,
+            };
+            s[ij] = capped + c.bias.as_ref().map_or(0.0, |b| b[ij]);
         }
         let vis = visible[i].clone();
         if vis.is_empty() {
@@ -286,7 +314,7 @@ pub fn reference(c: &Case, tau: f64) -> Reference {
         }
     }
     let ds: Vec<f64> = (0..n_q * n_k)
-        .map(|ij| p[ij] * (dp[ij] - delta[ij / n_k]))
+        .map(|ij| p[ij] * (dp[ij] - delta[ij / n_k]) * slope[ij])
         .collect();
     let mut dq = vec![0.0; n_q * d];
     let mut dk = vec![0.0; n_k * d];
@@ -300,6 +328,8 @@ pub fn reference(c: &Case, tau: f64) -> Reference {
     }
     Reference {
         s,
+        slope,
+        y,
         p,
         o,
         lse,
@@ -378,6 +408,7 @@ pub fn allowance<T: Real>(c: &Case) -> Allowance {
     let (n_q, n_k, d, d_v) = (c.n_q, c.n_k, c.d, c.d_v);
     let nb = n_k.div_ceil(polyattn::attention::exact::tile::BLOCK_K);
     let mut e = vec![0.0; n_q * n_k];
+    let mut e_raw = vec![0.0; n_q * n_k];
     for i in 0..n_q {
         for j in 0..n_k {
             let abs_dot: f64 = (0..d)
@@ -390,7 +421,11 @@ pub fn allowance<T: Real>(c: &Case) -> Allowance {
             let dot: f64 = (0..d).map(|l| c.q[i * d + l] * c.k[j * d + l]).sum();
             // The product's rounding, and with a bias the addition's: u |S + b|.
             let add = if c.bias.is_some() { u * s.abs() } else { 0.0 };
-            e[i * n_k + j] = tau.abs() * gamma(d, u) * abs_dot + u * (tau * dot).abs() + add;
+            e_raw[i * n_k + j] = tau.abs() * gamma(d, u) * abs_dot + u * (tau * dot).abs();
+            // A softcap passes the raw error through (1-Lipschitz) and adds 6u c
+            // (`polyattn::attention::exact` softcap: docs/math.md §5.4).
+            let cap = c.softcap.map_or(0.0, |cap| 6.0 * u * cap);
+            e[i * n_k + j] = e_raw[i * n_k + j] + cap + add;
         }
     }
     let mut a_o = vec![0.0; n_q * d_v];
@@ -443,9 +478,16 @@ pub fn allowance<T: Real>(c: &Case) -> Allowance {
                     .map(|cc| (c.d_o[i * d_v + cc] * c.v[j * d_v + cc]).abs())
                     .sum::<f64>();
             let diff = (r.dp[ij] - r.delta[i]).abs();
-            h[ij] = r.p[ij] * (rho[ij] * diff + f + g_i + u * diff)
+            h[ij] = r.p[ij] * (rho[ij] * diff + f + g_i + u * diff) * r.slope[ij]
                 + u * r.ds[ij].abs()
                 + eta * (diff + 2.0);
+            if let Some(cap) = c.softcap {
+                // dS times the computed slope: its relative error (2u exp, gamma_4,
+                // 2u |y| from y's rounding, 2 e_raw / c from the score's error), the
+                // product's rounding u, and an absolute 4 eta below the normal range.
+                let rel = 3.0 * u + gamma(4, u) + 2.0 * u * r.y[ij] + 2.0 * e_raw[ij] / cap;
+                h[ij] += r.p[ij] * diff * (r.slope[ij] * rel + 4.0 * eta);
+            }
         }
     }
     let (gq, gk) = (gamma(n_q + 1, u), gamma(n_k + 1, u));

@@ -111,7 +111,11 @@ fn attention_on<T: Real>(
         ));
         return Ok(());
     }
-    let cfg = AttentionConfig { scale: None, mask };
+    let cfg = AttentionConfig {
+        scale: None,
+        mask,
+        softcap: None,
+    };
     let to64 = |v: &[T]| v.iter().map(|z| z.to_f64()).collect::<Vec<_>>();
     match exact::forward_multihead(&x.q, &x.k, &x.v, &cfg) {
         Ok(f) => {

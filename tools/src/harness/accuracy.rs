@@ -128,6 +128,7 @@ fn sampled_errors(
     let acfg = AttentionConfig {
         scale: cfg.scale,
         mask: polyattn::attention::Mask::None,
+        softcap: None,
     };
     let (mut eo, mut edq) = (0.0f64, 0.0f64);
     for s in 0..rows {

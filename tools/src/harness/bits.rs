@@ -209,6 +209,7 @@ pub fn sweep(preset: Preset) -> Result<Report> {
             &AttentionConfig {
                 scale: Some(tau),
                 mask: Mask::None,
+                softcap: None,
             },
         )?;
         let rg =

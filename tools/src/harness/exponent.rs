@@ -360,6 +360,7 @@ fn planner(n: usize, d: usize, b: f64, eps: f64) -> (Option<usize>, String) {
         let att = AttentionConfig {
             scale: Some(1.0 / d as f64),
             mask: Mask::None,
+            softcap: None,
         };
         let p = Problem::new(q.view(), q.view(), v.view(), &att)?;
         Ok(poly::plan::plan(&p, &cfg)?.regime.degree)

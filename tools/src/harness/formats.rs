@@ -369,6 +369,7 @@ pub fn sweep(preset: Preset) -> Result<Report> {
             let acfg = AttentionConfig {
                 scale: Some(tau),
                 mask: Mask::None,
+                softcap: None,
             };
             let reference = exact_reference(q.view(), k.view(), v.view(), Some(g.view()), &acfg)?;
             let rg = reference

@@ -142,6 +142,7 @@ fn row(d: usize, their_error_pct: f64, their_speedup: f64, seed: u64) -> Result<
     let acfg = AttentionConfig {
         scale: Some(tau),
         mask: Mask::None,
+        softcap: None,
     };
     let ef = exact::forward(q64.view(), k64.view(), v64.view(), &acfg)?;
     let eg = exact::backward(q64.view(), k64.view(), v64.view(), &ef, do64.view(), &acfg)?;

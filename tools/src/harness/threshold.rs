@@ -153,6 +153,7 @@ pub fn sweep(preset: Preset) -> Result<Report> {
         let att = AttentionConfig {
             scale: None,
             mask: Mask::None,
+            softcap: None,
         };
         // Exact time does not depend on B: once per n.
         let (seconds_exact, exact_extrapolated) = if n <= grid.exact_max_n {
