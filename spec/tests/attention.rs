@@ -170,13 +170,19 @@ fn softcap_backward_agrees_with_the_oracle() {
         let mut plain = p.clone();
         plain.softcap = None;
         let uncapped = backward(&plain, &d_o, DEFAULT_PREC).unwrap();
-        if pairs(&closed, &uncapped).into_iter().any(|(_, _, x, y)| !x.overlaps(&y)) {
+        if pairs(&closed, &uncapped)
+            .into_iter()
+            .any(|(_, _, x, y)| !x.overlaps(&y))
+        {
             moved += 1;
         }
     }
     assert!(disagreements.is_empty(), "{disagreements:#?}");
     // Rows that see one key have P = 1 and dS = 0 whatever the cap; most cases move.
-    assert!(moved >= 8, "the softcap changed the gradients in only {moved} of 12 cases");
+    assert!(
+        moved >= 8,
+        "the softcap changed the gradients in only {moved} of 12 cases"
+    );
 }
 
 /// A non-finite or non-positive softcap is refused.

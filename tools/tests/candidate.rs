@@ -159,6 +159,7 @@ fn opts(mask: Mask) -> CandidateOptions {
         mask,
         scale: None,
         layout: Layout::Bhsd,
+        softcap: None,
         reference: ReferenceChoice::Auto,
     }
 }
@@ -573,7 +574,7 @@ fn layouts_give_identical_reports() {
 fn independent_plain(
     p: &Problem,
     h: usize,
-    (causal, bias): (bool, Option<&[f64]>),
+    (causal, bias, cap): (bool, Option<&[f64]>, Option<f64>),
     st: &dyn Fn(f64) -> f64,
     out: &dyn Fn(f64) -> f64,
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
@@ -592,6 +593,7 @@ fn independent_plain(
     let hidden = |i: usize, j: usize| bias.is_some_and(|b| b[i * n_k + j] == f64::NEG_INFINITY);
     let sees = |i: usize, j: usize| (!causal || j <= i) && !hidden(i, j);
     let mut pm = vec![0.0; n_q * n_k];
+    let mut tanh_st = vec![0.0; n_q * n_k];
     let (mut o, mut lse) = (vec![0.0; n_q * d_v], vec![0.0; n_q]);
     for i in 0..n_q {
         let mut s = vec![f64::NEG_INFINITY; n_k];
@@ -601,9 +603,19 @@ fn independent_plain(
                 for l in 0..d {
                     acc = r32(acc + r32(q[i * d + l] * kp[j * d + l]));
                 }
-                s[j] = match bias {
-                    Some(b) => st(r32(st(acc) + out(b[i * n_k + j]))),
+                // attention_ref: scores / softcap, .tanh(), * softcap (each stored; the
+                // Python float softcap enters the f32 arithmetic as an f32).
+                let capped = match cap.map(r32) {
+                    Some(c) => {
+                        let t = st(r32(st(r32(st(acc) / c)).tanh()));
+                        tanh_st[i * n_k + j] = t;
+                        st(r32(t * c))
+                    }
                     None => st(acc),
+                };
+                s[j] = match bias {
+                    Some(b) => st(r32(capped + out(b[i * n_k + j]))),
+                    None => capped,
                 };
             }
         }
@@ -648,7 +660,15 @@ fn independent_plain(
         }
         for j in 0..n_k {
             if sees(i, j) {
-                ds[i * n_k + j] = st(r32(pm[i * n_k + j] * r32(dp[j] - sum)));
+                let g = st(r32(pm[i * n_k + j] * r32(dp[j] - sum)));
+                // Autograd back through * softcap, tanh (grad (1 - t^2) in f32), / softcap.
+                ds[i * n_k + j] = match cap.map(r32) {
+                    Some(c) => {
+                        let t = tanh_st[i * n_k + j];
+                        st(r32(st(r32(st(r32(g * c)) * r32(1.0 - r32(t * t)))) / c))
+                    }
+                    None => g,
+                };
             }
         }
     }
@@ -698,12 +718,15 @@ fn plain_baseline_matches_an_independent_implementation() {
     let pad: Vec<f64> = (0..13 * 13)
         .map(|ij| if ij % 13 < 9 { 0.0 } else { f64::NEG_INFINITY })
         .collect();
-    for (causal, bias) in [
-        (false, None),
-        (true, None),
-        (false, Some(alibi.clone())),
-        (true, Some(alibi)),
-        (false, Some(pad)),
+    // Softcaps below and near the scores' size (they reach about 3 here).
+    for (causal, bias, cap) in [
+        (false, None, None),
+        (true, None, None),
+        (false, Some(alibi.clone()), None),
+        (true, Some(alibi.clone()), None),
+        (false, Some(pad), None),
+        (false, None, Some(1.5)),
+        (true, Some(alibi), Some(0.7)),
     ] {
         let mask = if causal {
             Mask::CausalTopLeft
@@ -741,11 +764,11 @@ fn plain_baseline_matches_an_independent_implementation() {
                 let lib = plain_head(
                     (&q, &k, &v, Some(&g)),
                     (13, 13, 8, 5),
-                    (1.0 / 8f64.sqrt(), mask, b),
+                    (1.0 / 8f64.sqrt(), mask, b, cap),
                     dtype,
                     rule,
                 );
-                let (o, lse, dq, dk, dv) = independent_plain(&p, h, (causal, b), &st, &out);
+                let (o, lse, dq, dk, dv) = independent_plain(&p, h, (causal, b, cap), &st, &out);
                 let grads = lib.grads.unwrap();
                 assert_eq!(lib.o, o, "o {dtype:?} {rule:?} causal {causal}");
                 assert_eq!(lib.lse, lse, "lse {dtype:?} {rule:?}");
@@ -1193,4 +1216,126 @@ fn a_biased_problem_is_certified_and_an_unbiased_output_is_not() {
     assert_eq!(c.baseline.verdict, "pass", "{:?}", c.baseline);
     let r = certify_candidate(&input, &cand(&unbiased), &opts(Mask::None)).unwrap();
     assert!(tensor(&r, "o").certified_lower_max_abs > 1e-2);
+}
+
+/// A softcapped problem (Gemma 2's `c tanh(s / c)`, scores up to about 3 under a cap of
+/// 1.2): the bf16 rounding of its exact o and gradients is certified with its true
+/// error, the plain bf16 baseline (with FlashAttention's reference's softcap ops) passes
+/// the rule, and the exact output of the *uncapped* problem is proven wrong, with a hint
+/// that it matches attention without the softcap.
+#[test]
+fn a_softcapped_problem_is_certified_and_an_uncapped_output_is_not() {
+    let p = problem(2, 9, 11, 4, 3, 17);
+    let (n_q, n_k) = (p.n_q, p.n_k);
+    let cap = 1.2;
+    let tau = 1.0 / (p.d as f64).sqrt();
+    let (mut want, mut uncapped) = (vec![Vec::new(); 5], Vec::new());
+    for h in 0..p.heads {
+        let m = |x: &[f64], r: usize, c: usize| {
+            DMatrix::from_row_slice(r, c, &x[h * r * c..(h + 1) * r * c])
+        };
+        let sp = spec::Problem {
+            q: m(&p.q, n_q, p.d),
+            k: m(&p.k, n_k, p.d),
+            v: m(&p.v, n_k, p.d_v),
+            tau,
+            mask: spec::Mask::None,
+            softcap: Some(cap),
+        };
+        let f = spec::forward(&sp, 128).unwrap();
+        let g = spec::backward(&sp, &m(&p.d_o, n_q, p.d_v), 128).unwrap();
+        let plain = spec::forward(
+            &spec::Problem {
+                softcap: None,
+                ..sp.clone()
+            },
+            128,
+        )
+        .unwrap();
+        let rows = |x: &DMatrix<polyattn_spec::Interval>| {
+            let mut v = Vec::new();
+            for i in 0..x.nrows() {
+                for j in 0..x.ncols() {
+                    v.push(x[(i, j)].mid_f64());
+                }
+            }
+            v
+        };
+        want[0].extend(rows(&f.o));
+        want[2].extend(rows(&g.dq));
+        want[3].extend(rows(&g.dk));
+        want[4].extend(rows(&g.dv));
+        uncapped.extend(rows(&plain.o));
+    }
+    let mut input = vec![
+        (
+            "q".to_string(),
+            AnyTensor::from_f64_rounded(DType::BF16, vec![2, n_q, p.d], &p.q),
+        ),
+        (
+            "k".to_string(),
+            AnyTensor::from_f64_rounded(DType::BF16, vec![2, n_k, p.d], &p.k),
+        ),
+        (
+            "v".to_string(),
+            AnyTensor::from_f64_rounded(DType::BF16, vec![2, n_k, p.d_v], &p.v),
+        ),
+    ];
+    input.push((
+        "do".to_string(),
+        AnyTensor::from_f64_rounded(DType::BF16, vec![2, n_q, p.d_v], &p.d_o),
+    ));
+    let input = file_of(&input);
+    let shapes = [
+        vec![2, n_q, p.d_v],
+        vec![],
+        vec![2, n_q, p.d],
+        vec![2, n_k, p.d],
+        vec![2, n_k, p.d_v],
+    ];
+    let cand: Vec<(String, AnyTensor)> = [0usize, 2, 3, 4]
+        .iter()
+        .map(|&t| {
+            (
+                NAMES[t].to_string(),
+                AnyTensor::from_f64_rounded(DType::BF16, shapes[t].clone(), &want[t]),
+            )
+        })
+        .collect();
+    let o = CandidateOptions {
+        softcap: Some(cap),
+        ..opts(Mask::None)
+    };
+    let r = certify_candidate(&input, &file_of(&cand), &o).unwrap();
+    for &t in &[0usize, 2, 3, 4] {
+        let true_err = want[t]
+            .iter()
+            .map(|&x| (bf16_of(x) - x).abs())
+            .fold(0.0, f64::max);
+        let c = tensor(&r, NAMES[t]);
+        assert!(
+            c.certified_max_abs >= true_err
+                && c.certified_max_abs <= true_err * (1.0 + 1e-9) + 1e-25,
+            "{}: certified {} vs true {true_err}",
+            NAMES[t],
+            c.certified_max_abs
+        );
+        assert_eq!(c.baseline.verdict, "pass", "{} {:?}", NAMES[t], c.baseline);
+    }
+    let wrong = file_of(&[(
+        "o".to_string(),
+        AnyTensor::from_f64_rounded(DType::BF16, vec![2, n_q, p.d_v], &uncapped),
+    )]);
+    let r = certify_candidate(&input, &wrong, &o).unwrap();
+    let c = tensor(&r, "o");
+    assert!(
+        c.certified_lower_max_abs > 1e-2,
+        "{}",
+        c.certified_lower_max_abs
+    );
+    assert!(
+        c.hints.iter().any(|h| h.contains("no softcap")),
+        "{:?}",
+        c.hints
+    );
 }

@@ -1160,3 +1160,99 @@ fn output_tensors_and_metadata_are_as_documented() {
     assert_eq!(au.names(), ["lse", "o"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--softcap C` (Gemma 2's `c tanh(s / c)`): `attention` writes exactly what the
+/// library's exact engine computes with that cap (values and gradients, bit for bit),
+/// records it in the metadata, and differs from the uncapped run; the polynomial engine
+/// refuses in one line naming the softcap, auto falls back to exact; a softcap that is
+/// zero, negative or not finite is a one-line error and nothing is written.
+#[test]
+fn softcap_on_the_command_line() {
+    use polyattn::attention::{exact, AttentionConfig, Mask};
+    use polyattn::tensor::Tensor3;
+    let dir = tmpdir("softcap");
+    let inp = dir.join("in.safetensors");
+    let (q, k, v, d_o) = (
+        f64t(&[2, 9, 3], 11),
+        f64t(&[2, 6, 3], 12),
+        f64t(&[2, 6, 4], 13),
+        f64t(&[2, 9, 4], 14),
+    );
+    write(
+        &inp,
+        vec![
+            ("q", q.clone()),
+            ("k", k.clone()),
+            ("v", v.clone()),
+            ("do", d_o.clone()),
+        ],
+    );
+    let attention = |name: &str, extra: &[&str]| {
+        let outp = dir.join(name);
+        let mut args = vec![
+            "attention",
+            "--input",
+            inp.to_str().unwrap(),
+            "--output",
+            outp.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        (run(&args), outp)
+    };
+    let (out, capped) = attention("cap.safetensors", &["--softcap", "0.5"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f = TensorFile::read(&capped).unwrap();
+    assert_eq!(f.metadata.get("softcap").map(String::as_str), Some("5e-1"));
+    let stack =
+        |t: &AnyTensor, h, n, d| Tensor3::from_vec(h, n, d, t.to_real::<f64>().unwrap()).unwrap();
+    let (q, k, v, d_o) = (
+        stack(&q, 2, 9, 3),
+        stack(&k, 2, 6, 3),
+        stack(&v, 2, 6, 4),
+        stack(&d_o, 2, 9, 4),
+    );
+    let cfg = AttentionConfig {
+        scale: None,
+        mask: Mask::None,
+        softcap: Some(0.5),
+    };
+    let fwd = exact::forward_multihead(&q, &k, &v, &cfg).unwrap();
+    let g = exact::backward_multihead(&q, &k, &v, &fwd, &d_o, &cfg).unwrap();
+    let get = |f: &TensorFile, n: &str| f.get(n).unwrap().to_real::<f64>().unwrap();
+    assert_eq!(get(&f, "o"), fwd.o.as_slice());
+    assert_eq!(get(&f, "dq"), g.dq.as_slice());
+    assert_eq!(get(&f, "dk"), g.dk.as_slice());
+    assert_eq!(get(&f, "dv"), g.dv.as_slice());
+    let (out, plain) = attention("plain.safetensors", &[]);
+    assert!(out.status.success());
+    assert_ne!(get(&TensorFile::read(&plain).unwrap(), "o"), get(&f, "o"));
+    // Poly refuses naming the cap; auto falls back to exact and says why.
+    expect_error(
+        &inp,
+        &["--softcap", "0.5", "--engine", "poly"],
+        "softcap 0.5",
+    );
+    let (out, a) = attention(
+        "auto.safetensors",
+        &["--softcap", "0.5", "--engine", "auto"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fa = TensorFile::read(&a).unwrap();
+    assert_eq!(fa.metadata.get("engine").map(String::as_str), Some("exact"));
+    assert!(fa
+        .metadata
+        .get("auto_reason")
+        .is_some_and(|r| r.contains("softcap")));
+    assert_eq!(get(&fa, "o"), get(&f, "o"));
+    for bad in ["0", "-1", "nan", "inf"] {
+        expect_error(&inp, &["--softcap", bad], "softcap");
+    }
+}

@@ -290,6 +290,17 @@ pub fn refuse_bias<T: Real>(p: &Problem<'_, T>) -> Error {
     )
 }
 
+/// The refusal of a softcapped problem: the polynomial engine approximates
+/// `exp(tau q . k)`, not `exp(c tanh(tau q . k / c))` (a polynomial of the composed
+/// function is future work); the exact engine takes the cap, and `auto` falls back.
+pub fn refuse_softcap<T: Real>(p: &Problem<'_, T>, c: f64) -> Error {
+    refusal(
+        p,
+        rigorous_radius(p),
+        format!("softcap {c}: score softcapping runs through the exact engine only"),
+    )
+}
+
 /// Chooses the polynomial for `p` under `cfg`, or refuses with the reason.
 pub fn plan<T: Real>(p: &Problem<'_, T>, cfg: &PolyConfig) -> Result<Plan> {
     let (n_q, n_k, d, d_v) = (p.n_q(), p.n_k(), p.d(), p.d_v());

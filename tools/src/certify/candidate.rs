@@ -118,6 +118,8 @@ pub struct CandidateOptions {
     pub scale: Option<f64>,
     /// The files' layout.
     pub layout: Layout,
+    /// The score softcap `c` (`c tanh(s / c)` before the bias; docs/math.md §1.4).
+    pub softcap: Option<f64>,
     /// The reference (`Auto`: MPFR when small, else f64 with its bound; `Ball` is
     /// refused: it is for model reports).
     pub reference: ReferenceChoice,
@@ -310,6 +312,9 @@ pub struct CandidateReport {
     pub mask: String,
     /// tau.
     pub scale: f64,
+    /// The score softcap, when one was given (absent from the JSON otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub softcap: Option<f64>,
     /// The reference.
     pub reference: ReferenceUsed,
     /// The rule, in words.
@@ -537,7 +542,7 @@ fn mpfr_head(
         MatRef<'_, f64>,
         Option<MatRef<'_, f64>>,
     ),
-    (tau, mask, bias): (f64, Mask, Option<MatRef<'_, f64>>),
+    (tau, mask, bias, softcap): (f64, Mask, Option<MatRef<'_, f64>>, Option<f64>),
 ) -> Result<HeadRef> {
     use nalgebra::DMatrix;
     use polyattn_spec::attention as spec;
@@ -548,7 +553,7 @@ fn mpfr_head(
         v: dm(v),
         tau,
         mask: super::spec_mask(mask),
-        softcap: None,
+        softcap,
     };
     let err = |e: spec::SpecError| Error::InvalidParameter {
         name: "reference problem",
@@ -602,12 +607,12 @@ fn f64_head(
         MatRef<'_, f64>,
         Option<MatRef<'_, f64>>,
     ),
-    (tau, mask, bias): (f64, Mask, Option<MatRef<'_, f64>>),
+    (tau, mask, bias, softcap): (f64, Mask, Option<MatRef<'_, f64>>, Option<f64>),
 ) -> Result<HeadRef> {
     let cfg = AttentionConfig {
         scale: Some(tau),
         mask,
-        softcap: None,
+        softcap,
     };
     let r = exact_reference_with_bias(q, k, v, bias, d_o, &cfg)?;
     let mut t = [
@@ -1366,9 +1371,9 @@ pub fn certify_candidate(
             let b = x.bias(h)?;
             #[cfg(feature = "certify")]
             if use_mpfr {
-                return mpfr_head((q, k, v, g), (tau, mask, b));
+                return mpfr_head((q, k, v, g), (tau, mask, b, opts.softcap));
             }
-            f64_head((q, k, v, g), (tau, mask, b))
+            f64_head((q, k, v, g), (tau, mask, b, opts.softcap))
         })
         .collect::<Result<_>>()?;
     let t_ref = t0.elapsed().as_secs_f64();
@@ -1404,7 +1409,7 @@ pub fn certify_candidate(
                             g.map(|g| g.as_slice()),
                         ),
                         (n_q, n_k, d, d_v),
-                        (tau, mask, b.map(|b| b.as_slice())),
+                        (tau, mask, b.map(|b| b.as_slice()), opts.softcap),
                         dt,
                         rule,
                     ))
@@ -1542,7 +1547,7 @@ pub fn certify_candidate(
         let shape = if ti == 1 { gq.lse_shape() } else { g.shape() };
         let mut st = tensor_stats(&e, g, (dt, base_dt), shape, conv, &base, &upc);
         if st.cert.baseline.verdict != "pass" && st.cert.certified_max_abs.is_finite() {
-            st.cert.hints = hints(&e, ti, &x, (tau, mask))?;
+            st.cert.hints = hints(&e, ti, &x, (tau, mask, opts.softcap))?;
         }
         row_profiles.push(RowProfile {
             name: name.to_string(),
@@ -1562,6 +1567,7 @@ pub fn certify_candidate(
         kv_heads: hpb / x.group.max(1),
         mask: mask.name(),
         scale: tau,
+        softcap: opts.softcap,
         reference: if use_mpfr {
             ReferenceUsed::Mpfr { prec: 128 }
         } else {
@@ -1583,7 +1589,12 @@ fn input_path(f: &TensorFile) -> std::path::PathBuf {
 }
 
 /// Hints for a failing tensor (module doc, "Hints").
-fn hints(e: &Entries<'_>, ti: usize, x: &Inputs, (tau, mask): (f64, Mask)) -> Result<Vec<String>> {
+fn hints(
+    e: &Entries<'_>,
+    ti: usize,
+    x: &Inputs,
+    (tau, mask, softcap): (f64, Mask, Option<f64>),
+) -> Result<Vec<String>> {
     let mut out = Vec::new();
     let idx: Vec<usize> = (0..e.cand.len())
         .filter(|&i| !e.skip[i] && e.cand[i].is_finite() && e.mid[i].is_finite())
@@ -1641,32 +1652,37 @@ fn hints(e: &Entries<'_>, ti: usize, x: &Inputs, (tau, mask): (f64, Mask)) -> Re
     if ti == 0 {
         let [gq, gk, gv] = &x.geoms;
         let d = gq.cols;
-        let mut alts: Vec<(String, f64, Mask)> = vec![
-            ("scale 1 (no scaling)".into(), 1.0, mask),
+        let mut alts: Vec<(String, f64, Mask, Option<f64>)> = vec![
+            ("scale 1 (no scaling)".into(), 1.0, mask, softcap),
             (
                 format!("scale 1/d = {}", 1.0 / d as f64),
                 1.0 / d as f64,
                 mask,
+                softcap,
             ),
             (
                 format!("scale 1/sqrt(d) = {:.6}", 1.0 / (d as f64).sqrt()),
                 1.0 / (d as f64).sqrt(),
                 mask,
+                softcap,
             ),
         ];
         for m in [Mask::None, Mask::CausalTopLeft, Mask::CausalBottomRight] {
             if m != mask {
-                alts.push((format!("mask {}", m.name()), tau, m));
+                alts.push((format!("mask {}", m.name()), tau, m, softcap));
             }
         }
-        for (what, t, m) in alts {
-            if (t - tau).abs() <= 1e-12 * tau.abs() && m == mask {
+        if softcap.is_some() {
+            alts.push(("no softcap".into(), tau, mask, None));
+        }
+        for (what, t, m, cap) in alts {
+            if (t - tau).abs() <= 1e-12 * tau.abs() && m == mask && cap == softcap {
                 continue;
             }
             let cfg = AttentionConfig {
                 scale: Some(t),
                 mask: m,
-                softcap: None,
+                softcap: cap,
             };
             let mut alt = Vec::with_capacity(e.cand.len());
             let stack = gq.stack();
@@ -1684,7 +1700,7 @@ fn hints(e: &Entries<'_>, ti: usize, x: &Inputs, (tau, mask): (f64, Mask)) -> Re
             let dd = dist(&|i| alt[i]);
             if dd <= 0.1 * err {
                 out.push(format!(
-                    "`o` matches exact attention with {what} (Frobenius distance {} against {} from the requested one): a scale or mask convention mismatch?",
+                    "`o` matches exact attention with {what} (Frobenius distance {} against {} from the requested one): a scale, mask or softcap convention mismatch?",
                     sig3(dd),
                     sig3(err)
                 ));
@@ -1857,9 +1873,10 @@ impl CandidateReport {
             )
         };
         let mut s = format!(
-            "# Certified error of a candidate attention\n\n{b} x {h} head(s){kv}, n_q = {n_q}, n_k = {n_k}, d = {d}, d_v = {d_v}, mask {}, scale {:e}, layout {}; inputs {}.\nReference: {}.\nWall times are in `timings.json`.\n\n",
+            "# Certified error of a candidate attention\n\n{b} x {h} head(s){kv}, n_q = {n_q}, n_k = {n_k}, d = {d}, d_v = {d_v}, mask {}, scale {:e}{}, layout {}; inputs {}.\nReference: {}.\nWall times are in `timings.json`.\n\n",
             self.mask,
             self.scale,
+            self.softcap.map_or(String::new(), |c| format!(", softcap {c:e}")),
             self.layout.name(),
             self.input_dtypes.join("/"),
             self.reference_text(),

@@ -17,6 +17,14 @@
 //! dS_ij = st(P_ij (dP_ij - sum_j' P_ij' dP_ij'))   (autograd's softmax backward)
 //! dQ   = st(dS K'),   dK = st(st(dS^T Q) tau)
 //! ```
+//! With a softcap `c` (FlashAttention's reference: `scores / softcap`, `.tanh()`,
+//! `* softcap`, each a stored op) the stored score becomes
+//! `S = st(st(tanh(st(S / c))) c)` before the bias, and autograd's backward through
+//! those three ops turns `dS` into `st(st(st(dS c) (1 - t^2)) / c)` with `t` the stored
+//! tanh (PyTorch's `tanh_backward` computes `grad (1 - t^2)` in A and rounds once); `c`,
+//! a Python float there, enters the arithmetic in A (rounded to f32 for 16- and 32-bit
+//! dtypes, as PyTorch casts a scalar operand to the op's math type).
+//!
 //! `st` rounds to the storage dtype (nearest even), A is the accumulation type: f32,
 //! or f64 when `X` is F64; every sum is sequential in A (each `+` and `*` rounded to
 //! A), `e` and `ln` are evaluated in f64 and rounded to A (PyTorch's f32 `exp` is
@@ -132,18 +140,19 @@ impl Acc for f64 {
 ///
 /// `bias` (`n_q x n_k`, finite or `-inf`) is an additive score bias in the inputs'
 /// dtype, added to the stored scores and the sum stored again (FlashAttention's
-/// reference: `scores + attn_bias`); `-inf` hides the key.
+/// reference: `scores + attn_bias`); `-inf` hides the key. `softcap` caps the scores
+/// before the bias (module docs).
 pub fn plain_head(
     (q, k, v, d_o): HeadInputs<'_>,
     dims: (usize, usize, usize, usize),
-    (tau, mask, bias): (f64, Mask, Option<&[f64]>),
+    scores: (f64, Mask, Option<&[f64]>, Option<f64>),
     dtype: DType,
     rule: PlainRule,
 ) -> PlainHead {
     if dtype == DType::F64 {
-        run::<f64>((q, k, v, d_o), dims, (tau, mask, bias), dtype, rule)
+        run::<f64>((q, k, v, d_o), dims, scores, dtype, rule)
     } else {
-        run::<f32>((q, k, v, d_o), dims, (tau, mask, bias), dtype, rule)
+        run::<f32>((q, k, v, d_o), dims, scores, dtype, rule)
     }
 }
 
@@ -158,7 +167,7 @@ fn dot<A: Acc>(a: impl Iterator<Item = (A, A)>) -> A {
 fn run<A: Acc>(
     (q, k, v, d_o): HeadInputs<'_>,
     (n_q, n_k, d, d_v): (usize, usize, usize, usize),
-    (tau, mask, bias): (f64, Mask, Option<&[f64]>),
+    (tau, mask, bias, softcap): (f64, Mask, Option<&[f64]>, Option<f64>),
     dtype: DType,
     rule: PlainRule,
 ) -> PlainHead {
@@ -174,6 +183,9 @@ fn run<A: Acc>(
     let ks: Vec<A> = k.iter().map(|&x| x.mul(tau_a).store(st)).collect();
     let keys: Vec<std::ops::Range<usize>> = (0..n_q).map(|i| mask.key_range(i, n_q, n_k)).collect();
     let mut p = vec![A::ZERO; n_q * n_k];
+    // The stored tanh of each capped score, for the backward.
+    let mut t = vec![A::ZERO; if softcap.is_some() { n_q * n_k } else { 0 }];
+    let cap = softcap.map(A::of);
     let mut o = vec![0.0f64; n_q * d_v];
     let mut lse = vec![f64::NEG_INFINITY; n_q];
     for i in 0..n_q {
@@ -187,6 +199,15 @@ fn run<A: Acc>(
             .map(|j| {
                 let kj = &ks[j * d..(j + 1) * d];
                 let s = dot(qi.iter().copied().zip(kj.iter().copied())).store(st);
+                let s = match cap {
+                    Some(c) => {
+                        let y = s.div(c).store(st);
+                        let tij = A::of(y.wide().tanh()).store(st);
+                        t[i * n_k + j] = tij;
+                        tij.mul(c).store(st)
+                    }
+                    None => s,
+                };
                 match bias {
                     Some(b) => (s + A::of(dtype.round(b[i * n_k + j]))).store(st),
                     None => s,
@@ -229,7 +250,16 @@ fn run<A: Acc>(
                 .collect();
             let sum = dot(ks_i.clone().zip(&dp).map(|(j, &x)| (p[i * n_k + j], x)));
             for (j, &x) in ks_i.zip(&dp) {
-                ds[i * n_k + j] = p[i * n_k + j].mul(x - sum).store(st);
+                let g = p[i * n_k + j].mul(x - sum).store(st);
+                ds[i * n_k + j] = match cap {
+                    Some(c) => {
+                        let tij = t[i * n_k + j];
+                        let g = g.mul(c).store(st);
+                        let g = g.mul(A::of(1.0) - tij.mul(tij)).store(st);
+                        g.div(c).store(st)
+                    }
+                    None => g,
+                };
             }
         }
         let dq: Vec<f64> = (0..n_q * d)

@@ -204,15 +204,19 @@ impl<T: Real> Loaded<T> {
         }
     }
 
-    /// The polynomial engine has no additive bias: its typed refusal (with R, B and
-    /// sqrt(ln n) of the first head) when the file holds one.
-    pub(crate) fn check_no_bias_for_poly(&self, cfg: &PolyConfig) -> Result<()> {
-        if self.bias.is_none() {
+    /// The polynomial engine has no additive bias and no softcap: its typed refusal
+    /// (with R, B and sqrt(ln n) of the first head) when the file holds a bias or
+    /// `softcap` is set.
+    pub(crate) fn check_poly_takes(&self, cfg: &PolyConfig, softcap: Option<f64>) -> Result<()> {
+        if self.bias.is_none() && softcap.is_none() {
             return Ok(());
         }
         let (q, k, v) = (self.q.head(0), self.k.head(0), self.v.head(0));
         let p = polyattn::attention::Problem::new(q, k, v, &cfg.attention())?;
-        Err(poly::plan::refuse_bias(&p))
+        Err(match softcap {
+            Some(c) => poly::plan::refuse_softcap(&p, c),
+            None => poly::plan::refuse_bias(&p),
+        })
     }
 }
 
@@ -252,7 +256,7 @@ fn compute_loaded<T: Real>(x: &Loaded<T>, args: &AttentionArgs) -> Result<Output
     let attention = AttentionConfig {
         scale: args.scale,
         mask: args.mask.mask(),
-        softcap: None,
+        softcap: args.softcap,
     };
     let tau = T::from_f64(attention.scale_for(x.shapes[0].cols)).to_f64();
     let mut poly_cfg = args.poly.config(args.mask.mask(), args.scale);
@@ -278,6 +282,9 @@ fn compute_loaded<T: Real>(x: &Loaded<T>, args: &AttentionArgs) -> Result<Output
         }
     };
     meta.insert("scale".into(), format!("{tau:e}"));
+    if let Some(c) = args.softcap {
+        meta.insert("softcap".into(), format!("{:e}", T::from_f64(c).to_f64()));
+    }
     Ok((out, meta))
 }
 
@@ -325,7 +332,7 @@ fn concat<T: Clone>(parts: impl Iterator<Item = Vec<T>>) -> Vec<T> {
 
 fn run_poly<T: Real>(x: &Loaded<T>, cfg: &PolyConfig, args: &AttentionArgs) -> Result<Outputs> {
     let [so, slse, sdq, sdk, sdv] = out_shapes(&x.shapes);
-    x.check_no_bias_for_poly(cfg)?;
+    x.check_poly_takes(cfg, args.softcap)?;
     let fwd = poly::forward_multihead(&x.q, &x.k, &x.v, cfg)?;
     let max = |f: &dyn Fn(usize) -> f64| (0..fwd.len()).map(f).fold(0.0f64, f64::max);
     let mut meta = HashMap::from([

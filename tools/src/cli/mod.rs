@@ -124,6 +124,11 @@ pub struct AttentionArgs {
     /// The score scale tau (default 1/sqrt(d)).
     #[arg(long, allow_hyphen_values = true)]
     pub scale: Option<f64>,
+    /// Score softcapping C: each score s = tau q.k becomes C tanh(s / C) before the
+    /// bias and the mask (Gemma 2; FlashAttention's softcap). Exact engine only: poly
+    /// refuses it, auto falls back.
+    #[arg(long, allow_hyphen_values = true)]
+    pub softcap: Option<f64>,
     /// The engine: exact, poly (polynomial method; refuses inputs it cannot certify),
     /// or auto (poly when it is certified and predicted faster, else exact).
     #[arg(long, value_enum, default_value_t = EngineArg::Exact)]
