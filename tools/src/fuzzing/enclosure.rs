@@ -669,6 +669,9 @@ pub struct ExactInput {
     /// The additive score bias: none, N(0, sigma) noise, ALiBi, random -inf entries
     /// (key padding and holes), large entries, or a fully hidden first row.
     pub bias: BiasKind,
+    /// A score softcap (docs/math.md §1.4): none, log-spread over [1e-2, 1e3], or a
+    /// fraction (1e-2..1) of `s_max` (scores saturated).
+    pub softcap: Option<f64>,
 }
 
 /// The fuzzed additive bias (see [`ExactInput::bias`]).
@@ -764,6 +767,12 @@ impl<'a> Arbitrary<'a> for ExactInput {
             4 => BiasKind::Large,
             _ => BiasKind::HiddenRow,
         };
+        // After the bias, for the same reason (older inputs decode without a cap).
+        let softcap = match u.int_in_range(0u8..=3)? {
+            0 | 1 => None,
+            2 => Some(log_spread(u, 1e-2, 1e3)?),
+            _ => Some(log_spread(u, 1e-2, 1.0)? * s_max.max(1e-3)),
+        };
         Ok(Self {
             n_q,
             n_k,
@@ -775,6 +784,7 @@ impl<'a> Arbitrary<'a> for ExactInput {
             s_max,
             seed,
             bias,
+            softcap,
         })
     }
 }
@@ -792,6 +802,9 @@ fn check_in<T: Real>(x: &ExactInput) -> std::result::Result<Outcome, Violation> 
     }
     if let Some(b) = x.bias.build(x.seed, x.n_q, x.n_k, x.f32) {
         c = c.with_bias::<T>(b);
+    }
+    if let Some(cap) = x.softcap {
+        c = c.with_softcap::<T>(cap);
     }
     let tau = tau_of::<T>(c.scale, c.d);
     let r = reference(&c, tau);
@@ -844,6 +857,7 @@ mod tests {
             s_max: 650.0,
             seed: 3,
             bias: BiasKind::None,
+            softcap: None,
         };
         let out = check(&x).unwrap();
         assert!(out.tightness.unwrap() <= 1.0);
@@ -851,7 +865,7 @@ mod tests {
     }
 
     /// Every bias kind the fuzz target draws, with windows and causal masks, in both
-    /// dtypes and at small and large scores, holds the property.
+    /// dtypes, at small and large scores, with and without a softcap, holds the property.
     #[test]
     fn every_bias_kind_is_enclosed() {
         let kinds = [
@@ -882,6 +896,9 @@ mod tests {
                         s_max,
                         seed,
                         bias,
+                        // A third of the cases saturated (c = s_max / 4), a third
+                        // near-linear (c = 50), a third uncapped.
+                        softcap: [Some(s_max / 4.0), Some(50.0), None][(seed % 3) as usize],
                     };
                     let out = check(&x).unwrap_or_else(|v| panic!("{v:?}"));
                     assert!(
