@@ -167,12 +167,15 @@ def run_forward(
     window: Any = None,
     attn_mask: Any = None,
     alibi_slopes: Any = None,
+    softcap: Optional[float] = None,
 ) -> _Forward:
     """Folds the inputs (q, k, v first, then any others) and runs the native forward."""
     mask = mask_name(is_causal, causal_alignment, window)
     check_engine(engine, eps, degree)
     if scale is not None:
         scale = float(scale)
+    if softcap is not None:
+        softcap = float(softcap)
     f = fold(named, dtype, gqa=enable_gqa)
     q, k, v = f.arrays[:3]
     bias = fold_bias(attn_mask, f.lead, q.shape[1], k.shape[1], q.dtype, alibi_slopes)
@@ -187,6 +190,7 @@ def run_forward(
         degree=degree,
         polynomial=polynomial,
         bias=bias,
+        softcap=softcap,
     )
     s = f.storage
     o = from_compute(out["o"], s)
@@ -248,6 +252,7 @@ def attention(
     enable_gqa: bool = False,
     window: Any = None,
     alibi_slopes: Any = None,
+    softcap: Optional[float] = None,
 ) -> AttentionResult:
     """Attention forward, ``O = softmax(scale * q k^T + mask) v``, with its row log-sum-exp.
 
@@ -297,6 +302,13 @@ def attention(
             ``causal_alignment``); summed with ``attn_mask`` and treated like it (exact
             engine only, no gradient). :func:`polyattn.alibi_slopes` gives the standard
             slopes. Costs one ``n_q x n_k`` bias per head in memory.
+        softcap: score softcapping (Gemma 2; FlashAttention's ``softcap``): each score
+            ``s = scale * q . k`` becomes ``softcap * tanh(s / softcap)`` before
+            ``attn_mask``, ALiBi and the mask; ``None`` (default) for none, else a
+            finite positive float (rounded once to the compute dtype). Exact engine
+            only (``engine="poly"`` raises :class:`polyattn.RefusedError`, ``"auto"``
+            runs exact). The engine's tanh goes through its proven exp, so near
+            ``s = 0`` the capped score errs by up to ``6u * softcap`` absolutely.
         dropout_p: not implemented; anything but 0 raises ``NotImplementedError``.
 
     Returns:
@@ -324,6 +336,7 @@ def attention(
         window=window,
         attn_mask=attn_mask,
         alibi_slopes=alibi_slopes,
+        softcap=softcap,
     )
     return AttentionResult(**fw.fields)
 
@@ -348,6 +361,7 @@ def attention_backward(
     enable_gqa: bool = False,
     window: Any = None,
     alibi_slopes: Any = None,
+    softcap: Optional[float] = None,
 ) -> BackwardResult:
     """Attention forward and backward: the gradients of ``sum(do * O)`` with respect to
     q, k, v, for an upstream gradient ``do`` ``[..., n_q, d_v]``.
@@ -382,6 +396,7 @@ def attention_backward(
         window=window,
         attn_mask=attn_mask,
         alibi_slopes=alibi_slopes,
+        softcap=softcap,
     )
     g = run_backward(fw, fw.folded.arrays[3], gradient)
     return BackwardResult(**g, **fw.fields)

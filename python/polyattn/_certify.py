@@ -2,7 +2,7 @@
 
 The reference is the exact engine run in float64 plus a rigorous a priori bound on its
 rounding error, entry by entry (Rust: ``polyattn::attention::exact::reference::exact_reference``,
-MATH.md 2.6): the exact real-number result of attention on the given inputs lies in
+docs/math.md §5.5): the exact real-number result of attention on the given inputs lies in
 ``value +- bound``. It is not an arbitrary-precision (MPFR) reference; those are left
 out of the Python package (see python/README.md).
 """
@@ -66,6 +66,7 @@ def reference(
     window: Any = None,
     attn_mask: Any = None,
     alibi_slopes: Any = None,
+    softcap: Optional[float] = None,
 ) -> ReferenceResult:
     """The exact float64 result with an a priori rounding bound on every entry: a
     certified enclosure of exact attention (and, with ``do``, of its gradients).
@@ -80,7 +81,9 @@ def reference(
     (``alibi_slopes`` adds FlashAttention's ALiBi bias to it), as in
     :func:`polyattn.attention`; a float ``attn_mask`` is rounded to ``compute_dtype``
     first, as the engine computing in that dtype rounds it (like the scale), so the
-    enclosure is of the very problem the engine solved.
+    enclosure is of the very problem the engine solved. ``softcap`` (as in
+    :func:`polyattn.attention`) is rounded to ``compute_dtype`` likewise, and the
+    bound covers the capped scores and their slope in the gradients.
 
     With ``enable_gqa`` k and v may have fewer heads (as in :func:`polyattn.attention`);
     dk and dv are then per key/value head, enclosed as the sums of their groups' shares
@@ -105,7 +108,13 @@ def reference(
     )
     if bias is not None:
         bias = bias.astype(np.float64)
-    out = _native.reference(arrays[0], arrays[1], arrays[2], g, mask=mask, scale=tau, bias=bias)
+    cap = None
+    if softcap is not None:
+        cap = float(softcap)
+        cap = float(np.float32(cap)) if compute == "float32" else cap
+    out = _native.reference(
+        arrays[0], arrays[1], arrays[2], g, mask=mask, scale=tau, bias=bias, softcap=cap
+    )
     fields = {
         name: unfold(val, f.kv_lead if name[:2] in ("dk", "dv") else f.lead)
         for name, val in out.items()
@@ -272,6 +281,7 @@ def certify_outputs(
     alibi_slopes: Any = None,
     cu_seqlens_q: Any = None,
     cu_seqlens_k: Any = None,
+    softcap: Optional[float] = None,
 ) -> CertificationReport:
     """Certifies candidate outputs (yours, PyTorch's, polyattn's) against exact attention.
 
@@ -281,8 +291,9 @@ def certify_outputs(
     and each row's signed mean error with a certified interval. The reference is
     :func:`reference` (exact float64 + a priori rounding bound), computed for the same
     ``is_causal``, ``causal_alignment``, ``window``, ``attn_mask``, ``alibi_slopes``
-    (FlashAttention's ALiBi), ``scale``, ``compute_dtype`` and ``enable_gqa`` (dk, dv
-    then per key/value head, against their groups' sums).
+    (FlashAttention's ALiBi), ``softcap`` (Gemma 2's score cap), ``scale``,
+    ``compute_dtype`` and ``enable_gqa`` (dk, dv then per key/value head, against their
+    groups' sums).
 
     FlashAttention's packed variable-length layout (``flash_attn_varlen_func``): with
     ``cu_seqlens_q`` and ``cu_seqlens_k`` (int arrays of ``batch + 1`` cumulative
@@ -299,7 +310,7 @@ def certify_outputs(
             q, k, v, cands, do, cu_seqlens_q, cu_seqlens_k, attn_mask,
             dict(is_causal=is_causal, causal_alignment=causal_alignment, scale=scale,
                  dtype=dtype, compute_dtype=compute_dtype, enable_gqa=enable_gqa,
-                 window=window, alibi_slopes=alibi_slopes),
+                 window=window, alibi_slopes=alibi_slopes, softcap=softcap),
         )
     given = {n: c for n, c in cands.items() if c is not None}
     if not given:
@@ -320,6 +331,7 @@ def certify_outputs(
         window=window,
         attn_mask=attn_mask,
         alibi_slopes=alibi_slopes,
+        softcap=softcap,
     )
     storage = fold([("q", q)], dtype).storage
     compute = compute_dtype or storage.compute.name

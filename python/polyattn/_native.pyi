@@ -37,9 +37,11 @@ def forward(
     degree: Optional[int] = None,
     polynomial: str = "chebyshev",
     bias: Optional[np.ndarray] = None,
+    softcap: Optional[float] = None,
 ) -> Tuple[Dict[str, Any], ForwardState]:
     """Attention forward on C-contiguous ``[heads, n, d]`` float32/float64 stacks; ``bias``
-    an additive score bias ``[1 or heads, n_q, n_k]`` in q's dtype (finite or -inf)."""
+    an additive score bias ``[1 or heads, n_q, n_k]`` in q's dtype (finite or -inf);
+    ``softcap`` caps each score at ``softcap * tanh(s / softcap)`` (exact engine)."""
 
 def backward(
     state: ForwardState,
@@ -63,8 +65,10 @@ def reference(
     mask: str = "none",
     scale: Optional[float] = None,
     bias: Optional[np.ndarray] = None,
+    softcap: Optional[float] = None,
 ) -> Dict[str, np.ndarray]:
-    """Exact float64 results with their a priori rounding bounds (``bias`` float64)."""
+    """Exact float64 results with their a priori rounding bounds (``bias`` float64,
+    ``softcap`` as in ``forward``)."""
 
 class Model:
     """The multi-layer transformer of ``polyattn::model``."""

@@ -119,6 +119,7 @@ def scaled_dot_product_attention(
     causal_alignment: str = "top-left",
     window: Optional[Tuple[int, int]] = None,
     alibi_slopes: Optional[torch.Tensor] = None,
+    softcap: Optional[float] = None,
 ) -> torch.Tensor:
     """``torch.nn.functional.scaled_dot_product_attention`` computed by polyattn, with
     autograd (``loss.backward()`` runs polyattn's backward).
@@ -142,6 +143,9 @@ def scaled_dot_product_attention(
         alibi_slopes: FlashAttention's ``alibi_slopes`` (``(heads,)`` or ``(batch,
             heads)``, a tensor or array; see :func:`polyattn.attention`); exact engine
             only, no gradient.
+        softcap: FlashAttention's ``softcap`` / Gemma 2's attention logit softcapping:
+            scores ``s`` become ``softcap * tanh(s / softcap)``; the backward goes through
+            the cap. Exact engine only.
         engine: ``"exact"``, ``"poly"`` or ``"auto"``; eps, degree: polynomial accuracy;
             polynomial: ``"chebyshev"`` (default) or ``"taylor"`` (see the module notes).
         gradient: polynomial engine: ``"polynomial-model"`` (default: the true
@@ -192,6 +196,7 @@ def scaled_dot_product_attention(
             window=window,
             attn_mask=mask_np,
             alibi_slopes=slopes_np,
+            softcap=softcap,
         ),
         "gradient": gradient,
     }

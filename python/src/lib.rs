@@ -469,11 +469,16 @@ fn forward_impl<'py, T: Dtype>(
             })
             .collect::<Result<Vec<_>, Error>>()?)
     };
+    let softcap = attention.softcap;
     let run_poly = move |cfg: PolyConfig| -> Result<Vec<PolyForward<T>>, Error> {
-        if b.is_some() {
-            // The polynomial engine has no bias: refused (auto falls back to exact).
+        if b.is_some() || softcap.is_some() {
+            // The polynomial engine has no bias and no softcap: refused (auto falls
+            // back to exact).
             let p = Problem::new(q.head(0)?, k.head(0)?, v.head(0)?, &cfg.attention())?;
-            return Err(poly::plan::refuse_bias(&p));
+            return Err(match softcap {
+                Some(c) => poly::plan::refuse_softcap(&p, c),
+                None => poly::plan::refuse_bias(&p),
+            });
         }
         (0..h)
             .into_par_iter()
@@ -575,7 +580,7 @@ fn forward_impl<'py, T: Dtype>(
 }
 
 /// forward(q, k, v, *, mask="none", scale=None, engine="exact", eps=None, degree=None,
-/// polynomial="chebyshev") -> (dict, ForwardState)
+/// polynomial="chebyshev", bias=None, softcap=None) -> (dict, ForwardState)
 ///
 /// Attention forward on C-contiguous `[heads, n, d]` float32 or float64 stacks (all
 /// one dtype). engine: "exact", "poly" or "auto". The dict holds `o` `[h, n_q, d_v]`,
@@ -584,7 +589,7 @@ fn forward_impl<'py, T: Dtype>(
 /// dict per head). polynomial: "chebyshev" (interpolation of exp on [-R, R], the
 /// default) or "taylor" (at 0). The GIL is released while computing.
 #[pyfunction]
-#[pyo3(signature = (q, k, v, *, mask="none", scale=None, engine="exact", eps=None, degree=None, polynomial="chebyshev", bias=None))]
+#[pyo3(signature = (q, k, v, *, mask="none", scale=None, engine="exact", eps=None, degree=None, polynomial="chebyshev", bias=None, softcap=None))]
 #[allow(clippy::too_many_arguments)]
 fn forward<'py>(
     py: Python<'py>,
@@ -598,6 +603,7 @@ fn forward<'py>(
     degree: Option<usize>,
     polynomial: &str,
     bias: Option<&Bound<'py, PyAny>>,
+    softcap: Option<f64>,
 ) -> PyResult<(Bound<'py, PyDict>, ForwardState)> {
     let mask = parse_mask(py, mask)?;
     let kind = parse_polynomial(py, polynomial)?;
@@ -608,7 +614,11 @@ fn forward<'py>(
             format!("engine `{engine}`: expected exact, poly or auto"),
         ));
     }
-    let attention = AttentionConfig { scale, mask, softcap: None };
+    let attention = AttentionConfig {
+        scale,
+        mask,
+        softcap,
+    };
     let poly_cfg = PolyConfig {
         scale,
         mask,
@@ -816,14 +826,14 @@ fn backward<'py>(
     }
 }
 
-/// reference(q, k, v, do=None, *, mask="none", scale=None) -> dict
+/// reference(q, k, v, do=None, *, mask="none", scale=None, bias=None, softcap=None) -> dict
 ///
 /// The exact engine in float64 with its a priori rounding bound on every entry
 /// (`polyattn::attention::exact::reference::exact_reference`): `o`, `o_bound`, `lse`, and with
 /// `do`: `dq`, `dk`, `dv`, `dq_bound`, `dk_bound`, `dv_bound`. The exact real-number
 /// result lies within value +- bound entrywise. float64 `[h, n, d]` inputs only.
 #[pyfunction]
-#[pyo3(signature = (q, k, v, r#do=None, *, mask="none", scale=None, bias=None))]
+#[pyo3(signature = (q, k, v, r#do=None, *, mask="none", scale=None, bias=None, softcap=None))]
 #[allow(clippy::too_many_arguments)]
 fn reference<'py>(
     py: Python<'py>,
@@ -834,10 +844,12 @@ fn reference<'py>(
     mask: &str,
     scale: Option<f64>,
     bias: Option<&Bound<'py, PyAny>>,
+    softcap: Option<f64>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let cfg = AttentionConfig {
         scale,
-        mask: parse_mask(py, mask)?, softcap: None,
+        mask: parse_mask(py, mask)?,
+        softcap,
     };
     let (qa, ka, va) = (
         borrow::<f64>(py, "q", q)?,

@@ -1,6 +1,6 @@
 """Shared helpers: seeded inputs and an independent NumPy reference in extended precision.
 
-The reference is written from the definition (MATH.md 1.1), not from the engine:
+The reference is written from the definition (docs/math.md §2.1), not from the engine:
 ``S = tau Q K^T`` with the mask, ``P = softmax_rows(S)``, ``O = P V``,
 ``lse = log sum exp S``; backward ``dV = P^T dO``, ``dS = P o (dO V^T - rowsum(dO o O))``,
 ``dQ = tau dS K``, ``dK = tau dS^T Q``. It runs in ``np.longdouble`` (x87 extended,
@@ -75,15 +75,23 @@ def visible(n_q: int, n_k: int, mask) -> np.ndarray:
     raise ValueError(mask)
 
 
-def np_attention(q, k, v, do=None, *, tau=None, mask="none", bias=None):
-    """The longdouble reference; returns a dict of longdouble arrays. ``bias`` is added
-    to the scores (broadcast; -inf hides a key) before the mask."""
+def np_attention(q, k, v, do=None, *, tau=None, mask="none", bias=None, softcap=None):
+    """The longdouble reference; returns a dict of longdouble arrays. ``softcap`` c
+    replaces each score s by ``c tanh(s / c)`` (its derivative ``1 - tanh^2`` in the
+    backward); ``bias`` is then added to the scores (broadcast; -inf hides a key)
+    before the mask."""
     q, k, v = (np.asarray(x).astype(LD) for x in (q, k, v))
     n_q, d = q.shape[-2:]
     n_k = k.shape[-2]
     tau = LD(1.0 / math.sqrt(d) if tau is None else tau)
     vis = visible(n_q, n_k, mask)
     s = tau * np.matmul(q, np.swapaxes(k, -1, -2))
+    slope = None
+    if softcap is not None:
+        c = LD(softcap)
+        t = np.tanh(s / c)
+        s = c * t
+        slope = 1 - t * t
     if bias is not None:
         s = s + np.asarray(bias).astype(LD)
     s = np.where(vis, s, LD(-np.inf))
@@ -103,6 +111,8 @@ def np_attention(q, k, v, do=None, *, tau=None, mask="none", bias=None):
         dp = np.matmul(g, np.swapaxes(v, -1, -2))
         delta = (g * o).sum(axis=-1, keepdims=True)
         ds = pn * (dp - delta)
+        if slope is not None:
+            ds = ds * slope
         out["dq"] = tau * np.matmul(ds, k)
         out["dk"] = tau * np.matmul(np.swapaxes(ds, -1, -2), q)
     return out

@@ -293,3 +293,29 @@ def test_alibi_slopes_against_torch_sdpa_with_the_bias():
         lambda: pt.scaled_dot_product_attention(q, k, v, alibi_slopes=slopes),
         lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=bias),
     )
+
+
+@pytest.mark.parametrize("cap", [0.5, 3.0])
+def test_softcap_against_torch_autograd(cap):
+    """softcap=c against FlashAttention's reference written in torch float64 (scores
+    / c, tanh, * c, softmax; torch's autograd differentiates it), values and gradients;
+    and torch.autograd.gradcheck through polyattn's backward with the cap."""
+    g = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(2, 3, 12, 8, generator=g, dtype=torch.float64) * 1.5 for _ in range(3))
+    for t in (q, k, v):
+        t.requires_grad_(True)
+    o = pt.scaled_dot_product_attention(q, k, v, is_causal=True, softcap=cap)
+    s = (q @ k.transpose(-1, -2)) / 8**0.5
+    s = torch.tanh(s / cap) * cap
+    s = s.masked_fill(torch.ones(12, 12, dtype=torch.bool).triu(1), float("-inf"))
+    want = torch.softmax(s, dim=-1) @ v
+    do = torch.randn(want.shape, generator=g, dtype=torch.float64)
+    got = torch.autograd.grad(o, (q, k, v), do)
+    ref = torch.autograd.grad(want, (q, k, v), do)
+    torch.testing.assert_close(o, want, rtol=0, atol=1e-12)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    small = [t.detach()[:1, :1, :5].clone().requires_grad_(True) for t in (q, k, v)]
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: pt.scaled_dot_product_attention(a, b, c, softcap=cap), small
+    )
