@@ -37,8 +37,8 @@ use crate::dual::Dual;
 use crate::interval::Interval;
 use crate::linalg::{
     apply, chain, check_prec, diag_left, diag_right, exp_kernel, expect_shape, hadamard, hcat,
-    lift, matmul, neg, normalise_rows, poly_factors, recips, row, row_kron, row_sums, sub, Field,
-    Kernel, Mat, Poly, Res, EXACT,
+    lift, matmul, neg, normalise_rows, poly_factors, recips, row, row_kron, row_sums, sub, Kernel,
+    LemmaScalar, Mat, Poly, Res, EXACT,
 };
 use crate::ml24::check_index;
 use crate::ml24::oracle::grad_scalar;
@@ -72,7 +72,7 @@ impl Problem {
         expect_shape("E", &self.e, Some(n), Some(self.y.ncols()))
     }
 
-    fn lift<T: Field>(&self, prec: u32) -> Res<ProbT<T>> {
+    fn lift<T: LemmaScalar>(&self, prec: u32) -> Res<ProbT<T>> {
         check_prec(prec)?;
         self.validate()?;
         Ok(ProbT {
@@ -112,7 +112,7 @@ struct Fwd<T> {
     p2: Mat<T>,
 }
 
-impl<T: Field> ProbT<T> {
+impl<T: LemmaScalar> ProbT<T> {
     fn scores(&self) -> Res<Mat<T>> {
         chain(&[&self.a1, &self.x, &self.a2.transpose()], self.prec)
     }
@@ -156,7 +156,7 @@ fn exp_fwd(p: &Problem, prec: u32) -> Res<(ProbT<Interval>, Fwd<Interval>)> {
 }
 
 /// `A_{j0,i}` for `i = (a, b)`: `A1_{j0 a} A2_{*,b}^T` (`1 x n`).
-fn a_vec<T: Field>(t: &ProbT<T>, j0: usize, (a, b): (usize, usize)) -> Res<Mat<T>> {
+fn a_vec<T: LemmaScalar>(t: &ProbT<T>, j0: usize, (a, b): (usize, usize)) -> Res<Mat<T>> {
     check_index("j0", j0, t.a1.nrows())?;
     check_index("a", a, t.x.nrows())?;
     check_index("b", b, t.x.ncols())?;
@@ -165,7 +165,7 @@ fn a_vec<T: Field>(t: &ProbT<T>, j0: usize, (a, b): (usize, usize)) -> Res<Mat<T
     }))
 }
 
-fn dot<T: Field>(a: &Mat<T>, b: &Mat<T>, prec: u32) -> Res<T> {
+fn dot<T: LemmaScalar>(a: &Mat<T>, b: &Mat<T>, prec: u32) -> Res<T> {
     crate::ml24::oracle::pairing(a, b, prec)
 }
 
@@ -202,7 +202,7 @@ pub fn lemma_b1_part4(p: &Problem, j0: usize, i: (usize, usize), prec: u32) -> R
 }
 
 /// `f_{j0} o A - <f_{j0}, A> f_{j0}` (`1 x n`).
-fn df_row<T: Field>(t: &ProbT<T>, fw: &Fwd<T>, j0: usize, i: (usize, usize)) -> Res<Mat<T>> {
+fn df_row<T: LemmaScalar>(t: &ProbT<T>, fw: &Fwd<T>, j0: usize, i: (usize, usize)) -> Res<Mat<T>> {
     let a = a_vec(t, j0, i)?;
     let fj = row(&fw.f, j0);
     let fa = dot(&fj, &a, t.prec)?;
@@ -286,7 +286,7 @@ struct LowRank<T> {
     r: Vec<T>,
 }
 
-fn low_rank<T: Field>(t: &ProbT<T>, poly: &Poly) -> Res<LowRank<T>> {
+fn low_rank<T: LemmaScalar>(t: &ProbT<T>, poly: &Poly) -> Res<LowRank<T>> {
     let prec = t.prec;
     let one = T::one(prec);
     let (u, v1) = poly_factors(&matmul(&t.a1, &t.x, prec)?, &t.a2, &one, poly, prec)?;
@@ -328,7 +328,7 @@ enum Which {
     Grad,
 }
 
-fn low_rank_value<T: Field>(t: &ProbT<T>, lr: &LowRank<T>, which: Which) -> Res<Mat<T>> {
+fn low_rank_value<T: LemmaScalar>(t: &ProbT<T>, lr: &LowRank<T>, which: Which) -> Res<Mat<T>> {
     let prec = t.prec;
     let outer = |u: &Mat<T>, v: &Mat<T>| matmul(u, &v.transpose(), prec);
     let kron3 =
@@ -515,7 +515,7 @@ pub fn b1_oracle(p: &Problem, (a, b): (usize, usize), prec: u32) -> Res<B1Oracle
     })
 }
 
-fn loss_of<T: Field>(c: &Mat<T>, prec: u32) -> T {
+fn loss_of<T: LemmaScalar>(c: &Mat<T>, prec: u32) -> T {
     let half = T::from_rational(&Rational::from((1, 2)), prec);
     half.times(&c.iter().fold(T::zero(prec), |acc, x| acc.plus(&x.times(x))))
 }

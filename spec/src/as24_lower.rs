@@ -40,7 +40,7 @@ use crate::as24;
 use crate::bounds::abs;
 use crate::dual::Dual;
 use crate::interval::Interval;
-use crate::linalg::{degenerate, lift, matmul, normalise_rows, shape_err, Field, Mat, Res};
+use crate::linalg::{degenerate, lift, matmul, normalise_rows, shape_err, LemmaScalar, Mat, Res};
 use crate::model::SplitMix64;
 
 /// A hard instance of Lemma E.2's shape: `A = Q K^T` with entries in
@@ -159,8 +159,8 @@ impl HardInstance {
 }
 
 /// `f(lambda) = ||diag(M 1)^-1 M V||_F^2`, `M = exp(lambda A)`, in any
-/// [`Field`] (Lemma E.3's definition, written directly).
-pub fn f_of<T: Field>(a: &Mat<T>, v: &Mat<T>, lambda: &T, prec: u32) -> Res<T> {
+/// [`LemmaScalar`] (Lemma E.3's definition, written directly).
+pub fn f_of<T: LemmaScalar>(a: &Mat<T>, v: &Mat<T>, lambda: &T, prec: u32) -> Res<T> {
     let mut m = Vec::with_capacity(a.len());
     for x in a.iter() {
         m.push(

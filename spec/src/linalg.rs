@@ -1,7 +1,7 @@
 //! Small generic matrix algebra shared by the lemma modules ([`crate::ml24`],
 //! [`crate::as24`]).
 //!
-//! Every lemma is written once over the [`Field`] trait, which is implemented
+//! Every lemma is written once over the [`LemmaScalar`] trait, which is implemented
 //! by three number types:
 //! * [`Interval`]: certified enclosures of real numbers (the `exp` world);
 //! * [`Dual`]: enclosures with a derivative (the oracle's arithmetic);
@@ -36,13 +36,13 @@ pub type Res<T> = Result<T, SpecError>;
 /// shared entry points check it).
 pub const EXACT: u32 = 64;
 
-/// A dynamic matrix of some [`Field`].
+/// A dynamic matrix of some [`LemmaScalar`].
 pub type Mat<T> = DMatrix<T>;
 
 /// The arithmetic a lemma needs: a field with a precision-carrying zero, an
 /// exact embedding of `f64` and of rationals, and (where the type has one) the
 /// exponential.
-pub trait Field: Clone + PartialEq + fmt::Debug + 'static {
+pub trait LemmaScalar: Clone + PartialEq + fmt::Debug + 'static {
     /// The exact value of a finite `f64` (`None` for NaN or infinities). For
     /// [`Interval`] and [`Dual`] the conversion is exact when `prec >= 53`.
     fn from_f64(x: f64, prec: u32) -> Option<Self>;
@@ -84,7 +84,7 @@ impl Interval {
     }
 }
 
-impl Field for Interval {
+impl LemmaScalar for Interval {
     fn from_f64(x: f64, prec: u32) -> Option<Self> {
         x.is_finite().then(|| Interval::from_f64(x, prec))
     }
@@ -111,9 +111,9 @@ impl Field for Interval {
     }
 }
 
-impl Field for Dual {
+impl LemmaScalar for Dual {
     fn from_f64(x: f64, prec: u32) -> Option<Self> {
-        <Interval as Field>::from_f64(x, prec).map(Dual::constant)
+        <Interval as LemmaScalar>::from_f64(x, prec).map(Dual::constant)
     }
     fn from_rational(q: &Rational, prec: u32) -> Self {
         Dual::constant(Interval::from_rational(q, prec))
@@ -142,7 +142,7 @@ impl Field for Dual {
     }
 }
 
-impl Field for Ball {
+impl LemmaScalar for Ball {
     fn from_f64(x: f64, _prec: u32) -> Option<Self> {
         Ball::from_f64(x)
     }
@@ -175,7 +175,7 @@ impl Field for Ball {
     }
 }
 
-impl Field for Rational {
+impl LemmaScalar for Rational {
     fn from_f64(x: f64, _prec: u32) -> Option<Self> {
         Rational::from_f64(x)
     }
@@ -234,7 +234,7 @@ pub fn expect_shape<T>(
 
 /// Converts an `f64` matrix to `T` exactly; [`SpecError::NonFinite`] names the
 /// first NaN or infinite entry.
-pub fn lift<T: Field>(name: &str, m: &Mat<f64>, prec: u32) -> Res<Mat<T>> {
+pub fn lift<T: LemmaScalar>(name: &str, m: &Mat<f64>, prec: u32) -> Res<Mat<T>> {
     let mut out = Vec::with_capacity(m.len());
     for j in 0..m.ncols() {
         for i in 0..m.nrows() {
@@ -248,7 +248,7 @@ pub fn lift<T: Field>(name: &str, m: &Mat<f64>, prec: u32) -> Res<Mat<T>> {
 }
 
 /// Converts one `f64` scalar exactly.
-pub fn lift_scalar<T: Field>(name: &str, x: f64, prec: u32) -> Res<T> {
+pub fn lift_scalar<T: LemmaScalar>(name: &str, x: f64, prec: u32) -> Res<T> {
     T::from_f64(x, prec).ok_or_else(|| SpecError::NonFinite {
         what: format!("{name} = {x}"),
     })
@@ -264,12 +264,12 @@ pub fn check_prec(prec: u32) -> Res<()> {
 }
 
 /// The all-zero `r x c` matrix.
-pub fn zeros<T: Field>(r: usize, c: usize, prec: u32) -> Mat<T> {
+pub fn zeros<T: LemmaScalar>(r: usize, c: usize, prec: u32) -> Mat<T> {
     Mat::from_element(r, c, T::zero(prec))
 }
 
 /// Matrix product `a b`.
-pub fn matmul<T: Field>(a: &Mat<T>, b: &Mat<T>, prec: u32) -> Res<Mat<T>> {
+pub fn matmul<T: LemmaScalar>(a: &Mat<T>, b: &Mat<T>, prec: u32) -> Res<Mat<T>> {
     if a.ncols() != b.nrows() {
         return Err(shape_err(format!(
             "product of {} x {} and {} x {}",
@@ -287,7 +287,7 @@ pub fn matmul<T: Field>(a: &Mat<T>, b: &Mat<T>, prec: u32) -> Res<Mat<T>> {
 }
 
 /// Product of a chain of matrices, left to right.
-pub fn chain<T: Field>(ms: &[&Mat<T>], prec: u32) -> Res<Mat<T>> {
+pub fn chain<T: LemmaScalar>(ms: &[&Mat<T>], prec: u32) -> Res<Mat<T>> {
     let Some((first, rest)) = ms.split_first() else {
         return Err(shape_err("empty product chain".into()));
     };
@@ -310,36 +310,36 @@ fn same_shape<T>(op: &str, a: &Mat<T>, b: &Mat<T>) -> Res<()> {
 }
 
 /// Entry-wise sum.
-pub fn add<T: Field>(a: &Mat<T>, b: &Mat<T>) -> Res<Mat<T>> {
+pub fn add<T: LemmaScalar>(a: &Mat<T>, b: &Mat<T>) -> Res<Mat<T>> {
     same_shape("sum", a, b)?;
     Ok(a.zip_map(b, |x, y| x.plus(&y)))
 }
 
 /// Entry-wise difference.
-pub fn sub<T: Field>(a: &Mat<T>, b: &Mat<T>) -> Res<Mat<T>> {
+pub fn sub<T: LemmaScalar>(a: &Mat<T>, b: &Mat<T>) -> Res<Mat<T>> {
     same_shape("difference", a, b)?;
     Ok(a.zip_map(b, |x, y| x.minus(&y)))
 }
 
 /// Hadamard (entry-wise) product `a o b`.
-pub fn hadamard<T: Field>(a: &Mat<T>, b: &Mat<T>) -> Res<Mat<T>> {
+pub fn hadamard<T: LemmaScalar>(a: &Mat<T>, b: &Mat<T>) -> Res<Mat<T>> {
     same_shape("Hadamard product", a, b)?;
     Ok(a.zip_map(b, |x, y| x.times(&y)))
 }
 
 /// Scalar multiple `s a`.
-pub fn scale<T: Field>(s: &T, a: &Mat<T>) -> Mat<T> {
+pub fn scale<T: LemmaScalar>(s: &T, a: &Mat<T>) -> Mat<T> {
     a.map(|x| s.times(&x))
 }
 
 /// Negation `-a`.
-pub fn neg<T: Field>(a: &Mat<T>) -> Mat<T> {
+pub fn neg<T: LemmaScalar>(a: &Mat<T>) -> Mat<T> {
     a.map(|x| x.negate())
 }
 
 /// Row-wise Kronecker product (ML24 Fact C.2, docs/math.md §3.5):
 /// `(A (x) B)_{i, (a, b)} = A_ia B_ib`, column index `a * cols(B) + b`.
-pub fn row_kron<T: Field>(a: &Mat<T>, b: &Mat<T>) -> Res<Mat<T>> {
+pub fn row_kron<T: LemmaScalar>(a: &Mat<T>, b: &Mat<T>) -> Res<Mat<T>> {
     if a.nrows() != b.nrows() {
         return Err(shape_err(format!(
             "row-wise Kronecker product of {} and {} rows",
@@ -354,7 +354,7 @@ pub fn row_kron<T: Field>(a: &Mat<T>, b: &Mat<T>) -> Res<Mat<T>> {
 }
 
 /// Horizontal concatenation `[a, b]`.
-pub fn hcat<T: Field>(a: &Mat<T>, b: &Mat<T>) -> Res<Mat<T>> {
+pub fn hcat<T: LemmaScalar>(a: &Mat<T>, b: &Mat<T>) -> Res<Mat<T>> {
     if a.nrows() != b.nrows() {
         return Err(shape_err(format!(
             "concatenation of {} and {} rows",
@@ -373,7 +373,7 @@ pub fn hcat<T: Field>(a: &Mat<T>, b: &Mat<T>) -> Res<Mat<T>> {
 }
 
 /// `diag(v) a`: row `i` of `a` times `v_i`.
-pub fn diag_left<T: Field>(v: &[T], a: &Mat<T>) -> Res<Mat<T>> {
+pub fn diag_left<T: LemmaScalar>(v: &[T], a: &Mat<T>) -> Res<Mat<T>> {
     if v.len() != a.nrows() {
         return Err(shape_err(format!(
             "diag of length {} times {} rows",
@@ -387,7 +387,7 @@ pub fn diag_left<T: Field>(v: &[T], a: &Mat<T>) -> Res<Mat<T>> {
 }
 
 /// `a diag(v)`: column `j` of `a` times `v_j`.
-pub fn diag_right<T: Field>(a: &Mat<T>, v: &[T]) -> Res<Mat<T>> {
+pub fn diag_right<T: LemmaScalar>(a: &Mat<T>, v: &[T]) -> Res<Mat<T>> {
     if v.len() != a.ncols() {
         return Err(shape_err(format!(
             "{} columns times diag of length {}",
@@ -401,25 +401,25 @@ pub fn diag_right<T: Field>(a: &Mat<T>, v: &[T]) -> Res<Mat<T>> {
 }
 
 /// Row sums `a 1`.
-pub fn row_sums<T: Field>(a: &Mat<T>, prec: u32) -> Vec<T> {
+pub fn row_sums<T: LemmaScalar>(a: &Mat<T>, prec: u32) -> Vec<T> {
     (0..a.nrows())
         .map(|i| (0..a.ncols()).fold(T::zero(prec), |acc, j| acc.plus(&a[(i, j)])))
         .collect()
 }
 
 /// Row `i` of `a` as a `1 x cols` matrix.
-pub fn row<T: Field>(a: &Mat<T>, i: usize) -> Mat<T> {
+pub fn row<T: LemmaScalar>(a: &Mat<T>, i: usize) -> Mat<T> {
     Mat::from_fn(1, a.ncols(), |_, j| a[(i, j)].clone())
 }
 
 /// Column `j` of `a` as a `rows x 1` matrix.
-pub fn col<T: Field>(a: &Mat<T>, j: usize) -> Mat<T> {
+pub fn col<T: LemmaScalar>(a: &Mat<T>, j: usize) -> Mat<T> {
     Mat::from_fn(a.nrows(), 1, |i, _| a[(i, j)].clone())
 }
 
 /// Reciprocals of a vector of normalisers; [`SpecError::Degenerate`] when one
 /// is (or may be) zero.
-pub fn recips<T: Field>(what: &str, v: &[T]) -> Res<Vec<T>> {
+pub fn recips<T: LemmaScalar>(what: &str, v: &[T]) -> Res<Vec<T>> {
     v.iter()
         .enumerate()
         .map(|(i, x)| {
@@ -432,14 +432,14 @@ pub fn recips<T: Field>(what: &str, v: &[T]) -> Res<Vec<T>> {
 
 /// `diag(a 1)^-1 a`: row normalisation (the softmax of docs/math.md §2.1 once the
 /// kernel has been applied).
-pub fn normalise_rows<T: Field>(a: &Mat<T>, prec: u32) -> Res<Mat<T>> {
+pub fn normalise_rows<T: LemmaScalar>(a: &Mat<T>, prec: u32) -> Res<Mat<T>> {
     let inv = recips("row sum", &row_sums(a, prec))?;
     diag_left(&inv, a)
 }
 
 /// The causal mask of docs/math.md §1.2 (top-left aligned, square): keeps `a_ij`
 /// for `j <= i`, zero elsewhere.
-pub fn causal<T: Field>(a: &Mat<T>, prec: u32) -> Mat<T> {
+pub fn causal<T: LemmaScalar>(a: &Mat<T>, prec: u32) -> Mat<T> {
     Mat::from_fn(a.nrows(), a.ncols(), |i, j| {
         if j <= i {
             a[(i, j)].clone()
@@ -485,7 +485,7 @@ impl Poly {
     }
 
     /// `P(x)` by Horner's rule in `T`.
-    pub fn eval<T: Field>(&self, x: &T, prec: u32) -> T {
+    pub fn eval<T: LemmaScalar>(&self, x: &T, prec: u32) -> T {
         self.coeffs.iter().rev().fold(T::zero(prec), |acc, c| {
             acc.times(x).plus(&T::from_rational(c, prec))
         })
@@ -515,13 +515,13 @@ impl Poly {
 pub type Kernel<'a, T> = &'a dyn Fn(&T) -> Res<T>;
 
 /// `x -> exp(x)`; for rationals, which have no `exp`, an error.
-pub fn exp_kernel<T: Field>(x: &T) -> Res<T> {
+pub fn exp_kernel<T: LemmaScalar>(x: &T) -> Res<T> {
     x.exp()
         .ok_or_else(|| degenerate("exp is not available in exact rational arithmetic"))
 }
 
 /// Applies the kernel entry-wise.
-pub fn apply<T: Field>(k: Kernel<'_, T>, s: &Mat<T>) -> Res<Mat<T>> {
+pub fn apply<T: LemmaScalar>(k: Kernel<'_, T>, s: &Mat<T>) -> Res<Mat<T>> {
     let mut out = Vec::with_capacity(s.len());
     for x in s.iter() {
         out.push(k(x)?);
@@ -552,7 +552,7 @@ fn multi_indices(d: usize, g: usize) -> Vec<Vec<u32>> {
 /// `U[i, alpha] = c_|alpha| tau^|alpha| (|alpha|! / alpha!) q_i^alpha`,
 /// `V[j, alpha] = k_j^alpha`, so that `(U V^T)_ij = P(tau q_i . k_j)` exactly
 /// (multinomial theorem). Rank `C(d + g, g)`.
-pub fn poly_factors<T: Field>(
+pub fn poly_factors<T: LemmaScalar>(
     q: &Mat<T>,
     k: &Mat<T>,
     tau: &T,
@@ -681,7 +681,7 @@ pub fn merge(parts: &[Agreement]) -> Agreement {
 }
 
 /// Stacks `1 x c` (or any same-width) matrices vertically.
-pub fn vstack<T: Field>(parts: &[Mat<T>]) -> Res<Mat<T>> {
+pub fn vstack<T: LemmaScalar>(parts: &[Mat<T>]) -> Res<Mat<T>> {
     let Some(first) = parts.first() else {
         return Err(shape_err("empty stack".into()));
     };

@@ -158,8 +158,11 @@ mod tests {
 }
 
 /// The arithmetic the polynomial engine's low-rank algorithm needs: a field with
-/// exact integer constants. Implemented here for `f32` and `f64`; the tests implement
-/// it for exact rationals, so the one generic algorithm can be checked with `==`
+/// exact integer constants. Implemented here for `f64` (the engine's only float
+/// arithmetic for the algorithm: inputs of either dtype are widened, docs/math.md
+/// §4.3); the tests implement it for exact rationals, the `bits` and `formats` sweeps
+/// for MPFR and for narrow binary formats, so the
+/// one generic algorithm can be checked with `==`
 /// against the direct formula (docs/math.md §5.1, question 1).
 ///
 /// Values are passed by `Clone` (free for floats), so non-`Copy` exact types work.
@@ -227,5 +230,4 @@ macro_rules! impl_field {
     };
 }
 
-impl_field!(f32);
 impl_field!(f64);

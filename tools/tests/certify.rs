@@ -263,8 +263,8 @@ fn reports_are_consistent_and_references_agree() {
 /// f64 reference is reported as measured, not certified.
 #[test]
 fn model_report_certifies_every_gradient() {
+    use polyattn::model::fixtures::{bounded_model, poly_choice, small_head_config};
     use polyattn_tools::certify::model_report::{certify_model, ModelReference};
-    use polyattn_tools::harness::model_time::{bounded_model, poly_choice, small_head_config};
     let (model, batch) = bounded_model(small_head_config(2), 0.25, 40, 5).unwrap();
     let r = certify_model(&model, &batch, &[poly_choice(1e-6)], ReferenceChoice::Auto).unwrap();
     assert!(

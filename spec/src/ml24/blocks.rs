@@ -8,13 +8,13 @@
 
 use crate::interval::Interval;
 use crate::linalg::{
-    add, chain, degenerate, exp_kernel, expect_shape, hadamard, lift, matmul, Field, Mat, Res,
+    add, chain, degenerate, exp_kernel, expect_shape, hadamard, lift, matmul, LemmaScalar, Mat, Res,
 };
 use crate::ml24::terms::{d_terms, Form};
 use crate::ml24::{Eval, Layer};
 
 /// `tanh(x) = 1 - 2 / (exp(2x) + 1)`.
-pub(crate) fn tanh<T: Field>(x: &T, prec: u32) -> Res<T> {
+pub(crate) fn tanh<T: LemmaScalar>(x: &T, prec: u32) -> Res<T> {
     let one = T::one(prec);
     let e2 = x
         .plus(x)

@@ -27,7 +27,7 @@ use rug::Rational;
 use crate::interval::Interval;
 use crate::linalg::{
     chain, diag_left, hadamard, lift, matmul, neg, poly_factors, recips, row_kron, row_sums, scale,
-    shape_err, sub, zeros, Field, Mat, Poly, Res, EXACT,
+    shape_err, sub, zeros, LemmaScalar, Mat, Poly, Res, EXACT,
 };
 use crate::ml24::{Eval, Layer, LayerT};
 
@@ -42,7 +42,7 @@ pub(crate) struct LowRank<T> {
 
 /// `U~, V` for the layer's scores `tau (X W)_i . X_j`; `D~ = U (V^T 1)` is
 /// formed in `O(n r)`.
-pub(crate) fn factors<T: Field>(l: &LayerT<T>, p: &Poly) -> Res<LowRank<T>> {
+pub(crate) fn factors<T: LemmaScalar>(l: &LayerT<T>, p: &Poly) -> Res<LowRank<T>> {
     let prec = l.prec;
     let (u, v) = poly_factors(&l.xw()?, &l.x, &l.tau, p, prec)?;
     let ones = Mat::from_element(v.nrows(), 1, T::one(prec));
@@ -56,12 +56,17 @@ pub(crate) fn factors<T: Field>(l: &LayerT<T>, p: &Poly) -> Res<LowRank<T>> {
 }
 
 /// The polynomial kernel `x -> P(x)` as a closure.
-pub(crate) fn poly_kernel<T: Field>(p: &Poly, prec: u32) -> impl Fn(&T) -> Res<T> + '_ {
+pub(crate) fn poly_kernel<T: LemmaScalar>(p: &Poly, prec: u32) -> impl Fn(&T) -> Res<T> + '_ {
     move |x: &T| Ok(p.eval(x, prec))
 }
 
 /// The direct evaluation with `P` in place of `exp` (docs/math.md §5.1, question 1).
-pub(crate) fn direct<T: Field>(layer: &Layer, g: &Mat<f64>, p: &Poly, prec: u32) -> Res<Eval<T>> {
+pub(crate) fn direct<T: LemmaScalar>(
+    layer: &Layer,
+    g: &Mat<f64>,
+    p: &Poly,
+    prec: u32,
+) -> Res<Eval<T>> {
     Eval::new(layer, g, &poly_kernel(p, prec), prec)
 }
 
@@ -75,7 +80,7 @@ pub(crate) struct LowRankBack<T> {
     pub v3: Mat<T>,
 }
 
-pub(crate) fn low_rank_back<T: Field>(
+pub(crate) fn low_rank_back<T: LemmaScalar>(
     layer: &Layer,
     g: &Mat<f64>,
     p: &Poly,
@@ -103,7 +108,9 @@ pub(crate) fn low_rank_back<T: Field>(
 
 /// The five D-terms in low-rank form (module docs), never forming an `n x n`
 /// matrix.
-pub(crate) fn d_terms_low_rank<T: Field>(b: &LowRankBack<T>) -> Res<crate::ml24::terms::DTerms<T>> {
+pub(crate) fn d_terms_low_rank<T: LemmaScalar>(
+    b: &LowRankBack<T>,
+) -> Res<crate::ml24::terms::DTerms<T>> {
     let prec = b.l.prec;
     let (x, w, wv, tau) = (&b.l.x, &b.l.w, &b.l.wv, &b.l.tau);
     let (u, v) = (&b.lr.u, &b.lr.v);
@@ -142,7 +149,7 @@ pub(crate) fn d_terms_low_rank<T: Field>(b: &LowRankBack<T>) -> Res<crate::ml24:
 
 /// Low-rank `dL/dW` (Lemma F.5); `printed` keeps only the `p1` half as ML24
 /// Algorithm 1 line 19 does.
-pub(crate) fn grad_w_low_rank<T: Field>(b: &LowRankBack<T>, printed: bool) -> Res<Mat<T>> {
+pub(crate) fn grad_w_low_rank<T: LemmaScalar>(b: &LowRankBack<T>, printed: bool) -> Res<Mat<T>> {
     let prec = b.l.prec;
     let xt = b.l.x.transpose();
     let part1 = matmul(
@@ -165,7 +172,7 @@ pub(crate) fn grad_w_low_rank<T: Field>(b: &LowRankBack<T>, printed: bool) -> Re
 /// Low-rank `dL/dW_V`: `(X^T V)(U~^T G)`; `printed` is ML24 Algorithm 1 line
 /// 22, `(X^T U1)(V1^T G)` (that is `X^T f~ G`, the low-rank form of the
 /// printed Lemma G.3).
-pub(crate) fn grad_wv_low_rank<T: Field>(b: &LowRankBack<T>, printed: bool) -> Res<Mat<T>> {
+pub(crate) fn grad_wv_low_rank<T: LemmaScalar>(b: &LowRankBack<T>, printed: bool) -> Res<Mat<T>> {
     let prec = b.l.prec;
     let (left, right) = if printed {
         (&b.lr.u, &b.lr.v)
@@ -304,7 +311,7 @@ fn check_factors<T>(u: &Mat<T>, v: &Mat<T>, y: &Mat<T>) -> Res<()> {
 /// `(M o U V^T) Y` for the causal mask `M_ij = [j <= i]` by prefix states
 /// `Z_i = sum_{j <= i} V_j^T Y_j` (`r x k`): row `i` is `U_i Z_i`
 /// (ML24 Lemma I.3 / Algorithm 2; docs/math.md §3.4). `O(n r k)`.
-pub(crate) fn prefix_product<T: Field>(
+pub(crate) fn prefix_product<T: LemmaScalar>(
     u: &Mat<T>,
     v: &Mat<T>,
     y: &Mat<T>,
@@ -332,7 +339,7 @@ pub(crate) fn prefix_product<T: Field>(
 /// `(M o U V^T)^T Y` for the causal mask by suffix states
 /// `Z'_j = sum_{i >= j} U_i^T Y_i`: row `j` is `V_j Z'_j` (docs/math.md §3.4: the
 /// transposed products run upper-triangular; ML24 does not spell this out).
-pub(crate) fn suffix_product<T: Field>(
+pub(crate) fn suffix_product<T: LemmaScalar>(
     u: &Mat<T>,
     v: &Mat<T>,
     y: &Mat<T>,
@@ -420,7 +427,7 @@ pub fn lemma_i3_causal_attention(layer: &Layer, p: &Poly, prec: u32) -> Res<Mat<
     causal_attention(&l, p)
 }
 
-pub(crate) fn causal_attention<T: Field>(l: &LayerT<T>, p: &Poly) -> Res<Mat<T>> {
+pub(crate) fn causal_attention<T: LemmaScalar>(l: &LayerT<T>, p: &Poly) -> Res<Mat<T>> {
     let prec = l.prec;
     let (u, v) = poly_factors(&l.xw()?, &l.x, &l.tau, p, prec)?;
     let h = matmul(&l.x, &l.wv, prec)?;
@@ -433,7 +440,7 @@ pub(crate) fn causal_attention<T: Field>(l: &LayerT<T>, p: &Poly) -> Res<Mat<T>>
 
 /// The direct masked product `(M o A) Y` (the definition the prefix and suffix
 /// products are compared with).
-pub(crate) fn masked_direct<T: Field>(
+pub(crate) fn masked_direct<T: LemmaScalar>(
     a: &Mat<T>,
     y: &Mat<T>,
     transpose: bool,
@@ -445,7 +452,7 @@ pub(crate) fn masked_direct<T: Field>(
 }
 
 /// `(U1 V1^T) o (U2 V2^T)`, the left side of Fact C.2 (the definition).
-pub(crate) fn hadamard_direct<T: Field>(
+pub(crate) fn hadamard_direct<T: LemmaScalar>(
     u1: &Mat<T>,
     v1: &Mat<T>,
     u2: &Mat<T>,

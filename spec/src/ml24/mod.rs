@@ -40,7 +40,7 @@ pub mod weights;
 
 use crate::linalg::{
     apply, diag_left, expect_shape, hadamard, lift, lift_scalar, matmul, normalise_rows, row_sums,
-    scale, sub, Field, Kernel, Mat, Res,
+    scale, sub, Kernel, LemmaScalar, Mat, Res,
 };
 
 /// One attention layer in paper notation (docs/math.md §1.3). Every entry is an
@@ -79,7 +79,7 @@ impl Layer {
     }
 
     /// The layer's entries in `T`.
-    pub(crate) fn lift<T: Field>(&self, prec: u32) -> Res<LayerT<T>> {
+    pub(crate) fn lift<T: LemmaScalar>(&self, prec: u32) -> Res<LayerT<T>> {
         crate::linalg::check_prec(prec)?;
         self.validate()?;
         Ok(LayerT {
@@ -102,7 +102,7 @@ pub(crate) struct LayerT<T> {
     pub prec: u32,
 }
 
-impl<T: Field> LayerT<T> {
+impl<T: LemmaScalar> LayerT<T> {
     /// `X W`, the query rows of the scores (`S_ij = tau (X W)_i . X_j`).
     pub fn xw(&self) -> Res<Mat<T>> {
         matmul(&self.x, &self.w, self.prec)
@@ -149,7 +149,7 @@ pub(crate) struct Eval<T> {
     pub p: Mat<T>,
 }
 
-impl<T: Field> Eval<T> {
+impl<T: LemmaScalar> Eval<T> {
     /// Converts the inputs, runs the forward with `kernel` and forms the
     /// backward quantities. `g` must be `n x d_v`.
     pub fn new(layer: &Layer, g: &Mat<f64>, kernel: Kernel<'_, T>, prec: u32) -> Res<Eval<T>> {

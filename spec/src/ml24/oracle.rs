@@ -193,7 +193,7 @@ pub fn grad_scalar(
 }
 
 /// `<a, b>` summed over all entries (the pairing `L = <G, s>`).
-pub fn pairing<T: crate::linalg::Field>(a: &Mat<T>, b: &Mat<T>, prec: u32) -> Res<T> {
+pub fn pairing<T: crate::linalg::LemmaScalar>(a: &Mat<T>, b: &Mat<T>, prec: u32) -> Res<T> {
     if a.shape() != b.shape() {
         return Err(crate::linalg::shape_err(format!(
             "pairing of {:?} and {:?}",

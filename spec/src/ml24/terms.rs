@@ -20,7 +20,7 @@
 //! `f_{i0 i1}` (a row) and `W` belong.
 
 use crate::interval::Interval;
-use crate::linalg::{add, chain, diag_left, neg, scale, Field, Mat, Res};
+use crate::linalg::{add, chain, diag_left, neg, scale, LemmaScalar, Mat, Res};
 use crate::ml24::{check_index, eval_exp, Eval, Layer};
 
 /// Which form of a term to build.
@@ -41,7 +41,12 @@ pub(crate) struct BTerms<T> {
 }
 
 /// Builds B2..B8 for `(i0, j0)` in the chosen form (see the module docs).
-pub(crate) fn b_terms<T: Field>(e: &Eval<T>, i0: usize, j0: usize, form: Form) -> Res<BTerms<T>> {
+pub(crate) fn b_terms<T: LemmaScalar>(
+    e: &Eval<T>,
+    i0: usize,
+    j0: usize,
+    form: Form,
+) -> Res<BTerms<T>> {
     let (n, d, dv) = (e.l.x.nrows(), e.l.x.ncols(), e.l.wv.ncols());
     check_index("i0", i0, n)?;
     check_index("j0", j0, dv)?;
@@ -84,7 +89,7 @@ pub(crate) fn b_terms<T: Field>(e: &Eval<T>, i0: usize, j0: usize, form: Form) -
 }
 
 /// `B6 + B7 + B8 + e_{i0} (B2 + B4)^T`: the whole `ds_{i0 j0}/dX` (`n x d`).
-pub(crate) fn assemble<T: Field>(b: &BTerms<T>, i0: usize) -> Res<Mat<T>> {
+pub(crate) fn assemble<T: LemmaScalar>(b: &BTerms<T>, i0: usize) -> Res<Mat<T>> {
     let mut m = add(&add(&b.b6, &b.b7)?, &b.b8)?;
     for j1 in 0..m.ncols() {
         m[(i0, j1)] = m[(i0, j1)].plus(&b.b2[j1]).plus(&b.b4[j1]);
@@ -242,7 +247,7 @@ pub(crate) struct DTerms<T> {
     pub d4: Mat<T>,
 }
 
-impl<T: Field> DTerms<T> {
+impl<T: LemmaScalar> DTerms<T> {
     /// `D2 + D4 + D6 + D7 + D8` (Lemma D.17).
     pub fn total(&self) -> Res<Mat<T>> {
         add(
@@ -253,7 +258,7 @@ impl<T: Field> DTerms<T> {
 }
 
 /// Builds D2..D8 (module docs; docs/math.md §6.2 for the printed forms).
-pub(crate) fn d_terms<T: Field>(e: &Eval<T>, form: Form) -> Res<DTerms<T>> {
+pub(crate) fn d_terms<T: LemmaScalar>(e: &Eval<T>, form: Form) -> Res<DTerms<T>> {
     let prec = e.prec();
     let (x, w, wv, tau) = (&e.l.x, &e.l.w, &e.l.wv, &e.l.tau);
     let (f, ft, g) = (&e.fw.f, &e.fw.f.transpose(), &e.g);

@@ -10,12 +10,12 @@
 //! Lemma G.3 prints `X^T f G` (an erratum: `f` is not symmetric).
 
 use crate::interval::Interval;
-use crate::linalg::{add, chain, scale, Field, Mat, Res};
+use crate::linalg::{add, chain, scale, LemmaScalar, Mat, Res};
 use crate::ml24::terms::{assemble, b_terms, Form};
 use crate::ml24::{check_index, eval_exp, Eval, Layer};
 
 /// `ds_{i0 j0}/dW` (`d x d`) from an evaluation (Lemma F.3's formula).
-pub(crate) fn ds_dw<T: Field>(e: &Eval<T>, i0: usize, j0: usize) -> Res<Mat<T>> {
+pub(crate) fn ds_dw<T: LemmaScalar>(e: &Eval<T>, i0: usize, j0: usize) -> Res<Mat<T>> {
     let (n, d) = (e.l.x.nrows(), e.l.x.ncols());
     check_index("i0", i0, n)?;
     check_index("j0", j0, e.l.wv.ncols())?;
@@ -34,7 +34,7 @@ pub(crate) fn ds_dw<T: Field>(e: &Eval<T>, i0: usize, j0: usize) -> Res<Mat<T>> 
 }
 
 /// `ds_{i0 j0}/dW_V` (`d x d_v`) from an evaluation (Lemma G.1's formula).
-pub(crate) fn ds_dwv<T: Field>(e: &Eval<T>, i0: usize, j0: usize) -> Res<Mat<T>> {
+pub(crate) fn ds_dwv<T: LemmaScalar>(e: &Eval<T>, i0: usize, j0: usize) -> Res<Mat<T>> {
     let (n, d, dv) = (e.l.x.nrows(), e.l.x.ncols(), e.l.wv.ncols());
     check_index("i0", i0, n)?;
     check_index("j0", j0, dv)?;

@@ -10,7 +10,9 @@ use rug::Rational;
 use crate::attention::SpecError;
 use crate::ball::Ball;
 use crate::interval::Interval;
-use crate::linalg::{add, degenerate, hadamard, lift, matmul, scale, sub, zeros, Field, Mat, Res};
+use crate::linalg::{
+    add, degenerate, hadamard, lift, matmul, scale, sub, zeros, LemmaScalar, Mat, Res,
+};
 use crate::ml24::blocks::tanh;
 
 use super::blocks::*;
@@ -19,19 +21,19 @@ use super::forward::*;
 use super::num::*;
 
 /// Column sums as a `1 x cols` matrix (the gradient of a bias `1 b`).
-pub(super) fn col_sums<T: Field>(m: &Mat<T>, prec: u32) -> Mat<T> {
+pub(super) fn col_sums<T: LemmaScalar>(m: &Mat<T>, prec: u32) -> Mat<T> {
     Mat::from_fn(1, m.ncols(), |_, j| {
         sum((0..m.nrows()).map(|i| m[(i, j)].clone()), prec)
     })
 }
 
 /// `x^T y`.
-pub(super) fn tmul<T: Field>(x: &Mat<T>, y: &Mat<T>, prec: u32) -> Res<Mat<T>> {
+pub(super) fn tmul<T: LemmaScalar>(x: &Mat<T>, y: &Mat<T>, prec: u32) -> Res<Mat<T>> {
     matmul(&x.transpose(), y, prec)
 }
 
 /// `x y^T`.
-pub(super) fn mult<T: Field>(x: &Mat<T>, y: &Mat<T>, prec: u32) -> Res<Mat<T>> {
+pub(super) fn mult<T: LemmaScalar>(x: &Mat<T>, y: &Mat<T>, prec: u32) -> Res<Mat<T>> {
     matmul(x, &y.transpose(), prec)
 }
 

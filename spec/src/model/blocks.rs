@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use rug::Rational;
 
-use crate::linalg::{degenerate, shape_err, zeros, Field, Mat, Res};
+use crate::linalg::{degenerate, shape_err, zeros, LemmaScalar, Mat, Res};
 use crate::ml24::blocks::tanh;
 
 use super::config::*;
@@ -31,7 +31,7 @@ pub(super) struct LnTrace<T> {
 }
 
 /// The sum of `terms`, left to right from zero.
-pub(super) fn sum<T: Field>(terms: impl Iterator<Item = T>, prec: u32) -> T {
+pub(super) fn sum<T: LemmaScalar>(terms: impl Iterator<Item = T>, prec: u32) -> T {
     terms.fold(T::zero(prec), |a, x| a.plus(&x))
 }
 

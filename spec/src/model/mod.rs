@@ -55,7 +55,7 @@
 //! # Two routes to the gradient
 //!
 //! The forward pass and the closed-form backward are written once, generically
-//! over [`Num`] ([`Field`](crate::linalg::Field), the lemma modules' arithmetic trait, extended by
+//! over [`Num`] ([`LemmaScalar`](crate::linalg::LemmaScalar), the lemma modules' arithmetic trait, extended by
 //! `sqrt`, `ln` and ReLU), and run in [`Interval`](crate::Interval), [`Dual`](crate::dual::Dual) and [`Ball`](crate::ball::Ball)
 //! arithmetic. Attention never stores an `n x n` matrix: each head keeps its rows'
 //! softmax shifts and normalisers and the backward recomputes `P_h` row by row;

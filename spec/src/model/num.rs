@@ -1,4 +1,4 @@
-//! [`Num`]: the arithmetic the model is written over ([`Field`] plus square
+//! [`Num`]: the arithmetic the model is written over ([`LemmaScalar`] plus square
 //! root, logarithm and ReLU), with its implementations for [`Interval`],
 //! [`Dual`] and [`Ball`], and the model's constants lifted into it.
 
@@ -8,14 +8,14 @@ use rug::{Float, Rational};
 use crate::ball::Ball;
 use crate::dual::Dual;
 use crate::interval::Interval;
-use crate::linalg::{degenerate, Field, Res};
+use crate::linalg::{degenerate, LemmaScalar, Res};
 
 use super::config::*;
 
-/// [`Field`] plus what the model needs beyond it; implemented by [`Interval`]
+/// [`LemmaScalar`] plus what the model needs beyond it; implemented by [`Interval`]
 /// and [`Dual`] (the MPFR reference and its oracle) and by [`Ball`] (the fast
 /// double-double enclosure for large `n`).
-pub trait Num: Field + Send + Sync {
+pub trait Num: LemmaScalar + Send + Sync {
     /// A constant (no dependence on any seeded input).
     fn constant(x: Interval) -> Self;
     /// The midpoint of the value as an `f64` (to choose a softmax shift).

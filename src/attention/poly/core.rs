@@ -1,4 +1,4 @@
-//! The low-rank algorithm itself, written once over any [`Field`] (f32, f64, exact
+//! The low-rank algorithm itself, written once over any [`Field`] (f64; exact
 //! rationals in the tests): forward (docs/math.md §3.4) and both backward kinds
 //! (docs/math.md §3.5), for every prefix mask, through the contractions of
 //! [`super::lowrank`].

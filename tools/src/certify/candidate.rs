@@ -144,16 +144,17 @@ pub struct Position {
     pub col: usize,
 }
 
-/// An interval `[lo, hi]`.
+/// A certified range `[lo, hi]` in f64 (plain ends, not the spec's MPFR
+/// `polyattn_spec::Interval`): the true value lies inside.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct Interval {
+pub struct Range64 {
     /// Lower end.
     pub lo: f64,
     /// Upper end.
     pub hi: f64,
 }
 
-impl Interval {
+impl Range64 {
     /// Whether 0 lies outside.
     pub fn excludes_zero(&self) -> bool {
         self.lo > 0.0 || self.hi < 0.0
@@ -210,14 +211,14 @@ pub struct RowBias {
     /// Where (col = 0).
     pub at: Position,
     /// The certified interval for mean_c (c - y) over the row.
-    pub mean: Interval,
+    pub mean: Range64,
 }
 
 /// Certified signed mean errors.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Bias {
     /// Over every finite entry.
-    pub overall: Interval,
+    pub overall: Range64,
     /// Whether `overall` excludes 0: the mean error is certifiably nonzero.
     pub overall_nonzero: bool,
     /// Rows (of one head) whose interval excludes 0.
@@ -227,7 +228,7 @@ pub struct Bias {
     /// The rows with the largest certified |bias| (up to 5).
     pub top_rows: Vec<RowBias>,
     /// Per column (over batch, heads and rows): one interval per column.
-    pub columns: Vec<Interval>,
+    pub columns: Vec<Range64>,
     /// Columns whose interval excludes 0.
     pub columns_nonzero: usize,
 }
@@ -801,9 +802,9 @@ impl MeanAcc {
         self.rad += rad;
         self.n += 1;
     }
-    fn interval(&self) -> Interval {
+    fn interval(&self) -> Range64 {
         if self.n == 0 {
-            return Interval { lo: 0.0, hi: 0.0 };
+            return Range64 { lo: 0.0, hi: 0.0 };
         }
         let n = self.n as f64;
         // The sums of n terms are each within gamma_{n-1} of theirs; the differences,
@@ -814,7 +815,7 @@ impl MeanAcc {
         let slack = up(up(gamma(2 * self.n + 4) * up(self.abs_diff + self.rad)) / n);
         let w = up(up(self.rad / n) * (1.0 + 2.0 * f64::EPSILON) + slack);
         let m = self.diff / n;
-        Interval {
+        Range64 {
             lo: (m - w).next_down(),
             hi: (m + w).next_up(),
         }
@@ -986,7 +987,7 @@ fn tensor_stats(
     } else {
         (up(num * big), "absolute")
     };
-    let col_iv: Vec<Interval> = col_acc.iter().map(MeanAcc::interval).collect();
+    let col_iv: Vec<Range64> = col_acc.iter().map(MeanAcc::interval).collect();
     let mut top_rows: Vec<RowBias> = row_biases
         .iter()
         .filter(|b| b.mean.excludes_zero())
@@ -1139,36 +1140,6 @@ impl Inputs {
     }
 }
 
-/// The input file's optional `bias`: `[n_q, n_k]` (every head) or `[.., heads, n_q,
-/// n_k]` (q's batch dims and heads, in either layout: FlashAttention's `attn_bias` and
-/// PyTorch's mask are head-major); values finite or `-inf`.
-fn load_bias(file: &TensorFile, gq: &Geom, n_k: usize) -> Result<Option<(bool, Vec<f64>)>> {
-    if !file.contains("bias") {
-        return Ok(None);
-    }
-    let t = file.get("bias")?;
-    let (batch, heads) = gq.batch_and_heads();
-    let shared = [gq.rows, n_k];
-    let full: Vec<usize> = batch.iter().copied().chain([heads, gq.rows, n_k]).collect();
-    let is_shared = t.shape() == shared;
-    if !is_shared && t.shape() != full.as_slice() {
-        return Err(Error::ShapeMismatch {
-            what: "`bias` (an additive score bias)".into(),
-            expected: format!("{shared:?} (every head) or {full:?} (batch, heads, n_q, n_k)"),
-            got: format!("{:?}", t.shape()),
-        });
-    }
-    let data = t.to_f64_vec();
-    if let Some(at) = data.iter().position(|x| x.is_nan() || *x == f64::INFINITY) {
-        return Err(Error::NonFinite {
-            what: "bias (-inf hides a key; NaN and +inf are refused)".into(),
-            index: format!("[{at}] (flat)"),
-            value: data[at],
-        });
-    }
-    Ok(Some((is_shared, data)))
-}
-
 /// The file's `bias` plus, when it holds `alibi_slopes`
 /// ([`crate::inputs::read_alibi_slopes`]), FlashAttention's ALiBi bias
 /// ([`polyattn::attention::alibi_bias`]), one matrix per stacked query head, summed in
@@ -1178,8 +1149,9 @@ fn load_bias_and_alibi(
     gq: &Geom,
     n_k: usize,
 ) -> Result<Option<(bool, Vec<f64>)>> {
-    let bias = load_bias(file, gq, n_k)?;
     let (batch, heads) = gq.batch_and_heads();
+    let lead: Vec<usize> = batch.iter().copied().chain([heads]).collect();
+    let bias = crate::inputs::read_bias(file, &lead, (gq.rows, n_k))?.map(|b| (b.shared, b.data));
     let Some(slopes) = crate::inputs::read_alibi_slopes(file, batch, heads)? else {
         return Ok(bias);
     };

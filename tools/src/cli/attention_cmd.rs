@@ -15,14 +15,15 @@
 //! `bound_dq`, `bound_dk`, `bound_dv`): maxima over heads; `heads_json`: per head;
 //! with `auto` falling back to exact, `auto_reason`.
 
-use super::shapes::HeadShape;
 use super::{AttentionArgs, EngineArg};
+use crate::inputs::shapes::HeadShape;
+use crate::inputs::stacks::{input_dtype, load_all, Loaded};
 use polyattn::attention::poly::{self, PolyConfig};
 use polyattn::attention::{exact, AttentionConfig};
 use polyattn::error::{Error, Result};
 use polyattn::io::{AnyTensor, DType, TensorFile};
 use polyattn::scalar::Real;
-use polyattn::tensor::{check_finite, check_nonempty, Tensor3};
+
 use std::collections::HashMap;
 use std::io::Write;
 
@@ -66,185 +67,6 @@ pub fn run(args: &AttentionArgs) -> Result<()> {
         format!("{:?}", args.engine).to_lowercase(),
     );
     polyattn::io::write_tensors(&args.output, &tensors, &metadata)
-}
-
-/// The dtype of `q`, after checking that `k`, `v` and `do` (if present) share it.
-pub(crate) fn input_dtype(file: &TensorFile) -> Result<DType> {
-    let dtype = file.get("q")?.dtype();
-    for name in ["k", "v", "do", "bias"] {
-        if matches!(name, "do" | "bias") && !file.contains(name) {
-            continue;
-        }
-        let t = file.get(name)?;
-        if t.dtype() != dtype {
-            return Err(Error::MixedDtype {
-                name: name.into(),
-                dtype: t.dtype().name().into(),
-                expected: dtype.name().into(),
-            });
-        }
-    }
-    Ok(dtype)
-}
-
-/// The score bias of the file: the optional `bias` tensor plus, when the file holds
-/// `alibi_slopes`, FlashAttention's ALiBi bias ([`with_alibi`]).
-fn load_bias<T: Real>(file: &TensorFile, sq: &HeadShape, n_k: usize) -> Result<Option<Tensor3<T>>> {
-    let bias = load_bias_tensor::<T>(file, sq, n_k)?;
-    let (batch, heads) = match sq.lead.split_last() {
-        Some((h, b)) => (b, *h),
-        None => (&[][..], 1),
-    };
-    match crate::inputs::read_alibi_slopes(file, batch, heads)? {
-        None => Ok(bias),
-        Some(slopes) => with_alibi(&slopes, sq, n_k, bias).map(Some),
-    }
-}
-
-/// `bias + ALiBi` as `[stack, n_q, n_k]` (one matrix when `q` has no leading
-/// dimensions): `slopes` ([`crate::inputs::read_alibi_slopes`]) add FlashAttention's
-/// ALiBi bias ([`crate::inputs::add_alibi`]) to the score of query i and key j. The sum is formed in f64 (exact
-/// for f32 slopes below n = 2^29, plus the bias entry) and rounded once to the compute
-/// dtype, as a `bias` entry is.
-fn with_alibi<T: Real>(
-    slopes: &[f64],
-    sq: &HeadShape,
-    n_k: usize,
-    bias: Option<Tensor3<T>>,
-) -> Result<Tensor3<T>> {
-    let (stack, n_q) = (sq.heads()?, sq.rows);
-    let data = crate::inputs::add_alibi(slopes, stack, (n_q, n_k), |h, i, j| {
-        bias.as_ref().map_or(0.0, |b| {
-            b.head(if b.heads() == 1 { 0 } else { h }).row(i)[j].to_f64()
-        })
-    })?;
-    let data = data.into_iter().map(T::from_f64).collect();
-    Tensor3::from_vec(stack, n_q, n_k, data)
-}
-
-/// The optional `bias` tensor as `[1 or heads, n_q, n_k]`: its leading dimensions are
-/// none (one shared matrix) or `q`'s; entries are checked by the engine (finite or
-/// `-inf`).
-fn load_bias_tensor<T: Real>(
-    file: &TensorFile,
-    sq: &HeadShape,
-    n_k: usize,
-) -> Result<Option<Tensor3<T>>> {
-    if !file.contains("bias") {
-        return Ok(None);
-    }
-    let (sb, bias) = load_entries::<T>(file, "bias")?;
-    if !sb.lead.is_empty() {
-        sq.same_lead("bias", &sb)?;
-    }
-    if (sb.rows, sb.cols) != (sq.rows, n_k) {
-        return Err(Error::ShapeMismatch {
-            what: "the last two dimensions of `bias`".into(),
-            expected: format!("[{}, {n_k}] (n_q, n_k)", sq.rows),
-            got: format!("[{}, {}]", sb.rows, sb.cols),
-        });
-    }
-    Ok(Some(bias))
-}
-
-/// A tensor of the file as a stack of heads, unchecked values.
-fn load_entries<T: Real>(file: &TensorFile, name: &str) -> Result<(HeadShape, Tensor3<T>)> {
-    let t = file.get(name)?;
-    let shape = HeadShape::of(name, t.shape())?;
-    check_nonempty(name, t.shape())?;
-    // The dtype was checked against `q`'s before; `to_real` cannot fail here, but an
-    // error is still better than a panic if that ever changes.
-    let data = t.to_real::<T>().ok_or_else(|| Error::MixedDtype {
-        name: name.into(),
-        dtype: t.dtype().name().into(),
-        expected: T::DTYPE.into(),
-    })?;
-    let stack = Tensor3::from_vec(shape.heads()?, shape.rows, shape.cols, data)?;
-    Ok((shape, stack))
-}
-
-/// The file's tensors as stacks, with shapes checked against `q`'s leading dims. The
-/// entries of `q`, `k`, `v` and `bias` are not checked here: the engines check them
-/// once, on the stacks ([`Loaded::in_file_terms`] restates such an error in the file's
-/// indices); `do` is checked on loading as well (see [`load_all`]).
-pub(crate) struct Loaded<T> {
-    pub(crate) shapes: [HeadShape; 3],
-    pub(crate) q: Tensor3<T>,
-    pub(crate) k: Tensor3<T>,
-    pub(crate) v: Tensor3<T>,
-    pub(crate) d_o: Option<Tensor3<T>>,
-    /// The additive score bias, `[1 or heads, n_q, n_k]`.
-    pub(crate) bias: Option<Tensor3<T>>,
-}
-
-impl<T: Real> Loaded<T> {
-    /// `e` in the file's terms: an engine's [`Error::NonFinite`] for `q`, `k`, `v` or
-    /// `do` indexes the flattened `[heads, rows, cols]` stack (or one head of it); the
-    /// user wrote `[.., heads, rows, cols]`, so the first offender is named by its
-    /// index in the file's shape. Only runs on the error path: the entries are scanned
-    /// once, by the engine, when they are fine.
-    pub(crate) fn in_file_terms(&self, e: Error) -> Error {
-        let Error::NonFinite { what, .. } = &e else {
-            return e;
-        };
-        let [sq, sk, sv] = &self.shapes;
-        let (shape, stack) = match what.as_str() {
-            "q" => (sq.with_tail(&[sq.rows, sq.cols]), &self.q),
-            "k" => (sk.with_tail(&[sk.rows, sk.cols]), &self.k),
-            "v" => (sv.with_tail(&[sv.rows, sv.cols]), &self.v),
-            "do" => match &self.d_o {
-                Some(d_o) => (sq.with_tail(&[sq.rows, sv.cols]), d_o),
-                None => return e,
-            },
-            _ => return e,
-        };
-        match check_finite(what, &shape, stack.as_slice()) {
-            Err(in_file) => in_file,
-            Ok(()) => e,
-        }
-    }
-
-    /// The polynomial engine has no additive bias and no softcap: its typed refusal
-    /// (with R, B and sqrt(ln n) of the first head) when the file holds a bias or
-    /// `softcap` is set.
-    pub(crate) fn check_poly_takes(&self, cfg: &PolyConfig, softcap: Option<f64>) -> Result<()> {
-        if self.bias.is_none() && softcap.is_none() {
-            return Ok(());
-        }
-        let (q, k, v) = (self.q.head(0), self.k.head(0), self.v.head(0));
-        let p = polyattn::attention::Problem::new(q, k, v, &cfg.attention())?;
-        Err(match softcap {
-            Some(c) => poly::plan::refuse_softcap(&p, c),
-            None => poly::plan::refuse_bias(&p),
-        })
-    }
-}
-
-pub(crate) fn load_all<T: Real>(file: &TensorFile) -> Result<Loaded<T>> {
-    let (sq, q) = load_entries::<T>(file, "q")?;
-    let (sk, k) = load_entries::<T>(file, "k")?;
-    let (sv, v) = load_entries::<T>(file, "v")?;
-    sq.same_lead_grouped("k", &sk)?;
-    sk.same_lead("v", &sv)?;
-    let d_o = if file.contains("do") {
-        let (sdo, d_o) = load_entries::<T>(file, "do")?;
-        sq.same_lead("do", &sdo)?;
-        // The engines meet `do` only in the backward, after the whole forward has
-        // run: checked here too, so that a bad `do` fails before any work.
-        check_finite("do", &sdo.with_tail(&[sdo.rows, sdo.cols]), d_o.as_slice())?;
-        Some(d_o)
-    } else {
-        None
-    };
-    let bias = load_bias::<T>(file, &sq, sk.rows)?;
-    Ok(Loaded {
-        shapes: [sq, sk, sv],
-        q,
-        k,
-        v,
-        d_o,
-        bias,
-    })
 }
 
 fn compute<T: Real>(file: &TensorFile, args: &AttentionArgs) -> Result<Outputs> {

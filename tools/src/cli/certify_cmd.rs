@@ -13,12 +13,12 @@
 //! `report.md`, `bias_rows.csv` (every row's certified mean error) and `rows.svg`
 //! (unless every error is zero); everything is computed before anything is written.
 
-use super::attention_cmd::{input_dtype, load_all};
 use super::{MaskOpts, PolyArgs};
 use crate::certify::candidate::{certify_candidate, CandidateOptions, CandidateReport, Layout};
 use crate::certify::model_report::{certify_model_with, ModelReport};
 use crate::certify::report::{certify_attention, AttentionReport, ReferenceChoice};
 use crate::harness::{text_table, write_json, write_text};
+use crate::inputs::stacks::{input_dtype, load_all};
 use polyattn::error::Result;
 use polyattn::io::{DType, TensorFile};
 use polyattn::model::file::{read_batch, read_model};

@@ -17,11 +17,11 @@
 
 use crate::certify::model_report::{certify_model, certify_model_with, ModelReport};
 use crate::certify::report::{certify_attention, AttentionReport, ReferenceChoice};
-use crate::harness::model_time::{bounded_model, poly_choice, small_head_config, QK_SCALE};
 use crate::harness::{ensure_dir, sig3, text_table, write_json, write_text};
 use polyattn::attention::poly::{Accuracy, GradientKind, PolyConfig};
 use polyattn::attention::Mask;
 use polyattn::error::Result;
+use polyattn::model::fixtures::{bounded_model, poly_choice, small_head_config, QK_SCALE};
 use polyattn::model::EngineChoice;
 use polyattn::rng::SplitMix64;
 use polyattn::tensor::Tensor3;

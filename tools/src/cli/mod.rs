@@ -42,7 +42,6 @@ pub mod demo_model;
 #[cfg(feature = "certify")]
 pub mod lemmas;
 pub mod model_cmd;
-pub mod shapes;
 pub mod sweep;
 pub mod train_cmd;
 

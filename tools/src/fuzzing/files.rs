@@ -6,7 +6,7 @@
 //! range).
 
 use super::{pick, Outcome, Violation};
-use crate::cli::attention_cmd::{input_dtype, load_all};
+use crate::inputs::stacks::{input_dtype, load_all};
 use arbitrary::{Arbitrary, Unstructured};
 use polyattn::attention::poly::{self, PolyConfig};
 use polyattn::attention::{exact, AttentionConfig, Mask};

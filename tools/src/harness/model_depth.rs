@@ -17,10 +17,10 @@
 //! for every layer's weight gradients (tests).
 
 use super::fit::loglog_slope;
-use super::model_time::{bounded_model, poly_choice, small_head_config, QK_SCALE};
 use super::{ensure_dir, markdown_table, sig3, text_table, write_json, write_text, Preset};
 use crate::plot::{LogLogChart, Series, Style};
 use polyattn::error::Result;
+use polyattn::model::fixtures::{bounded_model, poly_choice, small_head_config, QK_SCALE};
 use polyattn::model::sensitivity::propagated_bound;
 use polyattn::model::EngineChoice;
 use serde::Serialize;

@@ -2,7 +2,7 @@
 //! the polynomial engine against n, on a log-log scale, with fitted slopes (about 2
 //! and about 1 are expected: ML24's almost-linear claim) and the crossover n.
 //!
-//! The model is a seeded causal pre-norm stack ([`bounded_model`]) whose W_Q and W_K
+//! The model is a seeded causal pre-norm stack ([`polyattn::model::fixtures::bounded_model`]) whose W_Q and W_K
 //! are scaled so the attention scores stay in the polynomial regime (R ~ 0.5 per
 //! head): the method's sweet spot, stated rather than hidden. Each point also records
 //! the largest difference between the two engines' gradients, relative to the largest
@@ -12,7 +12,7 @@ use super::fit::loglog_slope;
 use super::{ensure_dir, markdown_table, sig3, text_table, write_json, write_text, Preset};
 use crate::plot::{LogLogChart, Series, Style};
 use polyattn::error::Result;
-pub use polyattn::model::fixtures::{bounded_model, poly_choice, small_head_config, QK_SCALE};
+use polyattn::model::fixtures::{bounded_model, poly_choice, small_head_config, QK_SCALE};
 use polyattn::model::EngineChoice;
 use serde::Serialize;
 use std::path::Path;
