@@ -295,6 +295,28 @@ pub(crate) fn check_stacks<T: crate::Real>(
     Ok(())
 }
 
+/// Checks that every stack of a multi-head call has `h` heads (named in the error)
+/// and that `h >= 1`: with [`check_stacks`], the multi-head checks of the CPU
+/// engines and the CUDA host API.
+pub(crate) fn same_heads(h: usize, others: &[(&str, usize)]) -> crate::Result<()> {
+    for &(name, n) in others {
+        if n != h {
+            return Err(crate::Error::ShapeMismatch {
+                what: format!("{name} heads"),
+                expected: h.to_string(),
+                got: n.to_string(),
+            });
+        }
+    }
+    if h == 0 {
+        return Err(crate::Error::Empty {
+            what: "q".into(),
+            shape: vec![0],
+        });
+    }
+    Ok(())
+}
+
 /// FlashAttention's ALiBi bias (its `alibi_slopes`) of query `i` and key `j`:
 /// `-slope |i + n_k - n_q - j|`, bottom-right aligned whatever the mask (docs/math.md
 /// §1.2's additive bias). Computed in f64: exact for f32 slopes while `n_q, n_k <

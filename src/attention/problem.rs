@@ -233,8 +233,30 @@ impl<'a, T: Real> Problem<'a, T> {
         lse: &[T],
         d_o: MatRef<'_, T>,
     ) -> Result<()> {
+        self.check_backward(o, lse, d_o, true)
+    }
+
+    /// [`Problem::check_backward_inputs`] for a `d_o` whose entries the caller has
+    /// already checked to be finite (the multi-head entry points check the whole `do`
+    /// stack once, so that an error names the head).
+    pub(crate) fn check_backward_finite_do(
+        &self,
+        o: MatRef<'_, T>,
+        lse: &[T],
+        d_o: MatRef<'_, T>,
+    ) -> Result<()> {
+        self.check_backward(o, lse, d_o, false)
+    }
+
+    fn check_backward(
+        &self,
+        o: MatRef<'_, T>,
+        lse: &[T],
+        d_o: MatRef<'_, T>,
+        scan_do: bool,
+    ) -> Result<()> {
         let want = format!("[{}, {}]", self.n_q(), self.d_v());
-        for (name, m) in [("o", o), ("do", d_o)] {
+        for (name, m, scan) in [("o", o, true), ("do", d_o, scan_do)] {
             if m.shape() != [self.n_q(), self.d_v()] {
                 return Err(Error::ShapeMismatch {
                     what: name.to_string(),
@@ -242,7 +264,9 @@ impl<'a, T: Real> Problem<'a, T> {
                     got: format!("{:?}", m.shape()),
                 });
             }
-            check_finite(name, &m.shape(), m.as_slice())?;
+            if scan {
+                check_finite(name, &m.shape(), m.as_slice())?;
+            }
         }
         same("lse length (n_q)", self.n_q(), lse.len())?;
         if let Some(i) = lse

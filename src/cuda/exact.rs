@@ -12,7 +12,7 @@
 use super::backend::{Backend, ExactArgs};
 use super::launch::{check_head_dims, mask_code};
 use crate::attention::exact::{Forward, Gradients, MultiHeadForward, MultiHeadGradients};
-use crate::attention::{AttentionConfig, Problem};
+use crate::attention::{check_stacks, same_heads, AttentionConfig, Problem};
 use crate::error::{Error, Result};
 use crate::tensor::{MatRef, Matrix, Tensor3};
 use half::f16;
@@ -66,25 +66,12 @@ fn validate(
     v: &Tensor3<f32>,
     cfg: &AttentionConfig,
 ) -> Result<ExactArgs> {
-    for (name, t) in [("k", k), ("v", v)] {
-        if t.heads() != q.heads() {
-            return Err(Error::ShapeMismatch {
-                what: format!("{name} heads"),
-                expected: q.heads().to_string(),
-                got: t.heads().to_string(),
-            });
-        }
-    }
+    same_heads(q.heads(), &[("k", k.heads()), ("v", v.heads())])?;
+    check_stacks(&[("q", q), ("k", k), ("v", v)])?;
+    // Each head's shape and range checks (the entries were checked above).
     let mut tau = 0.0f32;
     for hd in 0..q.heads() {
-        let p = Problem::new(q.head(hd), k.head(hd), v.head(hd), cfg)?;
-        tau = p.tau;
-    }
-    if q.heads() == 0 {
-        return Err(Error::Empty {
-            what: "q".into(),
-            shape: q.shape().to_vec(),
-        });
+        tau = Problem::from_finite(q.head(hd), k.head(hd), v.head(hd), cfg)?.tau;
     }
     check_f16_storage("q", q.as_slice())?;
     check_f16_storage("k", k.as_slice())?;

@@ -38,7 +38,7 @@ pub mod tile;
 use super::{AttentionConfig, Problem};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
-use crate::tensor::{check_finite, MatRef, Matrix, Tensor3};
+use crate::tensor::{MatRef, Matrix, Tensor3};
 use backward::{row_deltas, Upstream};
 use rayon::prelude::*;
 
@@ -275,9 +275,10 @@ pub fn backward_multihead_with_bias<T: Real>(
             got: format!("{:?}", fwd.lse.shape()),
         });
     }
-    check_finite("do", &d_o.shape(), d_o.as_slice())?;
+    // `do` once for the whole stack (errors name the head), then per head the rest.
+    super::check_stacks(&[("do", d_o)])?;
     for (i, p) in probs.iter().enumerate() {
-        p.check_backward_inputs(fwd.o.head(i), fwd.lse.row(i), d_o.head(i))?;
+        p.check_backward_finite_do(fwd.o.head(i), fwd.lse.row(i), d_o.head(i))?;
     }
     // Per query head first; grouped heads are summed afterwards.
     let mut grads = MultiHeadGradients {

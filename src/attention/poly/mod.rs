@@ -342,10 +342,12 @@ pub fn backward<T: Real>(
     cfg: &PolyConfig,
 ) -> Result<PolyGradients<T>> {
     let p = Problem::new(q, k, v, &cfg.attention())?;
+    p.check_backward_inputs(fwd.o.view(), &fwd.lse, d_o)?;
     backward_problem(&p, fwd, d_o, kind, cfg)
 }
 
-/// [`backward`] of a validated problem.
+/// [`backward`] of a validated problem whose backward inputs were checked
+/// ([`Problem::check_backward_inputs`]).
 fn backward_problem<T: Real>(
     p: &Problem<'_, T>,
     fwd: &PolyForward<T>,
@@ -354,7 +356,6 @@ fn backward_problem<T: Real>(
     cfg: &PolyConfig,
 ) -> Result<PolyGradients<T>> {
     let p = *p;
-    p.check_backward_inputs(fwd.o.view(), &fwd.lse, d_o)?;
     let inputs = Inputs::new(&p);
     let plan = &fwd.plan;
     let lr = inputs.low_rank(&p, plan, cfg.chunk);
@@ -424,7 +425,7 @@ pub fn forward_multihead<T: Real>(
     cfg: &PolyConfig,
 ) -> Result<Vec<PolyForward<T>>> {
     use rayon::prelude::*;
-    same_heads(k.heads(), &[("v", v.heads())])?;
+    crate::attention::same_heads(k.heads(), &[("v", v.heads())])?;
     let g = crate::attention::kv_group(q.heads(), k.heads())?;
     crate::attention::check_stacks(&[("q", q), ("k", k), ("v", v)])?;
     let attn = cfg.attention();
@@ -455,11 +456,11 @@ pub fn backward_multihead<T: Real>(
     cfg: &PolyConfig,
 ) -> Result<Vec<PolyGradients<T>>> {
     use rayon::prelude::*;
-    same_heads(
+    crate::attention::same_heads(
         q.heads(),
         &[("do", d_o.heads()), ("forward results", fwd.len())],
     )?;
-    same_heads(k.heads(), &[("v", v.heads())])?;
+    crate::attention::same_heads(k.heads(), &[("v", v.heads())])?;
     let g = crate::attention::kv_group(q.heads(), k.heads())?;
     crate::attention::check_stacks(&[("q", q), ("k", k), ("v", v), ("do", d_o)])?;
     let attn = cfg.attention();
@@ -467,30 +468,10 @@ pub fn backward_multihead<T: Real>(
         .into_par_iter()
         .map(|h| {
             let p = Problem::from_finite(q.head(h), k.head(h / g), v.head(h / g), &attn)?;
+            p.check_backward_finite_do(fwd[h].o.view(), &fwd[h].lse, d_o.head(h))?;
             backward_problem(&p, &fwd[h], d_o.head(h), kind, cfg)
         })
         .collect::<Vec<_>>()
         .into_iter()
         .collect()
-}
-
-/// Checks that every stack of a multi-head call has `h` heads (named in the error)
-/// and that `h >= 1`; shared with the CUDA host API.
-pub(crate) fn same_heads(h: usize, others: &[(&str, usize)]) -> Result<()> {
-    for &(name, n) in others {
-        if n != h {
-            return Err(Error::ShapeMismatch {
-                what: format!("{name} heads"),
-                expected: h.to_string(),
-                got: n.to_string(),
-            });
-        }
-    }
-    if h == 0 {
-        return Err(Error::Empty {
-            what: "q".into(),
-            shape: vec![0],
-        });
-    }
-    Ok(())
 }
