@@ -62,7 +62,7 @@ pub fn gamma32(k: usize) -> f64 {
 }
 
 /// The a priori relative perturbation of the f16 polynomial kernels' P~ entries
-/// (the f16/f32 counterpart of [`crate::attention::poly::plan::rounding_rho`]):
+/// (the f16/f32 counterpart of [`crate::attention::poly::rho::rounding_rho`]):
 ///
 /// ```text
 /// u_f   = u16 + gamma32(2g + 2)         one stored feature: f32 inputs scaled, g products,

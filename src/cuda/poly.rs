@@ -290,6 +290,10 @@ fn prepare<'a>(
     check_f16_storage("q", q.as_slice())?;
     check_f16_storage("k", k.as_slice())?;
     check_f16_storage("v", v.as_slice())?;
+    // The degree decision is `plan::candidates`; the device path runs its last
+    // candidate, the a priori degree g, always: its certified f16 bound is computed
+    // after the run, on the host (`allowance::poly_bounds`), so the CPU engine's
+    // a posteriori try of g - 1 would cost a second device pass plus that bound.
     let plan = plan::plan(&p, cfg)?;
     let table = FeatureTable::new(&plan.monomials)?;
     let scaling = DegreeScaling::new(&plan, &table, q, k)?;

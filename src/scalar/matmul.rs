@@ -11,7 +11,7 @@
 //! is the same for any thread count).
 //!
 //! Rounding: a product entry is a sum of k terms whatever the order the kernel adds
-//! them in, so the polynomial engine's a priori estimate (`poly::plan::rounding_rho`:
+//! them in, so the polynomial engine's a priori estimate (`poly::rho::rounding_rho`:
 //! gamma_k over the longest chain of additions) covers any blocking of the sum.
 
 use super::Field;

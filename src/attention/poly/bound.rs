@@ -28,13 +28,14 @@
 //!
 //! Rounding: the engine computes in f64; a first-order a priori estimate of the
 //! relative perturbation of P~'s entries, rho_r = 2 gamma_k kappa
-//! ([`super::plan::rounding_rho`]), is added to every rho, the computed weights are
+//! ([`super::rho::rounding_rho`]), is added to every rho, the computed weights are
 //! inflated by (1 + rho_r), and the final rounding to the output dtype adds u |y|.
 //! The polynomial part is the same bound with rho_r = 0 and no output rounding.
 
 use super::core::{apply, apply_transposed, GradientKind, LowRankProblem, SideProducts};
-use super::plan::{rho_of, rounding_rho, Plan};
-use super::polynomial::{certify, ExpPoly};
+use super::plan::Plan;
+use super::polynomial::certify;
+use super::rho::{rho_of, rounding_rho};
 
 /// Entrywise bounds for one output tensor (row-major, like the tensor).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -114,27 +115,6 @@ pub fn output_with_rounding(
         .map(|w| rho_p * (1.0 + rho_p) * w)
         .collect();
     Bounds { total, poly }
-}
-
-/// A rigorous floor (up to a 1% margin for its own rounding) of max_ic of the total
-/// bound [`output`] reports for the polynomial `poly` (of any degree) on this problem,
-/// given `mean_abs_v` = max_ic of the mean of |V_jc| over the keys row i sees; +inf
-/// when `poly` certifies nothing. Used only to skip a forward whose bound could not
-/// meet a target: a wrong answer costs time, never a bound.
-///
-/// Derivation: every |S_ij| <= R (docs/math.md §3.1) and A~_ij is within relative eps_P of
-/// e^{S_ij}, so A~_ij >= (1 - eps_P) e^{-R} and the m_i visible terms of D~_i sum to at
-/// most m_i (1 + eps_P) e^R; hence P~_ij >= (1 - eps_P) / (1 + eps_P) e^{-2R} / m_i and
-/// W_ic = (P~ |V|)_ic >= (1 - eps_P) / (1 + eps_P) e^{-2R} mean_{j visible} |V_jc|.
-/// The reported bound rho_t (1 + rho_t) (1 + rr) W_ic + u |O~_ic| is at least
-/// rho_P (1 + rho_P) W_ic.
-pub fn output_floor(poly: &ExpPoly, mean_abs_v: f64) -> f64 {
-    if poly.eps.is_nan() || poly.eps >= 1.0 {
-        return f64::INFINITY;
-    }
-    let rho = rho_of(poly.eps);
-    let w = (1.0 - poly.eps) / (1.0 + poly.eps) * (-2.0 * poly.radius).exp() * mean_abs_v;
-    0.99 * rho * (1.0 + rho) * w
 }
 
 /// What the gradient bounds need besides the low-rank problem.

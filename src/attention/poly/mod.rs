@@ -25,6 +25,7 @@ pub mod features;
 pub mod lowrank;
 pub mod plan;
 pub mod polynomial;
+pub mod rho;
 
 pub use self::core::GradientKind;
 pub use bound::Bounds;
@@ -208,56 +209,23 @@ pub fn forward<T: Real>(
 /// [`forward`] of a validated problem.
 fn forward_problem<T: Real>(p: &Problem<'_, T>, cfg: &PolyConfig) -> Result<PolyForward<T>> {
     let p = *p;
-    let plan = plan::plan(&p, cfg)?;
     let inputs = Inputs::new(&p);
     let block = exact_block(&p, cfg.exact_prefix);
-    // The planner picks the degree from a crude bound (max |V| in place of the
-    // P-weighted |V|); with an eps target, one degree less is tried first and kept
-    // when its reported (weighted) bound already meets eps: the backward, which
-    // dominates the cost, then runs at the lower rank. The try is skipped when a
-    // rigorous floor of that bound ([`bound::output_floor`], O(n d)) already exceeds
-    // eps: the run could only fail.
-    if let (plan::Accuracy::Eps(eps), g) = (cfg.accuracy, plan.regime.degree) {
-        let may_fit = || {
-            let lower = polynomial::ExpPoly::new(cfg.kind, g - 1, plan.regime.radius);
-            bound::output_floor(&lower, max_visible_mean_abs(&p, block.0)) <= eps
-        };
-        if g > 1 && may_fit() {
-            let lower = PolyConfig {
-                accuracy: plan::Accuracy::Degree(g - 1),
-                ..*cfg
-            };
-            if let Ok(lower_plan) = plan::plan(&p, &lower) {
-                let run = run_forward::<T>(&p, &inputs, lower_plan, cfg.chunk, block)?;
-                if run.bound.max_total() <= eps {
-                    return Ok(run);
-                }
-            }
+    // The degree decision ([`plan::candidates`]): each candidate is run in order and
+    // the first whose reported bound meets eps is kept; the last one unconditionally.
+    let mut plans = plan::candidates(&p, cfg, block.0)?;
+    let last = plans.pop().ok_or_else(|| Error::InvalidParameter {
+        name: "plan",
+        value: "none".into(),
+        reason: "the planner returned no candidate".into(),
+    })?;
+    for pl in plans {
+        let run = run_forward::<T>(&p, &inputs, pl, cfg.chunk, block)?;
+        if plan::meets_target(cfg, run.bound.max_total()) {
+            return Ok(run);
         }
     }
-    run_forward(&p, &inputs, plan, cfg.chunk, block)
-}
-
-/// max over rows i >= `first` and value columns c of the mean of |V_jc| over the keys
-/// row i sees (0 when no such row sees a key): what [`bound::output_floor`] needs (the
-/// rows before `first` are computed exactly).
-fn max_visible_mean_abs<T: Real>(p: &Problem<'_, T>, first: usize) -> f64 {
-    let (d_v, v) = (p.d_v(), p.v.as_slice());
-    let mut sums = vec![0.0f64; d_v];
-    let (mut seen, mut best) = (0usize, 0.0f64);
-    for i in 0..p.n_q() {
-        let e = p.key_end(i);
-        while seen < e {
-            for (s, x) in sums.iter_mut().zip(&v[seen * d_v..(seen + 1) * d_v]) {
-                *s += x.to_f64().abs();
-            }
-            seen += 1;
-        }
-        if e > 0 && i >= first {
-            best = sums.iter().fold(best, |b, s| b.max(s / e as f64));
-        }
-    }
-    best
+    run_forward(&p, &inputs, last, cfg.chunk, block)
 }
 
 /// The forward at a fixed plan, with its bound.

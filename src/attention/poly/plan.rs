@@ -3,7 +3,8 @@
 //! (docs/math.md §3.1, §3.2, §3.6; AS23's bounded-entry threshold).
 
 use super::features::{rank, Monomials};
-use super::polynomial::{ExpPoly, PolyKind};
+use super::polynomial::{self, ExpPoly, PolyKind};
+use super::rho;
 use crate::attention::{Mask, Problem};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
@@ -233,34 +234,6 @@ fn costs(
     (poly, exact)
 }
 
-/// A priori relative perturbation of P~'s entries from rounding, for the f64
-/// arithmetic the engine computes in: 2 gamma_k kappa with k = r + n_k + 8 summands
-/// on any path and kappa = (sum_t |c_t| R^t) e^R / (1 - eps_P) the cancellation
-/// factor (sum_a |U_ia V_ja| over the value P~_ij >= e^{-R} (1 - eps_P)).
-pub fn rounding_rho(poly: &ExpPoly, r: usize, n_k: usize) -> f64 {
-    let u = f64::EPSILON / 2.0;
-    let k = (r + n_k + 8) as f64;
-    let gamma = k * u / (1.0 - k * u);
-    let abs_sum: f64 = poly
-        .coeffs
-        .iter()
-        .enumerate()
-        .map(|(t, c)| c.abs() * poly.radius.powi(t as i32))
-        .sum();
-    let kappa = abs_sum * poly.radius.exp() / (1.0 - poly.eps).max(f64::MIN_POSITIVE);
-    2.0 * gamma * kappa
-}
-
-/// rho = 2 eps / (1 - eps): |P~_ij - P_ij| <= rho P_ij when every A~_ij is within
-/// relative eps of A_ij (docs/math.md §4.1).
-pub fn rho_of(eps: f64) -> f64 {
-    if eps >= 1.0 {
-        f64::INFINITY
-    } else {
-        2.0 * eps / (1.0 - eps)
-    }
-}
-
 /// The polynomial engine's refusal of `p` for `reason`, with the regime it was in:
 /// the exponent radius `radius`, the entry bound B = max |q|, |k| and sqrt(ln n).
 pub fn refusal<T: Real>(p: &Problem<'_, T>, radius: f64, reason: String) -> Error {
@@ -299,6 +272,72 @@ pub fn refuse_softcap<T: Real>(p: &Problem<'_, T>, c: f64) -> Error {
         rigorous_radius(p),
         format!("softcap {c}: score softcapping runs through the exact engine only"),
     )
+}
+
+/// The degree decision, in one place for every engine (CPU and CUDA): the plans to
+/// try, in order. The last is [`plan`]'s, whose degree g is the smallest that meets eps
+/// by the a priori bound ([`rho::output_a_priori`], with max |V| for the P-weighted
+/// |V|). With an eps target, g - 1 comes first when a rigorous floor of the bound its
+/// run would report ([`rho::output_floor`], O(n d): rows from `first_poly_row` on, the
+/// rows before it being computed exactly) does not already exceed eps. An engine runs
+/// the candidates in order and keeps the first whose reported bound meets the target
+/// ([`meets_target`]); the backward, which dominates the cost, then runs at the lower
+/// rank when g - 1 sufficed. Errors and refusals are [`plan`]'s for degree g.
+pub fn candidates<T: Real>(
+    p: &Problem<'_, T>,
+    cfg: &PolyConfig,
+    first_poly_row: usize,
+) -> Result<Vec<Plan>> {
+    let chosen = plan(p, cfg)?;
+    let g = chosen.regime.degree;
+    let mut out = Vec::with_capacity(2);
+    if let Accuracy::Eps(eps) = cfg.accuracy {
+        if g > 1 {
+            let lower = polynomial::ExpPoly::new(cfg.kind, g - 1, chosen.regime.radius);
+            if rho::output_floor(&lower, max_visible_mean_abs(p, first_poly_row)) <= eps {
+                let cfg_lower = PolyConfig {
+                    accuracy: Accuracy::Degree(g - 1),
+                    ..*cfg
+                };
+                if let Ok(pl) = plan(p, &cfg_lower) {
+                    out.push(pl);
+                }
+            }
+        }
+    }
+    out.push(chosen);
+    Ok(out)
+}
+
+/// Whether a run whose reported max bound is `bound` meets `cfg`'s target (always for a
+/// fixed degree: there is no target).
+pub fn meets_target(cfg: &PolyConfig, bound: f64) -> bool {
+    match cfg.accuracy {
+        Accuracy::Eps(eps) => bound <= eps,
+        Accuracy::Degree(_) | Accuracy::DegreeUncertified(_) => true,
+    }
+}
+
+/// max over rows i >= `first` and value columns c of the mean of |V_jc| over the keys
+/// row i sees (0 when no such row sees a key): what [`rho::output_floor`] needs (the
+/// rows before `first` are computed exactly).
+fn max_visible_mean_abs<T: Real>(p: &Problem<'_, T>, first: usize) -> f64 {
+    let (d_v, v) = (p.d_v(), p.v.as_slice());
+    let mut sums = vec![0.0f64; d_v];
+    let (mut seen, mut best) = (0usize, 0.0f64);
+    for i in 0..p.n_q() {
+        let e = p.key_end(i);
+        while seen < e {
+            for (s, x) in sums.iter_mut().zip(&v[seen * d_v..(seen + 1) * d_v]) {
+                *s += x.to_f64().abs();
+            }
+            seen += 1;
+        }
+        if e > 0 && i >= first {
+            best = sums.iter().fold(best, |b, s| b.max(s / e as f64));
+        }
+    }
+    best
 }
 
 /// Chooses the polynomial for `p` under `cfg`, or refuses with the reason.
@@ -349,11 +388,9 @@ pub fn plan<T: Real>(p: &Problem<'_, T>, cfg: &PolyConfig) -> Result<Plan> {
                     reason: "must be finite and positive".into(),
                 });
             }
-            // Crude a priori O bound: rho_total max|V| + u_T max|V| (output rounding).
             let fits = |poly: &ExpPoly| {
                 let r = rank(d, poly.degree()).unwrap_or(usize::MAX);
-                let rho = rho_of(poly.eps) + rounding_rho(poly, r, n_k);
-                (rho * (1.0 + rho) + T::UNIT_ROUNDOFF) * v_max <= eps
+                rho::output_a_priori(poly, r, n_k, v_max, T::UNIT_ROUNDOFF) <= eps
             };
             let mut chosen = None;
             for g in 1..=max_degree {
