@@ -62,7 +62,7 @@ fn flops(n: usize, d: usize, mask: Mask) -> f64 {
 }
 
 /// The (d, n) shapes for one dtype: every d at n = 1024 and 4096; n = 16384 only for
-/// the small heads (d <= 16), where the targets are.
+/// the small heads (d <= 16), where the performance targets are.
 fn shapes(dims: &[usize]) -> Vec<(usize, usize)> {
     let cap = max_log2n();
     let mut out = Vec::new();

@@ -29,6 +29,9 @@ STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 WORK="fuzz/reports/.work-$STAMP"
 mkdir -p "$WORK" fuzz/reports
 # The same build the runs use (stable: no sanitizer, so no nightly -Z flags).
+# cargo fuzz has no --locked: fetch against the committed lock file first, so a
+# dependency change fails here instead of silently updating fuzz/Cargo.lock.
+(cd fuzz && cargo fetch --locked)
 (cd fuzz && cargo fuzz build --sanitizer none -O)
 cargo build --locked --release --example fuzz_corpus
 for t in "${TARGETS[@]}"; do

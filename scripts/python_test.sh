@@ -32,7 +32,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 echo "== building and installing python/ (release)"
-(cd "$root/python" && VIRTUAL_ENV=$venv PATH=$venv/bin:$PATH "$venv/bin/maturin" develop --release -q)
+(cd "$root/python" && VIRTUAL_ENV=$venv PATH=$venv/bin:$PATH "$venv/bin/maturin" develop --release --locked -q)
 
 echo "== pytest python/tests"
 set +e

@@ -25,6 +25,9 @@
 //! - `scalar`, `tensor`: the number types and the matrices everything works on;
 //! - `io`, `storage`, `output`: safetensors files (f64, f32, f16, bf16), and writing
 //!   files atomically;
+//! - `train`: training the model (AdamW, schedules, clipping, the recall task,
+//!   checkpoints; docs/math.md §7.4-§7.5);
+//! - `rounding`: unit roundoffs and `gamma_k`, shared by every rounding bound;
 //! - `rng`: a seeded generator; `error`: the crate's one error type.
 //!
 //! ```

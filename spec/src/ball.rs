@@ -493,13 +493,12 @@ mod tests {
         assert!(b.rad() <= max_rad, "{name}: radius {} > {max_rad}", b.rad());
     }
 
+    /// Uniform in [0, 1) from index `i`: SplitMix64's output for state `i G + C - G`
+    /// (so its first step lands on `i G + C`), 53 bits.
     fn pseudo(i: u64) -> f64 {
-        let mut z = i
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(0x1234_5678);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z >> 11) as f64 / (1u64 << 53) as f64
+        const G: u64 = 0x9E37_79B9_7F4A_7C15;
+        let state = i.wrapping_mul(G).wrapping_add(0x1234_5678).wrapping_sub(G);
+        (crate::rng::SplitMix64::new(state).next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     #[test]

@@ -59,22 +59,13 @@ pub struct Instance {
     pub poly_as24: Poly,
 }
 
-/// splitmix64: a small, well-mixed generator (reproducible without a
-/// dependency).
-struct Rng(u64);
+/// Dyadic test matrices from the spec's generator ([`crate::rng::SplitMix64`]).
+struct Rng(crate::rng::SplitMix64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
     /// `k / 16` with `k` uniform in `-m..=m`.
     fn dyadic(&mut self, m: u64) -> f64 {
-        let k = (self.next() % (2 * m + 1)) as f64 - m as f64;
+        let k = (self.0.next_u64() % (2 * m + 1)) as f64 - m as f64;
         k / 16.0
     }
 
@@ -102,7 +93,7 @@ impl Instance {
     /// degree-8 Taylor polynomial is within `1e-6` of `exp`, relative); `G` and the
     /// other inputs in `[-1, 1]`.
     pub fn with_shape(seed: u64, s: Shape, symmetric: bool) -> Instance {
-        let mut rng = Rng(seed ^ 0x5EED_0000_0000_0000);
+        let mut rng = Rng(crate::rng::SplitMix64::new(seed ^ 0x5EED_0000_0000_0000));
         let Shape { n, d, d_v } = s;
         let mut w = rng.mat(d, d, 8);
         if symmetric {

@@ -38,6 +38,7 @@
 //!   (configuration, parameter names, random instances, the number trait,
 //!   forward, closed-form backward, dual-number oracle, precision search).
 //! * [`instance`]: seeded random test instances with exact dyadic entries.
+//! * [`rng`]: the one seeded generator (SplitMix64) of the instances, models and tests.
 //! * [`register`]: the lemma register, every status measured by running the
 //!   lemma functions against the oracle (the table, the probes and the
 //!   Markdown/JSON/text renderings in separate files).
@@ -55,6 +56,7 @@
 //!     v: DMatrix::from_row_slice(3, 1, &[1.0, -2.0, 4.0]),
 //!     tau: 1.0 / 2f64.sqrt(),
 //!     mask: Mask::CausalBottomRight,
+//!     softcap: None,
 //! };
 //! let f = forward(&p, DEFAULT_PREC)?;
 //! assert!(f.o[(0, 0)].width_f64() < 1e-30);
@@ -81,5 +83,6 @@ pub mod ml24;
 pub mod model;
 pub mod poly_attention;
 pub mod register;
+pub mod rng;
 
 pub use interval::{Interval, DEFAULT_PREC};
