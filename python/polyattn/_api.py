@@ -175,7 +175,8 @@ def run_forward(
     if scale is not None:
         scale = float(scale)
     if softcap is not None:
-        softcap = float(softcap)
+        # FlashAttention's convention: softcap=0.0 (its default) means no cap.
+        softcap = float(softcap) or None
     f = fold(named, dtype, gqa=enable_gqa)
     q, k, v = f.arrays[:3]
     bias = fold_bias(attn_mask, f.lead, q.shape[1], k.shape[1], q.dtype, alibi_slopes)
@@ -304,8 +305,9 @@ def attention(
             slopes. Costs one ``n_q x n_k`` bias per head in memory.
         softcap: score softcapping (Gemma 2; FlashAttention's ``softcap``): each score
             ``s = scale * q . k`` becomes ``softcap * tanh(s / softcap)`` before
-            ``attn_mask``, ALiBi and the mask; ``None`` (default) for none, else a
-            finite positive float (rounded once to the compute dtype). Exact engine
+            ``attn_mask``, ALiBi and the mask; ``None`` (default) or ``0.0``
+            (FlashAttention's convention) for none, else a finite positive float,
+            normal after rounding once to the compute dtype. Exact engine
             only (``engine="poly"`` raises :class:`polyattn.RefusedError`, ``"auto"``
             runs exact). The engine's tanh goes through its proven exp, so near
             ``s = 0`` the capped score errs by up to ``6u * softcap`` absolutely.

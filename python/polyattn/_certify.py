@@ -109,7 +109,7 @@ def reference(
     if bias is not None:
         bias = bias.astype(np.float64)
     cap = None
-    if softcap is not None:
+    if softcap:  # None and 0.0 (FlashAttention's "no cap") alike
         cap = float(softcap)
         cap = float(np.float32(cap)) if compute == "float32" else cap
     out = _native.reference(

@@ -68,8 +68,19 @@ def test_poly_refuses_and_auto_falls_back():
     np.testing.assert_array_equal(a.o, polyattn.attention(q, k, v, softcap=5.0).o)
 
 
-@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), 1e-320])
 def test_bad_softcap_is_a_typed_error(bad):
     q, k, v = qkv((1, 4, 2), seed=1)
     with pytest.raises(polyattn.PolyattnError, match="softcap"):
         polyattn.attention(q, k, v, softcap=bad)
+
+
+def test_zero_softcap_means_none():
+    """FlashAttention's convention: softcap=0.0 (its default) is no cap."""
+    q, k, v, do = qkv((2, 9, 4), seed=4, with_do=True)
+    a = polyattn.attention_backward(q, k, v, do, softcap=0.0)
+    b = polyattn.attention_backward(q, k, v, do)
+    for name in ("o", "dq", "dk", "dv"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    r = polyattn.reference(q, k, v, softcap=0.0)
+    np.testing.assert_array_equal(r.o, polyattn.reference(q, k, v).o)

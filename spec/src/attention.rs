@@ -610,12 +610,13 @@ pub fn backward_with_bias(
             })
         })
         .collect();
-    // Under a softcap, dS of the raw score: times d(c tanh(s / c))/ds = 1 - tanh^2(s / c).
+    // Under a softcap, dS of the raw score: times d(c tanh(s / c))/ds = sech^2(s / c)
+    // (as 1 / cosh^2: `1 - tanh^2` would cancel to a width of 2^-prec near saturation).
     let slope = |i: usize, j: usize| {
-        inputs.softcap.as_ref().map(|c| {
-            let t = inputs.raw_score(i, j).over(c).hyperbolic_tangent();
-            Interval::one(prec) - &t * &t
-        })
+        inputs
+            .softcap
+            .as_ref()
+            .map(|c| inputs.raw_score(i, j).over(c).sech_squared())
     };
     let ds = DMatrix::from_fn(p.n_q(), p.n_k(), |i, j| {
         let g = &pm[(i, j)] * (&dp[(i, j)] - &delta[i]);

@@ -86,11 +86,11 @@ impl Dual {
         Dual { val, der }
     }
 
-    /// Chain rule for the hyperbolic tangent: `(tanh u)' = (1 - tanh^2 u) u'`.
+    /// Chain rule for the hyperbolic tangent: `(tanh u)' = sech^2(u) u' = (1 - tanh^2 u) u'`.
     pub fn tanh(&self) -> Dual {
         let val = self.val.tanh();
-        let slope = Interval::one(val.prec()) - &(&val * &val);
-        let der = &slope * &self.der;
+        // 1 - tanh^2 as sech^2 (no cancellation near saturation).
+        let der = &self.val.sech_squared() * &self.der;
         Dual { val, der }
     }
 

@@ -270,7 +270,9 @@ pub struct AttentionConfig {
     pub mask: Mask,
     /// Score softcapping (Gemma 2, FlashAttention's `softcap`): with `Some(c)`, `c > 0`,
     /// each score becomes `c tanh(tau q_i . k_j / c)` before the bias and the mask
-    /// (docs/math.md §1.4); `c` is rounded once to the compute dtype. `None`: no cap.
+    /// (docs/math.md §1.4); `c` is rounded once to the compute dtype and must then be
+    /// finite and normal (at least the dtype's smallest normal value). `None`: no cap
+    /// (FlashAttention's `softcap=0.0`; the CLI and Python map 0 to `None`).
     /// Exact engine only; the polynomial engine and the CUDA kernels refuse it.
     pub softcap: Option<f64>,
 }

@@ -73,11 +73,18 @@ impl<'a, T: Real> Problem<'a, T> {
             None => None,
             Some(c64) => {
                 let c = T::from_f64(c64);
-                if !(c64.is_finite() && c.is_finite() && c > T::ZERO) {
+                // A normal c: the capped score's error bound 6u c (`exact::softcap`)
+                // assumes the product c t rounds relatively, which fails below the
+                // normal range.
+                if !(c64.is_finite() && c.is_finite() && c.to_f64() >= T::MIN_NORMAL) {
                     return Err(Error::InvalidParameter {
                         name: "softcap",
                         value: c64.to_string(),
-                        reason: format!("the softcap must be finite and positive in {}", T::DTYPE),
+                        reason: format!(
+                            "the softcap must be finite and at least {:e} (normal) in {}",
+                            T::MIN_NORMAL,
+                            T::DTYPE
+                        ),
                     });
                 }
                 Some(c)

@@ -50,6 +50,8 @@ pub trait Real:
     const DTYPE: &'static str;
     /// The largest finite value, as f64.
     const MAX_FINITE: f64;
+    /// The smallest positive normal value, as f64.
+    const MIN_NORMAL: f64;
 
     /// Nearest value of this type (exact for f64 -> f64).
     fn from_f64(x: f64) -> Self;
@@ -85,6 +87,7 @@ macro_rules! impl_real {
             const UNIT_ROUNDOFF: f64 = 1.0 / (1u64 << $mant) as f64;
             const DTYPE: &'static str = $name;
             const MAX_FINITE: f64 = <$t>::MAX as f64;
+            const MIN_NORMAL: f64 = <$t>::MIN_POSITIVE as f64;
             #[inline]
             fn from_f64(x: f64) -> Self {
                 x as $t

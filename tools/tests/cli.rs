@@ -1165,7 +1165,8 @@ fn output_tensors_and_metadata_are_as_documented() {
 /// library's exact engine computes with that cap (values and gradients, bit for bit),
 /// records it in the metadata, and differs from the uncapped run; the polynomial engine
 /// refuses in one line naming the softcap, auto falls back to exact; a softcap that is
-/// zero, negative or not finite is a one-line error and nothing is written.
+/// negative, subnormal or not finite is a one-line error and nothing is written, and 0
+/// means none (FlashAttention's convention).
 #[test]
 fn softcap_on_the_command_line() {
     use polyattn::attention::{exact, AttentionConfig, Mask};
@@ -1252,7 +1253,14 @@ fn softcap_on_the_command_line() {
         .get("auto_reason")
         .is_some_and(|r| r.contains("softcap")));
     assert_eq!(get(&fa, "o"), get(&f, "o"));
-    for bad in ["0", "-1", "nan", "inf"] {
+    for bad in ["-1", "nan", "inf", "1e-320"] {
         expect_error(&inp, &["--softcap", bad], "softcap");
     }
+    // 0 means no cap (FlashAttention's softcap=0.0): the uncapped file, byte for byte.
+    let (out, zero) = attention("zero.safetensors", &["--softcap", "0"]);
+    assert!(out.status.success());
+    assert_eq!(
+        std::fs::read(&zero).unwrap(),
+        std::fs::read(&plain).unwrap()
+    );
 }

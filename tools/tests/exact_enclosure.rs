@@ -247,3 +247,39 @@ fn softcap_negative_control() {
     let caught = std::panic::catch_unwind(|| check_against(&capped, &got, &enc, &allow));
     assert!(caught.is_err(), "gradients without the cap's slope passed");
 }
+
+/// Review regression: a raw score whose rounding error is comparable to a tiny cap
+/// (c = 2^-10; products of 1e7 x 1e13 cancelling, so the f64 raw score is off by about
+/// 8c) moves the slope sech^2(s / c) by a factor e^{16}, not a first-order amount. The
+/// allowance takes the factor whole (`slope_hi`), and the engine's result is still
+/// within it.
+#[test]
+fn softcap_slope_with_a_raw_error_comparable_to_the_cap() {
+    let mut c = case::<f64>(1, (1, 2, 2, 1), Some(1.0), Mask::None, None)
+        .with_softcap::<f64>(2f64.powi(-10));
+    c.q = vec![8.794712934433859e6, 1.0];
+    c.k = vec![1.1254964026619514e7, -9.898417770149842e13, 0.0, 0.0];
+    c.v = vec![1.0, -1.0];
+    c.d_o = vec![1.0];
+    let t = check_case::<f64>(&c);
+    println!("raw error ~ 8c: certified error / allowance = {t:.3e}");
+}
+
+/// Review regression: with every score saturated (|s / c| up to 200) dQ and dK are of
+/// order e^{-2 |s| / c}; the MPFR slope is enclosed as 1 / cosh^2 (not 1 - tanh^2, whose
+/// width would swallow them), so gradients a million times too large are caught.
+#[test]
+fn softcap_saturated_gradients_are_enclosed_tightly() {
+    for (cap, s_max) in [(1.0, 200.0), (0.01, 3.0)] {
+        let c =
+            case::<f64>(31, (6, 7, 3, 2), None, Mask::None, Some(s_max)).with_softcap::<f64>(cap);
+        let enc = enclosures::<f64>(&c);
+        let allow = allowance::<f64>(&c);
+        let mut got = run_engine::<f64>(&c);
+        check_against(&c, &got, &enc, &allow);
+        got.dq.iter_mut().for_each(|x| *x *= 1e6);
+        got.dk.iter_mut().for_each(|x| *x *= 1e6);
+        let caught = std::panic::catch_unwind(|| check_against(&c, &got, &enc, &allow));
+        assert!(caught.is_err(), "cap {cap}: dq, dk x 1e6 went unnoticed");
+    }
+}

@@ -18,8 +18,11 @@
 //! rho_i = e_i + eta_i + u (2 R_i + ln n_k) + 2u                  recomputed P
 //! D_i   = sum_c |dO_ic| (Vmax_c + |O_ic|)  >= |dP_ij - delta_i|
 //! H_i   = (rho_i + 2u) D_i + gamma_dv sum_c |dO_ic| (Vmax_c + |O_ic|) + sum_c |dO_ic| bO_ic
-//!         (+ D_i (3u + gamma_4 + 2u r_i / c + 2 (e_i - 6u c - u R_i) / c) with a softcap:
-//!         dS times the cap's slope, its relative error and the product's rounding)
+//!         (+ D_i (3u + gamma_4 + 2u r_i / c + 2 e^raw_i / c) with a softcap, e^raw_i =
+//!         |tau| gamma_d ||q_i|| max||k|| + u r_i the raw score's error: dS times the
+//!         cap's slope, its error and the product's rounding, on |dS| <= P_ij D_i; an
+//!         absolute slope error, valid at any size since sech^2 is 0.77-Lipschitz and
+//!         at most 1)
 //! bdQ_ic = |tau| (H_i + gamma_{n_k+1} D_i) (P|K|)_ic + u |dQ_ic|
 //! bdK_jc = |tau| (P^T ((H + gamma_{n_q+1} D) o |Q|))_jc + u |dK_jc|
 //! bdV_jc = (P^T ((rho + gamma_{n_q+1}) o |dO|))_jc

@@ -28,6 +28,9 @@
 //!   = 2 |tanh| <= 2`); an error `delta` of `s` adds `2 delta / c` relative. Below the
 //!   normal range `e` (and so `g`) may also err by an absolute `4 eta`.
 //!
+//! The problem requires a normal `c` (at least the dtype's smallest normal value): for
+//! a subnormal `c` the product `c t` would err absolutely, not by `u c`.
+//!
 //! The backward multiplies `dS` by `g` (`d(c tanh(s / c)) / ds = sech^2(s / c)`), then
 //! by `tau` as without a cap.
 

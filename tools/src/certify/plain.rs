@@ -23,7 +23,10 @@
 //! those three ops turns `dS` into `st(st(st(dS c) (1 - t^2)) / c)` with `t` the stored
 //! tanh (PyTorch's `tanh_backward` computes `grad (1 - t^2)` in A and rounds once); `c`,
 //! a Python float there, enters the arithmetic in A (rounded to f32 for 16- and 32-bit
-//! dtypes, as PyTorch casts a scalar operand to the op's math type).
+//! dtypes, as PyTorch casts a scalar operand to the op's math type). This follows
+//! PyTorch's CPU kernels, where `/ softcap` is a true division; its CUDA kernels
+//! multiply by the reciprocal, one rounding apart (FlashAttention's tests run there).
+//! FlashAttention's `softcap=0.0` means no cap; so does `None` here.
 //!
 //! `st` rounds to the storage dtype (nearest even), A is the accumulation type: f32,
 //! or f64 when `X` is F64; every sum is sequential in A (each `+` and `*` rounded to

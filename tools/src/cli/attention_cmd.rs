@@ -78,7 +78,7 @@ fn compute_loaded<T: Real>(x: &Loaded<T>, args: &AttentionArgs) -> Result<Output
     let attention = AttentionConfig {
         scale: args.scale,
         mask: args.mask.mask(),
-        softcap: args.softcap,
+        softcap: super::softcap_of(args.softcap),
     };
     let tau = T::from_f64(attention.scale_for(x.shapes[0].cols)).to_f64();
     let mut poly_cfg = args.poly.config(args.mask.mask(), args.scale);
@@ -104,7 +104,7 @@ fn compute_loaded<T: Real>(x: &Loaded<T>, args: &AttentionArgs) -> Result<Output
         }
     };
     meta.insert("scale".into(), format!("{tau:e}"));
-    if let Some(c) = args.softcap {
+    if let Some(c) = super::softcap_of(args.softcap) {
         meta.insert("softcap".into(), format!("{:e}", T::from_f64(c).to_f64()));
     }
     Ok((out, meta))
@@ -154,7 +154,7 @@ fn concat<T: Clone>(parts: impl Iterator<Item = Vec<T>>) -> Vec<T> {
 
 fn run_poly<T: Real>(x: &Loaded<T>, cfg: &PolyConfig, args: &AttentionArgs) -> Result<Outputs> {
     let [so, slse, sdq, sdk, sdv] = out_shapes(&x.shapes);
-    x.check_poly_takes(cfg, args.softcap)?;
+    x.check_poly_takes(cfg, super::softcap_of(args.softcap))?;
     let fwd = poly::forward_multihead(&x.q, &x.k, &x.v, cfg)?;
     let max = |f: &dyn Fn(usize) -> f64| (0..fwd.len()).map(f).fold(0.0f64, f64::max);
     let mut meta = HashMap::from([

@@ -57,8 +57,8 @@ pub struct CertifyArgs {
     #[arg(long, allow_hyphen_values = true)]
     pub scale: Option<f64>,
     /// Score softcapping C: each score s = tau q.k becomes C tanh(s / C) before the
-    /// bias (Gemma 2; FlashAttention's softcap). --candidate and a head's certification
-    /// of the polynomial engine, which refuses it.
+    /// bias (Gemma 2; FlashAttention's softcap; 0 means none, as there). --candidate,
+    /// and a head's certification of the polynomial engine, which refuses it.
     #[arg(long, allow_hyphen_values = true)]
     pub softcap: Option<f64>,
     /// Which reference: auto (a head: MPFR when small, else f64 with its rounding
@@ -115,7 +115,7 @@ fn run_candidate(args: &CertifyArgs, candidate: &std::path::Path) -> Result<()> 
         mask: args.mask.mask(),
         scale: args.scale,
         layout: args.layout,
-        softcap: args.softcap,
+        softcap: super::softcap_of(args.softcap),
         reference: args.reference,
     };
     let report = certify_candidate(&input, &cand, &opts)?;
@@ -180,7 +180,7 @@ fn certify<T: Real>(file: &TensorFile, args: &CertifyArgs) -> Result<AttentionRe
     let x = load_all::<T>(file)?;
     let cfg = args.poly.config(args.mask.mask(), args.scale);
     // This mode certifies the polynomial engine, which has no bias.
-    x.check_poly_takes(&cfg, args.softcap)
+    x.check_poly_takes(&cfg, super::softcap_of(args.softcap))
         .and_then(|()| {
             certify_attention(
                 &x.q,

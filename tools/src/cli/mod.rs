@@ -124,8 +124,8 @@ pub struct AttentionArgs {
     #[arg(long, allow_hyphen_values = true)]
     pub scale: Option<f64>,
     /// Score softcapping C: each score s = tau q.k becomes C tanh(s / C) before the
-    /// bias and the mask (Gemma 2; FlashAttention's softcap). Exact engine only: poly
-    /// refuses it, auto falls back.
+    /// bias and the mask (Gemma 2; FlashAttention's softcap; 0 means none, as there).
+    /// Exact engine only: poly refuses it, auto falls back.
     #[arg(long, allow_hyphen_values = true)]
     pub softcap: Option<f64>,
     /// The engine: exact, poly (polynomial method; refuses inputs it cannot certify),
@@ -250,6 +250,13 @@ impl MaskOpts {
 }
 
 /// Parses `LEFT,RIGHT` with `-1` for an unbounded side (clap shows the message).
+/// `--softcap C` as the engine takes it: FlashAttention's convention that a softcap
+/// of 0 means none (`softcap=0.0` is its default), anything else passed on (and
+/// validated by the engine: finite, normal, positive).
+pub fn softcap_of(arg: Option<f64>) -> Option<f64> {
+    arg.filter(|&c| c != 0.0)
+}
+
 fn parse_window(s: &str) -> std::result::Result<(Option<usize>, Option<usize>), String> {
     polyattn::attention::parse_window(s).map_err(|e| e.to_string())
 }

@@ -460,6 +460,8 @@ pub fn allowance<T: Real>(c: &Case) -> Allowance {
     }
     let mut h = vec![0.0; n_q * n_k];
     let mut rho = vec![0.0; n_q * n_k];
+    // |dS_ij| over the true and the computed slope (`slope_hi`).
+    let mut ds_hi = vec![0.0; n_q * n_k];
     for i in 0..n_q {
         let g_i: f64 = (0..d_v)
             .map(|cc| {
@@ -478,16 +480,12 @@ pub fn allowance<T: Real>(c: &Case) -> Allowance {
                     .map(|cc| (c.d_o[i * d_v + cc] * c.v[j * d_v + cc]).abs())
                     .sum::<f64>();
             let diff = (r.dp[ij] - r.delta[i]).abs();
-            h[ij] = r.p[ij] * (rho[ij] * diff + f + g_i + u * diff) * r.slope[ij]
-                + u * r.ds[ij].abs()
-                + eta * (diff + 2.0);
-            if let Some(cap) = c.softcap {
-                // dS times the computed slope: its relative error (2u exp, gamma_4,
-                // 2u |y| from y's rounding, 2 e_raw / c from the score's error), the
-                // product's rounding u, and an absolute 4 eta below the normal range.
-                let rel = 3.0 * u + gamma(4, u) + 2.0 * u * r.y[ij] + 2.0 * e_raw[ij] / cap;
-                h[ij] += r.p[ij] * diff * (r.slope[ij] * rel + 4.0 * eta);
-            }
+            let (g_hi, slope_err) = slope_hi(c, &r, ij, e_raw[ij], (u, eta, tau));
+            ds_hi[ij] = r.p[ij] * diff * g_hi;
+            h[ij] = r.p[ij] * (rho[ij] * diff + f + g_i + u * diff) * g_hi
+                + u * ds_hi[ij]
+                + eta * (diff + 2.0)
+                + r.p[ij] * diff * slope_err;
         }
     }
     let (gq, gk) = (gamma(n_q + 1, u), gamma(n_k + 1, u));
@@ -497,7 +495,7 @@ pub fn allowance<T: Real>(c: &Case) -> Allowance {
     for i in 0..n_q {
         for j in r.visible[i].clone() {
             let ij = i * n_k + j;
-            let w = h[ij] + r.ds[ij].abs() * gq.max(gk);
+            let w = h[ij] + ds_hi[ij] * gq.max(gk);
             for l in 0..d {
                 a_dq[i * d + l] += tau.abs() * w * c.k[j * d + l].abs();
                 a_dk[j * d + l] += tau.abs() * w * c.q[i * d + l].abs();
@@ -523,6 +521,40 @@ pub fn allowance<T: Real>(c: &Case) -> Allowance {
         dk: dbl(a_dk),
         dv: dbl(a_dv),
     }
+}
+
+/// Under a softcap: an upper bound `g_hi` on both the true slope `sech^2(raw / c)` and
+/// the engine's computed one, and the bound on their difference as a multiple of
+/// `P |dP - delta|` (without a cap: `(1, 0)`). The plain reference's slope is off the
+/// true one by its own raw-score error `e_plain` and the engine's by `e_raw` plus the
+/// rounding of `y`; `|d ln sech^2 / dy| <= 2` turns a score error `delta` into a factor
+/// `exp(2 delta / c)`, not small when `delta` is comparable to `c` (large cancelling
+/// products under a small cap), so the factor is taken whole:
+/// `g_hi = min(1, slope exp(2 D))`, `D = (e_raw + e_plain) / c + u |y|`, and the
+/// difference `g_hi (expm1(2 D) + 3u + gamma_4 + 2u |y|) + 4 eta` (the slope's own
+/// rounding, `exact::softcap`, and the product `dS g`).
+fn slope_hi(
+    c: &Case,
+    r: &Reference,
+    ij: usize,
+    e_raw: f64,
+    (u, eta, tau): (f64, f64, f64),
+) -> (f64, f64) {
+    let Some(cap) = c.softcap else {
+        return (1.0, 0.0);
+    };
+    let (i, j, d) = (ij / c.n_k, ij % c.n_k, c.d);
+    let u64 = f64::EPSILON / 2.0;
+    let abs_dot: f64 = (0..d)
+        .map(|l| (c.q[i * d + l] * c.k[j * d + l]).abs())
+        .sum();
+    // The plain f64 reference's raw score: the sum, the product by tau, the division
+    // by c, cosh (a few ulps) all in f64.
+    let e_plain = tau.abs() * gamma(d, u64) * abs_dot + 4.0 * u64 * r.y[ij] * cap;
+    let big_d = (e_raw + e_plain) / cap + u * r.y[ij];
+    let g_hi = (r.slope[ij] * (2.0 * big_d).exp()).min(1.0);
+    let rel = (2.0 * big_d).exp_m1() + 3.0 * u + gamma(4, u) + 2.0 * u * r.y[ij];
+    (g_hi, g_hi * rel + 4.0 * eta)
 }
 
 /// For one tensor: the worst `outside / allowance` (0 when y lies inside the

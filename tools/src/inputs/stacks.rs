@@ -3,7 +3,7 @@
 //! `q`, `k`, `v`, optional `do` and score bias (`bias` and `alibi_slopes`) of a file as
 //! `[stack, rows, cols]` stacks of one compute dtype, shapes checked against `q`'s
 //! leading dimensions. Entries of `q`, `k`, `v` and the bias are checked by the engines
-//! (once, on the stacks), whose errors [`Loaded::in_file_terms`] restates in the file's
+//! (once, on the stacks), whose errors `Loaded::in_file_terms` restates in the file's
 //! indices; `do` is checked here as well, so that it fails before the forward runs.
 
 use super::shapes::HeadShape;
