@@ -17,11 +17,17 @@ Three subcommands; the first two need torch with a CUDA device, the third only t
            in_<dtype>.safetensors (q, k, v, do: the exact values consumed) and
            cand_<dtype>_<backend>.safetensors (o, dq, dk, dv in the dtype, and lse in f32
            from the backend's own aten op, since the public SDPA returns none).
-  certify  Runs `polyattn certify --input in_X --candidate cand_X_B --mask causal` on
-           each dumped pair and prints one Markdown table (scripts/torch_candidate.py's).
+           With --softcap C (Gemma 2's attention logit softcapping, which SDPA lacks) the
+           backend is FlexAttention instead (`torch.compile(flex_attention)`, a Triton
+           kernel; its eager path if compiling fails, recorded): score_mod
+           `C tanh(score / C)`, a causal block mask, `return_lse=True`; --q-scale S
+           multiplies q so that the scores reach the cap.
+  certify  Runs `polyattn certify --input in_X --candidate cand_X_B --mask causal` (and
+           `--softcap C` when the dump had one) on each dumped pair and prints one
+           Markdown table (scripts/torch_candidate.py's).
 
     python3 scripts/cuda_torch.py time --out DIR [--budget-s 120] [--quick]
-    python3 scripts/cuda_torch.py dump --out DIR
+    python3 scripts/cuda_torch.py dump --out DIR [--softcap 20 --q-scale 8]
     python3 scripts/cuda_torch.py certify --dir DIR [--polyattn target/release/polyattn]
 """
 
@@ -151,7 +157,12 @@ def cmd_dump(args):
     b, h, n, d = 1, args.heads, args.n, args.d
     gen = torch.Generator().manual_seed(args.seed)
     base = {name: torch.randn((b, h, n, d), generator=gen) for name in ("q", "k", "v", "do")}
+    base["q"] = base["q"] * args.q_scale
     meta = {**provenance(torch), "shape": [b, h, n, d], "mask": "causal", "runs": {}}
+    if args.softcap:
+        meta["softcap"] = args.softcap
+        meta["q_scale"] = args.q_scale
+        return dump_flex(torch, args, base, meta, save_file)
     for dtype, dn in ((torch.float16, "f16"), (torch.bfloat16, "bf16")):
         x = {name: t.to(dtype).contiguous() for name, t in base.items()}
         save_file(x, os.path.join(args.out, f"in_{dn}.safetensors"))
@@ -177,6 +188,49 @@ def cmd_dump(args):
     return 0
 
 
+def dump_flex(torch, args, base, meta, save_file):
+    """FlexAttention with a softcap score_mod (see the module docs): in_X and cand_X_flex
+    as the SDPA dump writes them, lse from return_lse (natural log of the sum of exp of
+    the modified scores)."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    c = float(args.softcap)
+    n = base["q"].shape[2]
+
+    def softcap(score, b, h, q_idx, kv_idx):
+        return c * torch.tanh(score / c)
+
+    def causal(b, h, q_idx, kv_idx):
+        return q_idx >= kv_idx
+
+    block = create_block_mask(causal, None, None, n, n, device="cuda")
+    try:
+        run, how = torch.compile(flex_attention), "torch.compile (Triton)"
+        probe = base["q"][:, :, :128].to(torch.float16).cuda()
+        run(probe, probe, probe, score_mod=softcap)
+    except Exception as e:
+        run, how = flex_attention, f"eager ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    meta["flex"] = how
+    for dtype, dn in ((torch.float16, "f16"), (torch.bfloat16, "bf16")):
+        x = {name: t.to(dtype).contiguous() for name, t in base.items()}
+        save_file(x, os.path.join(args.out, f"in_{dn}.safetensors"))
+        label = f"{dn}_flex"
+        try:
+            q, k, v = (x[t].cuda().requires_grad_(True) for t in ("q", "k", "v"))
+            o, lse = run(q, k, v, score_mod=softcap, block_mask=block, return_lse=True)
+            dq, dk, dv = torch.autograd.grad(o, (q, k, v), x["do"].cuda())
+            cand = {t: y.detach().contiguous().cpu() for t, y in (("o", o), ("dq", dq), ("dk", dk), ("dv", dv))}
+            cand["lse"] = lse.detach().float().contiguous().cpu()
+            save_file(cand, os.path.join(args.out, f"cand_{label}.safetensors"))
+            meta["runs"][label] = "o, lse, dq, dk, dv"
+        except Exception as e:
+            meta["runs"][label] = f"not run: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        print(label, meta["runs"][label], flush=True)
+    with open(os.path.join(args.out, "meta.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    return 0
+
+
 def cmd_certify(args):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from torch_candidate import certify_candidate, print_table
@@ -191,13 +245,18 @@ def cmd_certify(args):
         dn = label.split("_")[0]
         rep = os.path.join(args.dir, f"report_{label}")
         inp = os.path.join(args.dir, f"in_{dn}.safetensors")
-        tensors = certify_candidate(args.polyattn, inp, cand, rep, ["--mask", "causal"])
+        extra = ["--mask", "causal"]
+        if meta.get("softcap"):
+            extra += ["--softcap", str(meta["softcap"])]
+        tensors = certify_candidate(args.polyattn, inp, cand, rep, extra)
         if isinstance(tensors, int):
             return tensors
         rows += [(label.replace("_", " "), t) for t in tensors]
     b, h, n, d = meta["shape"]
     print()
-    print(f"torch {meta['torch']} (CUDA {meta['cuda']}) on {meta['device']}, SDPA backends, causal, "
+    what = (f"FlexAttention ({meta.get('flex')}), softcap {meta['softcap']}, q x {meta['q_scale']}"
+            if meta.get("softcap") else "SDPA backends")
+    print(f"torch {meta['torch']} (CUDA {meta['cuda']}) on {meta['device']}, {what}, causal, "
           f"batch {b}, {h} heads, n = {n}, d = {d}; outputs certified on the development machine")
     print()
     print_table(rows)
@@ -222,6 +281,9 @@ def main():
     dmp.add_argument("--heads", type=int, default=2)
     dmp.add_argument("--d", type=int, default=64)
     dmp.add_argument("--seed", type=int, default=0)
+    dmp.add_argument("--softcap", type=float, default=0.0,
+                     help="FlexAttention with this score softcap instead of SDPA (0: SDPA)")
+    dmp.add_argument("--q-scale", type=float, default=1.0, help="multiply q by this")
     c = sub.add_parser("certify")
     c.add_argument("--dir", required=True)
     c.add_argument("--polyattn", default="target/release/polyattn")
