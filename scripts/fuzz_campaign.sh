@@ -10,7 +10,8 @@
 # fuzz/corpus/<target>/ are read only. Afterwards every input of both folders is
 # replayed through the same property (`tools/examples/fuzz_corpus.rs stats`) to record the
 # ranges of n, B and R explored, and the report is written to
-# fuzz/reports/campaign-<UTC time>.{md,json} (and copied to fuzz/reports/latest.*).
+# fuzz/reports/campaign-<UTC time>.{md,json} (and copied to fuzz/reports/latest.* when
+# every target ran).
 # Environment: FUZZ_JOBS (libFuzzer -jobs in fork mode, default 1), FUZZ_RSS_MB (memory
 # limit per execution, default 2048), FUZZ_TIMEOUT (seconds per execution, default 30).
 set -euo pipefail
@@ -55,7 +56,11 @@ for t in "${TARGETS[@]}"; do
     tail -n 3 "$WORK/$t.log"
 done
 python3 scripts/fuzz_report.py "$WORK" "$STAMP" "$SECS" "${TARGETS[@]}"
-cp "fuzz/reports/campaign-$STAMP.md" fuzz/reports/latest.md
-cp "fuzz/reports/campaign-$STAMP.json" fuzz/reports/latest.json
+# latest.* is the last campaign over every target (a run of some targets keeps only its
+# own campaign-* report).
+if [ $# -eq 0 ]; then
+    cp "fuzz/reports/campaign-$STAMP.md" fuzz/reports/latest.md
+    cp "fuzz/reports/campaign-$STAMP.json" fuzz/reports/latest.json
+fi
 rm -rf "$WORK"
 echo "report: fuzz/reports/campaign-$STAMP.md"

@@ -137,25 +137,12 @@ pub fn backward_multihead<B: Backend>(
     cfg: &AttentionConfig,
 ) -> Result<MultiHeadGradients<f32>> {
     let a = validate(q, k, v, cfg)?;
-    for (name, shape) in [("o", fwd.o.shape()), ("do", d_o.shape())] {
-        if shape != [a.heads, a.n_q, a.d_v] {
-            return Err(Error::ShapeMismatch {
-                what: name.to_string(),
-                expected: format!("{:?}", [a.heads, a.n_q, a.d_v]),
-                got: format!("{shape:?}"),
-            });
-        }
-    }
-    if fwd.lse.shape() != [a.heads, a.n_q] {
-        return Err(Error::ShapeMismatch {
-            what: "lse".into(),
-            expected: format!("{:?}", [a.heads, a.n_q]),
-            got: format!("{:?}", fwd.lse.shape()),
-        });
-    }
+    // The entries were checked by `validate`: each head's problem from them.
+    let probs = (0..a.heads)
+        .map(|hd| Problem::from_finite(q.head(hd), k.head(hd), v.head(hd), cfg))
+        .collect::<Result<Vec<_>>>()?;
+    crate::attention::exact::check_backward_stacks(&probs, fwd, d_o)?;
     for hd in 0..a.heads {
-        let p = Problem::new(q.head(hd), k.head(hd), v.head(hd), cfg)?;
-        p.check_backward_inputs(fwd.o.head(hd), fwd.lse.row(hd), d_o.head(hd))?;
         // dS = P o (dP - delta) is an f16 operand: |dS| <= 2 max||dO_i|| max||V_j||.
         let ds = 2.0
             * crate::attention::problem::max_row_norm(d_o.head(hd))

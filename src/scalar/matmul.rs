@@ -5,7 +5,7 @@
 //! One entry point, [`Field::matmul`]: its default is
 //! [`matmul_generic`], a plain triple loop in the type's own arithmetic (exact for
 //! exact types, which is what lets the algorithm be checked with `==` against the
-//! direct formulas, docs/math.md §5.1, question 1); `f32` and `f64` override it with
+//! direct formulas, docs/math.md §5.1, question 1); `f64` overrides it with
 //! [`matmul_gemm`] (packed SIMD kernels of the `gemm` crate, runtime CPU dispatch,
 //! single-threaded: the callers parallelise over independent products, so every result
 //! is the same for any thread count).
@@ -146,7 +146,7 @@ pub fn matmul_generic<S: Field>(
     }
 }
 
-/// [`matmul_generic`] for `f32` / `f64` by the `gemm` crate (single-threaded; the
+/// [`matmul_generic`] for `f64` by the `gemm` crate (single-threaded; the
 /// result depends only on the shapes, strides and the CPU's feature set).
 pub fn matmul_gemm<T: Field + Copy>(
     c: StridedMut<'_, T>,
@@ -172,8 +172,8 @@ pub fn matmul_gemm<T: Field + Copy>(
     let s = |x: usize| x as isize;
     // SAFETY: check_shapes verified that every entry each view addresses lies inside
     // its slice (non-negative strides, extent <= len); `c` is a unique borrow, so the
-    // destination aliases neither operand; T is f32 or f64 (the only implementors
-    // calling this), which gemm supports.
+    // destination aliases neither operand; T is f64 (the only implementor calling
+    // this), which gemm supports.
     unsafe {
         gemm::gemm(
             m,

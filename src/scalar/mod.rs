@@ -194,8 +194,8 @@ pub trait Field:
     }
     /// C = A B (C += A B with `accumulate`) for strided matrices: the dense products
     /// the polynomial engine's contractions are made of (docs/math.md §3.4, §3.5). The
-    /// default is a plain loop in the type's own arithmetic (exact for exact types); `f32`
-    /// and `f64` override it with packed SIMD kernels (the `gemm` crate).
+    /// default is a plain loop in the type's own arithmetic (exact for exact types); `f64`
+    /// overrides it with packed SIMD kernels (the `gemm` crate).
     fn matmul(
         c: matmul::StridedMut<'_, Self>,
         a: matmul::Strided<'_, Self>,

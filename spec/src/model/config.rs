@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::attention::SpecError;
 use crate::interval::Interval;
-use crate::linalg::{check_prec, expect_shape, lift, shape_err, Mat, Res};
-
-use super::names::*;
+use crate::linalg::{shape_err, Mat};
 
 /// The MLP activation `act` (docs/math.md §7; ML24 Appendix H's `phi`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,70 +140,3 @@ pub type NamedShape = (String, (usize, usize));
 /// Gradient enclosures by name: `grad.<parameter name>`, and `grad.x` for a
 /// feature input.
 pub type Gradients = BTreeMap<String, Mat<Interval>>;
-
-/// Checks the example against `cfg` and the parameters against
-/// [`parameter_shapes`] (every name present, none extra, shapes equal, every
-/// entry finite).
-pub(super) fn validate(cfg: &Config, params: &Params, ex: &Example, prec: u32) -> Res<()> {
-    check_prec(prec)?;
-    let shapes = parameter_shapes(cfg)?;
-    let n = ex.n();
-    if n == 0 {
-        return Err(shape_err("the example has no tokens (n = 0)".into()));
-    }
-    let d = cfg.d_model;
-    let in_vocab = |what: &str, ids: &[usize]| match ids.iter().position(|&t| t >= cfg.vocab) {
-        Some(i) => Err(shape_err(format!(
-            "{what}[{i}] = {} is not below vocab = {}",
-            ids[i], cfg.vocab
-        ))),
-        None => Ok(()),
-    };
-    match (&ex.input, cfg.input) {
-        (Input::Features(x), InputKind::Features) => {
-            expect_shape("X", x, Some(n), Some(d))?;
-            lift::<Interval>("X", x, prec)?;
-        }
-        (Input::Tokens(t), InputKind::Tokens) => in_vocab("tokens", t)?,
-        _ => {
-            return Err(shape_err(format!(
-                "the example's input does not match the config's {:?}",
-                cfg.input
-            )))
-        }
-    }
-    match (&ex.targets, cfg.loss) {
-        (Targets::Values(y), LossKind::Mse) => {
-            expect_shape("Y", y, Some(n), Some(d))?;
-            lift::<Interval>("Y", y, prec)?;
-        }
-        (Targets::Labels(y), LossKind::CrossEntropy) => {
-            if y.len() != n {
-                return Err(shape_err(format!("{} labels for {n} tokens", y.len())));
-            }
-            in_vocab("labels", y)?;
-        }
-        _ => {
-            return Err(shape_err(format!(
-                "the example's targets do not match the config's {:?} loss",
-                cfg.loss
-            )))
-        }
-    }
-    for s in &shapes {
-        let m = params
-            .get(&s.name)
-            .ok_or_else(|| shape_err(format!("parameter {} is missing", s.name)))?;
-        expect_shape(&s.name, m, Some(s.rows), Some(s.cols))?;
-        lift::<Interval>(&s.name, m, prec)?;
-    }
-    if let Some(extra) = params
-        .keys()
-        .find(|k| !shapes.iter().any(|s| &s.name == *k))
-    {
-        return Err(shape_err(format!(
-            "parameter {extra} is not part of this configuration"
-        )));
-    }
-    Ok(())
-}

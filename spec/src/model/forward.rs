@@ -10,6 +10,7 @@ use crate::linalg::{add, degenerate, lift, matmul, shape_err, sub, zeros, Mat, R
 
 use super::blocks::*;
 use super::config::*;
+use super::names::validate;
 use super::num::*;
 
 /// One head's softmax record: per query row the shift `c_i` and `1 / sum_j

@@ -9,6 +9,7 @@ use crate::linalg::{shape_err, zeros, Mat, Res};
 use super::blocks::*;
 use super::config::*;
 use super::forward::*;
+use super::names::validate;
 use super::num::*;
 
 /// Gradient enclosures by the independent oracle (docs/math.md §5.2): for

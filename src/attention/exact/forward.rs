@@ -15,7 +15,7 @@
 //! The tile products and the row updates run on the best SIMD lanes of this CPU
 //! ([`crate::simd::dispatch`], once per query block); `exp` is the lanes' exp.
 
-use super::tile::{ab_acc_lanes, abt_packed, pack_transposed, scale, BLOCK_K, BLOCK_Q};
+use super::tile::{ab_acc_lanes, abt_packed, exp1, pack_transposed, scale, BLOCK_K, BLOCK_Q};
 use crate::attention::Problem;
 use crate::scalar::Real;
 use crate::simd::{dispatch, Kernel, Lanes};
@@ -178,10 +178,4 @@ fn exp_shifted_sum<V: Lanes>(v: V, row: &mut [V::Elem], shift: V::Elem) -> V::El
         }
     }
     v.reduce_add(sum)
-}
-
-/// e^x of one value with the lanes' exp (the same function as the tiles use).
-#[inline(always)]
-pub(super) fn exp1<V: Lanes>(v: V, x: V::Elem) -> V::Elem {
-    v.reduce_max(v.exp(v.splat(x)))
 }

@@ -179,13 +179,7 @@ fn head_problems<'a, T: Real>(
         }
     }
     let bias_of = |h: usize| bias.map(|b| b.head(if b.heads() == 1 { 0 } else { h }));
-    if v.heads() != k.heads() {
-        return Err(Error::ShapeMismatch {
-            what: "v heads".into(),
-            expected: format!("{} (from k)", k.heads()),
-            got: v.heads().to_string(),
-        });
-    }
+    super::same_heads(k.heads(), &[("v", v.heads())])?;
     let g = super::kv_group(q.heads(), k.heads())?;
     super::check_stacks(&[("q", q), ("k", k), ("v", v)])?;
     let probs = (0..q.heads())
@@ -196,6 +190,44 @@ fn head_problems<'a, T: Real>(
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((probs, g))
+}
+
+/// The multi-head backward's extra inputs against `probs` (one validated problem per
+/// query head): the forward's `o` and `d_o` shaped `[h, n_q, d_v]`, `lse` `[h, n_q]`,
+/// `d_o` finite (one scan of the stack, errors naming the head), then each head's
+/// backward checks ([`Problem::check_backward_inputs`] less that scan). Shared by this
+/// engine and the CUDA host API.
+pub(crate) fn check_backward_stacks<T: Real>(
+    probs: &[Problem<'_, T>],
+    fwd: &MultiHeadForward<T>,
+    d_o: &Tensor3<T>,
+) -> Result<()> {
+    // No heads: rejected before any problem is built (`same_heads`, `check_stacks`).
+    let Some(p0) = probs.first() else {
+        return Ok(());
+    };
+    let (h, n_q, d_v) = (probs.len(), p0.n_q(), p0.d_v());
+    for (name, shape) in [("o", fwd.o.shape()), ("do", d_o.shape())] {
+        if shape != [h, n_q, d_v] {
+            return Err(Error::ShapeMismatch {
+                what: name.to_string(),
+                expected: format!("{:?}", [h, n_q, d_v]),
+                got: format!("{shape:?}"),
+            });
+        }
+    }
+    if fwd.lse.shape() != [h, n_q] {
+        return Err(Error::ShapeMismatch {
+            what: "lse".into(),
+            expected: format!("{:?}", [h, n_q]),
+            got: format!("{:?}", fwd.lse.shape()),
+        });
+    }
+    super::check_stacks(&[("do", d_o)])?;
+    for (i, p) in probs.iter().enumerate() {
+        p.check_backward_finite_do(fwd.o.head(i), fwd.lse.row(i), d_o.head(i))?;
+    }
+    Ok(())
 }
 
 /// Exact attention forward for `[heads, n, d]` stacks (`q`: `[h, n_q, d]`, `k`:
@@ -259,27 +291,7 @@ pub fn backward_multihead_with_bias<T: Real>(
 ) -> Result<MultiHeadGradients<T>> {
     let (probs, g) = head_problems(q, k, v, bias, config)?;
     let (h, n_q, n_k, d, d_v) = (q.heads(), q.rows(), k.rows(), q.cols(), v.cols());
-    for (name, shape) in [("o", fwd.o.shape()), ("do", d_o.shape())] {
-        if shape != [h, n_q, d_v] {
-            return Err(Error::ShapeMismatch {
-                what: name.to_string(),
-                expected: format!("{:?}", [h, n_q, d_v]),
-                got: format!("{shape:?}"),
-            });
-        }
-    }
-    if fwd.lse.shape() != [h, n_q] {
-        return Err(Error::ShapeMismatch {
-            what: "lse".into(),
-            expected: format!("{:?}", [h, n_q]),
-            got: format!("{:?}", fwd.lse.shape()),
-        });
-    }
-    // `do` once for the whole stack (errors name the head), then per head the rest.
-    super::check_stacks(&[("do", d_o)])?;
-    for (i, p) in probs.iter().enumerate() {
-        p.check_backward_finite_do(fwd.o.head(i), fwd.lse.row(i), d_o.head(i))?;
-    }
+    check_backward_stacks(&probs, fwd, d_o)?;
     // Per query head first; grouped heads are summed afterwards.
     let mut grads = MultiHeadGradients {
         dq: Tensor3::zeros(h, n_q, d)?,

@@ -54,7 +54,7 @@ pub(super) fn cap_row<V: Lanes>(
     for j in lo..hi {
         let y = row[j] / c;
         let a = if y < V::Elem::ZERO { -y } else { y };
-        let e = super::forward::exp1(v, -(two * a));
+        let e = super::tile::exp1(v, -(two * a));
         let den = one + e;
         let t = (one - e) / den;
         row[j] = c * if y < V::Elem::ZERO { -t } else { t };

@@ -407,6 +407,12 @@ pub fn atb_acc_lanes<V: Lanes>(
     }
 }
 
+/// e^x of one value with the lanes' exp (the same function as the tiles use).
+#[inline(always)]
+pub(super) fn exp1<V: Lanes>(v: V, x: V::Elem) -> V::Elem {
+    v.reduce_max(v.exp(v.splat(x)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -274,8 +274,9 @@ pub fn refuse_softcap<T: Real>(p: &Problem<'_, T>, c: f64) -> Error {
     )
 }
 
-/// The degree decision, in one place for every engine (CPU and CUDA): the plans to
-/// try, in order. The last is [`plan`]'s, whose degree g is the smallest that meets eps
+/// The degree decision, in one place: the plans to try, in order (the CPU engine runs
+/// them all; the CUDA path, whose f16 bound is computed on the host after the run, runs
+/// the last, which is [`plan`]'s). The last is [`plan`]'s, whose degree g is the smallest that meets eps
 /// by the a priori bound ([`rho::output_a_priori`], with max |V| for the P-weighted
 /// |V|). With an eps target, g - 1 comes first when a rigorous floor of the bound its
 /// run would report ([`rho::output_floor`], O(n d): rows from `first_poly_row` on, the

@@ -842,7 +842,12 @@ fn check_in<T: Real>(x: &ExactInput) -> std::result::Result<Outcome, Violation> 
     let r = reference(&c, tau);
     let mut out = Outcome {
         n: Some(x.n_q.max(x.n_k)),
-        score_radius: Some(r.s.iter().fold(0.0f64, |m, s| m.max(s.abs()))),
+        // Over visible finite scores (a -inf bias entry hides its key).
+        score_radius: Some(
+            r.s.iter()
+                .filter(|s| s.is_finite())
+                .fold(0.0f64, |m, s| m.max(s.abs())),
+        ),
         entry_bound: Some(c.q.iter().chain(&c.k).fold(0.0f64, |m, s| m.max(s.abs()))),
         ..Outcome::default()
     };
