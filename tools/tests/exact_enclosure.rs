@@ -182,16 +182,22 @@ fn additive_bias_alibi_and_key_padding() {
 /// below c: where `1 - e^{-2|y|}` cancels), the bend, and saturation (scores 4x c).
 #[test]
 fn softcap_alone_and_with_alibi() {
+    // Each (shape, mask) pair gets one of the four caps, in rotation, so every cap meets
+    // every mask across the shapes (a full cross product triples the CI time for no
+    // new code path); ALiBi is added on every third pair.
+    const CAPS: [(f64, f64); 4] = [(30.0, 2.0), (5.0, 6.0), (0.5, 2.0), (4.0, 16.0)];
     let mut worst: f64 = 0.0;
     for (si, &shape) in SHAPES.iter().enumerate().take(7) {
         for (mi, &mask) in MASKS.iter().enumerate() {
             let seed = 1300 + (si * 7 + mi) as u64;
             let (n_q, n_k) = (shape.0, shape.1);
-            for (cap, s_max) in [(30.0, 2.0), (5.0, 6.0), (0.5, 2.0), (4.0, 16.0)] {
-                let c = case::<f64>(seed, shape, None, mask, Some(s_max)).with_softcap::<f64>(cap);
-                worst = worst.max(check_case::<f64>(&c));
-                let c = case::<f32>(seed, shape, None, mask, Some(s_max)).with_softcap::<f32>(cap);
-                worst = worst.max(check_case::<f32>(&c));
+            let (cap, s_max) = CAPS[(si + mi) % CAPS.len()];
+            let c = case::<f64>(seed, shape, None, mask, Some(s_max)).with_softcap::<f64>(cap);
+            worst = worst.max(check_case::<f64>(&c));
+            let c = case::<f32>(seed, shape, None, mask, Some(s_max)).with_softcap::<f32>(cap);
+            worst = worst.max(check_case::<f32>(&c));
+            if (si + mi) % 3 != 0 {
+                continue;
             }
             let alibi: Vec<f64> = (0..n_q * n_k)
                 .map(|ij| {
