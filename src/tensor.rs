@@ -281,8 +281,9 @@ pub fn check_nonempty(what: &str, shape: &[usize]) -> Result<()> {
     Ok(())
 }
 
-/// `flat` as a multi-index `[i, j, ...]` of a row-major array of `shape`.
-fn format_index(shape: &[usize], mut flat: usize) -> String {
+/// `flat` as a multi-index `[i, j, ...]` of a row-major array of `shape` (how every
+/// [`Error::NonFinite`] names its entry).
+pub fn format_index(shape: &[usize], mut flat: usize) -> String {
     let mut idx = vec![0usize; shape.len()];
     for (k, &d) in shape.iter().enumerate().rev() {
         if d > 0 {

@@ -475,10 +475,7 @@ fn forward_impl<'py, T: Dtype>(
             // The polynomial engine has no bias and no softcap: refused (auto falls
             // back to exact).
             let p = Problem::new(q.head(0)?, k.head(0)?, v.head(0)?, &cfg.attention())?;
-            return Err(match softcap {
-                Some(c) => poly::plan::refuse_softcap(&p, c),
-                None => poly::plan::refuse_bias(&p),
-            });
+            poly::plan::refuse_extras(&p, b.is_some(), softcap)?;
         }
         (0..h)
             .into_par_iter()

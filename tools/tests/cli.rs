@@ -37,6 +37,19 @@ fn run(args: &[&str]) -> Output {
 }
 
 /// Runs `attention` on `input`; expects failure with one line naming `needle`.
+/// `polyattn attention --input input --output output EXTRA...`: its result and `output`.
+fn attention_into(input: &Path, output: &Path, extra: &[&str]) -> (Output, PathBuf) {
+    let mut args = vec![
+        "attention",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    (run(&args), output.to_path_buf())
+}
+
 fn expect_error(input: &Path, extra: &[&str], needle: &str) {
     let out_path = input.with_extension("out.safetensors");
     let mut args = vec![
@@ -140,18 +153,7 @@ fn sliding_windows_on_the_command_line() {
             ("do", f64t(&[2, 9, 4], 4)),
         ],
     );
-    let attention = |name: &str, extra: &[&str]| {
-        let outp = dir.join(name);
-        let mut args = vec![
-            "attention",
-            "--input",
-            inp.to_str().unwrap(),
-            "--output",
-            outp.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        (run(&args), outp)
-    };
+    let attention = |name: &str, extra: &[&str]| attention_into(&inp, &dir.join(name), extra);
     let (out, w) = attention("w.safetensors", &["--window", "2,1"]);
     assert!(
         out.status.success(),
@@ -1188,18 +1190,7 @@ fn softcap_on_the_command_line() {
             ("do", d_o.clone()),
         ],
     );
-    let attention = |name: &str, extra: &[&str]| {
-        let outp = dir.join(name);
-        let mut args = vec![
-            "attention",
-            "--input",
-            inp.to_str().unwrap(),
-            "--output",
-            outp.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        (run(&args), outp)
-    };
+    let attention = |name: &str, extra: &[&str]| attention_into(&inp, &dir.join(name), extra);
     let (out, capped) = attention("cap.safetensors", &["--softcap", "0.5"]);
     assert!(
         out.status.success(),

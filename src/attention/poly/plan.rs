@@ -263,6 +263,22 @@ pub fn refuse_bias<T: Real>(p: &Problem<'_, T>) -> Error {
     )
 }
 
+/// The polynomial engine takes neither an additive score bias nor a softcap: `Ok`
+/// when the input has neither, else the typed refusal for `p` (a head of the input,
+/// for R, B and sqrt(ln n)), the softcap's first. The one check of every caller that
+/// holds a bias or a softcap beside a [`PolyConfig`] (the CLI, the Python module).
+pub fn refuse_extras<T: Real>(
+    p: &Problem<'_, T>,
+    has_bias: bool,
+    softcap: Option<f64>,
+) -> Result<()> {
+    match softcap {
+        Some(c) => Err(refuse_softcap(p, c)),
+        None if has_bias => Err(refuse_bias(p)),
+        None => Ok(()),
+    }
+}
+
 /// The refusal of a softcapped problem: the polynomial engine approximates
 /// `exp(tau q . k)`, not `exp(c tanh(tau q . k / c))` (a polynomial of the composed
 /// function is future work); the exact engine takes the cap, and `auto` falls back.

@@ -409,6 +409,8 @@ pub fn allowance<T: Real>(c: &Case) -> Allowance {
     let nb = n_k.div_ceil(polyattn::attention::exact::tile::BLOCK_K);
     let mut e = vec![0.0; n_q * n_k];
     let mut e_raw = vec![0.0; n_q * n_k];
+    // The plain f64 reference's own raw-score error (for `slope_hi`).
+    let mut e_plain = vec![0.0; n_q * n_k];
     for i in 0..n_q {
         for j in 0..n_k {
             let abs_dot: f64 = (0..d)
@@ -422,6 +424,12 @@ pub fn allowance<T: Real>(c: &Case) -> Allowance {
             // The product's rounding, and with a bias the addition's: u |S + b|.
             let add = if c.bias.is_some() { u * s.abs() } else { 0.0 };
             e_raw[i * n_k + j] = tau.abs() * gamma(d, u) * abs_dot + u * (tau * dot).abs();
+            // The sum, the product by tau, the division by c and cosh (a few ulps),
+            // all in f64.
+            let u64 = f64::EPSILON / 2.0;
+            e_plain[i * n_k + j] = tau.abs() * gamma(d, u64) * abs_dot
+                + c.softcap
+                    .map_or(0.0, |cap| 4.0 * u64 * r.y[i * n_k + j] * cap);
             // A softcap passes the raw error through (1-Lipschitz) and adds 6u c
             // (`polyattn::attention::exact` softcap: docs/math.md §5.4).
             let cap = c.softcap.map_or(0.0, |cap| 6.0 * u * cap);
@@ -480,7 +488,7 @@ pub fn allowance<T: Real>(c: &Case) -> Allowance {
                     .map(|cc| (c.d_o[i * d_v + cc] * c.v[j * d_v + cc]).abs())
                     .sum::<f64>();
             let diff = (r.dp[ij] - r.delta[i]).abs();
-            let (g_hi, slope_err) = slope_hi(c, &r, ij, e_raw[ij], (u, eta, tau));
+            let (g_hi, slope_err) = slope_hi(c, &r, ij, e_raw[ij] + e_plain[ij], (u, eta));
             ds_hi[ij] = r.p[ij] * diff * g_hi;
             h[ij] = r.p[ij] * (rho[ij] * diff + f + g_i + u * diff) * g_hi
                 + u * ds_hi[ij]
@@ -530,28 +538,15 @@ pub fn allowance<T: Real>(c: &Case) -> Allowance {
 /// rounding of `y`; `|d ln sech^2 / dy| <= 2` turns a score error `delta` into a factor
 /// `exp(2 delta / c)`, not small when `delta` is comparable to `c` (large cancelling
 /// products under a small cap), so the factor is taken whole:
-/// `g_hi = min(1, slope exp(2 D))`, `D = (e_raw + e_plain) / c + u |y|`, and the
+/// `g_hi = min(1, slope exp(2 D))`, `D = (e_raw + e_plain) / c + u |y|` (`e_scores` =
+/// `e_raw + e_plain`, computed with the other score errors in [`allowance`]), and the
 /// difference `g_hi (expm1(2 D) + 3u + gamma_4 + 2u |y|) + 4 eta` (the slope's own
 /// rounding, `exact::softcap`, and the product `dS g`).
-fn slope_hi(
-    c: &Case,
-    r: &Reference,
-    ij: usize,
-    e_raw: f64,
-    (u, eta, tau): (f64, f64, f64),
-) -> (f64, f64) {
+fn slope_hi(c: &Case, r: &Reference, ij: usize, e_scores: f64, (u, eta): (f64, f64)) -> (f64, f64) {
     let Some(cap) = c.softcap else {
         return (1.0, 0.0);
     };
-    let (i, j, d) = (ij / c.n_k, ij % c.n_k, c.d);
-    let u64 = f64::EPSILON / 2.0;
-    let abs_dot: f64 = (0..d)
-        .map(|l| (c.q[i * d + l] * c.k[j * d + l]).abs())
-        .sum();
-    // The plain f64 reference's raw score: the sum, the product by tau, the division
-    // by c, cosh (a few ulps) all in f64.
-    let e_plain = tau.abs() * gamma(d, u64) * abs_dot + 4.0 * u64 * r.y[ij] * cap;
-    let big_d = (e_raw + e_plain) / cap + u * r.y[ij];
+    let big_d = e_scores / cap + u * r.y[ij];
     let g_hi = (r.slope[ij] * (2.0 * big_d).exp()).min(1.0);
     let rel = (2.0 * big_d).exp_m1() + 3.0 * u + gamma(4, u) + 2.0 * u * r.y[ij];
     (g_hi, g_hi * rel + 4.0 * eta)

@@ -114,16 +114,9 @@ pub fn read_bias(
     }
     let data = t.to_f64_vec();
     if let Some(at) = data.iter().position(|x| x.is_nan() || *x == f64::INFINITY) {
-        // `at` as a multi-index of the file's shape (row-major).
-        let (mut rest, mut idx) = (at, vec![0; t.shape().len()]);
-        for (k, &d) in t.shape().iter().enumerate().rev() {
-            idx[k] = rest % d.max(1);
-            rest /= d.max(1);
-        }
-        let idx: Vec<String> = idx.iter().map(usize::to_string).collect();
         return Err(Error::NonFinite {
             what: "bias (-inf hides a key; NaN and +inf are refused)".into(),
-            index: format!("[{}]", idx.join(", ")),
+            index: polyattn::tensor::format_index(t.shape(), at),
             value: data[at],
         });
     }

@@ -126,10 +126,7 @@ impl<T: Real> Loaded<T> {
         }
         let (q, k, v) = (self.q.head(0), self.k.head(0), self.v.head(0));
         let p = polyattn::attention::Problem::new(q, k, v, &cfg.attention())?;
-        Err(match softcap {
-            Some(c) => poly::plan::refuse_softcap(&p, c),
-            None => poly::plan::refuse_bias(&p),
-        })
+        poly::plan::refuse_extras(&p, self.bias.is_some(), softcap)
     }
 }
 
