@@ -1,7 +1,8 @@
 //! Tensors in and out of safetensors files, the interface PyTorch and JAX users have.
 //!
 //! F16, BF16, F32 and F64 tensors are read (every value converts to f64 exactly,
-//! [`crate::storage`]); any other dtype, a missing tensor, or a file that
+//! [`crate::storage`]); I32 and I64 tensors are read as integers where a file carries
+//! indices or offsets ([`TensorFile::get_integers`]); any other dtype, a missing tensor, or a file that
 //! is not valid safetensors gives a typed [`Error`] naming the problem. Writes go to a
 //! temporary file in the same folder that is renamed into place, so a failed run never
 //! leaves a partial file under the output's name.
@@ -208,6 +209,8 @@ pub struct TensorFile {
     tensors: BTreeMap<String, AnyTensor>,
     /// Names of tensors in dtypes this crate does not compute in, with their dtype.
     unsupported: BTreeMap<String, String>,
+    /// The I32 and I64 tensors among them: shape and values.
+    integers: BTreeMap<String, (Vec<usize>, Vec<i64>)>,
     /// The file's `__metadata__` strings.
     pub metadata: HashMap<String, String>,
 }
@@ -234,6 +237,7 @@ impl TensorFile {
         let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
         let mut tensors = BTreeMap::new();
         let mut unsupported = BTreeMap::new();
+        let mut integers = BTreeMap::new();
         for (name, view) in st.tensors() {
             let shape = view.shape().to_vec();
             let data = view.data();
@@ -255,6 +259,26 @@ impl TensorFile {
                     data: decode(data),
                 },
                 other => {
+                    let ints: Option<Vec<i64>> = match other {
+                        Dtype::I32 => Some(
+                            data.chunks_exact(4)
+                                .map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+                                .collect(),
+                        ),
+                        Dtype::I64 => Some(
+                            data.chunks_exact(8)
+                                .map(|b| {
+                                    i64::from_le_bytes([
+                                        b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+                                    ])
+                                })
+                                .collect(),
+                        ),
+                        _ => None,
+                    };
+                    if let Some(ints) = ints {
+                        integers.insert(name.clone(), (shape, ints));
+                    }
                     unsupported.insert(name.clone(), format!("{other:?}"));
                     continue;
                 }
@@ -266,7 +290,34 @@ impl TensorFile {
             path: path.into(),
             tensors,
             unsupported,
+            integers,
             metadata,
+        })
+    }
+
+    /// The integer tensor `name` (I32 or I64: sequence offsets, indices) as its shape
+    /// and values; a tensor of another dtype is a [`Error::BadFile`] naming it.
+    pub fn get_integers(&self, name: &str) -> Result<(&[usize], &[i64])> {
+        if let Some((shape, v)) = self.integers.get(name) {
+            return Ok((shape, v));
+        }
+        if !self.contains(name) {
+            return Err(Error::MissingTensor {
+                name: name.into(),
+                path: self.path.clone(),
+                present: self.names().join(", "),
+            });
+        }
+        let dtype = match (self.tensors.get(name), self.unsupported.get(name)) {
+            (Some(t), _) => t.dtype().name().to_string(),
+            (None, Some(d)) => d.clone(),
+            (None, None) => "unknown".into(),
+        };
+        Err(Error::BadFile {
+            path: self.path.clone(),
+            reason: format!(
+                "tensor `{name}` has dtype {dtype}; it holds integers and must be I32 or I64"
+            ),
         })
     }
 

@@ -1339,3 +1339,416 @@ fn a_softcapped_problem_is_certified_and_an_uncapped_output_is_not() {
         c.hints
     );
 }
+
+// ---------------------------------------------------------------------------------
+// FlashAttention's packed variable-length layout
+
+/// A safetensors file holding F64 tensors and I32 offsets (`cu_seqlens_*`), written
+/// with the safetensors crate directly (the engine's writer has no integer tensors).
+fn file_with_offsets(floats: &[(&str, Vec<usize>, &[f64])], ints: &[(&str, &[i32])]) -> TensorFile {
+    use safetensors::tensor::TensorView;
+    use safetensors::Dtype;
+    let mut bytes: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (n, shape, x) in floats {
+        let b = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+        bytes.push((n.to_string(), Dtype::F64, shape.clone(), b));
+    }
+    for (n, x) in ints {
+        let b = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+        bytes.push((n.to_string(), Dtype::I32, vec![x.len()], b));
+    }
+    let views: Vec<(String, TensorView<'_>)> = bytes
+        .iter()
+        .map(|(n, dt, s, b)| (n.clone(), TensorView::new(*dt, s.clone(), b).unwrap()))
+        .collect();
+    let dir = std::env::temp_dir().join(format!("polyattn-cand-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!(
+        "v{}.safetensors",
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    ));
+    safetensors::tensor::serialize_to_file(views, None, &path).unwrap();
+    TensorFile::read(&path).unwrap()
+}
+
+/// Packed sequences as FlashAttention's varlen functions take them: grouped-query heads
+/// (2 query heads on 1 key/value head), a sequence with keys and no query, a sequence
+/// with more queries than keys under the bottom-right causal mask (rows that see no
+/// key), FlashAttention's ALiBi per sequence (`-slope |i + n_k - n_q - j|` in each
+/// sequence's own indices). Exact values per sequence from the MPFR spec; the candidate is their bf16
+/// rounding plus one deliberate error in the keys-only sequence's dK (exactly zero).
+#[test]
+fn packed_varlen_sequences_are_certified_one_by_one() {
+    let (hq, hkv, d, d_v) = (2usize, 1usize, 4usize, 3usize);
+    let (nq, nk) = ([5usize, 0, 6], [7usize, 3, 4]);
+    let (cq, ck) = ([0i32, 5, 5, 11], [0i32, 7, 10, 14]);
+    let (tq, tk) = (11usize, 14usize);
+    let mut r = SplitMix64::new(21);
+    let mut g = |n: usize| -> Vec<f64> { r.normal_vec(n, 1.0).into_iter().map(bf16_of).collect() };
+    // Packed [total, heads, cols].
+    let (q, k, v, d_o) = (
+        g(tq * hq * d),
+        g(tk * hkv * d),
+        g(tk * hkv * d_v),
+        g(tq * hq * d_v),
+    );
+    let tau = 1.0 / (d as f64).sqrt();
+    let slopes = [0.5, 0.25];
+    let (mut o, mut lse) = (vec![0.0; tq * hq * d_v], vec![0.0; hq * tq]);
+    let (mut dq, mut dk, mut dv) = (
+        vec![0.0; tq * hq * d],
+        vec![0.0; tk * hkv * d],
+        vec![0.0; tk * hkv * d_v],
+    );
+    for b in 0..3 {
+        let (q0, k0) = (cq[b] as usize, ck[b] as usize);
+        if nq[b] == 0 {
+            continue; // dK, dV of its keys stay 0
+        }
+        for h in 0..hq {
+            let kv = h / (hq / hkv);
+            let rows = |x: &[f64], t0: usize, n: usize, heads: usize, hh: usize, c: usize| {
+                DMatrix::from_fn(n, c, |i, j| x[((t0 + i) * heads + hh) * c + j])
+            };
+            let sp = spec::Problem {
+                q: rows(&q, q0, nq[b], hq, h, d),
+                k: rows(&k, k0, nk[b], hkv, kv, d),
+                v: rows(&v, k0, nk[b], hkv, kv, d_v),
+                tau,
+                mask: spec::Mask::CausalBottomRight,
+                softcap: None,
+            };
+            let off = nk[b] as f64 - nq[b] as f64;
+            let alibi = DMatrix::from_fn(nq[b], nk[b], |i, j| {
+                -slopes[h] * (i as f64 + off - j as f64).abs()
+            });
+            let f = spec::forward_with_bias(&sp, Some(&alibi), 128).unwrap();
+            let gr = spec::backward_with_bias(
+                &sp,
+                Some(&alibi),
+                &rows(&d_o, q0, nq[b], hq, h, d_v),
+                128,
+            )
+            .unwrap();
+            for i in 0..nq[b] {
+                lse[h * tq + q0 + i] = f.lse[i].as_ref().map_or(f64::NEG_INFINITY, |l| l.mid_f64());
+                for j in 0..d_v {
+                    o[((q0 + i) * hq + h) * d_v + j] = f.o[(i, j)].mid_f64();
+                }
+                for j in 0..d {
+                    dq[((q0 + i) * hq + h) * d + j] = gr.dq[(i, j)].mid_f64();
+                }
+            }
+            // dK, dV of a key/value head: the sum over its query heads (f64, rounding
+            // at most 2^-53 of the sum: see the tolerance below).
+            for i in 0..nk[b] {
+                for j in 0..d {
+                    dk[((k0 + i) * hkv + kv) * d + j] += gr.dk[(i, j)].mid_f64();
+                }
+                for j in 0..d_v {
+                    dv[((k0 + i) * hkv + kv) * d_v + j] += gr.dv[(i, j)].mid_f64();
+                }
+            }
+        }
+    }
+    let exact_t = [o, lse, dq, dk, dv];
+    let shapes = [
+        vec![tq, hq, d_v],
+        vec![hq, tq],
+        vec![tq, hq, d],
+        vec![tk, hkv, d],
+        vec![tk, hkv, d_v],
+    ];
+    // lse in f32 (as frameworks keep it), the rest in bf16.
+    let mut cand: Vec<Vec<f64>> = exact_t
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            t.iter()
+                .map(|&x| if i == 1 { r32(x) } else { bf16_of(x) })
+                .collect()
+        })
+        .collect();
+    // Key row 8 (the keys-only sequence's second key), head 0, column 2.
+    let bad = (8 * hkv) * d + 2;
+    assert_eq!(exact_t[3][bad], 0.0);
+    cand[3][bad] = 0.25;
+    let input = file_with_offsets(
+        &[
+            ("q", vec![tq, hq, d], &q[..]),
+            ("k", vec![tk, hkv, d], &k[..]),
+            ("v", vec![tk, hkv, d_v], &v[..]),
+            ("do", vec![tq, hq, d_v], &d_o[..]),
+            ("alibi_slopes", vec![hq], &slopes[..]),
+        ],
+        &[("cu_seqlens_q", &cq), ("cu_seqlens_k", &ck)],
+    );
+    let cfile = file_of(
+        &(0..5)
+            .map(|t| {
+                let dt = if t == 1 { DType::F32 } else { DType::BF16 };
+                (
+                    NAMES[t].to_string(),
+                    AnyTensor::from_f64_rounded(dt, shapes[t].clone(), &cand[t]),
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    let op = CandidateOptions {
+        layout: Layout::Varlen,
+        ..opts(Mask::CausalBottomRight)
+    };
+    let rep = certify_candidate(&input, &cfile, &op).unwrap();
+    assert_eq!(rep.shape, [3, hq, tq, tk, d, d_v]);
+    assert_eq!(rep.kv_heads, hkv);
+    assert_eq!(
+        rep.cu_seqlens,
+        Some([vec![0, 5, 5, 11], vec![0, 7, 10, 14]])
+    );
+    for t in 0..5 {
+        let c = tensor(&rep, NAMES[t]);
+        // lse's candidate is f32; the others bf16 (the exact dK entry at `bad` is 0).
+        let round = |x: f64| if t == 1 { r32(x) } else { bf16_of(x) };
+        let true_err = (0..cand[t].len())
+            .filter(|&i| exact_t[t][i].is_finite())
+            .map(|i| {
+                if t == 3 && i == bad {
+                    0.25
+                } else {
+                    (round(exact_t[t][i]) - exact_t[t][i]).abs()
+                }
+            })
+            .fold(0.0, f64::max);
+        // The expected values are f64 midpoints (and, for dK, dV, f64 sums of two):
+        // off the exact ones by at most 2^-52 of the largest entry.
+        let slack = 2f64.powi(-52) * c.max_abs_exact;
+        assert!(
+            c.certified_max_abs >= true_err - slack
+                && c.certified_max_abs <= true_err * (1.0 + 1e-9) + slack,
+            "{}: certified {} vs true {true_err}; worst {:?}",
+            NAMES[t],
+            c.certified_max_abs,
+            c.worst
+        );
+        assert!(
+            c.certified_lower_max_abs <= true_err + slack,
+            "{}",
+            NAMES[t]
+        );
+        assert_eq!(c.nonfinite, 0, "{}", NAMES[t]);
+    }
+    // Rows that see no key: the last sequence's first 2 rows (6 queries, 4 keys,
+    // bottom-right), in the polyattn convention (lse -inf, O = 0), recognised as such.
+    let l = tensor(&rep, "lse");
+    assert_eq!(l.conventions.len(), 1, "{:?}", l.conventions);
+    assert_eq!(l.conventions[0].rows, 2 * hq);
+    assert_eq!(l.conventions[0].first.row, 5);
+    let w = &tensor(&rep, "dk").worst[0];
+    assert_eq!((w.at.head, w.at.row, w.at.col), (0, 8, 2));
+    assert!(tensor(&rep, "dk").certified_lower_max_abs >= 0.25 - 1e-6);
+    assert_eq!(tensor(&rep, "o").baseline.verdict, "pass");
+}
+
+/// One packed sequence is the unpacked problem: the same certificates as `bshd`.
+#[test]
+fn one_packed_sequence_equals_the_bshd_report() {
+    let (h, n, d) = (2usize, 9usize, 4usize);
+    let p = problem(h, n, n, d, d, 23);
+    let ex = exact(&p, spec::Mask::CausalTopLeft);
+    // bhsd stacks -> [n, h, c].
+    let to_shd = |x: &[f64], c: usize| -> Vec<f64> {
+        let mut out = vec![0.0; x.len()];
+        for hi in 0..h {
+            for s in 0..n {
+                for ci in 0..c {
+                    out[(s * h + hi) * c + ci] = x[(hi * n + s) * c + ci];
+                }
+            }
+        }
+        out
+    };
+    let (q, k, v, g) = (
+        to_shd(&p.q, d),
+        to_shd(&p.k, d),
+        to_shd(&p.v, d),
+        to_shd(&p.d_o, d),
+    );
+    let mut cand: Vec<Vec<f64>> = ex
+        .iter()
+        .map(|t| t.iter().map(|&x| bf16_of(x)).collect())
+        .collect();
+    cand[2][7] -= 0.03;
+    let floats = [
+        ("q", vec![n, h, d], &q[..]),
+        ("k", vec![n, h, d], &k[..]),
+        ("v", vec![n, h, d], &v[..]),
+        ("do", vec![n, h, d], &g[..]),
+    ];
+    let cu = [0i32, n as i32];
+    let packed = file_with_offsets(&floats, &[("cu_seqlens_q", &cu), ("cu_seqlens_k", &cu)]);
+    let plain = file_with_offsets(&floats, &[]);
+    let mk_c = |lse_shape: Vec<usize>| {
+        file_of(&[
+            ("o".into(), f64t(vec![n, h, d], to_shd(&cand[0], d))),
+            ("lse".into(), f64t(lse_shape, cand[1].clone())),
+            ("dq".into(), f64t(vec![n, h, d], to_shd(&cand[2], d))),
+            ("dk".into(), f64t(vec![n, h, d], to_shd(&cand[3], d))),
+            ("dv".into(), f64t(vec![n, h, d], to_shd(&cand[4], d))),
+        ])
+    };
+    let o1 = CandidateOptions {
+        layout: Layout::Varlen,
+        ..opts(Mask::CausalTopLeft)
+    };
+    let o2 = CandidateOptions {
+        layout: Layout::Bshd,
+        ..opts(Mask::CausalTopLeft)
+    };
+    let r1 = certify_candidate(&packed, &mk_c(vec![h, n]), &o1).unwrap();
+    let r2 = certify_candidate(&plain, &mk_c(vec![h, n]), &o2).unwrap();
+    for (t1, t2) in r1.tensors.iter().zip(&r2.tensors) {
+        assert_eq!(
+            serde_json::to_string(t1).unwrap(),
+            serde_json::to_string(t2).unwrap()
+        );
+    }
+    assert!(tensor(&r1, "dq").certified_lower_max_abs > 0.02);
+    // The CLI: `--layout varlen` writes the same certificates and the offsets.
+    let dir = tmpdir("varlen");
+    let c = mk_c(vec![h, n]);
+    let out = std::process::Command::new(bin())
+        .arg("certify")
+        .arg("--input")
+        .arg(packed.path())
+        .arg("--candidate")
+        .arg(c.path())
+        .arg("--out")
+        .arg(dir.join("rep"))
+        .args(["--mask", "causal", "--layout", "varlen"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("rep/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["layout"], "varlen");
+    assert_eq!(json["cu_seqlens"], serde_json::json!([[0, n], [0, n]]));
+    // Both sides through the same JSON text parser (serde_json's parse of a float is
+    // not always the nearest f64: equal text, equal values).
+    let lib: serde_json::Value =
+        serde_json::from_str(&serde_json::to_string(&r1.tensors).unwrap()).unwrap();
+    assert_eq!(json["tensors"], lib);
+}
+
+/// Bad packed inputs: typed errors naming the problem.
+#[test]
+fn packed_layout_errors_name_the_problem() {
+    let (n, h, d) = (6usize, 1usize, 2usize);
+    let x = vec![0.5; n * h * d];
+    let floats = [
+        ("q", vec![n, h, d], &x[..]),
+        ("k", vec![n, h, d], &x[..]),
+        ("v", vec![n, h, d], &x[..]),
+    ];
+    let cand = file_of(&[("o".into(), f64t(vec![n, h, d], x.clone()))]);
+    let varlen = CandidateOptions {
+        layout: Layout::Varlen,
+        ..opts(Mask::None)
+    };
+    let err = |file: &TensorFile, o: &CandidateOptions| {
+        certify_candidate(file, &cand, o).unwrap_err().to_string()
+    };
+    let e = err(&file_with_offsets(&floats, &[]), &varlen);
+    assert!(
+        e.contains("cu_seqlens_q") && e.contains("--layout varlen"),
+        "{e}"
+    );
+    let e = err(
+        &file_with_offsets(
+            &floats,
+            &[("cu_seqlens_q", &[0, 2, 5]), ("cu_seqlens_k", &[0, 2, 6])],
+        ),
+        &varlen,
+    );
+    assert!(e.contains("cu_seqlens_q") && e.contains("end at 6"), "{e}");
+    let e = err(
+        &file_with_offsets(
+            &floats,
+            &[
+                ("cu_seqlens_q", &[0, 4, 2, 6]),
+                ("cu_seqlens_k", &[0, 2, 4, 6]),
+            ],
+        ),
+        &varlen,
+    );
+    assert!(e.contains("never decrease"), "{e}");
+    let e = err(
+        &file_with_offsets(
+            &floats,
+            &[("cu_seqlens_q", &[0, 6]), ("cu_seqlens_k", &[0, 2, 6])],
+        ),
+        &varlen,
+    );
+    assert!(e.contains("sequences in cu_seqlens_k"), "{e}");
+    let e = err(
+        &file_with_offsets(
+            &floats,
+            &[("cu_seqlens_q", &[0, 3, 6]), ("cu_seqlens_k", &[0, 6, 6])],
+        ),
+        &varlen,
+    );
+    assert!(e.contains("sequence 1 has 3 queries and no key"), "{e}");
+    // Offsets as floats: the dtype named.
+    let cu = [0.0, 6.0];
+    let mut with_float = floats.to_vec();
+    with_float.push(("cu_seqlens_q", vec![2], &cu[..]));
+    let e = err(
+        &file_with_offsets(&with_float, &[("cu_seqlens_k", &[0, 6])]),
+        &varlen,
+    );
+    assert!(
+        e.contains("cu_seqlens_q") && e.contains("I32 or I64"),
+        "{e}"
+    );
+    // Offsets without --layout varlen: refused, not silently read as one sequence.
+    let e = err(
+        &file_with_offsets(
+            &floats,
+            &[("cu_seqlens_q", &[0, 6]), ("cu_seqlens_k", &[0, 6])],
+        ),
+        &CandidateOptions {
+            layout: Layout::Bshd,
+            ..opts(Mask::None)
+        },
+    );
+    assert!(e.contains("--layout varlen"), "{e}");
+    // A bias has no packed form.
+    let bias = vec![0.0; n * n];
+    let mut with_bias = floats.to_vec();
+    with_bias.push(("bias", vec![n, n], &bias[..]));
+    let e = err(
+        &file_with_offsets(
+            &with_bias,
+            &[("cu_seqlens_q", &[0, 6]), ("cu_seqlens_k", &[0, 6])],
+        ),
+        &varlen,
+    );
+    assert!(e.contains("bias") && e.contains("packed"), "{e}");
+    // A candidate shaped [batch, seq, heads, dim] under varlen: both shapes named.
+    let c4 = file_of(&[("o".into(), f64t(vec![1, n, h, d], x.clone()))]);
+    let e = certify_candidate(
+        &file_with_offsets(
+            &floats,
+            &[("cu_seqlens_q", &[0, 6]), ("cu_seqlens_k", &[0, 6])],
+        ),
+        &c4,
+        &varlen,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("[1, 6, 1, 2]") && e.contains("[6, 1, 2]"), "{e}");
+}

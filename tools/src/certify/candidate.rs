@@ -8,7 +8,10 @@
 //! `[.., n_q, d_v]`, each of F16, BF16, F32 or F64 (mixed dtypes allowed): their values
 //! are the exact inputs. Layout `bhsd` (PyTorch: `[batch, heads, seq, dim]`, or
 //! `[heads, seq, dim]`, `[seq, dim]`) or `bshd` (FlashAttention: `[batch, seq, heads,
-//! dim]` or `[seq, heads, dim]`). The candidate holds any of `o` (shaped like `q` with
+//! dim]` or `[seq, heads, dim]`) or `varlen` (FlashAttention's packed sequences:
+//! `[total, heads, dim]`, offsets `cu_seqlens_q`, `cu_seqlens_k` as I32/I64 tensors of
+//! the input file, lse `[heads, total_q]`; every sequence is its own problem, masks and
+//! ALiBi in its own indices, and the statistics run over the packed rows). The candidate holds any of `o` (shaped like `q` with
 //! `d_v` columns), `lse` (`[batch, heads, n_q]` in both layouts), `dq`, `dk`, `dv`
 //! (like `q`, `k`, `v`; they need `do`), each in any of the four dtypes. `k` and `v`
 //! may have fewer heads than `q` if they divide `q`'s (grouped-query attention, query
@@ -97,6 +100,10 @@ pub enum Layout {
     Bhsd,
     /// `[batch, seq, heads, dim]` (FlashAttention).
     Bshd,
+    /// FlashAttention's packed variable-length layout (`flash_attn_varlen_func`):
+    /// `[total, heads, dim]`, sequence `b` the rows `cu[b]..cu[b + 1]`, the offsets
+    /// from the input file's `cu_seqlens_q` and `cu_seqlens_k`; lse `[heads, total_q]`.
+    Varlen,
 }
 
 impl Layout {
@@ -105,6 +112,7 @@ impl Layout {
         match self {
             Layout::Bhsd => "bhsd",
             Layout::Bshd => "bshd",
+            Layout::Varlen => "varlen",
         }
     }
 }
@@ -305,8 +313,13 @@ pub struct CandidateReport {
     pub layout: Layout,
     /// Input dtypes: q, k, v, do.
     pub input_dtypes: Vec<String>,
-    /// batch, heads (per batch), n_q, n_k, d, d_v.
+    /// batch, heads (per batch), n_q, n_k, d, d_v (`--layout varlen`: the sequences,
+    /// heads, and the packed totals of query and key rows).
     pub shape: [usize; 6],
+    /// `--layout varlen`: the sequence offsets (`cu_seqlens_q`, `cu_seqlens_k`);
+    /// absent from the JSON otherwise. Positions in the report are packed rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cu_seqlens: Option<[Vec<usize>; 2]>,
     /// Key/value heads per batch (fewer than `shape[1]` under grouped-query attention).
     pub kv_heads: usize,
     /// The mask.
@@ -390,11 +403,18 @@ impl Geom {
                 rows: shape[r - 3],
                 cols: shape[r - 1],
             }),
+            Layout::Varlen if r == 3 => Ok(Geom {
+                lead: Vec::new(),
+                heads: Some(shape[1]),
+                rows: shape[0],
+                cols: shape[2],
+            }),
             _ => Err(Error::ShapeMismatch {
                 what: format!("rank of `{name}` (layout {})", layout.name()),
                 expected: match layout {
                     Layout::Bhsd => "[seq, dim], [heads, seq, dim] or [batch, heads, seq, dim]",
                     Layout::Bshd => "[seq, heads, dim] or [batch, seq, heads, dim]",
+                    Layout::Varlen => "[total, heads, dim] (packed sequences)",
                 }
                 .into(),
                 got: format!("{shape:?}"),
@@ -488,11 +508,12 @@ impl Geom {
     }
 }
 
-/// The other layout's reading of a shape, for messages.
-fn other_layout(layout: Layout) -> Layout {
+/// The other 4-d layout, for messages.
+fn other_layout(layout: Layout) -> Option<Layout> {
     match layout {
-        Layout::Bhsd => Layout::Bshd,
-        Layout::Bshd => Layout::Bhsd,
+        Layout::Bhsd => Some(Layout::Bshd),
+        Layout::Bshd => Some(Layout::Bhsd),
+        Layout::Varlen => None,
     }
 }
 
@@ -511,13 +532,13 @@ fn expect_shape(name: &str, t: &AnyTensor, want: Vec<usize>, layout: Layout) -> 
         return Ok(());
     }
     let mut what = format!("candidate `{name}` (layout {})", layout.name());
-    if name != "lse" && t.shape().len() == 4 && want.len() == 4 {
+    if let (Some(other), true) = (
+        other_layout(layout),
+        name != "lse" && t.shape().len() == 4 && want.len() == 4,
+    ) {
         let (a, b) = (t.shape(), &want);
         if a[0] == b[0] && a[1] == b[2] && a[2] == b[1] && a[3] == b[3] {
-            what.push_str(&format!(
-                "; it is shaped for --layout {}",
-                other_layout(layout).name()
-            ));
+            what.push_str(&format!("; it is shaped for --layout {}", other.name()));
         }
     }
     Err(Error::ShapeMismatch {
@@ -1086,10 +1107,22 @@ struct Inputs {
     k: Vec<f64>,
     v: Vec<f64>,
     d_o: Option<Vec<f64>>,
-    /// The additive score bias: one `n_q x n_k` matrix shared by every head, or one per
-    /// query head (the stack's order).
-    bias: Option<(bool, Vec<f64>)>,
+    /// The independent problems in the stack's rows: one covering every row, or one
+    /// per sequence of the packed layout (`--layout varlen`).
+    segs: Vec<Seg>,
+    /// The query and key offsets the sequences came from (`[0, n_q]`, `[0, n_k]` when
+    /// unpacked).
+    offsets: [Vec<usize>; 2],
     dtypes: Vec<String>,
+}
+
+/// One attention problem inside the stack's rows: query rows `q` against key rows `k`
+/// of every head, with its additive score bias (one `q.len() x k.len()` matrix shared
+/// by every head, or one per query head in the stack's order).
+struct Seg {
+    q: std::ops::Range<usize>,
+    k: std::ops::Range<usize>,
+    bias: Option<(bool, Vec<f64>)>,
 }
 
 /// One head's q, k, v and dO.
@@ -1101,36 +1134,47 @@ type HeadViews<'a> = (
 );
 
 impl Inputs {
-    /// Head `h`'s matrices (the stack lengths were checked when loading; a view that
-    /// does not fit is still a typed error).
-    fn head(&self, h: usize) -> Result<HeadViews<'_>> {
+    /// Head `h`'s matrices restricted to sequence `s` (the stack lengths were checked
+    /// when loading; a view that does not fit is still a typed error).
+    fn part(&self, h: usize, s: usize) -> Result<HeadViews<'_>> {
         let [gq, gk, gv] = &self.geoms;
-        fn part(x: &[f64], h: usize, r: usize, c: usize) -> Result<MatRef<'_, f64>> {
-            MatRef::new(r, c, x.get(h * r * c..(h + 1) * r * c).unwrap_or(&[]))
+        let seg = &self.segs[s];
+        // Rows `rows` of matrix `m` of a stack of `total x c` matrices.
+        fn part<'a>(
+            x: &'a [f64],
+            m: usize,
+            total: usize,
+            c: usize,
+            rows: &std::ops::Range<usize>,
+        ) -> Result<MatRef<'a, f64>> {
+            let base = m * total * c;
+            let data = x
+                .get(base + rows.start * c..base + rows.end * c)
+                .unwrap_or(&[]);
+            MatRef::new(rows.len(), c, data)
         }
-        let view = |x, r, c| part(x, h, r, c);
         let g = match &self.d_o {
-            Some(g) => Some(view(g, gq.rows, gv.cols)?),
+            Some(g) => Some(part(g, h, gq.rows, gv.cols, &seg.q)?),
             None => None,
         };
         // Query head h reads key/value head h / group ([`polyattn::attention::kv_group`];
-        // the stack is batch-major in both layouts, so this holds across batches).
+        // the stack is batch-major in every layout, so this holds across batches).
         let kv = h / self.group.max(1);
         Ok((
-            view(&self.q, gq.rows, gq.cols)?,
-            part(&self.k, kv, gk.rows, gk.cols)?,
-            part(&self.v, kv, gv.rows, gv.cols)?,
+            part(&self.q, h, gq.rows, gq.cols, &seg.q)?,
+            part(&self.k, kv, gk.rows, gk.cols, &seg.k)?,
+            part(&self.v, kv, gv.rows, gv.cols, &seg.k)?,
             g,
         ))
     }
 
-    /// Head `h`'s bias, if any.
-    fn bias(&self, h: usize) -> Result<Option<MatRef<'_, f64>>> {
-        let [gq, gk, _] = &self.geoms;
-        let Some((shared, b)) = &self.bias else {
+    /// Head `h`'s bias in sequence `s`, if any.
+    fn bias(&self, h: usize, s: usize) -> Result<Option<MatRef<'_, f64>>> {
+        let seg = &self.segs[s];
+        let Some((shared, b)) = &seg.bias else {
             return Ok(None);
         };
-        let (r, c) = (gq.rows, gk.rows);
+        let (r, c) = (seg.q.len(), seg.k.len());
         let at = if *shared { 0 } else { h };
         Ok(Some(MatRef::new(
             r,
@@ -1138,6 +1182,151 @@ impl Inputs {
             b.get(at * r * c..(at + 1) * r * c).unwrap_or(&[]),
         )?))
     }
+
+    /// The number of sequences (empty ones that were dropped included).
+    fn sequences(&self) -> usize {
+        self.offsets[0].len().saturating_sub(1).max(1)
+    }
+
+    /// The sequence offsets of queries and keys (`[0, n_q]`, `[0, n_k]` unpacked).
+    fn offsets(&self) -> [Vec<usize>; 2] {
+        self.offsets.clone()
+    }
+
+    /// `heads (d + d_v) sum_s n_q,s n_k,s`: the reference's work, for `Auto`.
+    fn work(&self) -> f64 {
+        let [gq, _, gv] = &self.geoms;
+        let pairs: usize = self.segs.iter().map(|s| s.q.len() * s.k.len()).sum();
+        (gq.stack() * pairs * (gq.cols + gv.cols)) as f64
+    }
+
+    /// `f` on every (head, sequence) part in parallel (`empty(n_k)` for a sequence with
+    /// keys but no query), the parts of each head joined in row order by `join`: one
+    /// result per stacked query head.
+    fn per_head<R: Send>(
+        &self,
+        f: impl Fn(HeadViews<'_>, Option<MatRef<'_, f64>>) -> Result<R> + Sync,
+        empty: impl Fn(usize) -> R + Sync,
+        join: impl Fn(Vec<R>) -> R,
+    ) -> Result<Vec<R>> {
+        let (stack, n) = (self.geoms[0].stack(), self.segs.len());
+        let mut parts: Vec<R> = (0..stack * n)
+            .into_par_iter()
+            .map(|i| {
+                let (h, s) = (i / n, i % n);
+                if self.segs[s].q.is_empty() {
+                    return Ok(empty(self.segs[s].k.len()));
+                }
+                f(self.part(h, s)?, self.bias(h, s)?)
+            })
+            .collect::<Result<_>>()?;
+        let mut out = Vec::with_capacity(stack);
+        for _ in 0..stack {
+            let rest = parts.split_off(n);
+            out.push(join(std::mem::replace(&mut parts, rest)));
+        }
+        Ok(out)
+    }
+
+    /// Whether each stacked row (every head alike) sees no key under `mask`, which
+    /// applies within each sequence.
+    fn sees_none(&self, mask: Mask) -> Vec<bool> {
+        let mut out = Vec::with_capacity(self.geoms[0].rows);
+        for seg in &self.segs {
+            let (n_q, n_k) = (seg.q.len(), seg.k.len());
+            out.extend((0..n_q).map(|i| mask.key_range(i, n_q, n_k).is_empty()));
+        }
+        out
+    }
+}
+
+/// Concatenates vectors in order.
+fn concat(parts: impl IntoIterator<Item = Vec<f64>>) -> Vec<f64> {
+    parts.into_iter().flatten().collect()
+}
+
+impl HeadRef {
+    /// A sequence with `n_k` keys and no query: its keys' exact dK, dV are zero (with
+    /// gradients), nothing else has entries.
+    fn keys_only(n_k: usize, (d, d_v): (usize, usize), grads: bool) -> Self {
+        let zeros = |c: usize| {
+            if grads {
+                (vec![0.0; n_k * c], vec![0.0; n_k * c])
+            } else {
+                empty()
+            }
+        };
+        HeadRef {
+            t: [empty(), empty(), empty(), zeros(d), zeros(d_v)],
+        }
+    }
+
+    /// The parts of one head, in row order.
+    fn join(parts: Vec<HeadRef>) -> Self {
+        let mut t: [(Vec<f64>, Vec<f64>); 5] = Default::default();
+        for (i, ti) in t.iter_mut().enumerate() {
+            ti.0 = concat(parts.iter().map(|p| p.t[i].0.clone()));
+            ti.1 = concat(parts.iter().map(|p| p.t[i].1.clone()));
+        }
+        HeadRef { t }
+    }
+}
+
+/// The plain baseline of a sequence with `n_k` keys and no query (zero dK, dV).
+fn plain_keys_only(n_k: usize, (d, d_v): (usize, usize), grads: bool) -> PlainHead {
+    PlainHead {
+        o: Vec::new(),
+        lse: Vec::new(),
+        grads: grads.then(|| [Vec::new(), vec![0.0; n_k * d], vec![0.0; n_k * d_v]]),
+    }
+}
+
+/// The parts of one head's plain baseline, in row order.
+fn plain_join(parts: Vec<PlainHead>) -> PlainHead {
+    let grads = parts.iter().all(|p| p.grads.is_some()).then(|| {
+        let g = |i: usize| {
+            concat(
+                parts
+                    .iter()
+                    .map(|p| p.grads.as_ref().map_or(Vec::new(), |g| g[i].clone())),
+            )
+        };
+        [g(0), g(1), g(2)]
+    });
+    PlainHead {
+        o: concat(parts.iter().map(|p| p.o.clone())),
+        lse: concat(parts.iter().map(|p| p.lse.clone())),
+        grads,
+    }
+}
+
+/// The packed layout's sequence offsets `name` (an I32 or I64 tensor of `batch + 1`
+/// entries): 0 first, never decreasing, `total` last (the packed tensor's rows).
+fn read_offsets(file: &TensorFile, name: &'static str, total: usize) -> Result<Vec<usize>> {
+    let (shape, v) = file.get_integers(name).map_err(|e| match e {
+        Error::MissingTensor { path, present, .. } => Error::MissingTensor {
+            name: name.into(),
+            path,
+            present: format!("{present} (--layout varlen needs cu_seqlens_q and cu_seqlens_k, FlashAttention's cumulative sequence offsets)"),
+        },
+        e => e,
+    })?;
+    let bad = |reason: String| Error::InvalidParameter {
+        name,
+        value: format!("{v:?}"),
+        reason,
+    };
+    if shape.len() != 1 || v.len() < 2 {
+        return Err(bad(format!(
+            "shape {shape:?}: the offsets are a 1-d tensor of batch + 1 >= 2 entries"
+        )));
+    }
+    if v[0] != 0 || v.windows(2).any(|w| w[1] < w[0]) || v[v.len() - 1] != total as i64 {
+        return Err(bad(format!(
+            "offsets must start at 0, never decrease and end at {total} (the packed tensor's rows)"
+        )));
+    }
+    Ok(v.iter().map(|&x| x as usize).collect())
 }
 
 /// The file's `bias` plus, when it holds `alibi_slopes`
@@ -1226,7 +1415,24 @@ fn load_inputs(file: &TensorFile, layout: Layout) -> Result<Inputs> {
     } else {
         None
     };
-    let bias = load_bias_and_alibi(file, &gq, gk.rows)?;
+    if layout != Layout::Varlen && (file.contains("cu_seqlens_q") || file.contains("cu_seqlens_k"))
+    {
+        return Err(Error::InvalidParameter {
+            name: "layout",
+            value: layout.name().into(),
+            reason: "the input file holds cu_seqlens_q / cu_seqlens_k (FlashAttention's packed sequences): pass --layout varlen, or remove them".into(),
+        });
+    }
+    let (segs, offsets) = if layout == Layout::Varlen {
+        load_sequences(file, &gq, &gk)?
+    } else {
+        let seg = Seg {
+            q: 0..gq.rows,
+            k: 0..gk.rows,
+            bias: load_bias_and_alibi(file, &gq, gk.rows)?,
+        };
+        (vec![seg], [vec![0, gq.rows], vec![0, gk.rows]])
+    };
     Ok(Inputs {
         geoms: [gq, gk, gv],
         group,
@@ -1234,9 +1440,64 @@ fn load_inputs(file: &TensorFile, layout: Layout) -> Result<Inputs> {
         k,
         v,
         d_o,
-        bias,
+        segs,
+        offsets,
         dtypes,
     })
+}
+
+/// The packed layout's sequences: `cu_seqlens_q`, `cu_seqlens_k` read and checked, each
+/// sequence with its ALiBi bias when the file has `alibi_slopes` (`[heads]`, or
+/// `[batch, heads]`: one row per sequence). A `bias` has no packed form and is refused;
+/// so is a sequence with queries and no key.
+fn load_sequences(file: &TensorFile, gq: &Geom, gk: &Geom) -> Result<(Vec<Seg>, [Vec<usize>; 2])> {
+    if file.contains("bias") {
+        return Err(Error::InvalidParameter {
+            name: "bias",
+            value: "present".into(),
+            reason: "the packed variable-length layout has no bias tensor (FlashAttention's varlen functions take none): give alibi_slopes or a window instead".into(),
+        });
+    }
+    let cq = read_offsets(file, "cu_seqlens_q", gq.rows)?;
+    let ck = read_offsets(file, "cu_seqlens_k", gk.rows)?;
+    if cq.len() != ck.len() {
+        return Err(Error::ShapeMismatch {
+            what: "sequences in cu_seqlens_k (must equal cu_seqlens_q's)".into(),
+            expected: (cq.len() - 1).to_string(),
+            got: (ck.len() - 1).to_string(),
+        });
+    }
+    let (batch, heads) = (cq.len() - 1, gq.heads.unwrap_or(1));
+    let slopes = crate::inputs::read_alibi_slopes(file, &[batch], heads)?;
+    let mut segs = Vec::with_capacity(batch);
+    for b in 0..batch {
+        let (q, k) = (cq[b]..cq[b + 1], ck[b]..ck[b + 1]);
+        if !q.is_empty() && k.is_empty() {
+            return Err(Error::InvalidParameter {
+                name: "cu_seqlens_k",
+                value: format!("{ck:?}"),
+                reason: format!("sequence {b} has {} queries and no key", q.len()),
+            });
+        }
+        let bias = match &slopes {
+            Some(s) if !q.is_empty() => {
+                let mine = if s.len() == heads {
+                    &s[..]
+                } else {
+                    &s[b * heads..(b + 1) * heads]
+                };
+                let data =
+                    crate::inputs::add_alibi(mine, heads, (q.len(), k.len()), |_, _, _| 0.0)?;
+                Some((false, data))
+            }
+            _ => None,
+        };
+        if !(q.is_empty() && k.is_empty()) {
+            segs.push(Seg { q, k, bias });
+        }
+    }
+    // q was checked non-empty, so some sequence has a query.
+    Ok((segs, [cq, ck]))
 }
 
 /// Certifies the candidate's tensors against exact attention of `input`'s `q`, `k`,
@@ -1311,7 +1572,7 @@ pub fn certify_candidate(
         .filter(|n| !CANDIDATE_TENSORS.contains(&n.as_str()))
         .collect();
     let need_grads = present.iter().any(|p| p.0 >= 2);
-    let work = (stack * n_q * n_k * (d + d_v)) as f64;
+    let work = x.work();
     if matches!(opts.reference, ReferenceChoice::Mpfr) && !cfg!(feature = "certify") {
         return Err(Error::InvalidParameter {
             name: "reference",
@@ -1335,19 +1596,18 @@ pub fn certify_candidate(
     let mask = opts.mask;
     // Reference, per head, in parallel.
     let t0 = Instant::now();
-    let heads: Vec<HeadRef> = (0..stack)
-        .into_par_iter()
-        .map(|h| {
-            let (q, k, v, g) = x.head(h)?;
+    let heads: Vec<HeadRef> = x.per_head(
+        |(q, k, v, g), b| {
             let g = if need_grads { g } else { None };
-            let b = x.bias(h)?;
             #[cfg(feature = "certify")]
             if use_mpfr {
                 return mpfr_head((q, k, v, g), (tau, mask, b, opts.softcap));
             }
             f64_head((q, k, v, g), (tau, mask, b, opts.softcap))
-        })
-        .collect::<Result<_>>()?;
+        },
+        |n_k| HeadRef::keys_only(n_k, (d, d_v), need_grads),
+        HeadRef::join,
+    )?;
     let t_ref = t0.elapsed().as_secs_f64();
     // Baselines, per dtype present and rule.
     let t1 = Instant::now();
@@ -1367,12 +1627,9 @@ pub fn certify_candidate(
     let mut baselines: Vec<(DType, PlainRule, Vec<PlainHead>)> = Vec::new();
     for &dt in &dtypes {
         for rule in [PlainRule::Storage, PlainRule::Upcast] {
-            let hs: Vec<PlainHead> = (0..stack)
-                .into_par_iter()
-                .map(|h| {
-                    let (q, k, v, g) = x.head(h)?;
+            let hs: Vec<PlainHead> = x.per_head(
+                |(q, k, v, g), b| {
                     let g = if need_grads { g } else { None };
-                    let b = x.bias(h)?;
                     Ok(plain_head(
                         (
                             q.as_slice(),
@@ -1380,21 +1637,21 @@ pub fn certify_candidate(
                             v.as_slice(),
                             g.map(|g| g.as_slice()),
                         ),
-                        (n_q, n_k, d, d_v),
+                        (q.rows(), k.rows(), d, d_v),
                         (tau, mask, b.map(|b| b.as_slice()), opts.softcap),
                         dt,
                         rule,
                     ))
-                })
-                .collect::<Result<_>>()?;
+                },
+                |n_k| plain_keys_only(n_k, (d, d_v), need_grads),
+                plain_join,
+            )?;
             baselines.push((dt, rule, hs));
         }
     }
     let t_base = t1.elapsed().as_secs_f64();
     let t2 = Instant::now();
-    let sees_none: Vec<bool> = (0..n_q)
-        .map(|i| mask.key_range(i, n_q, n_k).is_empty())
-        .collect();
+    let sees_none = x.sees_none(mask);
     let mut tensors = Vec::new();
     let mut row_profiles = Vec::new();
     let mut row_biases = Vec::new();
@@ -1535,7 +1792,19 @@ pub fn certify_candidate(
         schema: "polyattn.certify.candidate/1".into(),
         layout,
         input_dtypes: x.dtypes.clone(),
-        shape: [batch, hpb, n_q, n_k, d, d_v],
+        shape: [
+            if layout == Layout::Varlen {
+                x.sequences()
+            } else {
+                batch
+            },
+            hpb,
+            n_q,
+            n_k,
+            d,
+            d_v,
+        ],
+        cu_seqlens: (layout == Layout::Varlen).then(|| x.offsets()),
         kv_heads: hpb / x.group.max(1),
         mask: mask.name(),
         scale: tau,
@@ -1622,7 +1891,7 @@ fn hints(
     }
     // o: another scale or mask explains it.
     if ti == 0 {
-        let [gq, gk, gv] = &x.geoms;
+        let gq = &x.geoms[0];
         let d = gq.cols;
         let mut alts: Vec<(String, f64, Mask, Option<f64>)> = vec![
             ("scale 1 (no scaling)".into(), 1.0, mask, softcap),
@@ -1656,16 +1925,13 @@ fn hints(
                 mask: m,
                 softcap: cap,
             };
-            let mut alt = Vec::with_capacity(e.cand.len());
-            let stack = gq.stack();
-            for h in 0..stack {
-                let (q, k, v, _) = x.head(h)?;
-                match exact::forward_with_bias(q, k, v, x.bias(h)?, &cfg) {
-                    Ok(f) => alt.extend(f.o.into_vec()),
-                    Err(_) => break,
-                }
-            }
-            let _ = (gk, gv);
+            let alt = x.per_head(
+                |(q, k, v, _), b| Ok(exact::forward_with_bias(q, k, v, b, &cfg)?.o.into_vec()),
+                |_| Vec::new(),
+                concat,
+            );
+            let Ok(alt) = alt else { continue };
+            let alt = concat(alt);
             if alt.len() != e.cand.len() {
                 continue;
             }
@@ -1843,6 +2109,14 @@ impl CandidateReport {
                 " ({} key/value heads: grouped-query attention)",
                 self.kv_heads
             )
+        };
+        let (b, n_q, n_k) = match &self.cu_seqlens {
+            Some(_) => (
+                format!("{b} packed sequences"),
+                format!("{n_q} (total)"),
+                format!("{n_k} (total)"),
+            ),
+            None => (b.to_string(), n_q.to_string(), n_k.to_string()),
         };
         let mut s = format!(
             "# Certified error of a candidate attention\n\n{b} x {h} head(s){kv}, n_q = {n_q}, n_k = {n_k}, d = {d}, d_v = {d_v}, mask {}, scale {:e}{}, layout {}; inputs {}.\nReference: {}.\nWall times are in `timings.json`.\n\n",

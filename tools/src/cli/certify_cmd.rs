@@ -46,8 +46,11 @@ pub struct CertifyArgs {
     /// FlashAttention's acceptance rule.
     #[arg(long, conflicts_with = "weights")]
     pub candidate: Option<PathBuf>,
-    /// Layout of 4-d tensors (--candidate): bhsd = [batch, heads, seq, dim] (PyTorch),
+    /// Layout of the tensors (--candidate): bhsd = [batch, heads, seq, dim] (PyTorch),
     /// bshd = [batch, seq, heads, dim] (FlashAttention); lse is [batch, heads, seq].
+    /// varlen = FlashAttention's packed sequences, [total, heads, dim] with the input
+    /// file's I32/I64 `cu_seqlens_q`, `cu_seqlens_k` offsets; lse is [heads, total_q];
+    /// masks, windows and ALiBi apply within each sequence.
     #[arg(long, value_enum, default_value_t = Layout::Bhsd)]
     pub layout: Layout,
     /// The mask and window.
