@@ -8,7 +8,7 @@ use num_rational::BigRational;
 use num_traits::{One, Zero};
 use polyattn::attention::poly::core::{backward, forward, GradientKind, LowRankProblem};
 use polyattn::attention::poly::features::Monomials;
-use polyattn::attention::Mask;
+use polyattn::attention::{Alignment, Mask};
 use polyattn::rng::SplitMix64;
 use polyattn::scalar::Field;
 use polyattn_spec::attention::Mask as SpecMask;
@@ -64,7 +64,11 @@ fn spec_mask(m: Mask) -> SpecMask {
         Mask::None => SpecMask::None,
         Mask::CausalTopLeft => SpecMask::CausalTopLeft,
         Mask::CausalBottomRight => SpecMask::CausalBottomRight,
-        Mask::Window(_) => unreachable!("the polynomial engine takes prefix masks only"),
+        Mask::Window(w) => SpecMask::Window {
+            left: w.left,
+            right: w.right,
+            bottom_right: w.align == Alignment::BottomRight,
+        },
     }
 }
 
@@ -149,7 +153,17 @@ fn check(
 #[test]
 fn low_rank_equals_direct_formula_exactly() {
     let mut seed = 0;
-    for mask in [Mask::None, Mask::CausalTopLeft, Mask::CausalBottomRight] {
+    let window = |l, r, a| Mask::None.with_window(l, r, a);
+    for mask in [
+        Mask::None,
+        Mask::CausalTopLeft,
+        Mask::CausalBottomRight,
+        // Sliding windows: the range form (two segment scans per row).
+        window(Some(2), Some(1), Alignment::BottomRight),
+        window(Some(3), Some(0), Alignment::TopLeft),
+        window(None, Some(2), Alignment::TopLeft),
+        window(Some(1), None, Alignment::BottomRight),
+    ] {
         for &(shape, g, chunk) in &[
             ((1, 1, 1, 1), 1, 1),
             ((5, 5, 2, 3), 3, 2),

@@ -25,8 +25,9 @@ pub use problem::Problem;
 ///   row, as in decoding with a key cache; FlashAttention-2's convention).
 /// - [`Mask::Window`]: a sliding window ([`Window`]), FlashAttention's `window_size`.
 ///
-/// The first three are *prefix* masks (`start_i = 0`); only they run through the
-/// polynomial engine and the CUDA path, which refuse a window with a typed error.
+/// The first three are *prefix* masks (`start_i = 0`); the polynomial engine runs them
+/// by the chunked prefix form and a window by the range form (docs/math.md §3.4); the
+/// CUDA path takes prefix masks only and refuses a window with a typed error.
 ///
 /// A row can see no key at all (bottom-right alignment with `n_q > n_k`, or a window
 /// that lies outside `0..n_k`). Such a *fully masked row* has a defined result: its

@@ -131,7 +131,18 @@ fn run<T: Real>(c: &Case, cfg: &PolyConfig) -> Vec<(String, f64, f64)> {
     rows
 }
 
-const MASKS: [Mask; 3] = [Mask::None, Mask::CausalTopLeft, Mask::CausalBottomRight];
+/// Every mask kind: none, both causal alignments, and sliding windows in both
+/// alignments (the range form: two segment scans per row).
+fn masks() -> [Mask; 5] {
+    use polyattn::attention::Alignment;
+    [
+        Mask::None,
+        Mask::CausalTopLeft,
+        Mask::CausalBottomRight,
+        Mask::None.with_window(Some(7), Some(2), Alignment::BottomRight),
+        Mask::None.with_window(Some(5), Some(0), Alignment::TopLeft),
+    ]
+}
 
 #[test]
 fn measured_error_within_certified_bound_fixed_degrees() {
@@ -145,7 +156,7 @@ fn measured_error_within_certified_bound_fixed_degrees() {
         ((256, 256, 4, 4), 4.0, 8),
         ((30, 50, 3, 2), 4.0, 12),
     ] {
-        for mask in MASKS {
+        for mask in masks() {
             seed += 1;
             let c = case_with_radius::<f64>(seed, dims, mask, radius);
             let cfg = PolyConfig {
@@ -173,7 +184,7 @@ fn measured_error_within_certified_bound_fixed_degrees() {
 
 #[test]
 fn f32_inputs_within_certified_bound() {
-    for (i, mask) in MASKS.into_iter().enumerate() {
+    for (i, mask) in masks().into_iter().enumerate() {
         let c = case_with_radius::<f32>(50 + i as u64, (48, 37, 4, 3), mask, 1.5);
         let cfg = PolyConfig {
             mask,
@@ -203,7 +214,7 @@ fn taylor_polynomials_within_certified_bound() {
 /// and a measured error below it.
 #[test]
 fn eps_target_is_met_and_measured_error_is_below_it() {
-    for (i, mask) in MASKS.into_iter().enumerate() {
+    for (i, mask) in masks().into_iter().enumerate() {
         let c = case_with_radius::<f64>(90 + i as u64, (128, 128, 4, 4), mask, 2.0);
         let cfg = PolyConfig {
             mask,

@@ -31,8 +31,8 @@
 
 use super::features::Monomials;
 use super::lowrank::{
-    prefix_contract, prefix_contract_map, transposed_contract, transposed_contract_map, Direct,
-    Features, Rows,
+    prefix_contract_map, range_contract_map, range_transposed_contract_map,
+    transposed_contract_map, Blocks, Direct, Features, Finish, Rows,
 };
 use crate::attention::Mask;
 use crate::scalar::Field;
@@ -112,11 +112,43 @@ pub struct LowRankGrads<S> {
 }
 
 impl<S: Field> LowRankProblem<'_, S> {
-    fn key_end(&self, i: usize) -> usize {
-        self.mask.key_end(i, self.n_q, self.n_k)
+    /// The contraction over each query's visible keys (forward, dQ): the prefix form
+    /// for no mask or a causal one, the range form for a sliding window.
+    fn over_keys(
+        &self,
+        (left, right, payload): (&Features<'_, S>, &Features<'_, S>, &Rows<'_, S>),
+        blocks: Blocks<'_, S>,
+        out_width: usize,
+        finish: &Finish<'_, S>,
+    ) -> Vec<S> {
+        let (m, n_q, n_k) = (self.mask, self.n_q, self.n_k);
+        if m.is_prefix() {
+            let end = |a: usize| m.key_end(a, n_q, n_k);
+            prefix_contract_map(&end, left, right, payload, blocks, out_width, finish)
+        } else {
+            let range = |a: usize| m.key_range(a, n_q, n_k);
+            range_contract_map(&range, left, right, payload, blocks, out_width, finish)
+        }
     }
-    fn first_query(&self, j: usize) -> usize {
-        self.mask.first_query(j, self.n_q, self.n_k)
+
+    /// The contraction over the queries that see each key (dK, dV; `left` and the
+    /// payload indexed by queries): the transposed form for no mask or a causal one,
+    /// the transposed range form for a sliding window.
+    fn over_queries(
+        &self,
+        (left, right, payload): (&Features<'_, S>, &Features<'_, S>, &Rows<'_, S>),
+        blocks: Blocks<'_, S>,
+        out_width: usize,
+        finish: &Finish<'_, S>,
+    ) -> Vec<S> {
+        let (m, n_q, n_k) = (self.mask, self.n_q, self.n_k);
+        if m.is_prefix() {
+            let first = |j: usize| m.first_query(j, n_q, n_k);
+            transposed_contract_map(&first, left, right, payload, blocks, out_width, finish)
+        } else {
+            let rows = |j: usize| m.query_range(j, n_q, n_k);
+            range_transposed_contract_map(&rows, left, right, payload, blocks, out_width, finish)
+        }
     }
     /// Rows s..e of `m` (`d` columns) times `scale`, feature-major (`d x (e - s)`).
     fn scaled_block(&self, m: &[S], scale: &S, (s, e): (usize, usize)) -> Vec<S> {
@@ -216,24 +248,28 @@ pub fn apply<S: Field>(
     };
     let pts = p.point_fills();
     let direct = p.direct(mon, r, &p.coeffs, &pts);
-    let y = prefix_contract(
-        &|a| p.key_end(a),
-        &Features {
-            width: r,
-            len: p.n_q,
-            fill: &fill_l,
-        },
-        &Features {
-            width: r,
-            len: p.n_k,
-            fill: &fill_r,
-        },
-        &Rows {
-            width: width + 1,
-            len: p.n_k,
-            fill: &fill_x,
-        },
+    let copy = |_: usize, y: &[S], o: &mut [S]| o.clone_from_slice(y);
+    let y = p.over_keys(
+        (
+            &Features {
+                width: r,
+                len: p.n_q,
+                fill: &fill_l,
+            },
+            &Features {
+                width: r,
+                len: p.n_k,
+                fill: &fill_r,
+            },
+            &Rows {
+                width: width + 1,
+                len: p.n_k,
+                fill: &fill_x,
+            },
+        ),
         (p.chunk, direct.as_ref()),
+        width + 1,
+        &copy,
     );
     let mut o = Vec::with_capacity(p.n_q * width);
     let mut norm = Vec::with_capacity(p.n_q);
@@ -272,24 +308,28 @@ pub fn apply_transposed<S: Field>(
     };
     let pts = p.point_fills();
     let direct = p.direct(mon, r, &p.coeffs, &pts);
-    transposed_contract(
-        &|j| p.first_query(j),
-        &Features {
-            width: r,
-            len: p.n_q,
-            fill: &fill_u,
-        },
-        &Features {
-            width: r,
-            len: p.n_k,
-            fill: &fill_v,
-        },
-        &Rows {
-            width,
-            len: p.n_q,
-            fill: &fill_x,
-        },
+    let copy = |_: usize, y: &[S], o: &mut [S]| o.clone_from_slice(y);
+    p.over_queries(
+        (
+            &Features {
+                width: r,
+                len: p.n_q,
+                fill: &fill_u,
+            },
+            &Features {
+                width: r,
+                len: p.n_k,
+                fill: &fill_v,
+            },
+            &Rows {
+                width,
+                len: p.n_q,
+                fill: &fill_x,
+            },
+        ),
         (p.chunk, direct.as_ref()),
+        width,
+        &copy,
     )
 }
 
@@ -436,15 +476,16 @@ pub fn backward_with<S: Field>(
             *o = y.clone() / den.clone();
         }
     };
-    let yq = prefix_contract_map(
-        &|a| p.key_end(a),
-        &left,
-        &right,
-        &Rows {
-            width: we,
-            len: p.n_k,
-            fill: &fill_e,
-        },
+    let yq = p.over_keys(
+        (
+            &left,
+            &right,
+            &Rows {
+                width: we,
+                len: p.n_k,
+                fill: &fill_e,
+            },
+        ),
         (p.chunk, direct.as_ref()),
         d + xq,
         &finish_q,
@@ -494,15 +535,16 @@ pub fn backward_with<S: Field>(
         }
     };
     let qk = d + if fuse { d_v + yk } else { 0 };
-    let yk_rows = transposed_contract_map(
-        &|j| p.first_query(j),
-        &left,
-        &right,
-        &Rows {
-            width: wk,
-            len: p.n_q,
-            fill: &fill_f,
-        },
+    let yk_rows = p.over_queries(
+        (
+            &left,
+            &right,
+            &Rows {
+                width: wk,
+                len: p.n_q,
+                fill: &fill_f,
+            },
+        ),
         (p.chunk, direct.as_ref()),
         qk,
         &finish_k,

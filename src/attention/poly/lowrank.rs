@@ -628,77 +628,302 @@ pub fn transposed_contract_map<S: Field>(
     out_width: usize,
     finish: &Finish<'_, S>,
 ) -> Vec<S> {
-    let (n_a, n_j, p) = (left.len, right.len, payload.width);
+    let (n_a, n_j) = (left.len, right.len);
     // Reversed indices: out row j' = n_j - 1 - j, source a' = n_a - 1 - a;
-    // a sees j  <=>  a >= first(j)  <=>  a' < n_a - first(j).
-    let rev_f = |f: &Features<'_, S>, start: usize, end: usize, buf: &mut [S]| {
-        let n = f.len;
-        (f.fill)(n - end, n - start, buf);
-        let nb = end - start;
-        if nb > 0 {
-            buf[..f.width * nb]
+    // a sees j  <=>  a >= first(j)  <=>  a' < n_a - first(j). The kernel is symmetric
+    // in its two sides, so the output side's factor is `right`.
+    let (outs, srcs) = (Span::reversed(0, n_j), Span::reversed(0, n_a));
+    let end_rev = |jr: usize| n_a - first(outs.index(jr)).min(n_a);
+    let finish_rev = |jr: usize, y: &[S], o: &mut [S]| finish(outs.index(jr), y, o);
+    let swapped = direct.map(Direct::swapped);
+    let mut y = on_spans(
+        (right, left, payload, swapped.as_ref()),
+        (outs, srcs),
+        &|fl, fr, fx, dk| {
+            prefix_contract_map(&end_rev, fl, fr, fx, (chunk, dk), out_width, &finish_rev)
+        },
+    );
+    reverse_rows(&mut y, out_width);
+    y
+}
+
+/// A contiguous part of a factor's or payload's rows, in order or reversed: local row
+/// `i` is the parent's row [`Span::index`]`(i)`.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    off: usize,
+    len: usize,
+    rev: bool,
+}
+
+impl Span {
+    fn forward(off: usize, len: usize) -> Self {
+        Span {
+            off,
+            len,
+            rev: false,
+        }
+    }
+    fn reversed(off: usize, len: usize) -> Self {
+        Span {
+            off,
+            len,
+            rev: true,
+        }
+    }
+    /// The parent's row of local row `i`.
+    fn index(self, i: usize) -> usize {
+        if self.rev {
+            self.off + self.len - 1 - i
+        } else {
+            self.off + i
+        }
+    }
+    /// `f` (rows of `width`, row-major; feature-major `width x rows` if `features`) on
+    /// local rows `s..e`: the parent's rows, reordered when reversed.
+    fn fill<S>(
+        self,
+        f: &(dyn Fn(usize, usize, &mut [S]) + Sync),
+        (width, features): (usize, bool),
+        (s, e): (usize, usize),
+        buf: &mut [S],
+    ) {
+        let nb = e - s;
+        if !self.rev {
+            return f(self.off + s, self.off + e, buf);
+        }
+        f(self.off + self.len - e, self.off + self.len - s, buf);
+        if nb == 0 {
+            return;
+        }
+        if features {
+            buf[..width * nb]
                 .chunks_exact_mut(nb)
                 .for_each(|row| row.reverse());
+        } else {
+            reverse_rows(&mut buf[..nb * width], width);
         }
+    }
+}
+
+impl<'a, S> Direct<'a, S> {
+    /// The same kernel with its two sides exchanged (its polynomial of `x . y` is
+    /// symmetric).
+    fn swapped(&self) -> Direct<'a, S> {
+        Direct {
+            dim: self.dim,
+            coeffs: self.coeffs,
+            left: self.right,
+            right: self.left,
+        }
+    }
+}
+
+/// What [`on_spans`] runs: the factors, payload and direct kernel of a sub-problem.
+type OnSpans<'b, S, R> =
+    dyn Fn(&Features<'_, S>, &Features<'_, S>, &Rows<'_, S>, Option<&Direct<'_, S>>) -> R + 'b;
+
+/// Runs `body` on the factors, payload and direct kernel restricted to `rows` (the
+/// output side: `left` and the direct kernel's left points) and `srcs` (`right`,
+/// `payload` and the right points).
+fn on_spans<S: Field, R>(
+    (left, right, payload, direct): Factors<'_, S>,
+    (rows, srcs): (Span, Span),
+    body: &OnSpans<'_, S, R>,
+) -> R {
+    let fl =
+        |s: usize, e: usize, buf: &mut [S]| rows.fill(left.fill, (left.width, true), (s, e), buf);
+    let fr =
+        |s: usize, e: usize, buf: &mut [S]| srcs.fill(right.fill, (right.width, true), (s, e), buf);
+    let fx = |s: usize, e: usize, buf: &mut [S]| {
+        srcs.fill(payload.fill, (payload.width, false), (s, e), buf)
     };
-    let fill_out = |s: usize, e: usize, buf: &mut [S]| rev_f(right, s, e, buf);
-    let fill_src = |s: usize, e: usize, buf: &mut [S]| rev_f(left, s, e, buf);
-    let fill_pay = |s: usize, e: usize, buf: &mut [S]| {
-        let n = payload.len;
-        (payload.fill)(n - e, n - s, buf);
-        reverse_rows(&mut buf[..(e - s) * p], p);
-    };
-    let out_rows = Features {
-        width: right.width,
-        len: n_j,
-        fill: &fill_out,
-    };
-    let src_rows = Features {
-        width: left.width,
-        len: n_a,
-        fill: &fill_src,
-    };
-    let pay_rows = Rows {
-        width: p,
-        len: n_a,
-        fill: &fill_pay,
-    };
-    // The direct kernel's points, reversed likewise (rows of `dim` coordinates); its
-    // polynomial is symmetric in the two sides.
-    let rev_p =
-        |f: &(dyn Fn(usize, usize, &mut [S]) + Sync), n: usize, dim, s, e, buf: &mut [S]| {
-            f(n - e, n - s, buf);
-            reverse_rows(&mut buf[..(e - s) * dim], dim);
-        };
-    let (pts_out, pts_src);
-    let direct_rev = match direct {
+    let (pl, pr);
+    let dk = match direct {
         Some(dk) => {
-            pts_out =
-                move |s: usize, e: usize, buf: &mut [S]| rev_p(dk.right, n_j, dk.dim, s, e, buf);
-            pts_src =
-                move |s: usize, e: usize, buf: &mut [S]| rev_p(dk.left, n_a, dk.dim, s, e, buf);
+            pl = move |s: usize, e: usize, buf: &mut [S]| {
+                rows.fill(dk.left, (dk.dim, false), (s, e), buf)
+            };
+            pr = move |s: usize, e: usize, buf: &mut [S]| {
+                srcs.fill(dk.right, (dk.dim, false), (s, e), buf)
+            };
             Some(Direct {
                 dim: dk.dim,
                 coeffs: dk.coeffs,
-                left: &pts_out,
-                right: &pts_src,
+                left: &pl,
+                right: &pr,
             })
         }
         None => None,
     };
-    let end_rev = |jr: usize| n_a - first(n_j - 1 - jr).min(n_a);
-    let finish_rev = |jr: usize, y: &[S], o: &mut [S]| finish(n_j - 1 - jr, y, o);
-    let mut y = prefix_contract_map(
-        &end_rev,
-        &out_rows,
-        &src_rows,
-        &pay_rows,
-        (chunk, direct_rev.as_ref()),
+    body(
+        &Features {
+            width: left.width,
+            len: rows.len,
+            fill: &fl,
+        },
+        &Features {
+            width: right.width,
+            len: srcs.len,
+            fill: &fr,
+        },
+        &Rows {
+            width: payload.width,
+            len: srcs.len,
+            fill: &fx,
+        },
+        dk.as_ref(),
+    )
+}
+
+/// The *range form* with a row epilogue (`finish` as in [`prefix_contract_map`]):
+///
+/// ```text
+/// Y_a = sum_{j in range(a)} (L_a . R_j) X_j,     range(a) = [s(a), e(a))
+/// ```
+///
+/// for ranges whose two ends are non-decreasing in `a`: a sliding window's key ranges,
+/// and (with the factors' roles exchanged) its query ranges. With `len` = the longest
+/// range, the sources are cut into segments at the multiples of `len`, and row `a`
+/// splits its range at the first cut at or after s(a), `beta(a) = min(len ceil(s(a) / len),
+/// n_src)`:
+///
+/// ```text
+/// Y_a = sum_{s(a) <= j < beta(a)} ...   +   sum_{beta(a) <= j < e(a)} ...
+///       (a suffix of the segment ending at beta(a): the prefix form on reversed indices)
+///                                           (a prefix of the segment starting at beta(a))
+/// ```
+///
+/// Both parts are the chunked prefix form on one segment, so no prefix state is ever
+/// subtracted from another (a difference of prefix states cancels, and its rounding
+/// would grow with n / len); they are added once. A sliding window's ranges always
+/// split so (docs/math.md §3.4: a range that does not reach beta(a) is shorter than
+/// `len`, which only clamping at the end of the sources allows, and there
+/// beta(a) = n_src = e(a)); a row whose range lies strictly inside a segment (other
+/// range families) is summed directly, `(L_a R_range^T) X_range`. Every output entry is
+/// then a sum of its visible terms through at most `r + min(len + 1, n_src)` roundings,
+/// the count docs/math.md §4.3 allows for.
+///
+/// Cost: every source enters the states of two segment scans and every row makes two
+/// state products, about twice the unmasked form's `4 n w p`, plus the in-chunk blocks
+/// at both ends of each range. Deterministic as the prefix form (the segments, the
+/// splits and every sum's order depend on the sizes and the ranges only). Y is held
+/// whole (`n_out x p`) before the epilogue.
+pub fn range_contract_map<S: Field>(
+    range: &(dyn Fn(usize) -> std::ops::Range<usize> + Sync),
+    left: &Features<'_, S>,
+    right: &Features<'_, S>,
+    payload: &Rows<'_, S>,
+    (chunk, direct): Blocks<'_, S>,
+    out_width: usize,
+    finish: &Finish<'_, S>,
+) -> Vec<S> {
+    let (n_out, n_src, p) = (left.len, right.len, payload.width);
+    let ranges: Vec<std::ops::Range<usize>> = (0..n_out)
+        .map(|a| {
+            let r = range(a);
+            r.start.min(n_src)..r.end.min(n_src)
+        })
+        .collect();
+    let len = ranges.iter().map(|r| r.len()).max().unwrap_or(0);
+    let mut y = vec![S::zero(); n_out * p];
+    if len > 0 && p > 0 {
+        let beta = |r: &std::ops::Range<usize>| (r.start.div_ceil(len) * len).min(n_src);
+        // Rows whose range reaches its split point (empty ranges included: they add 0).
+        let splits = |r: &std::ops::Range<usize>| r.is_empty() || r.end >= beta(r);
+        let add = |y: &mut [S], rows: Span, t: &[S]| {
+            for (i, ti) in t.chunks_exact(p).enumerate() {
+                let a = rows.index(i);
+                for (o, v) in y[a * p..(a + 1) * p].iter_mut().zip(ti) {
+                    *o = o.clone() + v.clone();
+                }
+            }
+        };
+        let factors = (left, right, payload, direct);
+        let mut a_next = 0;
+        while a_next < n_out {
+            let a0 = a_next;
+            // A run of rows with one split point (beta is non-decreasing in a).
+            let b = beta(&ranges[a0]);
+            let a1 = a0 + partition_point(n_out - a0, |i| beta(&ranges[a0 + i]) == b);
+            // The run's rows that reach b: a suffix of it (e is non-decreasing); the
+            // rows before, whose ranges end short of b, are summed directly below.
+            let a0 = a0 + partition_point(a1 - a0, |i| ranges[a0 + i].end < b);
+            if b > 0 {
+                // Suffixes [s(a), b) of the segment [j0, b), on reversed indices.
+                let j0 = (b - 1) / len * len;
+                let (rows, srcs) = (Span::reversed(a0, a1 - a0), Span::reversed(j0, b - j0));
+                let end = |i: usize| b - ranges[rows.index(i)].start.clamp(j0, b);
+                let t = on_spans(factors, (rows, srcs), &|fl, fr, fx, dk| {
+                    prefix_contract(&end, fl, fr, fx, (chunk, dk))
+                });
+                add(&mut y, rows, &t);
+            }
+            if b < n_src {
+                // Prefixes [b, e(a)) of the segment [b, j1).
+                let j1 = (b + len).min(n_src);
+                let (rows, srcs) = (Span::forward(a0, a1 - a0), Span::forward(b, j1 - b));
+                let end = |i: usize| ranges[rows.index(i)].end.clamp(b, j1) - b;
+                let t = on_spans(factors, (rows, srcs), &|fl, fr, fx, dk| {
+                    prefix_contract(&end, fl, fr, fx, (chunk, dk))
+                });
+                add(&mut y, rows, &t);
+            }
+            a_next = a1;
+        }
+        // Rows whose range lies strictly inside a segment: summed directly.
+        let w = left.width;
+        let (mut l, mut r, mut x) = (vec![S::zero(); w], Vec::new(), Vec::new());
+        for (a, rg) in ranges.iter().enumerate().filter(|(_, rg)| !splits(rg)) {
+            let m = rg.len();
+            (left.fill)(a, a + 1, &mut l);
+            r.resize(w * m, S::zero());
+            (right.fill)(rg.start, rg.end, &mut r);
+            x.resize(m * p, S::zero());
+            (payload.fill)(rg.start, rg.end, &mut x);
+            let ya = &mut y[a * p..(a + 1) * p];
+            for (j, xj) in x.chunks_exact(p).enumerate() {
+                let mut k = S::zero();
+                for (t, lt) in l.iter().enumerate() {
+                    k = k + lt.clone() * r[t * m + j].clone();
+                }
+                for (o, v) in ya.iter_mut().zip(xj) {
+                    *o = o.clone() + k.clone() * v.clone();
+                }
+            }
+        }
+    }
+    let mut out = vec![S::zero(); n_out * out_width];
+    if out_width > 0 {
+        let zero = vec![S::zero(); p];
+        out.par_chunks_mut(out_width)
+            .enumerate()
+            .for_each(|(a, o)| finish(a, y.get(a * p..(a + 1) * p).unwrap_or(&zero), o));
+    }
+    out
+}
+
+/// The transposed range form: `Y_j = sum_{a in rows(j)} (L_a . R_j) X_a` (`payload`
+/// indexed like `left`), [`range_contract_map`] with the factors' roles exchanged.
+pub fn range_transposed_contract_map<S: Field>(
+    rows: &(dyn Fn(usize) -> std::ops::Range<usize> + Sync),
+    left: &Features<'_, S>,
+    right: &Features<'_, S>,
+    payload: &Rows<'_, S>,
+    (chunk, direct): Blocks<'_, S>,
+    out_width: usize,
+    finish: &Finish<'_, S>,
+) -> Vec<S> {
+    let swapped = direct.map(Direct::swapped);
+    range_contract_map(
+        rows,
+        right,
+        left,
+        payload,
+        (chunk, swapped.as_ref()),
         out_width,
-        &finish_rev,
-    );
-    reverse_rows(&mut y, out_width);
-    y
+        finish,
+    )
 }
 
 /// Relative cost of one prefix-state element (written by its chunk's GEMM, scanned in
@@ -839,5 +1064,133 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The range form (sliding windows, and a range family whose ranges can lie inside
+    /// a segment) and its transposed form against the O(n^2) definition, exactly.
+    #[test]
+    fn range_forms_match_the_definition() {
+        use crate::attention::{Alignment, Mask};
+        let (n_a, n_j, w, p) = (29usize, 23usize, 3usize, 2usize);
+        let val = |i: usize, c: usize, s: usize| ((i * 7 + c * 3 + s) % 5) as f64 - 2.0;
+        let l: Vec<f64> = (0..n_a * w).map(|k| val(k / w, k % w, 1)).collect();
+        let r: Vec<f64> = (0..n_j * w).map(|k| val(k / w, k % w, 2)).collect();
+        let x: Vec<f64> = (0..n_j * p).map(|k| val(k / p, k % p, 3)).collect();
+        let xa: Vec<f64> = (0..n_a * p).map(|k| val(k / p, k % p, 4)).collect();
+        let feats = |data: &[f64]| {
+            let data = data.to_vec();
+            move |s: usize, e: usize, buf: &mut [f64]| {
+                for i in s..e {
+                    for t in 0..w {
+                        buf[t * (e - s) + i - s] = data[i * w + t];
+                    }
+                }
+            }
+        };
+        let rows = |data: &[f64]| {
+            let data = data.to_vec();
+            move |s: usize, e: usize, buf: &mut [f64]| {
+                buf[..(e - s) * p].copy_from_slice(&data[s * p..e * p])
+            }
+        };
+        let (fl, fr, fx, fxa) = (feats(&l), feats(&r), rows(&x), rows(&xa));
+        let left = Features {
+            width: w,
+            len: n_a,
+            fill: &fl,
+        };
+        let right = Features {
+            width: w,
+            len: n_j,
+            fill: &fr,
+        };
+        let (pay, pay_a) = (
+            Rows {
+                width: p,
+                len: n_j,
+                fill: &fx,
+            },
+            Rows {
+                width: p,
+                len: n_a,
+                fill: &fxa,
+            },
+        );
+        let kern = |a: usize, j: usize| (0..w).map(|t| l[a * w + t] * r[j * w + t]).sum::<f64>();
+        // The direct kernel's points: with dim = w and coefficients (0, 1) its
+        // polynomial x . y is the factors' kernel itself.
+        let coeffs = [0.0, 1.0];
+        let pts = |data: &[f64]| {
+            let data = data.to_vec();
+            move |s: usize, e: usize, buf: &mut [f64]| {
+                buf[..(e - s) * w].copy_from_slice(&data[s * w..e * w])
+            }
+        };
+        let (pl, pr) = (pts(&l), pts(&r));
+        let direct = Direct {
+            dim: w,
+            coeffs: &coeffs,
+            left: &pl,
+            right: &pr,
+        };
+        let mut masks = Vec::new();
+        for align in [Alignment::TopLeft, Alignment::BottomRight] {
+            for (lo, hi) in [
+                (Some(3), Some(2)),
+                (Some(0), Some(0)),
+                (Some(9), Some(0)),
+                (None, Some(4)),
+                (Some(5), None),
+                (Some(40), Some(1)),
+            ] {
+                masks.push(Mask::None.with_window(lo, hi, align));
+            }
+        }
+        let copy = |_: usize, y: &[f64], o: &mut [f64]| o.copy_from_slice(y);
+        let check = |name: &str, range: &(dyn Fn(usize) -> std::ops::Range<usize> + Sync)| {
+            for chunk in [1, 4, 64] {
+                for dk in [None, Some(&direct)] {
+                    let y = range_contract_map(range, &left, &right, &pay, (chunk, dk), p, &copy);
+                    for a in 0..n_a {
+                        for c in 0..p {
+                            let want: f64 = range(a).map(|j| kern(a, j) * x[j * p + c]).sum();
+                            assert_eq!(y[a * p + c], want, "{name} a={a} c={c} chunk={chunk}");
+                        }
+                    }
+                }
+            }
+        };
+        for m in &masks {
+            check(&m.name(), &|a| m.key_range(a, n_a, n_j));
+            // The transposed form: each key's query range.
+            for chunk in [1, 5] {
+                let yt = range_transposed_contract_map(
+                    &|j| m.query_range(j, n_a, n_j),
+                    &left,
+                    &right,
+                    &pay_a,
+                    (chunk, Some(&direct)),
+                    p,
+                    &copy,
+                );
+                for j in 0..n_j {
+                    for c in 0..p {
+                        let want: f64 = (0..n_a)
+                            .filter(|&a| m.key_range(a, n_a, n_j).contains(&j))
+                            .map(|a| kern(a, j) * xa[a * p + c])
+                            .sum();
+                        assert_eq!(yt[j * p + c], want, "{} transposed j={j}", m.name());
+                    }
+                }
+            }
+        }
+        // Ranges of varying length (non-decreasing ends) that fall inside a segment:
+        // summed directly.
+        let varying = |a: usize| (a * 2 / 3)..(a * 2 / 3 + 1 + 3 * (a / 8)).min(n_j);
+        assert!((0..n_a).any(|a| {
+            let (rg, len) = (varying(a), 10);
+            rg.end < (rg.start.div_ceil(len) * len).min(n_j)
+        }));
+        check("varying", &varying);
     }
 }

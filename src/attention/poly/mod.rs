@@ -4,7 +4,7 @@
 //!
 //! - [`polynomial`]: P and its certified relative error eps_P (docs/math.md §3.2);
 //! - [`features`]: the symmetric-monomial factors U, V (docs/math.md §3.3);
-//! - [`lowrank`]: the masked contractions by chunked prefix states (docs/math.md §3.4);
+//! - [`lowrank`]: the masked contractions: chunked prefix states, and the range form of a sliding window (docs/math.md §3.4);
 //! - the small GEMMs those are made of live with the number trait
 //!   ([`crate::scalar::matmul`]: generic loop, or SIMD for floats);
 //! - [`core`]: the algorithm, generic over the number type (docs/math.md §3.4, §3.5);
@@ -91,12 +91,14 @@ fn from64<T: Real>(rows: usize, cols: usize, v: &[f64]) -> Result<Matrix<T>> {
 
 /// The exact block of a masked problem: the rows `[0, rows)` whose visible keys end at
 /// or before `min(limit, n_k / 16)` (a prefix: visibility ends are non-decreasing) and
-/// the keys `[0, keys)` they see; `(0, 0)` with no mask, a zero limit or no key seen.
+/// the keys `[0, keys)` they see; `(0, 0)` with no mask, a window, a zero limit or no key seen.
 /// The `n_k / 16` cap keeps the block's exact cost below 1/256 of exact attention's
 /// and leaves small problems to the polynomial engine.
 fn exact_block<T: Real>(p: &Problem<'_, T>, limit: usize) -> (usize, usize) {
     let limit = limit.min(p.n_k() / 16);
-    if p.mask == crate::attention::Mask::None || limit == 0 {
+    // A sliding window's first rows see a block of keys whose alignment as a
+    // sub-problem would differ (bottom-right with a right extent): none computed exactly.
+    if p.mask == crate::attention::Mask::None || !p.mask.is_prefix() || limit == 0 {
         return (0, 0);
     }
     let rows = (0..p.n_q()).take_while(|&i| p.key_end(i) <= limit).count();
@@ -261,7 +263,8 @@ fn run_forward<T: Real>(
         weights_v.extend_from_slice(&row[dv..]);
     }
     for (i, &den) in f.norm.iter().enumerate() {
-        if p.key_end(i) > 0 && !(den > 0.0 && den.is_finite()) {
+        let sees_a_key = !p.key_range(i).is_empty();
+        if sees_a_key && !(den > 0.0 && den.is_finite()) {
             return Err(Error::PolyRefused {
                 reason: format!("the normaliser of row {i} is {den:e}, not positive: P is not a valid exp surrogate here"),
                 radius: plan.regime.radius,

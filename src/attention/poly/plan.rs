@@ -205,8 +205,11 @@ impl Plan {
 /// Predicted flops of the polynomial forward (features, states twice, queries' state
 /// products, the in-chunk blocks of a mask: about chunk / 2 entries per row, each
 /// `d + g` operations by the direct kernel where it applies, `r` otherwise, and `p`
-/// for the payload) and of the exact forward (4 n_q n_k d, halved when causal).
-/// `chunk` 0 is the cost model's choice ([`super::lowrank::chunk_for`]).
+/// for the payload) and of the exact forward (4 n_q n_k d, halved when causal, 4 d
+/// per visible pair under a sliding window). A sliding window runs the range form
+/// (`lowrank::range_contract_map`): every part twice, and a partial chunk at both
+/// ends of each row's range. `chunk` 0 is the cost model's choice
+/// ([`super::lowrank::chunk_for`]).
 fn costs(
     n_q: usize,
     n_k: usize,
@@ -228,9 +231,21 @@ fn costs(
     } else {
         (chunk as f64).min(nk) / 2.0
     };
-    let poly =
-        2.0 * (nq + nk) * r + 4.0 * nk * r * p + 2.0 * nq * r * p + 2.0 * nq * direct * (k + p);
-    let exact = 4.0 * nq * nk * d as f64 * if mask == Mask::None { 1.0 } else { 0.5 };
+    let (parts, blocks) = if mask.is_prefix() {
+        (1.0, 1.0)
+    } else {
+        (2.0, 2.0)
+    };
+    let poly = parts * (2.0 * (nq + nk) * r + 4.0 * nk * r * p + 2.0 * nq * r * p)
+        + blocks * 2.0 * nq * direct * (k + p);
+    let pairs = match mask {
+        Mask::None => nq * nk,
+        Mask::Window(_) => (0..n_q)
+            .map(|i| mask.key_range(i, n_q, n_k).len() as f64)
+            .sum(),
+        _ => 0.5 * nq * nk,
+    };
+    let exact = 4.0 * pairs * d as f64;
     (poly, exact)
 }
 
@@ -337,9 +352,26 @@ pub fn meets_target(cfg: &PolyConfig, bound: f64) -> bool {
 
 /// max over rows i >= `first` and value columns c of the mean of |V_jc| over the keys
 /// row i sees (0 when no such row sees a key): what [`rho::output_floor`] needs (the
-/// rows before `first` are computed exactly).
+/// rows before `first` are computed exactly). Under a sliding window, the maximum over
+/// at most 64 evenly spaced rows, each mean summed directly: no larger than the true
+/// maximum, so the floor it gives stays a floor.
 fn max_visible_mean_abs<T: Real>(p: &Problem<'_, T>, first: usize) -> f64 {
     let (d_v, v) = (p.d_v(), p.v.as_slice());
+    if !p.mask.is_prefix() {
+        let step = (p.n_q().saturating_sub(first) / 64).max(1);
+        let mut best = 0.0f64;
+        for i in (first..p.n_q()).step_by(step) {
+            let keys = p.key_range(i);
+            let m = keys.len();
+            for c in 0..d_v {
+                let sum: f64 = keys.clone().map(|j| v[j * d_v + c].to_f64().abs()).sum();
+                if m > 0 {
+                    best = best.max(sum / m as f64);
+                }
+            }
+        }
+        return best;
+    }
     let mut sums = vec![0.0f64; d_v];
     let (mut seen, mut best) = (0usize, 0.0f64);
     for i in 0..p.n_q() {
@@ -373,13 +405,6 @@ pub fn plan<T: Real>(p: &Problem<'_, T>, cfg: &PolyConfig) -> Result<Plan> {
     let n = n_q.max(n_k);
     let sqrt_ln_n = (n as f64).ln().max(0.0).sqrt();
     let refuse = |reason: String| refusal(p, radius, reason);
-    if !p.mask.is_prefix() {
-        return Err(refuse(format!(
-            "mask {}: the polynomial engine's chunked scan takes no mask or a causal one; \
-             sliding windows run through the exact engine",
-            p.mask.name()
-        )));
-    }
     let v_max =
         p.v.as_slice()
             .iter()

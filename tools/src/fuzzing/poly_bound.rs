@@ -86,7 +86,7 @@ impl<'a> Arbitrary<'a> for PolyBoundInput {
         } else {
             Accuracy::Eps(log_spread(u, 1e-12, 1e-1)?)
         };
-        let mask = pick(
+        let mut mask = pick(
             u,
             &[Mask::None, Mask::CausalTopLeft, Mask::CausalBottomRight],
         )?;
@@ -106,6 +106,23 @@ impl<'a> Arbitrary<'a> for PolyBoundInput {
             &[GradientKind::Substituted, GradientKind::PolynomialModel],
         )?;
         let seed = u.arbitrary()?;
+        // A sliding window (the range form) on a third of the inputs, drawn last so that
+        // older corpus inputs decode as before (an exhausted input reads 0: no window).
+        if u.arbitrary::<u8>()? % 3 == 1 {
+            let side = |u: &mut Unstructured<'a>| -> arbitrary::Result<Option<usize>> {
+                let x = u.int_in_range(0..=MAX_N + 1)?;
+                Ok((x <= MAX_N).then_some(x))
+            };
+            let (left, right) = (side(u)?, side(u)?);
+            let align = pick(
+                u,
+                &[
+                    polyattn::attention::Alignment::TopLeft,
+                    polyattn::attention::Alignment::BottomRight,
+                ],
+            )?;
+            mask = mask.with_window(left, right, align);
+        }
         Ok(Self {
             n_q,
             n_k,
