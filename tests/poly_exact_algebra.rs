@@ -128,6 +128,7 @@ fn check(
         coeffs: wrap(&coeffs),
         mask,
         chunk,
+        keys: None,
     };
     let mon = Monomials::new(d, degree, 10_000).unwrap();
     let f = forward(&p, &mon);

@@ -471,15 +471,19 @@ fn forward_impl<'py, T: Dtype>(
     };
     let softcap = attention.softcap;
     let run_poly = move |cfg: PolyConfig| -> Result<Vec<PolyForward<T>>, Error> {
-        if b.is_some() || softcap.is_some() {
-            // The polynomial engine has no bias and no softcap: refused (auto falls
-            // back to exact).
+        if softcap.is_some() {
+            // The polynomial engine has no softcap: refused (auto falls back to exact).
             let p = Problem::new(q.head(0)?, k.head(0)?, v.head(0)?, &cfg.attention())?;
-            poly::plan::refuse_extras(&p, b.is_some(), softcap)?;
+            poly::plan::refuse_extras(&p, false, softcap)?;
         }
+        // A bias goes to the engine: key padding runs, any other is refused (auto
+        // falls back to exact).
         (0..h)
             .into_par_iter()
-            .map(|i| poly::forward(q.head(i)?, k.head(i / g)?, v.head(i / g)?, &cfg))
+            .map(|i| {
+                let (kh, vh) = (k.head(i / g)?, v.head(i / g)?);
+                poly::forward_with_bias(q.head(i)?, kh, vh, bias_head(b, &q, &k, i)?, &cfg)
+            })
             .collect()
     };
     let engine_owned = engine.to_string();

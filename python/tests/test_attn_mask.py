@@ -81,13 +81,34 @@ def test_bias_with_window_gqa_and_float32():
     assert bad["o"].max_abs_error_lower > 1e-3
 
 
-def test_polynomial_engine_refuses_a_bias_and_auto_falls_back():
+def test_polynomial_engine_refuses_a_general_bias_and_auto_falls_back():
     q, k, v = qkv((2, 64, 4), seed=9, scale=0.3)
     b = np.zeros((64, 64))
+    b[3, 5] = 0.5  # not key padding
     with pytest.raises(polyattn.RefusedError, match="attn_mask"):
         polyattn.attention(q, k, v, attn_mask=b, engine="poly", eps=1e-3)
     a = polyattn.attention(q, k, v, attn_mask=b, engine="auto", eps=1e-3)
     assert a.engine == "exact" and "attn_mask" in a.engine_reason
+
+
+def test_polynomial_engine_takes_key_padding():
+    # PyTorch's key_padding_mask as a boolean attn_mask (True = attend): the padded
+    # keys' columns are -inf for every query. Certified max|O~ - O| <= eps, so the
+    # distance to the exact float64 run is at most eps plus its own rounding (< 1e-13).
+    q, k, v = qkv((2, 64, 4), seed=9, scale=0.3)
+    do = np.random.default_rng(3).standard_normal((2, 64, 4))
+    keep = np.ones(64, dtype=bool)
+    keep[[0, 9, 10, 40]] = False
+    keep[60:] = False
+    mask = np.broadcast_to(keep, (64, 64)).copy()
+    p = polyattn.attention_backward(q, k, v, do, attn_mask=mask, is_causal=True, engine="poly", eps=1e-3)
+    e = polyattn.attention_backward(q, k, v, do, attn_mask=mask, is_causal=True, engine="exact")
+    assert p.engine == "poly"
+    assert np.max(np.abs(p.o - e.o)) <= 1e-3 + 1e-13
+    assert np.all(p.dk[:, ~keep] == 0) and np.all(p.dv[:, ~keep] == 0)
+    for name in ["dq", "dk", "dv"]:
+        bound = getattr(p, name + "_bound")
+        assert np.all(np.abs(getattr(p, name) - getattr(e, name)) <= bound + 1e-12)
 
 
 @pytest.mark.parametrize(

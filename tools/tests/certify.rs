@@ -255,6 +255,61 @@ fn reports_are_consistent_and_references_agree() {
     }
 }
 
+/// The polynomial engine's key padding certified: a bias hiding keys (columns all
+/// -inf) under a causal mask and a window, against both references applied with the
+/// bias; the a priori bounds hold entry by entry (`a_priori_consistent`), and the
+/// certified errors of O stay below the requested eps.
+#[test]
+fn key_padding_is_certified_against_the_biased_references() {
+    let [q, k, v, g] = stacks(8, 2, 70, 4, 0.4);
+    let hidden = |j: usize| j % 9 == 4 || j >= 66;
+    let bias = Tensor3::from_vec(
+        1,
+        70,
+        70,
+        (0..70 * 70)
+            .map(|e| {
+                if hidden(e % 70) {
+                    f64::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect(),
+    )
+    .unwrap();
+    let window = Mask::None.with_window(
+        Some(20),
+        Some(3),
+        polyattn::attention::Alignment::BottomRight,
+    );
+    for mask in [Mask::CausalTopLeft, window] {
+        let cfg = PolyConfig {
+            mask,
+            accuracy: Accuracy::Eps(1e-5),
+            max_cost_ratio: f64::INFINITY,
+            ..PolyConfig::default()
+        };
+        for reference in [ReferenceChoice::Mpfr, ReferenceChoice::F64] {
+            let r = polyattn_tools::certify::report::certify_attention_with_bias(
+                &q,
+                &k,
+                &v,
+                Some(&bias),
+                Some(&g),
+                &cfg,
+                GradientKind::Substituted,
+                reference,
+            )
+            .unwrap();
+            for t in &r.tensors {
+                assert!(t.a_priori_consistent, "{mask:?} {reference:?} {t:?}");
+            }
+            assert!(r.tensors[0].certified_max_abs <= 1e-5, "{:?}", r.tensors[0]);
+        }
+    }
+}
+
 /// The whole-model report (`polyattn certify --weights`): against the MPFR enclosure of
 /// the model, the exact engine's own certified error is rounding-sized, the polynomial
 /// run's certified error is its measured distance from the exact run up to that

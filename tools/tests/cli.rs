@@ -337,8 +337,59 @@ fn an_additive_bias_in_the_input_file() {
             .iter()
             .all(|&x| x == 0.0));
     }
-    expect_error(&inp, &["--engine", "poly"], "attn_mask");
-    let (out, c) = run_to(&inp, "c.safetensors", &["--engine", "auto"]);
+    // The polynomial engine takes key padding: within its written bound of the exact
+    // run (whose own error, below 1e-14 here, is the slack), padded dK, dV exactly 0.
+    let (out, p) = run_to(
+        &inp,
+        "p.safetensors",
+        &["--engine", "poly", "--eps", "1e-6"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fp = TensorFile::read(&p).unwrap();
+    assert_eq!(fp.metadata.get("engine").map(String::as_str), Some("poly"));
+    for name in ["o", "dq", "dk", "dv"] {
+        let x = fp.get(name).unwrap().to_real::<f64>().unwrap();
+        let bd = fp
+            .get(&format!("{name}_bound"))
+            .unwrap()
+            .to_real::<f64>()
+            .unwrap();
+        let y = fa.get(name).unwrap().to_real::<f64>().unwrap();
+        for ((x, y), b) in x.iter().zip(&y).zip(&bd) {
+            assert!((x - y).abs() <= b + 1e-14, "{name}: {x} vs {y}, bound {b}");
+        }
+    }
+    let pdv = fp.get("dv").unwrap().to_real::<f64>().unwrap();
+    for h in 0..2 {
+        assert!(pdv[(h * n_k + keep) * 4..(h + 1) * n_k * 4]
+            .iter()
+            .all(|&x| x == 0.0));
+    }
+    // Any other bias: poly refuses naming it, auto falls back to exact.
+    let general = dir.join("general.safetensors");
+    let mut g = vec![0.0; n_q * n_k];
+    g[3] = 0.5;
+    write(
+        &general,
+        vec![
+            ("q", f64t(&[2, n_q, 3], 1)),
+            ("k", f64t(&[2, n_k, 3], 2)),
+            ("v", f64t(&[2, n_k, 4], 3)),
+            (
+                "bias",
+                AnyTensor::F64 {
+                    shape: vec![n_q, n_k],
+                    data: g,
+                },
+            ),
+        ],
+    );
+    expect_error(&general, &["--engine", "poly"], "attn_mask");
+    let (out, c) = run_to(&general, "c.safetensors", &["--engine", "auto"]);
     assert!(out.status.success());
     let fc = TensorFile::read(&c).unwrap();
     assert_eq!(fc.metadata.get("engine").map(String::as_str), Some("exact"));

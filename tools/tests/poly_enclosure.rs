@@ -101,7 +101,17 @@ fn check_tensor(name: &str, ys: &[f64], ivs: &[Interval], b: &Bounds, ctx: &str)
 fn run<T: Real>(c: &Case, cfg: &PolyConfig) -> Vec<(String, f64, f64)> {
     let [q, k, v, d_o] = matrices::<T>(c);
     let enc = enclosures::<T>(c);
-    let f = poly::forward(q.view(), k.view(), v.view(), cfg).unwrap();
+    let bias = c.bias.as_ref().map(|b| {
+        Matrix::from_vec(c.n_q, c.n_k, b.iter().map(|&x| T::from_f64(x)).collect()).unwrap()
+    });
+    let f = poly::forward_with_bias(
+        q.view(),
+        k.view(),
+        v.view(),
+        bias.as_ref().map(|b| b.view()),
+        cfg,
+    )
+    .unwrap();
     let reg = &f.plan.regime;
     let ctx = format!(
         "{} {:?} n_q={} n_k={} d={} R={:.2} g={}",
@@ -193,6 +203,72 @@ fn f32_inputs_within_certified_bound() {
             ..PolyConfig::default()
         };
         run::<f32>(&c, &cfg);
+    }
+}
+
+/// Key padding (a bias whose columns are all 0 or all -inf, PyTorch's key_padding_mask)
+/// under every mask: within the certified bound of the MPFR enclosure of exact
+/// attention with that bias; the padded keys' dK, dV exactly 0 with bound 0; any other
+/// bias refused with a typed error naming it.
+#[test]
+fn key_padding_within_certified_bound() {
+    let (n_q, n_k) = (40usize, 45usize);
+    // Keys 0, 7, 8, 30..33 and the last padded: holes, a run, both ends.
+    let padded = |j: usize| j == 0 || j == 7 || j == 8 || (30..34).contains(&j) || j == n_k - 1;
+    let bias: Vec<f64> = (0..n_q * n_k)
+        .map(|e| {
+            if padded(e % n_k) {
+                f64::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    for (i, mask) in masks().into_iter().enumerate() {
+        let c = case_with_radius::<f64>(120 + i as u64, (n_q, n_k, 4, 3), mask, 1.5)
+            .with_bias::<f64>(bias.clone());
+        for accuracy in [Accuracy::Degree(5), Accuracy::Eps(1e-6)] {
+            let cfg = PolyConfig {
+                mask,
+                accuracy,
+                max_cost_ratio: f64::INFINITY,
+                ..PolyConfig::default()
+            };
+            run::<f64>(&c, &cfg);
+            let [q, k, v, d_o] = matrices::<f64>(&c);
+            let b = Matrix::from_vec(n_q, n_k, bias.clone()).unwrap();
+            let f = poly::forward_with_bias(q.view(), k.view(), v.view(), Some(b.view()), &cfg)
+                .unwrap();
+            let g = poly::backward(
+                q.view(),
+                k.view(),
+                v.view(),
+                &f,
+                d_o.view(),
+                GradientKind::Substituted,
+                &cfg,
+            )
+            .unwrap();
+            for j in (0..n_k).filter(|&j| padded(j)) {
+                assert!(g.dk.row(j).iter().chain(g.dv.row(j)).all(|&x| x == 0.0));
+                assert!(g.bound_dk.total[j * 4..(j + 1) * 4]
+                    .iter()
+                    .all(|&x| x == 0.0));
+            }
+        }
+    }
+    // Not key padding: one finite nonzero entry, or a column mixing 0 and -inf.
+    let c = case_with_radius::<f64>(130, (n_q, n_k, 4, 3), Mask::None, 1.0);
+    let [q, k, v, _] = matrices::<f64>(&c);
+    for (at, x) in [(5usize, 0.5), (n_k + 3, f64::NEG_INFINITY)] {
+        let mut b = vec![0.0; n_q * n_k];
+        b[at] = x;
+        let b = Matrix::from_vec(n_q, n_k, b).unwrap();
+        let cfg = PolyConfig::default();
+        let e = poly::forward_with_bias(q.view(), k.view(), v.view(), Some(b.view()), &cfg)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bias"), "{e}");
     }
 }
 

@@ -162,7 +162,7 @@ pub fn backward_with_bias<T: Real>(
 /// Validates a stack of heads and returns one [`Problem`] per query head (query head
 /// `h` paired with key/value head `h / g`, [`super::kv_group`]) and the group size `g`.
 /// A bias stack has one head (shared by all) or one per query head.
-fn head_problems<'a, T: Real>(
+pub(crate) fn head_problems<'a, T: Real>(
     q: &'a Tensor3<T>,
     k: &'a Tensor3<T>,
     v: &'a Tensor3<T>,

@@ -89,6 +89,11 @@ pub struct LowRankProblem<'a, S> {
     pub mask: Mask,
     /// Source rows per chunk of the scans.
     pub chunk: usize,
+    /// Key padding: `keys[j]` false hides key `j` from every query (an additive bias
+    /// of `-inf` on its column). Such a key's payload rows enter every contraction over
+    /// keys as exact zeros, and its output rows of a contraction over queries (dK, dV)
+    /// are zero. `None`: every key the mask allows is seen.
+    pub keys: Option<&'a [bool]>,
 }
 
 /// The forward's results: O~ (`n_q x d_v`) and D~ (`n_q`; 0 for a fully masked row).
@@ -122,6 +127,28 @@ impl<S: Field> LowRankProblem<'_, S> {
         finish: &Finish<'_, S>,
     ) -> Vec<S> {
         let (m, n_q, n_k) = (self.mask, self.n_q, self.n_k);
+        // Padded keys' payload rows are exact zeros: they add nothing to any sum.
+        let hidden = |s: usize, e: usize, buf: &mut [S]| {
+            (payload.fill)(s, e, buf);
+            if let Some(keys) = self.keys {
+                let w = payload.width;
+                for (j, row) in (s..e).zip(buf.chunks_exact_mut(w.max(1))) {
+                    if !keys[j] {
+                        row.iter_mut().for_each(|x| *x = S::zero());
+                    }
+                }
+            }
+        };
+        let masked = Rows {
+            width: payload.width,
+            len: payload.len,
+            fill: &hidden,
+        };
+        let payload = if self.keys.is_some() {
+            &masked
+        } else {
+            payload
+        };
         if m.is_prefix() {
             let end = |a: usize| m.key_end(a, n_q, n_k);
             prefix_contract_map(&end, left, right, payload, blocks, out_width, finish)
@@ -142,6 +169,13 @@ impl<S: Field> LowRankProblem<'_, S> {
         finish: &Finish<'_, S>,
     ) -> Vec<S> {
         let (m, n_q, n_k) = (self.mask, self.n_q, self.n_k);
+        // A padded key's row is finished from Y = 0 (no query sees it).
+        let zero = vec![S::zero(); payload.width];
+        let hidden = |j: usize, y: &[S], o: &mut [S]| match self.keys {
+            Some(keys) if !keys[j] => finish(j, &zero, o),
+            _ => finish(j, y, o),
+        };
+        let finish: &Finish<'_, S> = if self.keys.is_some() { &hidden } else { finish };
         if m.is_prefix() {
             let first = |j: usize| m.first_query(j, n_q, n_k);
             transposed_contract_map(&first, left, right, payload, blocks, out_width, finish)
@@ -608,6 +642,7 @@ mod tests {
                 coeffs: vec![1.0, 1.0, 0.5, 1.0 / 6.0],
                 mask,
                 chunk: 16,
+                keys: None,
             };
             let run = |threads: usize| {
                 rayon::ThreadPoolBuilder::new()

@@ -60,6 +60,37 @@ pub struct PolyForward<T> {
     /// most [`PolyConfig::exact_prefix`] keys) and the keys `[0, keys)` they see, computed
     /// by the exact engine; `(0, 0)` when none.
     pub exact_block: (usize, usize),
+    /// Key padding the forward applied (from a key-padding bias, [`key_padding`]); the
+    /// backward applies the same.
+    keys: Option<Vec<bool>>,
+}
+
+/// The keys a key-padding bias leaves visible: `Ok(None)` without a bias, `Ok(Some)`
+/// when every column of the bias is all 0 (key seen) or all `-inf` (key hidden from
+/// every query: PyTorch's `key_padding_mask`, a padded batch), and the typed refusal
+/// for any other bias (the polynomial engine factorises `exp(tau q . k)`; a general
+/// additive bias runs through the exact engine, and `auto` falls back to it).
+pub fn key_padding<T: Real>(p: &Problem<'_, T>) -> Result<Option<Vec<bool>>> {
+    let Some(b) = p.bias else {
+        return Ok(None);
+    };
+    let first = b.row(0);
+    let keys: Vec<bool> = first.iter().map(|x| x.to_f64() == 0.0).collect();
+    let padding = (0..b.rows()).all(|i| {
+        b.row(i).iter().zip(&keys).all(|(x, &seen)| {
+            let x = x.to_f64();
+            if seen {
+                x == 0.0
+            } else {
+                x == f64::NEG_INFINITY
+            }
+        })
+    });
+    if padding {
+        Ok(Some(keys))
+    } else {
+        Err(plan::refuse_bias(p))
+    }
 }
 
 /// Gradients of one head.
@@ -205,14 +236,37 @@ pub fn forward<T: Real>(
     v: MatRef<'_, T>,
     cfg: &PolyConfig,
 ) -> Result<PolyForward<T>> {
-    forward_problem(&Problem::new(q, k, v, &cfg.attention())?, cfg)
+    forward_with_bias(q, k, v, None, cfg)
+}
+
+/// [`forward`] with an additive score bias (`n_q x n_k`, as the exact engine's
+/// `forward_with_bias`): a key-padding bias only ([`key_padding`]; every column all 0
+/// or all `-inf`), any other bias is refused with a typed error. The backward reuses
+/// the forward's padding.
+pub fn forward_with_bias<T: Real>(
+    q: MatRef<'_, T>,
+    k: MatRef<'_, T>,
+    v: MatRef<'_, T>,
+    bias: Option<MatRef<'_, T>>,
+    cfg: &PolyConfig,
+) -> Result<PolyForward<T>> {
+    forward_problem(
+        &Problem::new(q, k, v, &cfg.attention())?.with_bias(bias)?,
+        cfg,
+    )
 }
 
 /// [`forward`] of a validated problem.
 fn forward_problem<T: Real>(p: &Problem<'_, T>, cfg: &PolyConfig) -> Result<PolyForward<T>> {
     let p = *p;
+    let keys = key_padding(&p)?;
     let inputs = Inputs::new(&p);
-    let block = exact_block(&p, cfg.exact_prefix);
+    // With key padding, no rows are computed exactly (the exact block runs unbiased).
+    let block = if keys.is_some() {
+        (0, 0)
+    } else {
+        exact_block(&p, cfg.exact_prefix)
+    };
     // The degree decision ([`plan::candidates`]): each candidate is run in order and
     // the first whose reported bound meets eps is kept; the last one unconditionally.
     let mut plans = plan::candidates(&p, cfg, block.0)?;
@@ -222,12 +276,12 @@ fn forward_problem<T: Real>(p: &Problem<'_, T>, cfg: &PolyConfig) -> Result<Poly
         reason: "the planner returned no candidate".into(),
     })?;
     for pl in plans {
-        let run = run_forward::<T>(&p, &inputs, pl, cfg.chunk, block)?;
+        let run = run_forward::<T>(&p, &inputs, pl, (cfg.chunk, &keys), block)?;
         if plan::meets_target(cfg, run.bound.max_total()) {
             return Ok(run);
         }
     }
-    run_forward(&p, &inputs, last, cfg.chunk, block)
+    run_forward(&p, &inputs, last, (cfg.chunk, &keys), block)
 }
 
 /// The forward at a fixed plan, with its bound.
@@ -235,7 +289,7 @@ fn run_forward<T: Real>(
     p: &Problem<'_, T>,
     inputs: &Inputs,
     plan: Plan,
-    chunk: usize,
+    (chunk, keys): (usize, &Option<Vec<bool>>),
     block: (usize, usize),
 ) -> Result<PolyForward<T>> {
     // An uncertified plan reports +inf everywhere (no exact rows mixed in).
@@ -244,7 +298,8 @@ fn run_forward<T: Real>(
     } else {
         (0, 0)
     };
-    let lr = inputs.low_rank(p, &plan, chunk);
+    let mut lr = inputs.low_rank(p, &plan, chunk);
+    lr.keys = keys.as_deref();
     // One pass for O~ and the bound's weights W = P~ |V|: payload [V, |V|] per key.
     let dv = p.d_v();
     let mut payload = Vec::with_capacity(inputs.v.len() * 2);
@@ -262,8 +317,16 @@ fn run_forward<T: Real>(
         f.o.extend_from_slice(&row[..dv]);
         weights_v.extend_from_slice(&row[dv..]);
     }
+    // Visible keys before each key index (padding counted out), for "row i sees a key".
+    let seen_before: Vec<usize> = std::iter::once(0)
+        .chain((0..p.n_k()).scan(0, |c, j| {
+            *c += usize::from(keys.as_ref().is_none_or(|k| k[j]));
+            Some(*c)
+        }))
+        .collect();
     for (i, &den) in f.norm.iter().enumerate() {
-        let sees_a_key = !p.key_range(i).is_empty();
+        let r = p.key_range(i);
+        let sees_a_key = seen_before[r.end] > seen_before[r.start];
         if sees_a_key && !(den > 0.0 && den.is_finite()) {
             return Err(Error::PolyRefused {
                 reason: format!("the normaliser of row {i} is {den:e}, not positive: P is not a valid exp surrogate here"),
@@ -298,6 +361,7 @@ fn run_forward<T: Real>(
         norm: f.norm,
         weights_v,
         exact_block: block,
+        keys: keys.clone(),
     })
 }
 
@@ -329,7 +393,8 @@ fn backward_problem<T: Real>(
     let p = *p;
     let inputs = Inputs::new(&p);
     let plan = &fwd.plan;
-    let lr = inputs.low_rank(&p, plan, cfg.chunk);
+    let mut lr = inputs.low_rank(&p, plan, cfg.chunk);
+    lr.keys = fwd.keys.as_deref();
     let lr_fwd = core::LowRankForward {
         o: fwd.o64.clone(),
         norm: fwd.norm.clone(),
@@ -395,17 +460,23 @@ pub fn forward_multihead<T: Real>(
     v: &crate::tensor::Tensor3<T>,
     cfg: &PolyConfig,
 ) -> Result<Vec<PolyForward<T>>> {
+    forward_multihead_with_bias(q, k, v, None, cfg)
+}
+
+/// [`forward_multihead`] with an additive bias `[1 or heads, n_q, n_k]` (as the exact
+/// engine's): key padding only, per head ([`forward_with_bias`]).
+pub fn forward_multihead_with_bias<T: Real>(
+    q: &crate::tensor::Tensor3<T>,
+    k: &crate::tensor::Tensor3<T>,
+    v: &crate::tensor::Tensor3<T>,
+    bias: Option<&crate::tensor::Tensor3<T>>,
+    cfg: &PolyConfig,
+) -> Result<Vec<PolyForward<T>>> {
     use rayon::prelude::*;
-    crate::attention::same_heads(k.heads(), &[("v", v.heads())])?;
-    let g = crate::attention::kv_group(q.heads(), k.heads())?;
-    crate::attention::check_stacks(&[("q", q), ("k", k), ("v", v)])?;
-    let attn = cfg.attention();
-    (0..q.heads())
-        .into_par_iter()
-        .map(|h| {
-            let p = Problem::from_finite(q.head(h), k.head(h / g), v.head(h / g), &attn)?;
-            forward_problem(&p, cfg)
-        })
+    let (probs, _) = crate::attention::exact::head_problems(q, k, v, bias, &cfg.attention())?;
+    probs
+        .par_iter()
+        .map(|p| forward_problem(p, cfg))
         .collect::<Vec<_>>()
         // Sequentially: the error reported is the first refusing head's in head order,
         // whatever the scheduling (a parallel collect keeps whichever failed first).

@@ -198,6 +198,7 @@ impl Plan {
             coeffs: self.poly.coeffs.iter().map(|&c| lift(c)).collect(),
             mask,
             chunk,
+            keys: None,
         }
     }
 }

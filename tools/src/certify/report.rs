@@ -18,7 +18,7 @@
 //! JSON schema `polyattn.certify.attention/1`: the serialised [`AttentionReport`].
 
 use crate::table::{markdown_table, sig3, sig3_up};
-use polyattn::attention::exact::reference::exact_reference;
+use polyattn::attention::exact::reference::exact_reference_with_bias;
 use polyattn::attention::poly::{self, GradientKind, PolyConfig, Regime};
 use polyattn::error::Result;
 use polyattn::scalar::Real;
@@ -251,15 +251,16 @@ fn head_reference(
     k: MatRef<'_, f64>,
     v: MatRef<'_, f64>,
     d_o: Option<MatRef<'_, f64>>,
+    bias: Option<MatRef<'_, f64>>,
     cfg: &PolyConfig,
     use_mpfr: bool,
 ) -> Result<Vec<RefTensor>> {
     #[cfg(feature = "certify")]
     if use_mpfr {
-        return mpfr_reference(q, k, v, d_o, cfg);
+        return mpfr_reference(q, k, v, d_o, bias, cfg);
     }
     let _ = use_mpfr;
-    let r = exact_reference(q, k, v, d_o, &cfg.attention())?;
+    let r = exact_reference_with_bias(q, k, v, bias, d_o, &cfg.attention())?;
     let mut out = vec![(r.o, r.bound_o)];
     if let Some(g) = r.grads {
         out.push((g.dq, g.bound_dq));
@@ -276,6 +277,7 @@ fn mpfr_reference(
     k: MatRef<'_, f64>,
     v: MatRef<'_, f64>,
     d_o: Option<MatRef<'_, f64>>,
+    bias: Option<MatRef<'_, f64>>,
     cfg: &PolyConfig,
 ) -> Result<Vec<RefTensor>> {
     use nalgebra::DMatrix;
@@ -310,10 +312,11 @@ fn mpfr_reference(
         }
         (mid, rad)
     };
-    let f = spec::forward(&sp, 128).map_err(err)?;
+    let bias = bias.map(dm);
+    let f = spec::forward_with_bias(&sp, bias.as_ref(), 128).map_err(err)?;
     let mut out = vec![split(&f.o)];
     if let Some(g) = d_o {
-        let b = spec::backward(&sp, &dm(g), 128).map_err(err)?;
+        let b = spec::backward_with_bias(&sp, bias.as_ref(), &dm(g), 128).map_err(err)?;
         out.push(split(&b.dq));
         out.push(split(&b.dk));
         out.push(split(&b.dv));
@@ -340,8 +343,25 @@ pub fn certify_attention<T: Real>(
     kind: GradientKind,
     reference: ReferenceChoice,
 ) -> Result<AttentionReport> {
+    certify_attention_with_bias(q, k, v, None, d_o, cfg, kind, reference)
+}
+
+/// [`certify_attention`] with an additive score bias `[1 or heads, n_q, n_k]` (the
+/// polynomial engine takes key padding only, [`poly::key_padding`]; the references
+/// apply the bias as given).
+#[allow(clippy::too_many_arguments)]
+pub fn certify_attention_with_bias<T: Real>(
+    q: &Tensor3<T>,
+    k: &Tensor3<T>,
+    v: &Tensor3<T>,
+    bias: Option<&Tensor3<T>>,
+    d_o: Option<&Tensor3<T>>,
+    cfg: &PolyConfig,
+    kind: GradientKind,
+    reference: ReferenceChoice,
+) -> Result<AttentionReport> {
     let t0 = Instant::now();
-    let fwd = poly::forward_multihead(q, k, v, cfg)?;
+    let fwd = poly::forward_multihead_with_bias(q, k, v, bias, cfg)?;
     let t_fwd = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let grads = match d_o {
@@ -394,11 +414,16 @@ pub fn certify_attention<T: Real>(
             Some(g) => Some(to64(g.head(head))?),
             None => None,
         };
+        let b64 = match bias {
+            Some(b) => Some(to64(b.head(if b.heads() == 1 { 0 } else { head }))?),
+            None => None,
+        };
         let refs = head_reference(
             q64.view(),
             k64.view(),
             v64.view(),
             g64.as_ref().map(|g| g.view()),
+            b64.as_ref().map(|b| b.view()),
             cfg,
             use_mpfr,
         )?;

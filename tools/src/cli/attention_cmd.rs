@@ -155,7 +155,7 @@ fn concat<T: Clone>(parts: impl Iterator<Item = Vec<T>>) -> Vec<T> {
 fn run_poly<T: Real>(x: &Loaded<T>, cfg: &PolyConfig, args: &AttentionArgs) -> Result<Outputs> {
     let [so, slse, sdq, sdk, sdv] = out_shapes(&x.shapes);
     x.check_poly_takes(cfg, super::softcap_of(args.softcap))?;
-    let fwd = poly::forward_multihead(&x.q, &x.k, &x.v, cfg)?;
+    let fwd = poly::forward_multihead_with_bias(&x.q, &x.k, &x.v, x.bias.as_ref(), cfg)?;
     let max = |f: &dyn Fn(usize) -> f64| (0..fwd.len()).map(f).fold(0.0f64, f64::max);
     let mut meta = HashMap::from([
         ("engine".to_string(), "poly".to_string()),

@@ -16,7 +16,7 @@
 use super::{MaskOpts, PolyArgs};
 use crate::certify::candidate::{certify_candidate, CandidateOptions, CandidateReport, Layout};
 use crate::certify::model_report::{certify_model_with, ModelReport};
-use crate::certify::report::{certify_attention, AttentionReport, ReferenceChoice};
+use crate::certify::report::{certify_attention_with_bias, AttentionReport, ReferenceChoice};
 use crate::harness::{text_table, write_json, write_text};
 use crate::inputs::stacks::{input_dtype, load_all};
 use polyattn::error::Result;
@@ -182,13 +182,15 @@ fn run_model(args: &CertifyArgs, weights: &std::path::Path) -> Result<()> {
 fn certify<T: Real>(file: &TensorFile, args: &CertifyArgs) -> Result<AttentionReport> {
     let x = load_all::<T>(file)?;
     let cfg = args.poly.config(args.mask.mask(), args.scale);
-    // This mode certifies the polynomial engine, which has no bias.
+    // This mode certifies the polynomial engine: no softcap, and a bias only as key
+    // padding (the engine refuses any other).
     x.check_poly_takes(&cfg, super::softcap_of(args.softcap))
         .and_then(|()| {
-            certify_attention(
+            certify_attention_with_bias(
                 &x.q,
                 &x.k,
                 &x.v,
+                x.bias.as_ref(),
                 x.d_o.as_ref(),
                 &cfg,
                 args.poly.gradient.into(),

@@ -117,16 +117,16 @@ impl<T: Real> Loaded<T> {
         }
     }
 
-    /// The polynomial engine has no additive bias and no softcap: its typed refusal
-    /// (with R, B and sqrt(ln n) of the first head) when the file holds a bias or
-    /// `softcap` is set.
+    /// The polynomial engine has no softcap: its typed refusal (with R, B and
+    /// sqrt(ln n) of the first head) when `softcap` is set. (A bias goes to the engine,
+    /// which takes key padding and refuses any other, [`poly::key_padding`].)
     pub(crate) fn check_poly_takes(&self, cfg: &PolyConfig, softcap: Option<f64>) -> Result<()> {
-        if self.bias.is_none() && softcap.is_none() {
+        if softcap.is_none() {
             return Ok(());
         }
         let (q, k, v) = (self.q.head(0), self.k.head(0), self.v.head(0));
         let p = polyattn::attention::Problem::new(q, k, v, &cfg.attention())?;
-        poly::plan::refuse_extras(&p, self.bias.is_some(), softcap)
+        poly::plan::refuse_extras(&p, false, softcap)
     }
 }
 
