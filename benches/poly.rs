@@ -16,7 +16,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use polyattn::attention::poly::{self, Accuracy, GradientKind, PolyConfig};
-use polyattn::attention::{exact, AttentionConfig, Mask};
+use polyattn::attention::{exact, Alignment, AttentionConfig, Mask};
 use polyattn::rng::SplitMix64;
 use polyattn::tensor::Matrix;
 use std::hint::black_box;
@@ -219,11 +219,70 @@ fn causal_vs_none(c: &mut Criterion) {
     }
 }
 
+/// A sliding window of n / 4 keys (bottom-right, FlashAttention's `window_size =
+/// (n / 4, 0)`) through the range form, beside the causal prefix form and the exact
+/// engine on the same window, forward+backward in one group.
+fn window(c: &mut Criterion) {
+    for log2n in [14, 16] {
+        let n = 1usize << log2n.min(max_log2n());
+        let [q, k, v, d_o] = eps_inputs(n, std::f64::consts::FRAC_1_SQRT_2);
+        let win = Mask::None.with_window(Some(n / 4), Some(0), Alignment::BottomRight);
+        let mut g = c.benchmark_group(format!("poly/d{D}/eps1e-3/window/{n}"));
+        g.sample_size(10);
+        g.throughput(Throughput::Elements(n as u64));
+        for mask in [Mask::CausalTopLeft, win] {
+            let cfg = PolyConfig {
+                mask,
+                accuracy: Accuracy::Eps(1e-3),
+                max_cost_ratio: f64::INFINITY,
+                ..PolyConfig::default()
+            };
+            g.bench_function(
+                BenchmarkId::new("poly forward+backward", mask.name()),
+                |b| {
+                    b.iter(|| {
+                        let f =
+                            poly::forward(black_box(q.view()), k.view(), v.view(), &cfg).unwrap();
+                        poly::backward(
+                            q.view(),
+                            k.view(),
+                            v.view(),
+                            &f,
+                            d_o.view(),
+                            GradientKind::Substituted,
+                            &cfg,
+                        )
+                        .unwrap()
+                    })
+                },
+            );
+        }
+        let ec = AttentionConfig {
+            mask: win,
+            ..AttentionConfig::default()
+        };
+        g.bench_function(
+            BenchmarkId::new("exact forward+backward", win.name()),
+            |b| {
+                b.iter(|| {
+                    let f = exact::forward(black_box(q.view()), k.view(), v.view(), &ec).unwrap();
+                    exact::backward(q.view(), k.view(), v.view(), &f, d_o.view(), &ec).unwrap()
+                })
+            },
+        );
+        g.finish();
+        if n < 1 << log2n {
+            break;
+        }
+    }
+}
+
 criterion_group!(
     poly_benches,
     certified_eps,
     scaling,
     versus_exact,
-    causal_vs_none
+    causal_vs_none,
+    window
 );
 criterion_main!(poly_benches);

@@ -287,8 +287,8 @@ def attention(
             (``-1`` unbounded): query i sees key j iff ``c - left <= j <= c + right``,
             ``c = i`` (``causal_alignment="top-left"``) or ``i + n_k - n_q``
             (``"bottom-right"``, FlashAttention's); ``is_causal`` caps ``right`` at 0.
-            Exact engine only: ``engine="poly"`` refuses a window
-            (:class:`polyattn.RefusedError`) and ``"auto"`` runs the exact engine.
+            Both engines take it (the polynomial engine by its range form, about
+            twice its unmasked cost, so ``"auto"`` picks it only for wide windows).
         attn_mask: as in PyTorch's SDPA: a boolean mask (True = attend) or a float
             additive bias, broadcastable to ``[..., n_q, n_k]`` (key padding, ALiBi,
             any mask); it gets no gradient. Exact engine only (``engine="poly"`` raises

@@ -171,7 +171,8 @@ impl Mask {
     }
 
     /// Whether every row's keys start at key 0 (no mask or a causal one): the masks the
-    /// polynomial engine and the CUDA path take.
+    /// polynomial engine runs by its chunked prefix form (a window takes the range form)
+    /// and the only ones the CUDA path takes.
     pub fn is_prefix(self) -> bool {
         !matches!(self, Mask::Window(_))
     }

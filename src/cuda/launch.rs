@@ -53,7 +53,7 @@ pub fn mask_code(mask: Mask) -> Result<i32> {
             name: "mask",
             value: mask.name(),
             reason: "the CUDA kernels take no mask or a causal one; sliding windows run \
-                     on the CPU exact engine"
+                     on the CPU engines"
                 .into(),
         }),
     }

@@ -287,6 +287,8 @@ fn prepare<'a>(
     cfg: &PolyConfig,
 ) -> Result<Prepared<'a>> {
     let p = Problem::new(q, k, v, &cfg.attention())?;
+    // The device kernels take prefix masks only: a window is refused before any work.
+    mask_code(p.mask)?;
     check_f16_storage("q", q.as_slice())?;
     check_f16_storage("k", k.as_slice())?;
     check_f16_storage("v", v.as_slice())?;

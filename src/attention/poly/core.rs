@@ -1,7 +1,7 @@
 //! The low-rank algorithm itself, written once over any [`Field`] (f64; exact
 //! rationals in the tests): forward (docs/math.md §3.4) and both backward kinds
-//! (docs/math.md §3.5), for every prefix mask, through the contractions of
-//! [`super::lowrank`].
+//! (docs/math.md §3.5), for every mask (the prefix form for none or causal, the range
+//! form for a sliding window), through the contractions of [`super::lowrank`].
 //!
 //! Notation: x_i = a q_i and y_j = b k_j with a b = tau (a = tau lambda, b = 1/lambda),
 //! U_i = query features of x_i with P's coefficients, V_j = powers of y_j, so
@@ -627,7 +627,21 @@ mod tests {
             (0..n * d).map(|i| val(i, 4)).collect(),
         );
         let mon = Monomials::new(d, 3, 1000).unwrap();
-        for mask in [Mask::None, Mask::CausalTopLeft, Mask::CausalBottomRight] {
+        let windows = [
+            Mask::None.with_window(
+                Some(700),
+                Some(20),
+                crate::attention::Alignment::BottomRight,
+            ),
+            Mask::None.with_window(Some(37), Some(0), crate::attention::Alignment::TopLeft),
+        ];
+        for mask in [
+            Mask::None,
+            Mask::CausalTopLeft,
+            Mask::CausalBottomRight,
+            windows[0],
+            windows[1],
+        ] {
             let p = LowRankProblem {
                 q: &q,
                 k: &k,

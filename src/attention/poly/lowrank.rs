@@ -800,15 +800,17 @@ fn on_spans<S: Field, R>(
 /// split so (docs/math.md §3.4: a range that does not reach beta(a) is shorter than
 /// `len`, which only clamping at the end of the sources allows, and there
 /// beta(a) = n_src = e(a)); a row whose range lies strictly inside a segment (other
-/// range families) is summed directly, `(L_a R_range^T) X_range`. Every output entry is
-/// then a sum of its visible terms through at most `r + min(len + 1, n_src)` roundings,
-/// the count docs/math.md §4.3 allows for.
+/// range families) is summed directly, `(L_a R_range^T) X_range`. Every output entry
+/// then takes one rounding more than the prefix form on at most `len` sources (the
+/// addition of the parts, only when both are used, which needs `len < n_src`), so it
+/// stays within the count `r + n_k + 8` of docs/math.md §4.3.
 ///
 /// Cost: every source enters the states of two segment scans and every row makes two
 /// state products, about twice the unmasked form's `4 n w p`, plus the in-chunk blocks
-/// at both ends of each range. Deterministic as the prefix form (the segments, the
-/// splits and every sum's order depend on the sizes and the ranges only). Y is held
-/// whole (`n_out x p`) before the epilogue.
+/// at both ends of each range. The runs of rows sharing a split point run in parallel,
+/// each holding its rows' Y (`rows x p`) until the epilogue. Deterministic as the
+/// prefix form (the segments, the splits and every sum's order depend on the sizes
+/// and the ranges only).
 pub fn range_contract_map<S: Field>(
     range: &(dyn Fn(usize) -> std::ops::Range<usize> + Sync),
     left: &Features<'_, S>,
@@ -826,80 +828,105 @@ pub fn range_contract_map<S: Field>(
         })
         .collect();
     let len = ranges.iter().map(|r| r.len()).max().unwrap_or(0);
-    let mut y = vec![S::zero(); n_out * p];
-    if len > 0 && p > 0 {
-        let beta = |r: &std::ops::Range<usize>| (r.start.div_ceil(len) * len).min(n_src);
-        // Rows whose range reaches its split point (empty ranges included: they add 0).
-        let splits = |r: &std::ops::Range<usize>| r.is_empty() || r.end >= beta(r);
-        let add = |y: &mut [S], rows: Span, t: &[S]| {
-            for (i, ti) in t.chunks_exact(p).enumerate() {
-                let a = rows.index(i);
-                for (o, v) in y[a * p..(a + 1) * p].iter_mut().zip(ti) {
-                    *o = o.clone() + v.clone();
+    let mut out = vec![S::zero(); n_out * out_width];
+    if out_width == 0 {
+        return out;
+    }
+    let zero = vec![S::zero(); p];
+    if len == 0 || p == 0 {
+        out.par_chunks_mut(out_width)
+            .enumerate()
+            .for_each(|(a, o)| finish(a, &zero, o));
+        return out;
+    }
+    let beta = |r: &std::ops::Range<usize>| (r.start.div_ceil(len) * len).min(n_src);
+    // Runs of rows with one split point b (beta is non-decreasing in a): rows
+    // a0..a_split end short of b (summed directly; for a window only rows that see
+    // nothing), rows a_split..a1 reach b (e is non-decreasing) and take the two parts.
+    let mut runs: Vec<(usize, usize, usize, usize)> = Vec::new();
+    let mut a0 = 0;
+    while a0 < n_out {
+        let b = beta(&ranges[a0]);
+        let a1 = a0 + partition_point(n_out - a0, |i| beta(&ranges[a0 + i]) == b);
+        let a_split = a0 + partition_point(a1 - a0, |i| ranges[a0 + i].end < b);
+        runs.push((a0, a_split, a1, b));
+        a0 = a1;
+    }
+    let mut slices = Vec::with_capacity(runs.len());
+    let mut rest = &mut out[..];
+    for &(a0, _, a1, _) in &runs {
+        let (mine, tail) = rest.split_at_mut((a1 - a0) * out_width);
+        slices.push(mine);
+        rest = tail;
+    }
+    let factors = (left, right, payload, direct);
+    // The runs in parallel (each row's result depends on the sizes and ranges only), Y
+    // held per run.
+    runs.par_iter()
+        .zip(slices.into_par_iter())
+        .for_each(|(&(a0, a_split, a1, b), out_run)| {
+            let mut y = vec![S::zero(); (a1 - a0) * p];
+            let mut add = |rows: Span, t: &[S]| {
+                for (i, ti) in t.chunks_exact(p).enumerate() {
+                    let a = rows.index(i) - a0;
+                    for (o, v) in y[a * p..(a + 1) * p].iter_mut().zip(ti) {
+                        *o = o.clone() + v.clone();
+                    }
                 }
-            }
-        };
-        let factors = (left, right, payload, direct);
-        let mut a_next = 0;
-        while a_next < n_out {
-            let a0 = a_next;
-            // A run of rows with one split point (beta is non-decreasing in a).
-            let b = beta(&ranges[a0]);
-            let a1 = a0 + partition_point(n_out - a0, |i| beta(&ranges[a0 + i]) == b);
-            // The run's rows that reach b: a suffix of it (e is non-decreasing); the
-            // rows before, whose ranges end short of b, are summed directly below.
-            let a0 = a0 + partition_point(a1 - a0, |i| ranges[a0 + i].end < b);
-            if b > 0 {
+            };
+            if b > 0 && a1 > a_split {
                 // Suffixes [s(a), b) of the segment [j0, b), on reversed indices.
                 let j0 = (b - 1) / len * len;
-                let (rows, srcs) = (Span::reversed(a0, a1 - a0), Span::reversed(j0, b - j0));
+                let rows = Span::reversed(a_split, a1 - a_split);
+                let srcs = Span::reversed(j0, b - j0);
                 let end = |i: usize| b - ranges[rows.index(i)].start.clamp(j0, b);
                 let t = on_spans(factors, (rows, srcs), &|fl, fr, fx, dk| {
                     prefix_contract(&end, fl, fr, fx, (chunk, dk))
                 });
-                add(&mut y, rows, &t);
+                add(rows, &t);
             }
-            if b < n_src {
+            if b < n_src && a1 > a_split {
                 // Prefixes [b, e(a)) of the segment [b, j1).
                 let j1 = (b + len).min(n_src);
-                let (rows, srcs) = (Span::forward(a0, a1 - a0), Span::forward(b, j1 - b));
+                let rows = Span::forward(a_split, a1 - a_split);
+                let srcs = Span::forward(b, j1 - b);
                 let end = |i: usize| ranges[rows.index(i)].end.clamp(b, j1) - b;
                 let t = on_spans(factors, (rows, srcs), &|fl, fr, fx, dk| {
                     prefix_contract(&end, fl, fr, fx, (chunk, dk))
                 });
-                add(&mut y, rows, &t);
+                add(rows, &t);
             }
-            a_next = a1;
-        }
-        // Rows whose range lies strictly inside a segment: summed directly.
-        let w = left.width;
-        let (mut l, mut r, mut x) = (vec![S::zero(); w], Vec::new(), Vec::new());
-        for (a, rg) in ranges.iter().enumerate().filter(|(_, rg)| !splits(rg)) {
-            let m = rg.len();
-            (left.fill)(a, a + 1, &mut l);
-            r.resize(w * m, S::zero());
-            (right.fill)(rg.start, rg.end, &mut r);
-            x.resize(m * p, S::zero());
-            (payload.fill)(rg.start, rg.end, &mut x);
-            let ya = &mut y[a * p..(a + 1) * p];
-            for (j, xj) in x.chunks_exact(p).enumerate() {
-                let mut k = S::zero();
-                for (t, lt) in l.iter().enumerate() {
-                    k = k + lt.clone() * r[t * m + j].clone();
-                }
-                for (o, v) in ya.iter_mut().zip(xj) {
-                    *o = o.clone() + k.clone() * v.clone();
+            // Rows whose range lies strictly inside a segment: summed directly,
+            // (L_a R_range^T) X_range.
+            let w = left.width;
+            let (mut l, mut r, mut x) = (vec![S::zero(); w], Vec::new(), Vec::new());
+            for a in (a0..a_split).filter(|&a| !ranges[a].is_empty()) {
+                let rg = ranges[a].clone();
+                let m = rg.len();
+                (left.fill)(a, a + 1, &mut l);
+                r.resize(w * m, S::zero());
+                (right.fill)(rg.start, rg.end, &mut r);
+                x.resize(m * p, S::zero());
+                (payload.fill)(rg.start, rg.end, &mut x);
+                let ya = &mut y[(a - a0) * p..(a - a0 + 1) * p];
+                for (j, xj) in x.chunks_exact(p).enumerate() {
+                    let mut k = S::zero();
+                    for (t, lt) in l.iter().enumerate() {
+                        k = k + lt.clone() * r[t * m + j].clone();
+                    }
+                    for (o, v) in ya.iter_mut().zip(xj) {
+                        *o = o.clone() + k.clone() * v.clone();
+                    }
                 }
             }
-        }
-    }
-    let mut out = vec![S::zero(); n_out * out_width];
-    if out_width > 0 {
-        let zero = vec![S::zero(); p];
-        out.par_chunks_mut(out_width)
-            .enumerate()
-            .for_each(|(a, o)| finish(a, y.get(a * p..(a + 1) * p).unwrap_or(&zero), o));
-    }
+            for (i, (yi, oi)) in y
+                .chunks_exact(p)
+                .zip(out_run.chunks_exact_mut(out_width))
+                .enumerate()
+            {
+                finish(a0 + i, yi, oi);
+            }
+        });
     out
 }
 
@@ -1067,7 +1094,8 @@ mod tests {
     }
 
     /// The range form (sliding windows, and a range family whose ranges can lie inside
-    /// a segment) and its transposed form against the O(n^2) definition, exactly.
+    /// a segment) and its transposed form against the O(n^2) definition, exactly,
+    /// through the factors (the direct kernel: the next test).
     #[test]
     fn range_forms_match_the_definition() {
         use crate::attention::{Alignment, Mask};
@@ -1117,22 +1145,6 @@ mod tests {
             },
         );
         let kern = |a: usize, j: usize| (0..w).map(|t| l[a * w + t] * r[j * w + t]).sum::<f64>();
-        // The direct kernel's points: with dim = w and coefficients (0, 1) its
-        // polynomial x . y is the factors' kernel itself.
-        let coeffs = [0.0, 1.0];
-        let pts = |data: &[f64]| {
-            let data = data.to_vec();
-            move |s: usize, e: usize, buf: &mut [f64]| {
-                buf[..(e - s) * w].copy_from_slice(&data[s * w..e * w])
-            }
-        };
-        let (pl, pr) = (pts(&l), pts(&r));
-        let direct = Direct {
-            dim: w,
-            coeffs: &coeffs,
-            left: &pl,
-            right: &pr,
-        };
         let mut masks = Vec::new();
         for align in [Alignment::TopLeft, Alignment::BottomRight] {
             for (lo, hi) in [
@@ -1149,13 +1161,11 @@ mod tests {
         let copy = |_: usize, y: &[f64], o: &mut [f64]| o.copy_from_slice(y);
         let check = |name: &str, range: &(dyn Fn(usize) -> std::ops::Range<usize> + Sync)| {
             for chunk in [1, 4, 64] {
-                for dk in [None, Some(&direct)] {
-                    let y = range_contract_map(range, &left, &right, &pay, (chunk, dk), p, &copy);
-                    for a in 0..n_a {
-                        for c in 0..p {
-                            let want: f64 = range(a).map(|j| kern(a, j) * x[j * p + c]).sum();
-                            assert_eq!(y[a * p + c], want, "{name} a={a} c={c} chunk={chunk}");
-                        }
+                let y = range_contract_map(range, &left, &right, &pay, (chunk, None), p, &copy);
+                for a in 0..n_a {
+                    for c in 0..p {
+                        let want: f64 = range(a).map(|j| kern(a, j) * x[j * p + c]).sum();
+                        assert_eq!(y[a * p + c], want, "{name} a={a} c={c} chunk={chunk}");
                     }
                 }
             }
@@ -1169,7 +1179,7 @@ mod tests {
                     &left,
                     &right,
                     &pay_a,
-                    (chunk, Some(&direct)),
+                    (chunk, None),
                     p,
                     &copy,
                 );
@@ -1192,5 +1202,186 @@ mod tests {
             rg.end < (rg.start.div_ceil(len) * len).min(n_j)
         }));
         check("varying", &varying);
+    }
+
+    /// The range forms with a direct kernel that applies (w = 6,
+    /// features padded with zeros, dim = 3, coefficients (0, 1): deg (dim + 2) = 5 <= 6).
+    #[test]
+    fn range_forms_with_the_direct_kernel() {
+        use crate::attention::{Alignment, Mask};
+        let (n_a, n_j, d, w, p) = (29usize, 23usize, 3usize, 6usize, 2usize);
+        let val = |i: usize, c: usize, s: usize| ((i * 7 + c * 3 + s) % 5) as f64 - 2.0;
+        let pa: Vec<f64> = (0..n_a * d).map(|k| val(k / d, k % d, 1)).collect();
+        let pj: Vec<f64> = (0..n_j * d).map(|k| val(k / d, k % d, 2)).collect();
+        let x: Vec<f64> = (0..n_j * p).map(|k| val(k / p, k % p, 3)).collect();
+        let xa: Vec<f64> = (0..n_a * p).map(|k| val(k / p, k % p, 4)).collect();
+        let feats = |data: &[f64]| {
+            let data = data.to_vec();
+            move |s: usize, e: usize, buf: &mut [f64]| {
+                for i in s..e {
+                    for t in 0..w {
+                        buf[t * (e - s) + i - s] = if t < d { data[i * d + t] } else { 0.0 };
+                    }
+                }
+            }
+        };
+        let rows = |data: &[f64], width: usize| {
+            let data = data.to_vec();
+            move |s: usize, e: usize, buf: &mut [f64]| {
+                buf[..(e - s) * width].copy_from_slice(&data[s * width..e * width])
+            }
+        };
+        let (fl, fr, fx, fxa) = (feats(&pa), feats(&pj), rows(&x, p), rows(&xa, p));
+        let (pl, pr) = (rows(&pa, d), rows(&pj, d));
+        let left = Features {
+            width: w,
+            len: n_a,
+            fill: &fl,
+        };
+        let right = Features {
+            width: w,
+            len: n_j,
+            fill: &fr,
+        };
+        let pay = Rows {
+            width: p,
+            len: n_j,
+            fill: &fx,
+        };
+        let pay_a = Rows {
+            width: p,
+            len: n_a,
+            fill: &fxa,
+        };
+        let coeffs = [0.0, 1.0];
+        let direct = Direct {
+            dim: d,
+            coeffs: &coeffs,
+            left: &pl,
+            right: &pr,
+        };
+        assert!(direct.applies(w));
+        let kern = |a: usize, j: usize| (0..d).map(|t| pa[a * d + t] * pj[j * d + t]).sum::<f64>();
+        let copy = |_: usize, y: &[f64], o: &mut [f64]| o.copy_from_slice(y);
+        for align in [Alignment::TopLeft, Alignment::BottomRight] {
+            for (lo, hi) in [
+                (Some(3), Some(2)),
+                (Some(9), Some(0)),
+                (None, Some(4)),
+                (Some(5), None),
+            ] {
+                let m = Mask::None.with_window(lo, hi, align);
+                for chunk in [1, 4, 64] {
+                    let y = range_contract_map(
+                        &|a| m.key_range(a, n_a, n_j),
+                        &left,
+                        &right,
+                        &pay,
+                        (chunk, Some(&direct)),
+                        p,
+                        &copy,
+                    );
+                    for a in 0..n_a {
+                        for c in 0..p {
+                            let want: f64 = m
+                                .key_range(a, n_a, n_j)
+                                .map(|j| kern(a, j) * x[j * p + c])
+                                .sum();
+                            assert_eq!(y[a * p + c], want, "{} a={a}", m.name());
+                        }
+                    }
+                    let yt = range_transposed_contract_map(
+                        &|j| m.query_range(j, n_a, n_j),
+                        &left,
+                        &right,
+                        &pay_a,
+                        (chunk, Some(&direct)),
+                        p,
+                        &copy,
+                    );
+                    for j in 0..n_j {
+                        for c in 0..p {
+                            let want: f64 = (0..n_a)
+                                .filter(|&a| m.key_range(a, n_a, n_j).contains(&j))
+                                .map(|a| kern(a, j) * xa[a * p + c])
+                                .sum();
+                            assert_eq!(yt[j * p + c], want, "{} transposed j={j}", m.name());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// No prefix-state differences (which would cancel): keys before 60 carry 2^70
+    /// payloads, so rows whose window starts at or after 60 come out exact only if no
+    /// state of those keys is ever subtracted (independent review's test).
+    #[test]
+    fn range_form_subtracts_no_states() {
+        use crate::attention::{Alignment, Mask};
+        let (n, w, p) = (300usize, 2usize, 1usize);
+        let big = 2f64.powi(70);
+        let val = |i: usize, c: usize| ((i * 5 + c * 3) % 7) as f64 - 3.0;
+        let l: Vec<f64> = (0..n * w).map(|k| val(k / w, k % w)).collect();
+        let r: Vec<f64> = (0..n * w).map(|k| val(k / w + 1, k % w)).collect();
+        let x: Vec<f64> = (0..n)
+            .map(|j| if j < 60 { big } else { val(j, 2) })
+            .collect();
+        let feats = |data: &[f64]| {
+            let data = data.to_vec();
+            move |s: usize, e: usize, buf: &mut [f64]| {
+                for i in s..e {
+                    for t in 0..w {
+                        buf[t * (e - s) + i - s] = data[i * w + t];
+                    }
+                }
+            }
+        };
+        let (fl, fr) = (feats(&l), feats(&r));
+        let xs = x.clone();
+        let fx = move |s: usize, e: usize, buf: &mut [f64]| buf[..e - s].copy_from_slice(&xs[s..e]);
+        let left = Features {
+            width: w,
+            len: n,
+            fill: &fl,
+        };
+        let right = Features {
+            width: w,
+            len: n,
+            fill: &fr,
+        };
+        let pay = Rows {
+            width: p,
+            len: n,
+            fill: &fx,
+        };
+        let copy = |_: usize, y: &[f64], o: &mut [f64]| o.copy_from_slice(y);
+        for m in [
+            Mask::None.with_window(Some(20), Some(3), Alignment::TopLeft),
+            Mask::None.with_window(Some(7), Some(0), Alignment::BottomRight),
+        ] {
+            for chunk in [1, 3, 16] {
+                let y = range_contract_map(
+                    &|a| m.key_range(a, n, n),
+                    &left,
+                    &right,
+                    &pay,
+                    (chunk, None),
+                    p,
+                    &copy,
+                );
+                for a in 0..n {
+                    let rg = m.key_range(a, n, n);
+                    if rg.start >= 60 {
+                        let want: f64 = rg
+                            .map(|j| {
+                                (0..w).map(|t| l[a * w + t] * r[j * w + t]).sum::<f64>() * x[j]
+                            })
+                            .sum();
+                        assert_eq!(y[a], want, "{} a={a} chunk={chunk}", m.name());
+                    }
+                }
+            }
+        }
     }
 }

@@ -354,7 +354,7 @@ pub fn meets_target(cfg: &PolyConfig, bound: f64) -> bool {
 /// max over rows i >= `first` and value columns c of the mean of |V_jc| over the keys
 /// row i sees (0 when no such row sees a key): what [`rho::output_floor`] needs (the
 /// rows before `first` are computed exactly). Under a sliding window, the maximum over
-/// at most 64 evenly spaced rows, each mean summed directly: no larger than the true
+/// evenly spaced rows (64 to 127 of them), each mean summed directly: no larger than the true
 /// maximum, so the floor it gives stays a floor.
 fn max_visible_mean_abs<T: Real>(p: &Problem<'_, T>, first: usize) -> f64 {
     let (d_v, v) = (p.d_v(), p.v.as_slice());

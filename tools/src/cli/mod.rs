@@ -232,8 +232,8 @@ pub struct MaskOpts {
     /// j is visible to query i iff c - LEFT <= j <= c + RIGHT, c = i + n_k - n_q
     /// (bottom-right aligned, FlashAttention's convention). With --mask causal the
     /// window is top-left aligned (c = i) and RIGHT is capped at 0, with
-    /// --mask causal-bottom-right RIGHT is capped at 0. Exact engine only: the
-    /// polynomial engine refuses a window (auto falls back to exact).
+    /// --mask causal-bottom-right RIGHT is capped at 0. The exact and the polynomial
+    /// engine (its range form, about twice the unmasked cost) take it.
     #[arg(long, value_name = "LEFT,RIGHT", value_parser = parse_window, allow_hyphen_values = true)]
     pub window: Option<(Option<usize>, Option<usize>)>,
 }
