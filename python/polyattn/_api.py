@@ -291,8 +291,9 @@ def attention(
             twice its unmasked cost, so ``"auto"`` picks it only for wide windows).
         attn_mask: as in PyTorch's SDPA: a boolean mask (True = attend) or a float
             additive bias, broadcastable to ``[..., n_q, n_k]`` (key padding, ALiBi,
-            any mask); it gets no gradient. Exact engine only (``engine="poly"`` raises
-            :class:`polyattn.RefusedError`, ``"auto"`` runs exact). A row that sees no
+            any mask); it gets no gradient. The polynomial engine takes it only as key
+            padding (every column all True/0 or all False/-inf) and raises
+            :class:`polyattn.RefusedError` for any other (``"auto"`` runs exact). A row that sees no
             key gets o = 0, lse = -inf, dq = 0 (PyTorch's math backend gives NaN).
             Entries must be finite or -inf: a huge finite bias (``finfo.min``) makes
             the scores overflow-guarded (``overflow`` error in float32) and any

@@ -130,8 +130,9 @@ def scaled_dot_product_attention(
             ``enable_gqa``); float32, float64, bfloat16 or float16 (one dtype).
         attn_mask: as in PyTorch: boolean (True = attend) or a float additive bias,
             broadcastable to ``[..., L, S]``; no gradient flows to it (a mask that
-            requires grad raises ``NotImplementedError``); exact engine only. A row that
-            sees no key gives 0 (PyTorch's math backend gives NaN).
+            requires grad raises ``NotImplementedError``); the polynomial engine takes
+            it only as key padding (columns all True or all False). A row that sees no
+            key gives 0 (PyTorch's math backend gives NaN).
         dropout_p: only 0 is implemented; anything else raises ``NotImplementedError``.
         enable_gqa: as in PyTorch: key and value may have fewer heads (dividing the
             query's); their gradients are summed over each group.
@@ -139,7 +140,7 @@ def scaled_dot_product_attention(
             "bottom-right"`` for FlashAttention-2's).
         scale: as in PyTorch (None: 1/sqrt(E)).
         window: a sliding window ``(left, right)`` (FlashAttention's ``window_size``;
-            see :func:`polyattn.attention`); exact engine only.
+            see :func:`polyattn.attention`); both engines.
         alibi_slopes: FlashAttention's ``alibi_slopes`` (``(heads,)`` or ``(batch,
             heads)``, a tensor or array; see :func:`polyattn.attention`); exact engine
             only, no gradient.

@@ -471,10 +471,10 @@ fn forward_impl<'py, T: Dtype>(
     };
     let softcap = attention.softcap;
     let run_poly = move |cfg: PolyConfig| -> Result<Vec<PolyForward<T>>, Error> {
-        if softcap.is_some() {
+        if let Some(c) = softcap {
             // The polynomial engine has no softcap: refused (auto falls back to exact).
             let p = Problem::new(q.head(0)?, k.head(0)?, v.head(0)?, &cfg.attention())?;
-            poly::plan::refuse_extras(&p, false, softcap)?;
+            return Err(poly::plan::refuse_softcap(&p, c));
         }
         // A bias goes to the engine: key padding runs, any other is refused (auto
         // falls back to exact).

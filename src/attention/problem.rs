@@ -22,7 +22,8 @@ pub struct Problem<'a, T> {
     pub mask: Mask,
     /// An additive score bias, `n_q x n_k` (`S_ij = tau q_i . k_j + b_ij`): PyTorch's
     /// float `attn_mask`, ALiBi, or a boolean mask as `0` / `-inf` (`-inf` hides the
-    /// key). Finite or `-inf`; `None`: no bias. Exact engine only.
+    /// key). Finite or `-inf`; `None`: no bias. The polynomial engine takes key padding
+    /// only (`poly::key_padding`).
     pub bias: Option<MatRef<'a, T>>,
     /// The softcap `c` actually used (`config.softcap` rounded once to `T`; finite and
     /// positive): each score is `c tanh(tau q_i . k_j / c)` before the bias is added

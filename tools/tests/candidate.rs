@@ -1751,4 +1751,39 @@ fn packed_layout_errors_name_the_problem() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("[1, 6, 1, 2]") && e.contains("[6, 1, 2]"), "{e}");
+    // A packed file given to `attention` (which reads [.., n, d] stacks and would
+    // attend across heads), and --layout without --candidate: refused in one line.
+    let packed = file_with_offsets(
+        &floats,
+        &[("cu_seqlens_q", &[0, 6]), ("cu_seqlens_k", &[0, 6])],
+    );
+    let dir = tmpdir("packed-attention");
+    let out = std::process::Command::new(bin())
+        .arg("attention")
+        .arg("--input")
+        .arg(packed.path())
+        .arg("--output")
+        .arg(dir.join("o.safetensors"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("cu_seqlens_q") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert!(!dir.join("o.safetensors").exists());
+    let out = std::process::Command::new(bin())
+        .arg("certify")
+        .arg("--input")
+        .arg(packed.path())
+        .arg("--out")
+        .arg(dir.join("rep"))
+        .args(["--layout", "varlen"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--candidate"),
+        "{err}"
+    );
 }

@@ -249,6 +249,12 @@ fn key_padding_within_certified_bound() {
                 &cfg,
             )
             .unwrap();
+            if mask == Mask::CausalTopLeft {
+                // Row 0 sees key 0 only, which is padded: a row that sees no key.
+                assert_eq!(f.lse[0], f64::NEG_INFINITY);
+                assert!(f.o.row(0).iter().all(|&x| x == 0.0));
+                assert!(g.dq.row(0).iter().all(|&x| x == 0.0));
+            }
             for j in (0..n_k).filter(|&j| padded(j)) {
                 assert!(g.dk.row(j).iter().chain(g.dv.row(j)).all(|&x| x == 0.0));
                 assert!(g.bound_dk.total[j * 4..(j + 1) * 4]
@@ -256,6 +262,30 @@ fn key_padding_within_certified_bound() {
                     .all(|&x| x == 0.0));
             }
         }
+    }
+    // A backward given other keys than its forward saw: a typed error, not a panic.
+    {
+        let c = case_with_radius::<f64>(131, (n_q, n_k, 4, 3), Mask::None, 1.0)
+            .with_bias::<f64>(bias.clone());
+        let [q, k, v, d_o] = matrices::<f64>(&c);
+        let b = Matrix::from_vec(n_q, n_k, bias.clone()).unwrap();
+        let cfg = PolyConfig::default();
+        let f =
+            poly::forward_with_bias(q.view(), k.view(), v.view(), Some(b.view()), &cfg).unwrap();
+        let k2 = Matrix::from_vec(n_k + 8, 4, vec![0.1; (n_k + 8) * 4]).unwrap();
+        let v2 = Matrix::from_vec(n_k + 8, 3, vec![0.1; (n_k + 8) * 3]).unwrap();
+        let e = poly::backward(
+            q.view(),
+            k2.view(),
+            v2.view(),
+            &f,
+            d_o.view(),
+            GradientKind::Substituted,
+            &cfg,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("forward's results"), "{e}");
     }
     // Not key padding: one finite nonzero entry, or a column mixing 0 and -inf.
     let c = case_with_radius::<f64>(130, (n_q, n_k, 4, 3), Mask::None, 1.0);

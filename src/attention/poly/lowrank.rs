@@ -1003,6 +1003,31 @@ fn partition_point(n: usize, pred: impl Fn(usize) -> bool) -> usize {
 mod tests {
     use super::*;
 
+    /// Rows of `data` (`dim` columns) as a feature-major fill of width `w`, features
+    /// past `dim` zero.
+    fn feature_fill(
+        data: &[f64],
+        dim: usize,
+        w: usize,
+    ) -> impl Fn(usize, usize, &mut [f64]) + Sync {
+        let data = data.to_vec();
+        move |s: usize, e: usize, buf: &mut [f64]| {
+            for i in s..e {
+                for t in 0..w {
+                    buf[t * (e - s) + i - s] = if t < dim { data[i * dim + t] } else { 0.0 };
+                }
+            }
+        }
+    }
+
+    /// Rows of `data` (`width` columns), row-major.
+    fn row_fill(data: &[f64], width: usize) -> impl Fn(usize, usize, &mut [f64]) + Sync {
+        let data = data.to_vec();
+        move |s: usize, e: usize, buf: &mut [f64]| {
+            buf[..(e - s) * width].copy_from_slice(&data[s * width..e * width])
+        }
+    }
+
     /// Against the O(n^2) definition, with small-integer data (exact in f64, so ==),
     /// for several visibility patterns and chunk sizes.
     #[test]
@@ -1015,23 +1040,12 @@ mod tests {
         );
         let x: Vec<f64> = (0..n_j * p).map(|k| val(k / p, k % p, 3)).collect();
         let xa: Vec<f64> = (0..n_a * p).map(|k| val(k / p, k % p, 4)).collect();
-        let rows = |data: &[f64], width: usize| {
-            let data = data.to_vec();
-            move |s: usize, e: usize, buf: &mut [f64]| {
-                buf[..(e - s) * width].copy_from_slice(&data[s * width..e * width])
-            }
-        };
-        let feats = |data: &[f64]| {
-            let data = data.to_vec();
-            move |s: usize, e: usize, buf: &mut [f64]| {
-                for i in s..e {
-                    for t in 0..w {
-                        buf[t * (e - s) + i - s] = data[i * w + t];
-                    }
-                }
-            }
-        };
-        let (fl, fr, fx, fxa) = (feats(&l), feats(&r), rows(&x, p), rows(&xa, p));
+        let (fl, fr, fx, fxa) = (
+            feature_fill(&l, w, w),
+            feature_fill(&r, w, w),
+            row_fill(&x, p),
+            row_fill(&xa, p),
+        );
         let left = Features {
             width: w,
             len: n_a,
@@ -1105,23 +1119,12 @@ mod tests {
         let r: Vec<f64> = (0..n_j * w).map(|k| val(k / w, k % w, 2)).collect();
         let x: Vec<f64> = (0..n_j * p).map(|k| val(k / p, k % p, 3)).collect();
         let xa: Vec<f64> = (0..n_a * p).map(|k| val(k / p, k % p, 4)).collect();
-        let feats = |data: &[f64]| {
-            let data = data.to_vec();
-            move |s: usize, e: usize, buf: &mut [f64]| {
-                for i in s..e {
-                    for t in 0..w {
-                        buf[t * (e - s) + i - s] = data[i * w + t];
-                    }
-                }
-            }
-        };
-        let rows = |data: &[f64]| {
-            let data = data.to_vec();
-            move |s: usize, e: usize, buf: &mut [f64]| {
-                buf[..(e - s) * p].copy_from_slice(&data[s * p..e * p])
-            }
-        };
-        let (fl, fr, fx, fxa) = (feats(&l), feats(&r), rows(&x), rows(&xa));
+        let (fl, fr, fx, fxa) = (
+            feature_fill(&l, w, w),
+            feature_fill(&r, w, w),
+            row_fill(&x, p),
+            row_fill(&xa, p),
+        );
         let left = Features {
             width: w,
             len: n_a,
@@ -1215,24 +1218,13 @@ mod tests {
         let pj: Vec<f64> = (0..n_j * d).map(|k| val(k / d, k % d, 2)).collect();
         let x: Vec<f64> = (0..n_j * p).map(|k| val(k / p, k % p, 3)).collect();
         let xa: Vec<f64> = (0..n_a * p).map(|k| val(k / p, k % p, 4)).collect();
-        let feats = |data: &[f64]| {
-            let data = data.to_vec();
-            move |s: usize, e: usize, buf: &mut [f64]| {
-                for i in s..e {
-                    for t in 0..w {
-                        buf[t * (e - s) + i - s] = if t < d { data[i * d + t] } else { 0.0 };
-                    }
-                }
-            }
-        };
-        let rows = |data: &[f64], width: usize| {
-            let data = data.to_vec();
-            move |s: usize, e: usize, buf: &mut [f64]| {
-                buf[..(e - s) * width].copy_from_slice(&data[s * width..e * width])
-            }
-        };
-        let (fl, fr, fx, fxa) = (feats(&pa), feats(&pj), rows(&x, p), rows(&xa, p));
-        let (pl, pr) = (rows(&pa, d), rows(&pj, d));
+        let (fl, fr, fx, fxa) = (
+            feature_fill(&pa, d, w),
+            feature_fill(&pj, d, w),
+            row_fill(&x, p),
+            row_fill(&xa, p),
+        );
+        let (pl, pr) = (row_fill(&pa, d), row_fill(&pj, d));
         let left = Features {
             width: w,
             len: n_a,
@@ -1327,19 +1319,11 @@ mod tests {
         let x: Vec<f64> = (0..n)
             .map(|j| if j < 60 { big } else { val(j, 2) })
             .collect();
-        let feats = |data: &[f64]| {
-            let data = data.to_vec();
-            move |s: usize, e: usize, buf: &mut [f64]| {
-                for i in s..e {
-                    for t in 0..w {
-                        buf[t * (e - s) + i - s] = data[i * w + t];
-                    }
-                }
-            }
-        };
-        let (fl, fr) = (feats(&l), feats(&r));
-        let xs = x.clone();
-        let fx = move |s: usize, e: usize, buf: &mut [f64]| buf[..e - s].copy_from_slice(&xs[s..e]);
+        let (fl, fr, fx) = (
+            feature_fill(&l, w, w),
+            feature_fill(&r, w, w),
+            row_fill(&x, p),
+        );
         let left = Features {
             width: w,
             len: n,

@@ -63,6 +63,8 @@ pub struct PolyForward<T> {
     /// Key padding the forward applied (from a key-padding bias, [`key_padding`]); the
     /// backward applies the same.
     keys: Option<Vec<bool>>,
+    /// The number of keys the forward saw (the backward must get the same).
+    n_k: usize,
 }
 
 /// The keys a key-padding bias leaves visible: `Ok(None)` without a bias, `Ok(Some)`
@@ -86,10 +88,11 @@ pub fn key_padding<T: Real>(p: &Problem<'_, T>) -> Result<Option<Vec<bool>>> {
             }
         })
     });
-    if padding {
-        Ok(Some(keys))
-    } else {
-        Err(plan::refuse_bias(p))
+    match (padding, keys.iter().all(|&seen| seen)) {
+        (false, _) => Err(plan::refuse_bias(p)),
+        // Nothing hidden (an all-True boolean mask): the unbiased problem.
+        (true, true) => Ok(None),
+        (true, false) => Ok(Some(keys)),
     }
 }
 
@@ -362,6 +365,7 @@ fn run_forward<T: Real>(
         weights_v,
         exact_block: block,
         keys: keys.clone(),
+        n_k: p.n_k(),
     })
 }
 
@@ -391,6 +395,15 @@ fn backward_problem<T: Real>(
     cfg: &PolyConfig,
 ) -> Result<PolyGradients<T>> {
     let p = *p;
+    // The forward must be of these inputs' sizes (its normalisers and padding are
+    // indexed by them).
+    if (fwd.norm.len(), fwd.o.cols(), fwd.n_k) != (p.n_q(), p.d_v(), p.n_k()) {
+        return Err(Error::ShapeMismatch {
+            what: "the forward's results against q, k, v (n_q, d_v, n_k)".into(),
+            expected: format!("({}, {}, {})", p.n_q(), p.d_v(), p.n_k()),
+            got: format!("({}, {}, {})", fwd.norm.len(), fwd.o.cols(), fwd.n_k),
+        });
+    }
     let inputs = Inputs::new(&p);
     let plan = &fwd.plan;
     let mut lr = inputs.low_rank(&p, plan, cfg.chunk);

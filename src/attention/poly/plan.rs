@@ -269,30 +269,17 @@ fn entry_bound<T: Real>(p: &Problem<'_, T>) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// The refusal of an input with an additive score bias (the polynomial engine has
-/// none; the exact engine takes it, and `auto` falls back to it).
+/// The refusal of an input with an additive score bias other than key padding (the
+/// polynomial engine takes key padding only, `poly::key_padding`; the exact engine
+/// takes any bias, and `auto` falls back to it).
 pub fn refuse_bias<T: Real>(p: &Problem<'_, T>) -> Error {
     refusal(
         p,
         rigorous_radius(p),
-        "an additive score bias (attn_mask) runs through the exact engine only".into(),
+        "an additive score bias (attn_mask) other than key padding (every column all 0 or \
+         all -inf) runs through the exact engine only"
+            .into(),
     )
-}
-
-/// The polynomial engine takes neither an additive score bias nor a softcap: `Ok`
-/// when the input has neither, else the typed refusal for `p` (a head of the input,
-/// for R, B and sqrt(ln n)), the softcap's first. The one check of every caller that
-/// holds a bias or a softcap beside a [`PolyConfig`] (the CLI, the Python module).
-pub fn refuse_extras<T: Real>(
-    p: &Problem<'_, T>,
-    has_bias: bool,
-    softcap: Option<f64>,
-) -> Result<()> {
-    match softcap {
-        Some(c) => Err(refuse_softcap(p, c)),
-        None if has_bias => Err(refuse_bias(p)),
-        None => Ok(()),
-    }
 }
 
 /// The refusal of a softcapped problem: the polynomial engine approximates

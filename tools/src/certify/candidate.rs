@@ -12,14 +12,14 @@
 //! `[total, heads, dim]`, offsets `cu_seqlens_q`, `cu_seqlens_k` as I32/I64 tensors of
 //! the input file, lse `[heads, total_q]`; every sequence is its own problem, masks and
 //! ALiBi in its own indices, and the statistics run over the packed rows). The candidate holds any of `o` (shaped like `q` with
-//! `d_v` columns), `lse` (`[batch, heads, n_q]` in both layouts), `dq`, `dk`, `dv`
+//! `d_v` columns), `lse` (`[batch, heads, n_q]` in bhsd and bshd, `[heads, total_q]` packed), `dq`, `dk`, `dv`
 //! (like `q`, `k`, `v`; they need `do`), each in any of the four dtypes. `k` and `v`
 //! may have fewer heads than `q` if they divide `q`'s (grouped-query attention, query
 //! head `h` reads key/value head `h / g`, `g = H_q / H_kv`); `dk`, `dv` are then per
 //! key/value head, the exact ones being the sums of the group's shares (enclosed by
 //! [`polyattn::rounding::group_sum_radius`]). An optional `bias` `[n_q, n_k]` (every
-//! head) or `[.., heads, n_q, n_k]` (q's batch dims and heads, head-major in both
-//! layouts) is an additive score bias, finite or `-inf` (hides the key); an optional
+//! head) or `[.., heads, n_q, n_k]` (q's batch dims and heads, head-major in bhsd and
+//! bshd; none in the packed layout) is an additive score bias, finite or `-inf` (hides the key); an optional
 //! `alibi_slopes` (FlashAttention's, [`crate::inputs::read_alibi_slopes`]) adds its
 //! ALiBi bias ([`polyattn::attention::alibi_bias`]) to it. Semantics:
 //! `S = tau Q K^T + bias` (tau = `--scale`, default `1/sqrt(d)`, as an f64), the mask
@@ -467,7 +467,7 @@ impl Geom {
         s
     }
 
-    /// The lse shape: `[.., heads, rows]` in both layouts.
+    /// The lse shape: `[.., heads, rows]` in every layout (packed: `[heads, total_q]`).
     fn lse_shape(&self) -> Vec<usize> {
         let mut s = self.lead.clone();
         if let Some(h) = self.heads {
@@ -1311,9 +1311,13 @@ fn read_offsets(file: &TensorFile, name: &'static str, total: usize) -> Result<V
         },
         e => e,
     })?;
+    let shown = |v: &[i64]| match v.len() {
+        0..=8 => format!("{v:?}"),
+        n => format!("{:?} ... ({n} entries)", &v[..8]),
+    };
     let bad = |reason: String| Error::InvalidParameter {
         name,
-        value: format!("{v:?}"),
+        value: shown(v),
         reason,
     };
     if shape.len() != 1 || v.len() < 2 {
@@ -1475,7 +1479,7 @@ fn load_sequences(file: &TensorFile, gq: &Geom, gk: &Geom) -> Result<(Vec<Seg>, 
         if !q.is_empty() && k.is_empty() {
             return Err(Error::InvalidParameter {
                 name: "cu_seqlens_k",
-                value: format!("{ck:?}"),
+                value: format!("sequence {b}: keys {}..{}", k.start, k.end),
                 reason: format!("sequence {b} has {} queries and no key", q.len()),
             });
         }

@@ -5,7 +5,8 @@
 //! computed in f32), with the same leading dimensions (none,
 //! `[heads]` or `[batch, heads]`), and an optional additive score bias `bias`
 //! `[n_q, n_k]` (shared by every head) or `[.., n_q, n_k]` (q's leading dimensions):
-//! finite or `-inf` (hides the key), exact engine only (PyTorch's float `attn_mask`). Output tensors, in the input's dtype: `o`
+//! finite or `-inf` (hides the key; PyTorch's float `attn_mask`); the polynomial engine
+//! takes it only as key padding (every column all 0 or all `-inf`). Output tensors, in the input's dtype: `o`
 //! `[.., n_q, d_v]`, `lse` `[.., n_q]`, and with `do`: `dq`, `dk`, `dv` shaped like
 //! `q`, `k`, `v`. With the polynomial engine, also F64 entrywise bounds `o_bound` (and
 //! `dq_bound`, `dk_bound`, `dv_bound`) on the distance to exact attention.
@@ -44,7 +45,30 @@ pub fn run(args: &AttentionArgs) -> Result<()> {
         .sum();
     // Half-precision inputs are computed in f32.
     let width = if dtype == DType::F64 { 8.0 } else { 4.0 };
-    super::check_memory("polyattn attention", 8.0 * values as f64 * width)?;
+    // The polynomial engine's range form (a sliding window) holds a run's Y, up to
+    // n_q rows of the widest backward payload ((d_v + 1) d + d_v + 3 d, f64), per head
+    // in flight (at most one per thread).
+    let range_form = match (&args.engine, args.mask.mask().is_prefix()) {
+        (super::EngineArg::Exact, _) | (_, true) => 0.0,
+        _ => {
+            let dims = |n: &str, i: usize| {
+                file.get(n)
+                    .ok()
+                    .and_then(|t| t.shape().iter().rev().nth(i).copied())
+            };
+            let (n_q, d, d_v) = (
+                dims("q", 1).unwrap_or(0),
+                dims("q", 0).unwrap_or(0),
+                dims("v", 0).unwrap_or(0),
+            );
+            let p = (d_v + 1) * d + d_v + 3 * d;
+            8.0 * (n_q * p) as f64 * rayon::current_num_threads() as f64
+        }
+    };
+    super::check_memory(
+        "polyattn attention",
+        8.0 * values as f64 * width + range_form,
+    )?;
     let (mut tensors, mut metadata) = match dtype {
         DType::F16 | DType::BF16 => compute::<f32>(&file, args)?,
         DType::F32 => compute::<f32>(&file, args)?,

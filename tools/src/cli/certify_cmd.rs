@@ -80,6 +80,14 @@ pub struct CertifyArgs {
 
 /// Runs the subcommand.
 pub fn run(args: &CertifyArgs) -> Result<()> {
+    if args.candidate.is_none() && args.layout != Layout::Bhsd {
+        return Err(polyattn::error::Error::InvalidParameter {
+            name: "layout",
+            value: args.layout.name().into(),
+            reason: "--layout applies to --candidate only (the other modes read [.., n, d] stacks)"
+                .into(),
+        });
+    }
     if let Some(w) = &args.weights {
         return run_model(args, w);
     }

@@ -121,12 +121,12 @@ impl<T: Real> Loaded<T> {
     /// sqrt(ln n) of the first head) when `softcap` is set. (A bias goes to the engine,
     /// which takes key padding and refuses any other, [`poly::key_padding`].)
     pub(crate) fn check_poly_takes(&self, cfg: &PolyConfig, softcap: Option<f64>) -> Result<()> {
-        if softcap.is_none() {
+        let Some(c) = softcap else {
             return Ok(());
-        }
+        };
         let (q, k, v) = (self.q.head(0), self.k.head(0), self.v.head(0));
         let p = polyattn::attention::Problem::new(q, k, v, &cfg.attention())?;
-        poly::plan::refuse_extras(&p, false, softcap)
+        Err(poly::plan::refuse_softcap(&p, c))
     }
 }
 
@@ -147,6 +147,17 @@ pub(crate) fn load_all<T: Real>(file: &TensorFile) -> Result<Loaded<T>> {
         None
     };
     let bias = load_bias::<T>(file, &sq, sk.rows)?;
+    if file.contains("cu_seqlens_q") || file.contains("cu_seqlens_k") {
+        // A packed [total, heads, d] file read as stacks would attend across heads.
+        return Err(Error::InvalidParameter {
+            name: "cu_seqlens_q",
+            value: "present".into(),
+            reason: "the file holds FlashAttention's packed sequences (cu_seqlens_q / \
+                     cu_seqlens_k): only `certify --candidate --layout varlen` reads that \
+                     layout; run the engines one sequence at a time"
+                .into(),
+        });
+    }
     Ok(Loaded {
         shapes: [sq, sk, sv],
         q,
