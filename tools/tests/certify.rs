@@ -305,6 +305,9 @@ fn key_padding_is_certified_against_the_biased_references() {
             for t in &r.tensors {
                 assert!(t.a_priori_consistent, "{mask:?} {reference:?} {t:?}");
             }
+            // Keys 4, 13, ..., 58 (j % 9 == 4) and 66..70 hidden, in both heads.
+            assert_eq!(r.hidden_keys, Some(vec![11, 11]));
+            assert!(r.to_markdown().contains("hidden keys per head [11, 11]"));
             // Certified within 1e-5 with the bias on both sides, while the padding
             // moves O by more than 1e-2 (checked below): neither side dropped it.
             assert!(r.tensors[0].certified_max_abs <= 1e-5, "{:?}", r.tensors[0]);

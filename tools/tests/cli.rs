@@ -351,6 +351,12 @@ fn an_additive_bias_in_the_input_file() {
     );
     let fp = TensorFile::read(&p).unwrap();
     assert_eq!(fp.metadata.get("engine").map(String::as_str), Some("poly"));
+    assert_eq!(
+        fp.metadata
+            .get("key_padding_hidden_keys")
+            .map(String::as_str),
+        Some("[4, 4]")
+    );
     for name in ["o", "dq", "dk", "dv"] {
         let x = fp.get(name).unwrap().to_real::<f64>().unwrap();
         let bd = fp

@@ -67,6 +67,15 @@ pub struct PolyForward<T> {
     n_k: usize,
 }
 
+impl<T> PolyForward<T> {
+    /// How many keys a key-padding bias hid from every query (0 without padding).
+    pub fn hidden_keys(&self) -> usize {
+        self.keys
+            .as_ref()
+            .map_or(0, |k| k.iter().filter(|&&seen| !seen).count())
+    }
+}
+
 /// The keys a key-padding bias leaves visible: `Ok(None)` without a bias, `Ok(Some)`
 /// when every column of the bias is all 0 (key seen) or all `-inf` (key hidden from
 /// every query: PyTorch's `key_padding_mask`, a padded batch), and the typed refusal

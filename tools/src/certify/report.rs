@@ -111,6 +111,9 @@ pub struct AttentionReport {
     pub heads: Vec<HeadCertificate>,
     /// Per-tensor results (o, then dq, dk, dv with a dO).
     pub tensors: Vec<TensorReport>,
+    /// With a key-padding bias: the keys it hid, per query head (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hidden_keys: Option<Vec<usize>>,
     /// Seconds: polynomial forward, polynomial backward, reference. Not in the report's
     /// JSON or Markdown (which are reproducible to the byte): see
     /// [`AttentionReport::timings`].
@@ -461,6 +464,7 @@ pub fn certify_attention_with_bias<T: Real>(
         shape: [h, n_q, n_k, d, d_v],
         mask: cfg.mask.name(),
         gradient: d_o.map(|_| kind.name().to_string()),
+        hidden_keys: bias.map(|_| fwd.iter().map(|f| f.hidden_keys()).collect()),
         reference: if use_mpfr {
             ReferenceUsed::Mpfr { prec: 128 }
         } else {
@@ -594,6 +598,11 @@ impl AttentionReport {
             self.mask,
             self.gradient.as_deref().unwrap_or("(forward only)"),
         );
+        if let Some(h) = &self.hidden_keys {
+            s.push_str(&format!(
+                "Key padding (an additive bias hiding whole keys, applied by the engine and both references): hidden keys per head {h:?}.\n\n"
+            ));
+        }
         s.push_str("Every error is certified: an upper bound on the distance to the exact real result. *Consistent* means no entry's certified lower bound on its error exceeds its a priori bound.\n\n");
         s.push_str(&markdown_table(&Self::TENSOR_HEADERS, &self.tensor_rows()));
         s.push_str("\n![certified error along the rows](rows.svg)\n");

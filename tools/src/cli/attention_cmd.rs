@@ -220,6 +220,11 @@ fn run_poly<T: Real>(x: &Loaded<T>, cfg: &PolyConfig, args: &AttentionArgs) -> R
             ),
         ),
     ]);
+    if x.bias.is_some() {
+        // The engine took the bias as key padding (it refuses any other).
+        let hidden: Vec<usize> = fwd.iter().map(|f| f.hidden_keys()).collect();
+        meta.insert("key_padding_hidden_keys".into(), format!("{hidden:?}"));
+    }
     let ratio = max(&|h| 1.0 / fwd[h].plan.regime.predicted_speedup());
     if ratio > 1.0 {
         // Not an error: the user named the engine; say what it costs.
