@@ -1542,9 +1542,14 @@ fn packed_varlen_sequences_are_certified_one_by_one() {
     let l = tensor(&rep, "lse");
     assert_eq!(l.conventions.len(), 1, "{:?}", l.conventions);
     assert_eq!(l.conventions[0].rows, 2 * hq);
-    assert_eq!(l.conventions[0].first.row, 5);
+    // Positions: the packed row, and the sequence in `batch` (sequence 1 is keys-only,
+    // so query row 5 opens sequence 2; key row 8 lies in sequence 1's keys 7..10).
+    assert_eq!(
+        (l.conventions[0].first.batch, l.conventions[0].first.row),
+        (2, 5)
+    );
     let w = &tensor(&rep, "dk").worst[0];
-    assert_eq!((w.at.head, w.at.row, w.at.col), (0, 8, 2));
+    assert_eq!((w.at.batch, w.at.head, w.at.row, w.at.col), (1, 0, 8, 2));
     assert!(tensor(&rep, "dk").certified_lower_max_abs >= 0.25 - 1e-6);
     assert_eq!(tensor(&rep, "o").baseline.verdict, "pass");
 }

@@ -11,7 +11,8 @@
 //! dim]` or `[seq, heads, dim]`) or `varlen` (FlashAttention's packed sequences:
 //! `[total, heads, dim]`, offsets `cu_seqlens_q`, `cu_seqlens_k` as I32/I64 tensors of
 //! the input file, lse `[heads, total_q]`; every sequence is its own problem, masks and
-//! ALiBi in its own indices, and the statistics run over the packed rows). The candidate holds any of `o` (shaped like `q` with
+//! ALiBi in its own indices, and the statistics run over the packed rows; a position's
+//! `batch` is then its sequence and `row` the packed row). The candidate holds any of `o` (shaped like `q` with
 //! `d_v` columns), `lse` (`[batch, heads, n_q]` in bhsd and bshd, `[heads, total_q]` packed), `dq`, `dk`, `dv`
 //! (like `q`, `k`, `v`; they need `do`), each in any of the four dtypes. `k` and `v`
 //! may have fewer heads than `q` if they divide `q`'s (grouped-query attention, query
@@ -142,7 +143,8 @@ pub const CANDIDATE_TENSORS: [&str; 5] = ["o", "lse", "dq", "dk", "dv"];
 /// A position in a tensor: batch, head, row, column (0 for lse).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Position {
-    /// Batch index (0 without a batch dimension).
+    /// Batch index (0 without a batch dimension; the sequence under `--layout varlen`,
+    /// where `row` is the packed row).
     pub batch: usize,
     /// Head index within the batch.
     pub head: usize,
@@ -1779,6 +1781,28 @@ pub fn certify_candidate(
         };
         let shape = if ti == 1 { gq.lse_shape() } else { g.shape() };
         let mut st = tensor_stats(&e, g, (dt, base_dt), shape, conv, &base, &upc);
+        if layout == Layout::Varlen {
+            // Name each position's sequence (the packed row stays the row).
+            let offsets = &x.offsets[usize::from(ti >= 3)];
+            let seq = |p: &mut Position| {
+                p.batch = offsets[1..].partition_point(|&end| end <= p.row);
+            };
+            st.cert.worst.iter_mut().for_each(|w| seq(&mut w.at));
+            st.cert
+                .nonfinite_first
+                .iter_mut()
+                .for_each(|n| seq(&mut n.at));
+            st.cert
+                .conventions
+                .iter_mut()
+                .for_each(|c| seq(&mut c.first));
+            st.cert
+                .bias
+                .top_rows
+                .iter_mut()
+                .for_each(|b| seq(&mut b.at));
+            st.row_biases.iter_mut().for_each(|b| seq(&mut b.at));
+        }
         if st.cert.baseline.verdict != "pass" && st.cert.certified_max_abs.is_finite() {
             st.cert.hints = hints(&e, ti, &x, (tau, mask, opts.softcap))?;
         }
