@@ -4,6 +4,7 @@ work folder: libFuzzer's logs, the artifacts, and the corpus replay statistics."
 import json
 import os
 import re
+import subprocess
 import sys
 
 work, stamp, secs, targets = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
@@ -17,8 +18,33 @@ def read(path, default=""):
         return default
 
 
+def revision():
+    """The git revision the campaign built, with `-dirty` if tracked files differed."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "src", "tools", "spec", "fuzz"],
+                               check=False).returncode != 0
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine():
+    """CPU model, core count and the widest SIMD level the CPU reports."""
+    info = read("/proc/cpuinfo")
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                  if line.startswith("model name")), "unknown CPU")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines()
+                  if line.startswith("flags")), [])
+    simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{model}, {os.cpu_count()} cores, {simd}"
+
+
 report = {"stamp": stamp, "seconds_per_target": secs, "engine":
           "libFuzzer via cargo-fuzz, --sanitizer none, fork mode, stable toolchain",
+          "revision": revision(), "machine": machine(),
+          "jobs": int(os.environ.get("FUZZ_JOBS", "1")),
           "targets": []}
 for t in targets:
     log = read(f"{work}/{t}.log")
@@ -64,7 +90,8 @@ def fmt(x, digits=3):
 
 
 md = [f"# Fuzz campaign {stamp}", "",
-      f"{secs} s per target; {report['engine']}. Produced by `scripts/fuzz_campaign.sh "
+      f"{secs} s per target; {report['engine']}; revision {report['revision']}, "
+      f"{report['machine']}, {report['jobs']} libFuzzer job(s). Produced by `scripts/fuzz_campaign.sh "
       f"{secs}`. Replay: every input of `fuzz/corpus/<target>` and the run's new corpus "
       "re-checked through `polyattn_tools::fuzzing` (`tools/examples/fuzz_corpus.rs stats`).", "",
       "| target | wall s | executions | coverage (edges) | features | corpus | crashes | OOMs | timeouts | replayed | refused | replay failures |",

@@ -1185,16 +1185,6 @@ impl Inputs {
         )?))
     }
 
-    /// The number of sequences (empty ones that were dropped included).
-    fn sequences(&self) -> usize {
-        self.offsets[0].len().saturating_sub(1).max(1)
-    }
-
-    /// The sequence offsets of queries and keys (`[0, n_q]`, `[0, n_k]` unpacked).
-    fn offsets(&self) -> [Vec<usize>; 2] {
-        self.offsets.clone()
-    }
-
     /// `heads (d + d_v) sum_s n_q,s n_k,s`: the reference's work, for `Auto`.
     fn work(&self) -> f64 {
         let [gq, _, gv] = &self.geoms;
@@ -1263,14 +1253,19 @@ impl HeadRef {
         }
     }
 
-    /// The parts of one head, in row order.
+    /// The parts of one head, in row order (one part, the unpacked case, moves as is).
     fn join(parts: Vec<HeadRef>) -> Self {
-        let mut t: [(Vec<f64>, Vec<f64>); 5] = Default::default();
-        for (i, ti) in t.iter_mut().enumerate() {
-            ti.0 = concat(parts.iter().map(|p| p.t[i].0.clone()));
-            ti.1 = concat(parts.iter().map(|p| p.t[i].1.clone()));
+        let mut parts = parts.into_iter();
+        let mut head = parts.next().unwrap_or(HeadRef {
+            t: Default::default(),
+        });
+        for p in parts {
+            for (ti, pi) in head.t.iter_mut().zip(p.t) {
+                ti.0.extend(pi.0);
+                ti.1.extend(pi.1);
+            }
         }
-        HeadRef { t }
+        head
     }
 }
 
@@ -1285,21 +1280,23 @@ fn plain_keys_only(n_k: usize, (d, d_v): (usize, usize), grads: bool) -> PlainHe
 
 /// The parts of one head's plain baseline, in row order.
 fn plain_join(parts: Vec<PlainHead>) -> PlainHead {
-    let grads = parts.iter().all(|p| p.grads.is_some()).then(|| {
-        let g = |i: usize| {
-            concat(
-                parts
-                    .iter()
-                    .map(|p| p.grads.as_ref().map_or(Vec::new(), |g| g[i].clone())),
-            )
-        };
-        [g(0), g(1), g(2)]
+    let mut parts = parts.into_iter();
+    let mut head = parts.next().unwrap_or(PlainHead {
+        o: Vec::new(),
+        lse: Vec::new(),
+        grads: None,
     });
-    PlainHead {
-        o: concat(parts.iter().map(|p| p.o.clone())),
-        lse: concat(parts.iter().map(|p| p.lse.clone())),
-        grads,
+    for p in parts {
+        head.o.extend(p.o);
+        head.lse.extend(p.lse);
+        // Every part has gradients or none does (`need_grads` is one flag).
+        if let (Some(hg), Some(pg)) = (head.grads.as_mut(), p.grads) {
+            for (a, b) in hg.iter_mut().zip(pg) {
+                a.extend(b);
+            }
+        }
     }
+    head
 }
 
 /// The packed layout's sequence offsets `name` (an I32 or I64 tensor of `batch + 1`
@@ -1822,7 +1819,8 @@ pub fn certify_candidate(
         input_dtypes: x.dtypes.clone(),
         shape: [
             if layout == Layout::Varlen {
-                x.sequences()
+                // The sequences, empty ones included.
+                x.offsets[0].len() - 1
             } else {
                 batch
             },
@@ -1832,7 +1830,7 @@ pub fn certify_candidate(
             d,
             d_v,
         ],
-        cu_seqlens: (layout == Layout::Varlen).then(|| x.offsets()),
+        cu_seqlens: (layout == Layout::Varlen).then(|| x.offsets.clone()),
         kv_heads: hpb / x.group.max(1),
         mask: mask.name(),
         scale: tau,
